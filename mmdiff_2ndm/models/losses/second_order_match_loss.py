@@ -1,0 +1,354 @@
+"""The 2ndMatch loss: second-order Jacobian matching by random projections."""
+import contextlib
+import inspect
+from typing import Callable, Dict, NamedTuple, Optional, Tuple
+
+import torch
+from mmagic.registry import MODELS
+from torch import Tensor, nn
+
+from .jacobian_products import (jacobian_safe_attention, jacobian_vector_product,
+                                unit_directions, vector_jacobian_product)
+
+MODES = ('jvp', 'vjp', 'first_order')
+REDUCTIONS = ('mean', 'sum')
+NONFINITE = ('raise', 'skip')
+
+
+class JacobianMatchOutput(NamedTuple):
+    """Result of ``SecondOrderMatchLoss(..., return_outputs=True)``.
+
+    Attributes:
+        loss (Tensor): The weighted scalar Jacobian term.
+        student_out (Tensor): Student output for the full batch (B, ...), in the
+            order of x, with its graph into the student's parameters.
+        teacher_out (Tensor): Teacher output for the full batch (B, ...), detached.
+    """
+    loss: Tensor
+    student_out: Tensor
+    teacher_out: Tensor
+
+
+@MODELS.register_module(name='2ndMatchLoss')
+class SecondOrderMatchLoss(nn.Module):
+    """Matches the student's input-Jacobian geometry to the teacher's (2ndMatch).
+
+    Per sample ``i`` and projection ``k`` with ``v ~ Uniform(unit sphere)``:
+
+    * ``mode='jvp'`` (default, the paper's J^T J):
+      ``(s_i^2 ||J_S v||^2 - s_i^2 ||J_D v||^2)^2`` with ``J v`` by forward mode,
+      the student's made differentiable by reverse-over-forward;
+    * ``mode='vjp'`` (the authors' released code, matches J J^T):
+      the same with ``J^T v`` by reverse-mode double backward, v in output space;
+    * ``mode='first_order'`` (ablation baseline): ``s_i^2 ||J_S v - J_D v||^2``.
+
+    ``J = d fn(x) / d x``, norms are sums of squares over all non-batch dims
+    (pixel-summed, as the authors), ``s_i`` is the optional ``scale``. The per-sample
+    term is the mean over the K projections, multiplied by the optional ``weight``,
+    reduced over the samples that received the term and multiplied by ``loss_weight``.
+
+    Calling contract for ``student_fn`` / ``teacher_fn``:
+
+    * ``fn(x)`` is called with exactly the full batch x (all B samples, in order,
+      once) and must return the denoiser output, same batch size. Time step and
+      conditioning are closed over by the caller.
+    * When the loss evaluates a *different* batch (``batch_fraction < 1``, or
+      ``num_projections > 1`` which repeats the selected samples K times), it calls
+      ``fn(x_sub, batch_index=idx)`` where ``idx`` is a LongTensor (N,) such that
+      ``x_sub[j]`` is ``x[idx[j]]``. The fn must then index its per-sample
+      time steps / conditioning with ``idx``, e.g.
+      ``lambda x, batch_index=None: net(x, t if batch_index is None else t[batch_index])``.
+      A fn without a ``batch_index`` parameter (or ``**kwargs``) is fine only when
+      ``batch_fraction == 1`` and ``num_projections == 1``; otherwise a TypeError says so.
+    * Teacher products run without a graph into the teacher's parameters (forward
+      mode under ``no_grad``; reverse mode w.r.t. x only), so the teacher's
+      parameters get no gradient, whether or not they require grad.
+
+    Note:
+        Cost: each network runs one forward over every sample per call (the Jacobian
+        pass doubles as the forward, see ``return_outputs``); ``num_projections`` K > 1
+        runs the selected samples K times in one batch, so activation memory of the
+        Jacobian pass grows K-fold. Attention inside the Jacobian pass uses the math
+        SDPA kernel (see ``jacobian_safe_attention``); normal forwards are untouched.
+        For an epsilon-predictor ``||J v||^2`` grows like ``1/sigma_t^2``, so the
+        unscaled summand grows like ``1/sigma_t^4``: pass ``scale=sigma_t`` to keep a
+        few small-t samples from dominating the gradient (unscaled is the paper's form).
+
+    Args:
+        loss_weight (float): Multiplies the reduced term. Defaults to 0.1 (authors).
+        num_projections (int): K >= 1 independent unit directions per sample, each
+            its own term (mean over K). Defaults to 1.
+        mode (str): ``'jvp'``, ``'vjp'`` or ``'first_order'``. Defaults to ``'jvp'``.
+        reduction (str): ``'mean'`` or ``'sum'`` over the batch. With
+            ``batch_fraction < 1`` the sum is rescaled by B / (selected samples) so
+            that both reductions estimate their full-batch value. Defaults to ``'mean'``.
+        batch_fraction (float): Fraction in (0, 1] of the batch (at least one sample,
+            drawn at random each call) that gets the Jacobian term; the rest only
+            runs plain forwards when ``return_outputs=True``. Defaults to 1.0.
+        seed (int, optional): Seeds a private generator for directions and sample
+            selection (reproducible sequence, global RNG untouched). Defaults to None
+            (global RNG).
+        nonfinite (str): ``'raise'``: a non-finite term raises FloatingPointError
+            naming the culprit. ``'skip'``: the call returns a zero that stays
+            connected to the student's output graph (so DDP and optimizers see the same
+            parameters as usual, with zero gradient) and ``num_skipped`` is
+            incremented. Defaults to ``'raise'``.
+        safe_attention (bool): Route attention to the math kernel inside the
+            Jacobian pass. Disable only for models without SDPA. Defaults to True.
+    """
+
+    def __init__(self,
+                 loss_weight: float = 0.1,
+                 num_projections: int = 1,
+                 mode: str = 'jvp',
+                 reduction: str = 'mean',
+                 batch_fraction: float = 1.0,
+                 seed: Optional[int] = None,
+                 nonfinite: str = 'raise',
+                 safe_attention: bool = True) -> None:
+        super().__init__()
+        if mode not in MODES:
+            raise ValueError(f'mode must be one of {MODES}, got {mode!r}.')
+        if isinstance(num_projections, bool) or not isinstance(num_projections, int) \
+                or num_projections < 1:
+            raise ValueError(
+                f'num_projections must be an int >= 1, got {num_projections!r}.')
+        if not 0.0 < float(batch_fraction) <= 1.0:
+            raise ValueError(f'batch_fraction must be in (0, 1], got {batch_fraction!r}.')
+        if reduction not in REDUCTIONS:
+            raise ValueError(f'reduction must be one of {REDUCTIONS}, got {reduction!r}.')
+        if not float(loss_weight) >= 0.0:  # also rejects NaN
+            raise ValueError(f'loss_weight must be >= 0, got {loss_weight!r}.')
+        if nonfinite not in NONFINITE:
+            raise ValueError(f'nonfinite must be one of {NONFINITE}, got {nonfinite!r}.')
+        if seed is not None and not isinstance(seed, int):
+            raise ValueError(f'seed must be an int or None, got {seed!r}.')
+        self.loss_weight = float(loss_weight)
+        self.num_projections = num_projections
+        self.mode = mode
+        self.reduction = reduction
+        self.batch_fraction = float(batch_fraction)
+        self.seed = seed
+        self.nonfinite = nonfinite
+        self.safe_attention = safe_attention
+        self.num_skipped = 0
+        self._last_sq_norms: Optional[Tuple[Tensor, Tensor]] = None
+        self._generators: Dict[torch.device, torch.Generator] = {}
+
+    def extra_repr(self) -> str:
+        return (f'mode={self.mode!r}, loss_weight={self.loss_weight}, '
+                f'num_projections={self.num_projections}, reduction={self.reduction!r}, '
+                f'batch_fraction={self.batch_fraction}, seed={self.seed}, '
+                f'nonfinite={self.nonfinite!r}')
+
+    def _generator(self, device: torch.device) -> Optional[torch.Generator]:
+        """Private per-device generator, created on first use from ``seed``."""
+        if self.seed is None:
+            return None
+        if device not in self._generators:
+            self._generators[device] = torch.Generator(device=device).manual_seed(self.seed)
+        return self._generators[device]
+
+    def forward(self,
+                student_fn: Callable[..., Tensor],
+                teacher_fn: Callable[..., Tensor],
+                x: Tensor,
+                scale: Optional[Tensor] = None,
+                weight: Optional[Tensor] = None,
+                return_outputs: bool = False):
+        """Computes the weighted Jacobian matching term.
+
+        Args:
+            student_fn (Callable): Student denoiser as a function of x (see the class
+                docstring for the ``batch_index`` contract).
+            teacher_fn (Callable): Teacher denoiser, same contract.
+            x (Tensor): Noisy input, (B, ...).
+            scale (Tensor, optional): (B,), multiplies both Jacobian products of each
+                sample before matching (e.g. sigma_t). Defaults to None (unscaled).
+            weight (Tensor, optional): (B,), weights each sample's term; 0 drops it.
+                Defaults to None.
+            return_outputs (bool): Also return both networks' outputs for the full
+                batch. Defaults to False.
+
+        Returns:
+            Tensor | JacobianMatchOutput: The scalar loss, or
+            ``JacobianMatchOutput(loss, student_out, teacher_out)``.
+        """
+        if not torch.is_tensor(x) or x.dim() < 1 or x.shape[0] < 1:
+            raise ValueError('x must be a Tensor (B, ...) with B >= 1, got '
+                             f'{getattr(x, "shape", type(x).__name__)}.')
+        batch = x.shape[0]
+        scale = self._per_sample(scale, 'scale', x)
+        weight = self._per_sample(weight, 'weight', x)
+        gen = self._generator(x.device)
+
+        num_selected = max(1, int(round(self.batch_fraction * batch)))
+        if num_selected < batch:
+            perm = torch.randperm(batch, generator=gen, device=x.device)
+            selected, rest = perm[:num_selected], perm[num_selected:]
+        else:
+            selected = rest = None
+        num_proj = self.num_projections
+        if selected is None and num_proj == 1:
+            jac_index, x_jac = None, x
+        else:
+            sel = torch.arange(batch, device=x.device) if selected is None else selected
+            jac_index = sel.repeat(num_proj)  # (K*N,), projection-major
+            x_jac = x[jac_index]
+            for fn, role in ((student_fn, 'student'), (teacher_fn, 'teacher')):
+                _require_batch_index(fn, role, num_proj, self.batch_fraction)
+
+        student_j, teacher_j, term = self._jacobian_terms(
+            student_fn, teacher_fn, x_jac, jac_index, gen)  # term: (K*N,)
+        n_sel = batch if selected is None else num_selected
+        # The first of the K copies of each selected sample provides its output.
+        student_j, teacher_j = student_j[:n_sel], teacher_j[:n_sel]
+
+        if scale is not None:
+            sel_scale = scale if selected is None else scale[selected]
+            factor = sel_scale.to(term.dtype).pow(2).repeat(num_proj)
+            term = term * (factor.pow(2) if self.mode != 'first_order' else factor)
+        per_sample = term.view(num_proj, n_sel).mean(dim=0)  # (N,)
+        if weight is not None:
+            per_sample = per_sample * (
+                weight if selected is None else weight[selected]).to(per_sample.dtype)
+        if self.reduction == 'mean':
+            loss = per_sample.mean()
+        else:
+            loss = per_sample.sum() * (batch / n_sel)
+        loss = self.loss_weight * loss
+        loss = self._check_finite(loss, student_j)
+
+        if not return_outputs:
+            return loss
+        if selected is None:
+            return JacobianMatchOutput(loss, student_j, teacher_j)
+        student_rest = student_fn(x[rest], batch_index=rest)
+        with torch.no_grad():
+            teacher_rest = teacher_fn(x[rest], batch_index=rest)
+        inverse = torch.argsort(torch.cat([selected, rest]))
+        student_out = torch.cat([student_j, student_rest.to(student_j.dtype)])[inverse]
+        teacher_out = torch.cat([teacher_j, teacher_rest.to(teacher_j.dtype)])[inverse]
+        return JacobianMatchOutput(loss, student_out, teacher_out.detach())
+
+    def _jacobian_terms(self, student_fn, teacher_fn, x: Tensor, index: Optional[Tensor],
+                        gen: Optional[torch.Generator]) -> Tuple[Tensor, Tensor, Tensor]:
+        """Runs both Jacobian products on x (N, ...) and returns outputs and terms (N,)."""
+        student = _bind(student_fn, index)
+        teacher = _bind(teacher_fn, index)
+        attention = (jacobian_safe_attention()
+                     if self.safe_attention else contextlib.nullcontext())
+        with attention:
+            if self.mode == 'vjp':
+                directions: Dict[str, Tensor] = {}
+
+                def draw(out: Tensor) -> Tensor:
+                    # One v per sample, shared by student and teacher.
+                    if 'v' not in directions:
+                        directions['v'] = unit_directions(out.shape, x, gen)
+                    elif directions['v'].shape != out.shape:
+                        raise _shape_error(directions['v'].shape, out.shape)
+                    return directions['v']
+
+                student_out, student_jac = vector_jacobian_product(
+                    student, x, draw, 'student', create_graph=torch.is_grad_enabled())
+                teacher_out, teacher_jac = vector_jacobian_product(
+                    teacher, x, draw, 'teacher', create_graph=False)
+            else:
+                v = unit_directions(x.shape, x, gen).to(x.dtype)
+                student_out, student_jac = jacobian_vector_product(
+                    student, x, v, 'student')
+                with torch.no_grad():
+                    teacher_out, teacher_jac = jacobian_vector_product(
+                        teacher, x, v, 'teacher')
+        if student_out.shape != teacher_out.shape:
+            raise _shape_error(student_out.shape, teacher_out.shape)
+        if student_out.shape[0] != x.shape[0]:
+            raise ValueError(f'student_fn returned batch size {student_out.shape[0]} for '
+                             f'an input of batch size {x.shape[0]}.')
+        # At least float32 before squaring: squared norms of squared norms overflow
+        # fp16; float64 stays float64 (gradcheck).
+        student_jac, teacher_jac = _upcast(student_jac), _upcast(teacher_jac).detach()
+        if self.mode == 'first_order':
+            self._last_sq_norms = None
+            term = (student_jac - teacher_jac).pow(2).flatten(1).sum(1)
+        else:
+            student_sq = student_jac.pow(2).flatten(1).sum(1)
+            teacher_sq = teacher_jac.pow(2).flatten(1).sum(1)
+            # Kept (detached) only to name the culprit of a non-finite loss.
+            self._last_sq_norms = (student_sq.detach(), teacher_sq)
+            term = (student_sq - teacher_sq).pow(2)
+        return student_out, teacher_out.detach(), term
+
+    def _check_finite(self, loss: Tensor, student_out: Tensor) -> Tensor:
+        """Raises on or skips a non-finite loss (one host sync per call)."""
+        if bool(torch.isfinite(loss)):
+            return loss
+        if not bool(torch.isfinite(student_out).all()):
+            # The DSM/KD terms are poisoned too; skipping here would hide it.
+            raise FloatingPointError(
+                '2ndMatchLoss: the student output itself is non-finite (NaN/Inf); '
+                'the model or its inputs diverged, not only the Jacobian term.')
+        if self.nonfinite == 'raise':
+            raise FloatingPointError(
+                f'2ndMatchLoss: non-finite Jacobian matching term ({loss.item()}) in mode '
+                f'{self.mode!r}; {self._diagnose()}. Use scale=sigma_t, a smaller '
+                "loss_weight, or nonfinite='skip' to drop such steps.")
+        self.num_skipped += 1
+        # A zero through the (finite) primal graph: every student parameter that
+        # reaches the output gets an exact zero gradient, never NaN.
+        return _upcast(student_out).sum() * 0.0
+
+    def _diagnose(self) -> str:
+        norms = self._last_sq_norms
+        if norms is None:
+            return 'the student-teacher difference ||J_S v - J_D v||^2 overflowed'
+        bad = [name for name, n in zip(('student ||J v||^2', 'teacher ||J v||^2'), norms)
+               if not bool(torch.isfinite(n).all())]
+        return (f'non-finite {" and ".join(bad)}' if bad else
+                'the squared difference of squared norms overflowed')
+
+    @staticmethod
+    def _per_sample(value: Optional[Tensor], name: str, x: Tensor) -> Optional[Tensor]:
+        """Validates an optional (B,) per-sample tensor."""
+        if value is None:
+            return None
+        value = torch.as_tensor(value, device=x.device)
+        if value.shape != (x.shape[0], ):
+            raise ValueError(f'{name} must have shape (B,) = ({x.shape[0]},), got '
+                             f'{tuple(value.shape)}.')
+        return value.detach()
+
+
+def _upcast(tensor: Tensor) -> Tensor:
+    """float32 for reduced-precision tensors, unchanged otherwise."""
+    return tensor.float() if tensor.dtype in (torch.float16, torch.bfloat16) else tensor
+
+
+def _bind(fn: Callable[..., Tensor], index: Optional[Tensor]) -> Callable[[Tensor], Tensor]:
+    """fn as a function of x only; passes ``batch_index`` when the batch differs."""
+    if index is None:
+        return fn
+    return lambda x: fn(x, batch_index=index)
+
+
+def _require_batch_index(fn: Callable[..., Tensor], role: str, num_projections: int,
+                         batch_fraction: float) -> None:
+    """Raises TypeError when fn cannot receive ``batch_index``."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):  # builtins without a signature: let the call decide
+        return
+    if any(p.name == 'batch_index' or p.kind is inspect.Parameter.VAR_KEYWORD
+           for p in params):
+        return
+    raise TypeError(
+        f'{role}_fn takes no `batch_index` keyword, but num_projections='
+        f'{num_projections} / batch_fraction={batch_fraction} make the loss evaluate a '
+        'sub-batch. Accept it and index per-sample time steps / conditioning, e.g. '
+        '`lambda x, batch_index=None: net(x, t if batch_index is None else t[batch_index])`.')
+
+
+def _shape_error(student_shape, teacher_shape) -> ValueError:
+    return ValueError(f'student_fn returned shape {tuple(student_shape)} but teacher_fn '
+                      f'{tuple(teacher_shape)}; both must predict the same quantity.')
