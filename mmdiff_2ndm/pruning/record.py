@@ -1,0 +1,103 @@
+"""The pruning record: plain data that rebuilds a pruned denoiser from its dense config.
+
+A record is a dict of numbers, strings, lists and dicts only, so a checkpoint that holds
+it loads with ``torch.load(weights_only=True)``. Keys:
+
+* ``format``: ``RECORD_FORMAT``.
+* ``family``: ``denoiser_family`` of the pruned net.
+* ``history``: torch-pruning's pruning history, ``[[module_name, is_out_channel, [idx...]],
+  ...]``, replayed on the dense net by ``DependencyGraph.load_pruning_history``.
+* ``heads``: attention module name -> head count after pruning.
+* ``shapes``: parameter name -> shape of the pruned net (rebuild check, mismatch errors).
+* ``settings``: how it was made (ratio, importance, ...), for people.
+* ``stats``: params / MACs before and after.
+
+In an mmengine checkpoint the record of ``model.<student_key>`` lives at
+``checkpoint['meta']['pruning']`` (see ``DiffusionPruningHook``).
+"""
+from typing import Dict, List, Mapping
+
+import torch
+from torch import nn
+
+RECORD_FORMAT = 'mmdiff_2ndm.pruning/v1'
+_REQUIRED_KEYS = ('format', 'family', 'history', 'heads', 'shapes')
+
+
+def parameter_shapes(net: nn.Module) -> Dict[str, List[int]]:
+    """Parameter name -> shape (as a list) of ``net``."""
+    return {name: list(param.shape) for name, param in net.named_parameters()}
+
+
+def to_plain_history(history) -> List[list]:
+    """torch-pruning's history with tensors/tuples turned into lists of ints."""
+    plain = []
+    for module_name, is_out, idxs in history:
+        if torch.is_tensor(idxs):
+            idxs = idxs.tolist()
+        plain.append([str(module_name), bool(is_out), [int(i) for i in idxs]])
+    return plain
+
+
+def check_record(record: Mapping) -> None:
+    """Raises ValueError if ``record`` is not a pruning record this version can replay."""
+    if not isinstance(record, Mapping):
+        raise ValueError(f'A pruning record must be a dict, got {type(record).__name__}.')
+    missing = [key for key in _REQUIRED_KEYS if key not in record]
+    if missing:
+        raise ValueError(f'Pruning record lacks keys {missing}; was it written by '
+                         'mmdiff_2ndm.pruning?')
+    if record['format'] != RECORD_FORMAT:
+        raise ValueError(f"Pruning record format {record['format']!r} is not "
+                         f'{RECORD_FORMAT!r}; re-prune with this version.')
+
+
+def shape_mismatches(expected: Mapping[str, List[int]],
+                     actual: Mapping[str, List[int]]) -> List[str]:
+    """Human-readable lines for every parameter whose shape differs (or is missing)."""
+    lines = []
+    for name, shape in expected.items():
+        if name not in actual:
+            lines.append(f'{name}: missing (expected {tuple(shape)})')
+        elif list(actual[name]) != list(shape):
+            lines.append(f'{name}: {tuple(actual[name])} vs expected {tuple(shape)}')
+    return lines
+
+
+def check_state_dict_shapes(net: nn.Module,
+                            state_dict: Mapping[str, torch.Tensor],
+                            prefix: str = '',
+                            what: str = 'checkpoint') -> None:
+    """Raises a clear error when ``state_dict`` cannot load into ``net`` shape for shape.
+
+    mmengine's ``load_checkpoint`` only warns on shape mismatches and keeps the random
+    weights; a pruned checkpoint loaded into a dense model (or the reverse) must fail.
+
+    Args:
+        net (nn.Module): The module the weights are meant for.
+        state_dict (Mapping): Weights, possibly for a larger model.
+        prefix (str): Key prefix of ``net``'s weights in ``state_dict``
+            (e.g. ``'student.'``). Keys without it are ignored.
+        what (str): Name of the source, for the message.
+
+    Raises:
+        ValueError: If any of ``net``'s parameters has another shape in ``state_dict``.
+    """
+    actual = {
+        key[len(prefix):]: list(value.shape)
+        for key, value in state_dict.items() if key.startswith(prefix) and torch.is_tensor(value)
+    }
+    expected = {name: shape for name, shape in parameter_shapes(net).items() if name in actual}
+    mismatches = shape_mismatches(expected, actual)
+    if mismatches:
+        numel_model = sum(torch.Size(shape).numel() for shape in expected.values())
+        numel_ckpt = sum(torch.Size(actual[name]).numel() for name in expected)
+        hint = ('the weights are smaller: a pruned checkpoint loaded into a dense model; '
+                'rebuild the pruned shapes first (DiffusionPruningHook / rebuild_pruned)'
+                if numel_ckpt < numel_model else
+                'the weights are larger: a dense checkpoint loaded into a pruned model; '
+                'load dense weights before pruning, or a checkpoint that holds a pruning record')
+        raise ValueError(
+            f'{what} does not fit the model ({prefix or "root"!r}): {len(mismatches)} '
+            f'parameter shapes differ ({numel_ckpt} vs {numel_model} values); {hint}. '
+            'First mismatches: ' + '; '.join(f'{prefix}{line}' for line in mismatches[:3]))
