@@ -1,8 +1,8 @@
-from .jacobian_products import (jacobian_safe_attention, jacobian_vector_product,
+from .jacobian_products import (jacobian_safe_kernels, jacobian_vector_product,
                                 unit_directions, vector_jacobian_product)
 from .second_order_match_loss import JacobianMatchOutput, SecondOrderMatchLoss
 
 __all__ = [
-    'SecondOrderMatchLoss', 'JacobianMatchOutput', 'jacobian_safe_attention',
+    'SecondOrderMatchLoss', 'JacobianMatchOutput', 'jacobian_safe_kernels',
     'jacobian_vector_product', 'vector_jacobian_product', 'unit_directions'
 ]

@@ -3,43 +3,75 @@
 Two products, both returning the primal output as well so that the caller can reuse
 it for the DSM and KD terms (one forward per network and iteration):
 
-* ``jacobian_vector_product``: ``J v`` by forward-mode AD (``torch.autograd.forward_ad``).
+* ``jacobian_vector_product``: ``J v`` by forward-mode AD (``torch.func.jvp``).
   Under ``torch.enable_grad`` the tangent is differentiable w.r.t. the network's
   parameters (reverse-over-forward); under ``torch.no_grad`` no graph is built.
 * ``vector_jacobian_product``: ``J^T v`` by reverse mode; ``create_graph=True`` keeps
   it differentiable w.r.t. the parameters (double backward).
 
-``jacobian_safe_attention`` routes ``F.scaled_dot_product_attention`` to the composite
-math kernel, the only one that supports forward AD and double backward (the CPU flash
-kernel supports neither; GPU flash / efficient kernels lack double backward).
+``jacobian_safe_kernels`` makes attention and group norm (under autocast) work with
+these products, only inside the Jacobian pass.
 """
 import contextlib
 from typing import Callable, Iterator, Optional, Tuple
 
 import torch
-import torch.autograd.forward_ad as fwAD
+import torch.nn.functional as F
 from torch import Tensor
 from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.overrides import TorchFunctionMode
 
 DenoiserFn = Callable[..., Tensor]
 
 
-@contextlib.contextmanager
-def jacobian_safe_attention() -> Iterator[None]:
-    """Makes scaled-dot-product attention differentiable to second order.
+class _GroupNormFloat32Mode(TorchFunctionMode):
+    """Feeds ``F.group_norm`` a float32 input, as autocast itself would.
 
-    Only the dispatch of ``F.scaled_dot_product_attention`` changes, and only inside
-    the ``with`` block, so normal forwards elsewhere keep the fast kernels. Every
-    attention in the supported families (diffusers ``AttnProcessor2_0``, used by
-    ``UNet2DModel``, ``UNet2DConditionModel`` and ``DiTTransformer2DModel``) goes
-    through that function; mmagic ``DenoisingUnet`` attention is plain matmul/softmax
-    and needs nothing. Swapping diffusers processors for the classic ``AttnProcessor``
-    is therefore unnecessary on torch 2.14.1 (tested for all four families).
+    Under autocast, forward AD through an affine group norm whose input arrives in
+    bf16/fp16 leaves a reduced-precision tangent on a float32 primal, and the next
+    convolution fails ("Input type (torch.FloatTensor) and weight type
+    (CPUBFloat16Type)"; torch 2.14.1). Autocast runs group_norm in float32 anyway,
+    so casting first changes no value.
+    """
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is F.group_norm and args and args[0].dtype in _REDUCED:
+            args = (args[0].float(), ) + tuple(args[1:])
+        return func(*args, **kwargs)
+
+
+_REDUCED = (torch.float16, torch.bfloat16)
+
+
+@contextlib.contextmanager
+def jacobian_safe_kernels(device_type: str = 'cpu') -> Iterator[None]:
+    """Makes the supported denoisers differentiable to second order, for a block.
+
+    * Routes ``F.scaled_dot_product_attention`` to the composite math kernel: the
+      CPU flash kernel supports neither forward AD nor double backward, the GPU
+      flash / efficient kernels lack double backward. Every attention of the
+      supported families (diffusers ``AttnProcessor2_0`` in ``UNet2DModel``,
+      ``UNet2DConditionModel``, ``DiTTransformer2DModel``) goes through that function,
+      so swapping diffusers processors is unnecessary; mmagic ``DenoisingUnet``
+      attention is plain einsum/softmax and needs nothing.
+    * Under autocast only, upcasts group norm inputs (see ``_GroupNormFloat32Mode``);
+      outside autocast no torch-function mode is installed (no per-op overhead).
+
+    Only dispatch inside the ``with`` block changes, so normal forwards elsewhere
+    keep the fast kernels.
+
+    Args:
+        device_type (str): Device type whose autocast state decides the group-norm
+            workaround. Defaults to ``'cpu'``.
 
     Yields:
         None
     """
-    with sdpa_kernel([SDPBackend.MATH]):
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(sdpa_kernel([SDPBackend.MATH]))
+        if torch.is_autocast_enabled(device_type):
+            stack.enter_context(_GroupNormFloat32Mode())
         yield
 
 
@@ -69,16 +101,20 @@ def jacobian_vector_product(fn: Callable[[Tensor], Tensor], x: Tensor, v: Tensor
 
     Raises:
         ValueError: If the output does not depend on x.
+        TypeError: If fn does not return a Tensor.
     """
-    with fwAD.dual_level():
-        # contiguous: the dual of a strided view trips some forward-AD formulas
-        # (group_norm on torch 2.13).
-        out = fn(fwAD.make_dual(x.contiguous(), v.contiguous()))
-        if not torch.is_tensor(out):
-            raise TypeError(f'{role}_fn must return a Tensor, got {type(out).__name__}.')
-        primal, tangent = fwAD.unpack_dual(out)
-    if tangent is None:
-        raise _no_dependence_error(role)
+    # torch.func.jvp rather than raw forward_ad dual tensors: on torch 2.14.1 the
+    # latter's softmax tangent cannot be backpropagated (reverse-over-forward fails
+    # with an in-place modification error inside every attention layer).
+    try:
+        primal, tangent = torch.func.jvp(
+            fn, (x.contiguous(), ), (v.contiguous(), ), strict=True)
+    except RuntimeError as error:
+        if 'independent of the inputs' in str(error):
+            raise _no_dependence_error(role) from error
+        if 'expected f(*args) to return only tensors' in str(error):
+            raise TypeError(f'{role}_fn must return a Tensor.') from error
+        raise
     return primal, tangent
 
 

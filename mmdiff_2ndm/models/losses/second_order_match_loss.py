@@ -7,7 +7,7 @@ import torch
 from mmagic.registry import MODELS
 from torch import Tensor, nn
 
-from .jacobian_products import (jacobian_safe_attention, jacobian_vector_product,
+from .jacobian_products import (jacobian_safe_kernels, jacobian_vector_product,
                                 unit_directions, vector_jacobian_product)
 
 MODES = ('jvp', 'vjp', 'first_order')
@@ -69,7 +69,7 @@ class SecondOrderMatchLoss(nn.Module):
         pass doubles as the forward, see ``return_outputs``); ``num_projections`` K > 1
         runs the selected samples K times in one batch, so activation memory of the
         Jacobian pass grows K-fold. Attention inside the Jacobian pass uses the math
-        SDPA kernel (see ``jacobian_safe_attention``); normal forwards are untouched.
+        SDPA kernel (see ``jacobian_safe_kernels``); normal forwards are untouched.
         For an epsilon-predictor ``||J v||^2`` grows like ``1/sigma_t^2``, so the
         unscaled summand grows like ``1/sigma_t^4``: pass ``scale=sigma_t`` to keep a
         few small-t samples from dominating the gradient (unscaled is the paper's form).
@@ -93,8 +93,9 @@ class SecondOrderMatchLoss(nn.Module):
             connected to the student's output graph (so DDP and optimizers see the same
             parameters as usual, with zero gradient) and ``num_skipped`` is
             incremented. Defaults to ``'raise'``.
-        safe_attention (bool): Route attention to the math kernel inside the
-            Jacobian pass. Disable only for models without SDPA. Defaults to True.
+        safe_kernels (bool): Run the Jacobian pass inside ``jacobian_safe_kernels``
+            (math SDPA kernel; float32 group norm input under autocast). Disable only
+            for models that need neither. Defaults to True.
     """
 
     def __init__(self,
@@ -105,7 +106,7 @@ class SecondOrderMatchLoss(nn.Module):
                  batch_fraction: float = 1.0,
                  seed: Optional[int] = None,
                  nonfinite: str = 'raise',
-                 safe_attention: bool = True) -> None:
+                 safe_kernels: bool = True) -> None:
         super().__init__()
         if mode not in MODES:
             raise ValueError(f'mode must be one of {MODES}, got {mode!r}.')
@@ -130,7 +131,7 @@ class SecondOrderMatchLoss(nn.Module):
         self.batch_fraction = float(batch_fraction)
         self.seed = seed
         self.nonfinite = nonfinite
-        self.safe_attention = safe_attention
+        self.safe_kernels = safe_kernels
         self.num_skipped = 0
         self._last_sq_norms: Optional[Tuple[Tensor, Tensor]] = None
         self._generators: Dict[torch.device, torch.Generator] = {}
@@ -236,8 +237,8 @@ class SecondOrderMatchLoss(nn.Module):
         """Runs both Jacobian products on x (N, ...) and returns outputs and terms (N,)."""
         student = _bind(student_fn, index)
         teacher = _bind(teacher_fn, index)
-        attention = (jacobian_safe_attention()
-                     if self.safe_attention else contextlib.nullcontext())
+        attention = (jacobian_safe_kernels(x.device.type)
+                     if self.safe_kernels else contextlib.nullcontext())
         with attention:
             if self.mode == 'vjp':
                 directions: Dict[str, Tensor] = {}

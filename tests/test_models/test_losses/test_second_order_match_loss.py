@@ -7,7 +7,7 @@ from torch import nn
 from torch.func import functional_call
 
 from mmdiff_2ndm.models.losses import (JacobianMatchOutput, SecondOrderMatchLoss,
-                                       jacobian_safe_attention)
+                                       jacobian_safe_kernels)
 
 
 class LinearDenoiser(nn.Module):
@@ -274,7 +274,7 @@ def test_safe_attention_is_scoped():
              torch.backends.cuda.mem_efficient_sdp_enabled())
     q = torch.randn(1, 2, 5, 4)
     import torch.autograd.forward_ad as fwAD
-    with jacobian_safe_attention(), fwAD.dual_level():
+    with jacobian_safe_kernels(), fwAD.dual_level():
         out = nn.functional.scaled_dot_product_attention(
             *(fwAD.make_dual(q, torch.ones_like(q)), ) * 3)
         assert fwAD.unpack_dual(out).tangent is not None
