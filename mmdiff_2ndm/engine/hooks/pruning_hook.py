@@ -96,12 +96,7 @@ class DiffusionPruningHook(Hook):
         if self._checkpoint_will_load(runner):
             self._deferred = True
             return
-        model = self._model(runner)
-        old_params = _named_param_ids(model)
-        record = self._compute_record(runner, model) if is_main_process() else None
-        record = _broadcast(record)
-        self._apply_record(runner, record, old_params)
-        self._report(runner, record)
+        self.prune(runner)
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
         """Rebuilds the pruned student from the checkpoint's record, checks the shapes."""
@@ -137,6 +132,16 @@ class DiffusionPruningHook(Hook):
         if self._deferred:
             raise RuntimeError('DiffusionPruningHook deferred pruning to a checkpoint load '
                                'that did not happen; check load_from/resume.')
+
+    def prune(self, runner) -> dict:
+        """Prunes now: rank 0 computes the record, every rank applies it; returns it."""
+        model = self._model(runner)
+        old_params = _named_param_ids(model)
+        record = self._compute_record(runner, model) if is_main_process() else None
+        record = _broadcast(record)
+        self._apply_record(runner, record, old_params)
+        self._report(runner, record)
+        return record
 
     # ----------------------------------------------------------------- internals
     def _checkpoint_will_load(self, runner) -> bool:
