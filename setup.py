@@ -28,8 +28,11 @@ setup(
     long_description_content_type='text/markdown',
     packages=find_packages(exclude=('configs', 'tools', 'tests', 'benchmarks')),
     python_requires='>=3.8',
-    install_requires=read_requirements('runtime.txt') + read_requirements('mminstall.txt'),
-    extras_require=dict(tests=read_requirements('tests.txt')),
+    # mmcv/mmengine/mmagic are installed by tools/setup_env.sh or `mim install` (OpenMMLab
+    # convention): mmcv needs a build matching the user's torch.
+    install_requires=read_requirements('runtime.txt'),
+    extras_require=dict(
+        mim=read_requirements('mminstall.txt'), tests=read_requirements('tests.txt')),
     license='Apache License 2.0',
     zip_safe=False,
 )

@@ -1,1 +1,9 @@
+"""mmdiff-2ndm: 2ndMatch finetuning of pruned diffusion models for MMagic/MMEngine.
+
+Importing the package registers every component into MMagic's registries and installs the
+safe local checkpoint loader (see :mod:`mmdiff_2ndm.utils.checkpoint`).
+"""
+from . import utils  # noqa: F401  (first: checkpoint loading must be safe before anything loads)
 from .version import __version__
+
+__all__ = ['__version__']

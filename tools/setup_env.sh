@@ -9,12 +9,12 @@
 #                           (users with their own CUDA build); otherwise torch 2.14.1
 #   MMDIFF_WHEELHOUSE=PATH  where the mmcv wheel built from source is cached
 #                           (default: ~/.cache/mmdiff-2ndm/wheels)
-#   PYTHON=python3.x        interpreter used to create the environment
+#   MMDIFF_BASE_PYTHON=python3.x  interpreter used to create the environment
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${MMDIFF_VENV:-$ROOT/.venv}"
-PYTHON="${PYTHON:-python3}"
+BASE_PYTHON="${MMDIFF_BASE_PYTHON:-python3}"
 WHEELHOUSE="${MMDIFF_WHEELHOUSE:-$HOME/.cache/mmdiff-2ndm/wheels}"
 REQ="$ROOT/requirements"
 
@@ -34,7 +34,7 @@ fi
 
 if [[ ! -x "$VENV/bin/python" ]]; then
   log "creating virtual environment $VENV"
-  "$PYTHON" -m venv "$VENV"
+  "$BASE_PYTHON" -m venv "$VENV"
 fi
 PY="$VENV/bin/python"
 pip_install() { "$PY" -m pip install --disable-pip-version-check -q "$@"; }
@@ -56,21 +56,35 @@ pip_install -c "$REQ/constraints.txt" -r "$REQ/runtime.txt" -r "$REQ/tests.txt"
 
 # mmcv full (with compiled ops) has no wheel on PyPI for this torch: build it once per
 # torch version and keep the wheel, so later environments install it in seconds.
+build_mmcv_wheel() {
+  local house=$1 src
+  src="$(mktemp -d)"
+  "$PY" -m pip download --disable-pip-version-check -q --no-deps --no-binary :all: \
+    --no-build-isolation "mmcv==2.1.0" -d "$src"
+  tar xzf "$src"/mmcv-2.1.0.tar.gz -C "$src"
+  # mmcv 2.1.0 compiles with -std=c++17, but torch >= 2.10's headers refuse anything below
+  # C++20 ("C++20 or later compatible compiler is required to use ATen").
+  if grep -q 'C++20 or later' "$("$PY" -c 'import torch, os; print(os.path.join(os.path.dirname(torch.__file__), "include/ATen/ATen.h"))')"; then
+    sed -i "s/'-std=c++1[47]'/'-std=c++20'/g" "$src/mmcv-2.1.0/setup.py"
+  fi
+  MMCV_WITH_OPS=1 MAX_JOBS="$(nproc)" "$PY" -m pip wheel --disable-pip-version-check -q \
+    --no-deps --no-build-isolation "$src/mmcv-2.1.0" -w "$house"
+  rm -rf "$src"
+}
 if ! "$PY" -c 'import mmcv, mmcv._ext; assert mmcv.__version__ == "2.1.0"' 2>/dev/null; then
   TORCH_VER="$("$PY" -c 'import torch; print(torch.__version__.replace("+", "_"))')"
   HOUSE="$WHEELHOUSE/torch-$TORCH_VER"
   mkdir -p "$HOUSE"
   if ! ls "$HOUSE"/mmcv-2.1.0-*.whl >/dev/null 2>&1; then
     log "building mmcv 2.1.0 with ops from source (about 15 min on 2 cores) into $HOUSE"
-    MMCV_WITH_OPS=1 MAX_JOBS="$(nproc)" "$PY" -m pip wheel --disable-pip-version-check -q \
-      --no-deps --no-build-isolation "mmcv==2.1.0" -w "$HOUSE"
+    build_mmcv_wheel "$HOUSE"
   fi
   pip_install --no-deps "$HOUSE"/mmcv-2.1.0-*.whl
 fi
 
 log "installing the OpenMMLab stack and mmdiff-2ndm (editable)"
 pip_install -c "$REQ/constraints.txt" -r "$REQ/mminstall.txt" -r "$REQ/runtime.txt" \
-  -r "$REQ/tests.txt" controlnet-aux face-alignment facexlib av lmdb mediapipe tensorboard
+  -r "$REQ/tests.txt"
 pip_install --no-deps -e "$ROOT"
 
 "$PY" -m pip check

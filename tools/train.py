@@ -1,0 +1,127 @@
+"""Train a model with MMEngine's runner; the same arguments as MMagic's ``tools/train.py``.
+
+Examples:
+    python tools/train.py configs/2ndm_cifar10.py
+    python tools/train.py configs/2ndm_cifar10.py --resume                # latest in work dir
+    python tools/train.py configs/2ndm_cifar10.py --resume work_dirs/x/iter_2000.pth
+    python tools/train.py configs/2ndm_cifar10.py --amp --cfg-options train_cfg.max_iters=10
+"""
+import argparse
+import logging
+import os
+import os.path as osp
+import sys
+
+from mmengine.config import Config, ConfigDict, DictAction
+from mmengine.logging import print_log
+from mmengine.runner import Runner
+
+# The tools work from a source checkout without installing the package.
+sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..'))
+import mmdiff_2ndm  # noqa: E402,F401  (registers components and the safe checkpoint loader)
+
+
+def parse_args() -> argparse.Namespace:
+    """Parses the command line (MMagic's arguments; ``--resume`` also takes a path)."""
+    parser = argparse.ArgumentParser(description='Train a model')
+    parser.add_argument('config', help='train config file path')
+    parser.add_argument('--work-dir', help='the dir to save logs and models')
+    parser.add_argument(
+        '--resume',
+        nargs='?',
+        type=str,
+        const='auto',
+        help='resume training: without a value from the latest checkpoint in the work dir, '
+        'with a value from that checkpoint file')
+    parser.add_argument(
+        '--amp', action='store_true', default=False,
+        help='enable automatic-mixed-precision training')
+    parser.add_argument(
+        '--auto-scale-lr', action='store_true', help='enable automatically scaling LR.')
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
+        help='override some settings in the used config, the key-value pair in xxx=yyy format '
+        'will be merged into config file. If the value to be overwritten is a list, it should '
+        'be like key="[a,b]" or key=a,b. It also allows nested list/tuple values, e.g. '
+        'key="[(a,b),(c,d)]". Note that the quotation marks are necessary and that no white '
+        'space is allowed.')
+    parser.add_argument(
+        '--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none',
+        help='job launcher')
+    # torch.distributed launchers pass ``--local-rank`` (torch >= 2.0) or ``--local_rank``.
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args()
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    return args
+
+
+def _to_amp(wrapper_cfg: ConfigDict, where: str) -> None:
+    """Switches one optimizer wrapper config to ``AmpOptimWrapper`` in place."""
+    wrapper_type = wrapper_cfg.get('type', 'OptimWrapper')
+    if wrapper_type == 'AmpOptimWrapper':
+        print_log(f'AMP is already enabled for {where} in your config.', logger='current',
+                  level=logging.WARNING)
+        return
+    if wrapper_type != 'OptimWrapper':
+        raise ValueError(f'--amp needs optimizer wrappers of type OptimWrapper, but {where} '
+                         f'has type {wrapper_type!r}. Remove --amp or set its type to '
+                         f'OptimWrapper/AmpOptimWrapper in the config.')
+    wrapper_cfg.type = 'AmpOptimWrapper'
+    wrapper_cfg.setdefault('loss_scale', 'dynamic')
+
+
+def enable_amp(cfg: Config) -> None:
+    """Turns every optimizer wrapper of ``cfg`` into an ``AmpOptimWrapper``."""
+    optim_wrapper = cfg.optim_wrapper
+    if optim_wrapper.get('constructor', 'DefaultOptimWrapperConstructor') == \
+            'DefaultOptimWrapperConstructor':
+        _to_amp(optim_wrapper, 'optim_wrapper')
+        return
+    # MultiOptimWrapperConstructor: one wrapper config per submodule name.
+    for key, val in optim_wrapper.items():
+        if isinstance(val, dict) and ('optimizer' in val or 'type' in val):
+            _to_amp(val, f'optim_wrapper.{key}')
+
+
+def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
+    """Applies the command-line arguments to ``cfg`` as MMagic's train tool does."""
+    cfg.launcher = args.launcher
+    if args.cfg_options is not None:
+        cfg.merge_from_dict(args.cfg_options)
+    # work_dir priority: CLI > config > config file name.
+    if args.work_dir:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir', None) is None:
+        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+    if args.amp:
+        enable_amp(cfg)
+    if args.auto_scale_lr:
+        if 'auto_scale_lr' not in cfg or 'base_batch_size' not in cfg.auto_scale_lr:
+            raise ValueError('--auto-scale-lr needs `auto_scale_lr = dict(base_batch_size=N)` '
+                             'in the config.')
+        cfg.auto_scale_lr.enable = True
+    if args.resume == 'auto':
+        cfg.resume = True
+        cfg.load_from = None
+    elif args.resume is not None:
+        if not osp.isfile(args.resume):
+            raise FileNotFoundError(f'--resume {args.resume}: no such checkpoint file.')
+        cfg.resume = True
+        cfg.load_from = args.resume
+    return cfg
+
+
+def main() -> None:
+    args = parse_args()
+    cfg = merge_args(Config.fromfile(args.config), args)
+    runner = Runner.from_cfg(cfg)
+    print_log(f'Working directory: {cfg.work_dir}', logger='current')
+    runner.train()
+    print_log(f'Log and checkpoints saved under {cfg.work_dir}', logger='current')
+
+
+if __name__ == '__main__':
+    main()
