@@ -107,12 +107,6 @@ class DiffusionPruningHook(Hook):
             old_params = _named_param_ids(model)
             self._apply_record(runner, record, old_params)
             self._deferred = False
-        elif self._deferred:
-            raise ValueError(
-                'The checkpoint holds no pruning record (checkpoint["meta"]["pruning"]), so '
-                'its student is dense, but DiffusionPruningHook is configured to prune. '
-                'Initialise the student from dense weights in the model config (the hook '
-                'prunes it), or prune once with tools/prune.py and load that checkpoint.')
         state_dict = checkpoint.get('state_dict', checkpoint)
         student = self._student_net(model)
         check_state_dict_shapes(student, state_dict, prefix=_prefix_of(model, student),
@@ -121,6 +115,12 @@ class DiffusionPruningHook(Hook):
         if ema is not None:
             check_state_dict_shapes(ema, state_dict, prefix=_prefix_of(model, ema),
                                     what='checkpoint student EMA')
+        if record is None and self._deferred:
+            raise ValueError(
+                'The checkpoint holds no pruning record (checkpoint["meta"]["pruning"]) and '
+                'its student is dense, but DiffusionPruningHook is configured to prune. '
+                'Initialise the student from dense weights in the model config (the hook '
+                'prunes it), or prune once with tools/prune.py and load that checkpoint.')
 
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
         """Writes the pruning record into ``checkpoint['meta']['pruning']``."""
@@ -195,8 +195,7 @@ class DiffusionPruningHook(Hook):
         rebuild_pruned(self._student_net(model), record)
         ema = getattr(model, self.ema_key, None)
         if ema is not None:
-            # A copy of the pruned student; the averaging settings and `steps` stay.
-            ema.module = copy.deepcopy(getattr(model, self.student_key)).requires_grad_(False)
+            _reset_average(ema, getattr(model, self.student_key))
         self.record = record
         _swap_optimizer_params(runner, model, old_params)
         _rewrap_model(runner, model)
@@ -216,6 +215,22 @@ class DiffusionPruningHook(Hook):
             summary = dict(stats=stats, settings=record['settings'], heads=record['heads'])
             with open(osp.join(runner.work_dir, SUMMARY_FILE), 'w', encoding='utf-8') as f:
                 json.dump(summary, f, indent=2)
+
+
+def _reset_average(ema: nn.Module, source: nn.Module) -> None:
+    """Makes an mmengine ``BaseAveragedModel`` average ``source`` (now pruned).
+
+    Its ``module`` becomes a copy of the pruned student; momentum, interval and the
+    ``steps`` counter stay. ``avg_parameters`` caches the old tensors, so it is rebuilt.
+    """
+    if not hasattr(ema, 'module'):
+        raise TypeError(f'The EMA copy must be an mmengine BaseAveragedModel (with '
+                        f'`.module`), got {type(ema).__name__}.')
+    device = next(ema.module.parameters()).device
+    ema.module = copy.deepcopy(source).requires_grad_(False).to(device)
+    if hasattr(ema, 'avg_parameters'):
+        ema.avg_parameters = (ema.module.state_dict() if getattr(ema, 'update_buffers', False)
+                              else dict(ema.module.named_parameters()))
 
 
 def _named_param_ids(model: nn.Module) -> Dict[int, str]:
