@@ -51,8 +51,10 @@ def benchmark_models(models: Dict[str, nn.Module],
     times: Dict[str, List[float]] = {name: [] for name in models}
     for _ in range(repeats):
         for name, model in models.items():
+            _synchronize(model)
             start = time.perf_counter()
             sample_ddim(model, batch_size, num_steps)
+            _synchronize(model)  # CUDA launches are asynchronous
             times[name].append(time.perf_counter() - start)
     results = {}
     reference = None
@@ -63,6 +65,13 @@ def benchmark_models(models: Dict[str, nn.Module],
             **count_params_macs(model, with_macs=with_macs), seconds=seconds,
             images_per_s=batch_size / seconds, speedup=reference / seconds)
     return results
+
+
+def _synchronize(model: nn.Module) -> None:
+    """Waits for queued GPU work of ``model``'s device."""
+    device = next(model.parameters()).device
+    if device.type == 'cuda':
+        torch.cuda.synchronize(device)
 
 
 def format_table(results: Dict[str, dict]) -> str:
