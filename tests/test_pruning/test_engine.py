@@ -169,3 +169,29 @@ def test_record_mismatch_errors(make_unet, make_dit):
     other = make_unet(block_out_channels=(32, 96))
     with pytest.raises(ValueError):
         rebuild_pruned(other, record)
+
+
+def _denoising_unet(**kwargs):
+    from mmagic.models import DenoisingUnet
+    torch.manual_seed(0)
+    cfg = dict(image_size=16, in_channels=3, base_channels=32, resblocks_per_downsample=1,
+               channels_cfg=[1, 2], attention_res=[8], num_heads=2,
+               norm_cfg=dict(type='GN', num_groups=8), use_scale_shift_norm=False)
+    cfg.update(kwargs)
+    return DenoisingUnet(**cfg)
+
+
+def test_mmagic_denoising_unet_within_its_limits():
+    model, record = prune_denoiser(_denoising_unet(), ratio=0.5, with_macs=False)
+    assert record['family'] == 'mmagic_unet'
+    assert record['stats']['params_after'] < record['stats']['params_before']
+    # Attention is never pruned: its fused qkv keeps 3x the residual width it reads.
+    for module in model.modules():
+        if hasattr(module, 'qkv'):
+            assert module.qkv.out_channels == 3 * module.qkv.in_channels
+    inputs = example_denoiser_inputs(model, batch_size=2)
+    with torch.no_grad():  # learned variance: 6 output channels, the eps half returned
+        assert run_denoiser(model, **inputs).shape == (2, 3, 16, 16)
+    _assert_rebuild_exact(model, _denoising_unet(), record)
+    with pytest.raises(ValueError, match='use_scale_shift_norm'):
+        prune_denoiser(_denoising_unet(use_scale_shift_norm=True))
