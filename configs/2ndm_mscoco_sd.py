@@ -1,0 +1,69 @@
+# 2ndMatch for text-to-image: Stable Diffusion 1.x teacher, BK-SDM-Base student, MS-COCO
+# captions (published FID 13.05 for SD 1.4; BK-SDM-Base 15.76 -> 13.84 with 2ndM).
+#
+# Teacher: CompVis/stable-diffusion-v1-4 (UNet 860M, CLIP ViT-L/14 text encoder, VAE).
+#   Download once, e.g. `huggingface-cli download CompVis/stable-diffusion-v1-4
+#   --local-dir checkpoints/stable-diffusion-v1-4` (a diffusers pipeline folder with
+#   unet/, vae/, text_encoder/, tokenizer/); any SD 1.x folder works.
+# Student: BK-SDM-Base (SD-1.x U-Net with one ResNet+attention pair removed per stage,
+#   0.58B), loaded from a diffusers pipeline folder of that architecture, e.g. hub id
+#   nota-ai/bk-sdm-base (`student_path`, its unet/ subfolder). BK-SDM-Small: hub id
+#   nota-ai/bk-sdm-small. The student is not pruned here (it has its own architecture), so
+#   there is no DiffusionPruningHook.
+# Data: MS-COCO 2014 captions (CocoCaptionDataset): train2014 for training, the first
+#   caption of each val2014 image as FID prompts (BK-SDM uses 30k val2014 prompts, 25
+#   sampling steps, guidance 7.5).
+# CLIP score: not computed by this config; MMagic 1.2 has no CLIP-score metric and this
+#   plugin does not provide one yet (see configs/README.md).
+# Loss weights for SD are not published; the CIFAR-10 ones are used, lr/iterations follow
+#   BK-SDM (AdamW 5e-5, 50k iterations).
+_base_ = [
+    './_base_/runtime_2ndm.py', './_base_/schedules/2ndm_100k.py',
+    './_base_/datasets/mscoco_512.py'
+]
+
+sd_path = 'checkpoints/stable-diffusion-v1-4'  # local copy of hub id CompVis/stable-diffusion-v1-4
+student_path = 'checkpoints/bk-sdm-base'  # local copy of hub id nota-ai/bk-sdm-base
+data_root = 'data/coco'  # holds annotations/, train2014/, val2014/
+inception_path = 'checkpoints/inception-2015-12-05.pt'  # StyleGAN TorchScript Inception
+inception_pkl = 'work_dirs/inception_pkl/coco_val2014_fid30k.pkl'  # real-feature cache
+
+model = dict(
+    type='DiffusionDistiller',
+    teacher=dict(type='UNet2DConditionModel', from_pretrained=sd_path, subfolder='unet'),
+    student=dict(type='UNet2DConditionModel', from_pretrained=student_path,
+                 subfolder='unet'),
+    vae=dict(type='AutoencoderKL', from_pretrained=sd_path, subfolder='vae'),
+    text_encoder=sd_path + '/text_encoder',
+    tokenizer=sd_path + '/tokenizer',
+    noise_scheduler=dict(type='DDPMScheduler', num_train_timesteps=1000,
+                         beta_schedule='scaled_linear', beta_start=0.00085, beta_end=0.012,
+                         prediction_type='epsilon'),
+    num_inference_steps=25,
+    guidance_scale=7.5,
+    label_drop_prob=0.1,  # empty prompt for classifier-free guidance
+    sample_prompts=['a photo of an astronaut riding a horse on mars'],
+    losses=dict(
+        dsm=dict(loss_weight=1.0),
+        kd=dict(loss_weight=1.0),
+        jacobian=dict(type='2ndMatchLoss', loss_weight=0.1, num_projections=1, mode='jvp')),
+    pixel_reduction='sum',
+    ema=None,  # BK-SDM trains without EMA
+    data_preprocessor=dict(type='DataPreprocessor'))
+
+max_iters = 50000
+train_cfg = dict(max_iters=max_iters, val_interval=max_iters)
+optim_wrapper = dict(student=dict(optimizer=dict(type='AdamW', lr=5e-5, weight_decay=1e-2)))
+
+train_dataloader = dict(dataset=dict(data_root=data_root))
+val_dataloader = dict(dataset=dict(data_root=data_root))
+test_dataloader = dict(dataset=dict(data_root=data_root))
+
+metrics = [
+    # need_cond_input: sample with the val prompts (one per reference image).
+    dict(type='FID', prefix='FID-30k', fake_nums=30000, real_nums=30000,
+         inception_style='StyleGAN', inception_path=inception_path,
+         inception_pkl=inception_pkl, need_cond_input=True, sample_model='orig'),
+]
+val_evaluator = dict(metrics=metrics)
+test_evaluator = dict(metrics=metrics)

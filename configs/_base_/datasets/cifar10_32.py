@@ -1,0 +1,29 @@
+# CIFAR-10 32x32 through MMagic's `CIFAR10` (python pickles under
+# <data_root>/cifar-10-batches-py, md5-checked; download=False: no network access is
+# assumed). Training images are flipped; FID's real statistics use the 50k training
+# images, as DDPM / Diff-Pruning do.
+data_root = 'data/cifar10'
+
+train_pipeline = [
+    dict(type='Flip', keys=['gt'], direction='horizontal', flip_ratio=0.5),
+    dict(type='PackInputs', keys=['gt'])
+]
+val_pipeline = [dict(type='PackInputs', keys=['gt'])]
+
+train_dataloader = dict(
+    batch_size=128,
+    num_workers=4,
+    persistent_workers=True,
+    sampler=dict(type='InfiniteSampler', shuffle=True),
+    dataset=dict(type='CIFAR10', data_root=data_root, data_prefix='', test_mode=False,
+                 download=False, pipeline=train_pipeline))
+
+val_dataloader = dict(
+    batch_size=128,
+    num_workers=4,
+    persistent_workers=True,
+    sampler=dict(type='DefaultSampler', shuffle=False),
+    dataset=dict(type='CIFAR10', data_root=data_root, data_prefix='', test_mode=False,
+                 download=False, pipeline=val_pipeline))
+
+test_dataloader = val_dataloader

@@ -1,0 +1,36 @@
+# ImageNet-1k 256x256 with class labels through MMagic's `ImageNet` (an annotation file
+# of "<relative path> <label>" lines). Images are centre-cropped to a square and
+# resized (ADM / LDM / DiT preprocessing) and flipped for training. The pipeline key is
+# `gt` (copied from the loaded `img`) so that FID's real images (`gt_img`) exist.
+_base_ = ['mmagic::_base_/datasets/imagenet_256.py']
+
+data_root = 'data/imagenet'
+
+train_pipeline = [
+    dict(type='LoadImageFromFile', key='img'),
+    dict(type='CenterCropLongEdge', keys=['img']),
+    dict(type='Resize', scale=(256, 256), keys=['img'], backend='pillow'),
+    dict(type='Flip', keys=['img'], flip_ratio=0.5, direction='horizontal'),
+    dict(type='CopyValues', src_keys=['img'], dst_keys=['gt']),
+    dict(type='PackInputs', keys=['gt'])
+]
+val_pipeline = [
+    dict(type='LoadImageFromFile', key='img'),
+    dict(type='CenterCropLongEdge', keys=['img']),
+    dict(type='Resize', scale=(256, 256), keys=['img'], backend='pillow'),
+    dict(type='CopyValues', src_keys=['img'], dst_keys=['gt']),
+    dict(type='PackInputs', keys=['gt'])
+]
+
+train_dataloader = dict(
+    batch_size=32,
+    num_workers=8,
+    sampler=dict(type='InfiniteSampler', shuffle=True),
+    dataset=dict(data_root=data_root, ann_file='meta/train.txt', data_prefix='train',
+                 pipeline=train_pipeline))
+val_dataloader = dict(
+    batch_size=32,
+    num_workers=8,
+    dataset=dict(data_root=data_root, ann_file='meta/train.txt', data_prefix='train',
+                 pipeline=val_pipeline))
+test_dataloader = val_dataloader
