@@ -10,7 +10,7 @@
 #   13.3G on this layout, Diff-Pruning's published CelebA size).
 # Data: a folder of face images (recursive), centre-cropped and resized to 64x64.
 _base_ = [
-    './_base_/runtime_2ndm.py', './_base_/schedules/2ndm_100k.py',
+    './_base_/schedules/2ndm_100k.py',
     './_base_/datasets/celeba_64.py'
 ]
 

@@ -17,7 +17,7 @@
 #   saved at `inception_path`; the real statistics are computed on the first run and cached
 #   at `inception_pkl`.
 _base_ = [
-    './_base_/runtime_2ndm.py', './_base_/schedules/2ndm_100k.py',
+    './_base_/schedules/2ndm_100k.py',
     './_base_/datasets/cifar10_32.py'
 ]
 

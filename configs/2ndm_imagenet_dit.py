@@ -10,7 +10,7 @@
 #   guidance, shared by teacher and student. Sampling: DDIM-100, guidance 1.5 off for FID
 #   by default (guidance_scale=1), FID-50k with uniformly drawn labels.
 _base_ = [
-    './_base_/runtime_2ndm.py', './_base_/schedules/2ndm_100k.py',
+    './_base_/schedules/2ndm_100k.py',
     './_base_/datasets/imagenet_256.py'
 ]
 

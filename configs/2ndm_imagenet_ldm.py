@@ -15,7 +15,7 @@
 #   channels (CompVis first-stage kl-f4, converted).
 # Student: pruned at run start (ratio 0.3, 0.25 for GroupNorm-tied groups).
 _base_ = [
-    './_base_/runtime_2ndm.py', './_base_/schedules/2ndm_100k.py',
+    './_base_/schedules/2ndm_100k.py',
     './_base_/datasets/imagenet_256.py'
 ]
 

@@ -11,7 +11,7 @@
 # Data: a folder of LSUN images (export of the official LMDB), centre-cropped, 256x256.
 # Loss, EMA, optimiser: as CIFAR-10 (METHOD.md). DDIM-100 sampling, FID-50k.
 _base_ = [
-    './_base_/runtime_2ndm.py', './_base_/schedules/2ndm_100k.py',
+    './_base_/schedules/2ndm_100k.py',
     './_base_/datasets/lsun_256.py'
 ]
 

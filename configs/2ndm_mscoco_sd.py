@@ -18,7 +18,7 @@
 # Loss weights for SD are not published; the CIFAR-10 ones are used, lr/iterations follow
 #   BK-SDM (AdamW 5e-5, 50k iterations).
 _base_ = [
-    './_base_/runtime_2ndm.py', './_base_/schedules/2ndm_100k.py',
+    './_base_/schedules/2ndm_100k.py',
     './_base_/datasets/mscoco_512.py'
 ]
 
