@@ -50,7 +50,8 @@ def ignored_layers_for(net: nn.Module, family: str) -> List[nn.Module]:
             # adaLN: modulation and timestep/class embedders write the residual width.
             ignored.append(block.norm1)
             ignored.append(block.attn1.to_out[0])
-            ignored.append(block.ff.net[-1])
+            # The MLP's output projection (the last Linear; a Dropout may follow it).
+            ignored.append([m for m in block.ff.net if isinstance(m, nn.Linear)][-1])
         return ignored
     if family == 'mmagic_unet':
         _check_mmagic_unet(net)

@@ -57,7 +57,8 @@ def test_importances_prune_and_rebuild(make_unet, importance):
                                    timesteps=range(0, 1000, 400))
     assert record['stats']['params_after'] < 0.5 * record['stats']['params_before']
     assert all(p.grad is None for p in model.parameters())
-    _assert_rebuild_exact(model, make_unet(), record)
+    if importance == 'taylor':  # replay does not depend on the criterion: check one
+        _assert_rebuild_exact(model, make_unet(), record)
 
 
 def test_diff_pruning_stops_at_loss_threshold(make_unet):
@@ -117,7 +118,9 @@ def test_target_params_is_searched(make_unet):
 
 @pytest.mark.parametrize('prune_num_heads', [False, True])
 def test_dit_s2_heads_or_head_dims(make_dit, prune_num_heads):
-    model, record = prune_denoiser(make_dit(12, 6, 64), ratio=0.5,
+    # S/2 widths; full depth (12) once, 4 layers for the whole-head variant (suite time).
+    num_layers = 4 if prune_num_heads else 12
+    model, record = prune_denoiser(make_dit(num_layers, 6, 64), ratio=0.5,
                                    prune_num_heads=prune_num_heads, with_macs=False)
     attn = model.transformer_blocks[0].attn1
     assert attn.to_q.out_features == 192
