@@ -42,13 +42,22 @@ def unwrap_denoiser(model: nn.Module) -> nn.Module:
             model = model.module
         elif _is_mmengine_wrapper(model):
             model = model.module
-        elif type(model).__name__ == 'DiffusersWrapper' and isinstance(
-                getattr(model, 'model', None), nn.Module):
+        elif _is_diffusers_wrapper(model):
             model = model.model
         elif hasattr(model, '_orig_mod'):  # torch.compile's OptimizedModule
             model = model._orig_mod
         else:
             return model
+
+
+def _is_diffusers_wrapper(model: nn.Module) -> bool:
+    """True for mmagic's ``DiffusersWrapper``.
+
+    mmagic registers each diffusers class through a subclass named like the wrapped class
+    (e.g. ``UNet2DModel``), so the check walks the MRO instead of the class name.
+    """
+    return (any(cls.__name__ == 'DiffusersWrapper' for cls in type(model).__mro__)
+            and isinstance(model._modules.get('model'), nn.Module))
 
 
 def _is_mmengine_wrapper(model: nn.Module) -> bool:

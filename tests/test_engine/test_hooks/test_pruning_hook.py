@@ -14,6 +14,7 @@ from mmengine.runner import Runner
 from torch.utils.data import Dataset
 
 import mmdiff_2ndm  # noqa: F401  (safe checkpoint loader)
+from mmagic.models.archs import DiffusersWrapper
 from mmagic.models.base_models import ExponentialMovingAverage
 from mmagic.registry import HOOKS, MODELS
 from mmdiff_2ndm.engine.hooks import DiffusionPruningHook
@@ -138,7 +139,8 @@ def test_train_resume_and_test(tmp_path, wrapped):
     pruned_params = sum(p.numel() for p in student.parameters())
     assert pruned_params < 0.5 * dense_params
     # The wrapper is kept around the pruned net; the teacher stays dense.
-    assert (type(runner.model.student).__name__ == 'DiffusersWrapper') == wrapped
+    assert isinstance(runner.model.student, DiffusersWrapper) == wrapped
+    assert unwrap_denoiser(runner.model.student) is not runner.model.student or not wrapped
     assert sum(p.numel() for p in runner.model.teacher.parameters()) == dense_params
     # The optimizer trains the pruned tensors, the EMA averages the pruned student.
     optim_params = {id(p) for g in runner.optim_wrapper.optimizer.param_groups for p in g['params']}
