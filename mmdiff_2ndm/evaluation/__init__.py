@@ -1,0 +1,3 @@
+from .metrics import TeacherFidelity
+
+__all__ = ['TeacherFidelity']

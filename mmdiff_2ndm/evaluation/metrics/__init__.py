@@ -1,0 +1,3 @@
+from .teacher_fidelity import TeacherFidelity
+
+__all__ = ['TeacherFidelity']

@@ -1,0 +1,3 @@
+from .diffusion_distiller import DiffusionDistiller
+
+__all__ = ['DiffusionDistiller']

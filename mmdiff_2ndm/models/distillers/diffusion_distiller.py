@@ -1,0 +1,823 @@
+"""Teacher -> student finetuning of (pruned) diffusion denoisers: DSM + KD + 2ndMatch."""
+import copy
+import inspect
+import os.path as osp
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+from mmengine import print_log
+from mmengine.logging import MessageHub
+from mmengine.model import BaseAveragedModel, BaseModel, BaseModule, is_model_wrapper
+from mmengine.optim import OptimWrapper, OptimWrapperDict
+from mmengine.runner.checkpoint import _load_checkpoint_with_prefix, load_checkpoint, \
+    load_state_dict
+from torch import Tensor, nn
+
+from mmagic.models.archs.wrapper import DiffusersWrapper
+from mmagic.models.utils import build_module, get_valid_num_batches
+from mmagic.registry import DIFFUSION_SCHEDULERS, MODELS
+from mmagic.structures import DataSample
+
+from ...utils import checkpoint as _safe_checkpoint  # noqa: F401  (registers the safe loader)
+from ..denoisers import denoiser_family, example_denoiser_inputs, run_denoiser, unwrap_denoiser
+
+ModelType = Union[dict, nn.Module]
+CkptType = Union[str, dict, None]
+
+LOSS_KEYS = ('dsm', 'kd', 'jacobian')
+PIXEL_REDUCTIONS = ('sum', 'mean')
+JACOBIAN_SCALES = (None, 'sigma')
+SAMPLE_MODELS = ('orig', 'ema', 'teacher')
+
+
+@MODELS.register_module()
+class DiffusionDistiller(BaseModel):
+    """Finetunes a (pruned) student denoiser against a frozen dense teacher.
+
+    Per iteration (``train_step``): encode images (frozen VAE for latent models),
+    draw timesteps (antithetic pairs ``(t, T-1-t)`` by default) and noise, noise the
+    input with the training scheduler, then sum the enabled losses
+
+    * ``loss_dsm``: ``||eps_S(x_t) - target||^2`` (target: noise, or velocity for
+      v-prediction, or x_0 for sample-prediction schedulers);
+    * ``loss_kd``: ``||eps_S(x_t) - eps_D(x_t)||^2``;
+    * ``loss_jacobian``: the ``2ndMatchLoss`` module, which also returns both
+      networks' outputs so that each network runs one forward per iteration.
+
+    Note:
+        Roles and optimisation. ``teacher`` (and ``vae``/``text_encoder``) are frozen:
+        ``requires_grad=False``, always in eval mode, marked initialised so that
+        ``init_weights`` never overwrites them, and therefore left unwrapped by
+        ``MMSeparateDistributedDataParallel``. Only ``student`` is optimised. The
+        documented optimizer config is MMagic's multi-optimizer constructor keyed by
+        the submodule name::
+
+            optim_wrapper = dict(constructor='MultiOptimWrapperConstructor',
+                                 student=dict(type='OptimWrapper',
+                                              optimizer=dict(type='AdamW', lr=2e-4)))
+
+        For plain DDP (``MMDistributedDataParallel``, which calls
+        ``forward(mode='loss')`` instead of ``train_step``) build a single wrapper over
+        the student: ``dict(constructor='MultiOptimWrapperConstructor',
+        modules='student', optimizer=...)``. ``train_step`` refuses an optimizer that
+        holds parameters outside the student. Under plain DDP the built-in EMA update
+        does not run (``train_step`` is bypassed); use MMagic's
+        ``ExponentialMovingAverageHook(module_keys='student_ema')`` there.
+
+        ``DiffusionPruningHook`` replaces ``student`` at run start; it calls
+        :meth:`build_student_ema` and rebuilds the optimizer wrappers.
+
+    Args:
+        teacher (dict | nn.Module): Teacher denoiser config (``DenoisingUnet``, or any
+            diffusers model through MMagic's wrapper, e.g.
+            ``dict(type='UNet2DModel', from_pretrained=<local folder>)``) or module.
+        noise_scheduler (dict): Training scheduler, e.g.
+            ``dict(type='DDPMScheduler', num_train_timesteps=1000)``; its
+            ``prediction_type`` ('epsilon', 'v_prediction', 'sample') sets the DSM
+            target.
+        teacher_ckpt (str | dict, optional): MMEngine checkpoint with the teacher's
+            weights, or ``dict(filename=..., prefix='student.model.')`` to take a
+            sub-state-dict (keys are matched to the bare network, strictly).
+            Defaults to None (weights come from ``from_pretrained``).
+        student (dict | nn.Module, optional): Student config/module. Defaults to None:
+            a copy of the loaded teacher (pruned later by the pruning hook).
+        student_ckpt (str | dict, optional): Student weights, same format as
+            ``teacher_ckpt``. Defaults to None.
+        test_scheduler (dict, optional): Sampling scheduler. Defaults to None:
+            ``dict(type='DDIMScheduler')`` with the training scheduler's config.
+        num_inference_steps (int): Sampling steps. Defaults to 100 (authors' DDIM).
+        losses (dict, optional): Keys from ``('dsm', 'kd', 'jacobian')``; a value
+            ``None`` switches that loss off. ``dsm``/``kd``: ``dict(loss_weight=w)``;
+            ``jacobian``: a loss config (type defaults to ``'2ndMatchLoss'``).
+            Defaults to None: ``dsm`` and ``kd`` with weight 1, ``jacobian`` off.
+        jacobian_scale (str, optional): None (the paper's unscaled term) or
+            ``'sigma'``: pass ``sigma_t = sqrt(1 - alpha_bar_t)`` per sample as the
+            loss module's ``scale`` (tames the ~1/sigma_t^4 growth at small t).
+            Defaults to None.
+        pixel_reduction (str): ``'sum'`` (sum over C, H, W, mean over the batch; the
+            authors') or ``'mean'`` for the DSM and KD terms. Defaults to ``'sum'``.
+        antithetic_timesteps (bool): Draw t for half the batch and use ``T-1-t`` for
+            the other half. Defaults to True.
+        ema (dict, optional): Student EMA, e.g. ``dict(momentum=1e-4, start_iter=0)``
+            (MMagic's ``ExponentialMovingAverage``; momentum = 1 - decay). Updated in
+            ``train_step``; before ``start_iter`` it copies the student. Defaults to
+            None (no EMA).
+        sample_with_ema (bool): Sample with the EMA when the caller does not say
+            which model. Defaults to True.
+        vae (dict | nn.Module, optional): Frozen VAE for latent diffusion (e.g.
+            ``dict(type='AutoencoderKL', from_pretrained=<folder>)``); latents are
+            scaled by ``vae.config.scaling_factor``. Defaults to None (pixel space).
+        text_encoder (str | dict | nn.Module, optional): Frozen text encoder; a string
+            is a local ``CLIPTextModel`` folder. Defaults to None.
+        tokenizer (str, optional): Local tokenizer folder (``AutoTokenizer``);
+            required with ``text_encoder``. Defaults to None.
+        num_classes (int, optional): Number of classes for class conditioning; the
+            null (unconditional) label is ``num_classes``. Read from the DiT config
+            when None. Defaults to None.
+        label_drop_prob (float): Probability of replacing a label (prompt) by the
+            null label (empty prompt) during training, shared by teacher and student
+            (classifier-free guidance). Defaults to 0.
+        guidance_scale (float): Classifier-free guidance scale for sampling; 1 means
+            none. Defaults to 1.
+        sample_prompts (Sequence[str], optional): Prompts cycled for text-conditioned
+            sampling when the caller passes none. Defaults to None.
+        sample_shape (Sequence[int], optional): (C, H, W) of the sampled noise.
+            Defaults to None (read from the teacher's config).
+        data_preprocessor (dict, optional): Defaults to MMagic ``DataPreprocessor``.
+        init_cfg (dict, optional): Defaults to None.
+    """
+
+    def __init__(self,
+                 teacher: ModelType,
+                 noise_scheduler: ModelType,
+                 teacher_ckpt: CkptType = None,
+                 student: Optional[ModelType] = None,
+                 student_ckpt: CkptType = None,
+                 test_scheduler: Optional[ModelType] = None,
+                 num_inference_steps: int = 100,
+                 losses: Optional[dict] = None,
+                 jacobian_scale: Optional[str] = None,
+                 pixel_reduction: str = 'sum',
+                 antithetic_timesteps: bool = True,
+                 ema: Optional[dict] = None,
+                 sample_with_ema: bool = True,
+                 vae: Optional[ModelType] = None,
+                 text_encoder: Optional[Union[str, ModelType]] = None,
+                 tokenizer: Optional[str] = None,
+                 num_classes: Optional[int] = None,
+                 label_drop_prob: float = 0.0,
+                 guidance_scale: float = 1.0,
+                 sample_prompts: Optional[Sequence[str]] = None,
+                 sample_shape: Optional[Sequence[int]] = None,
+                 data_preprocessor: Optional[dict] = dict(type='DataPreprocessor'),
+                 init_cfg: Optional[dict] = None) -> None:
+        if isinstance(data_preprocessor, dict):
+            # MMagic's registry, so that building outside an 'mmagic'-scoped Runner works
+            data_preprocessor = MODELS.build(data_preprocessor)
+        super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
+        if pixel_reduction not in PIXEL_REDUCTIONS:
+            raise ValueError(f'pixel_reduction must be one of {PIXEL_REDUCTIONS}, '
+                             f'got {pixel_reduction!r}.')
+        if jacobian_scale not in JACOBIAN_SCALES:
+            raise ValueError(f'jacobian_scale must be one of {JACOBIAN_SCALES}, '
+                             f'got {jacobian_scale!r}.')
+        if not 0.0 <= float(label_drop_prob) < 1.0:
+            raise ValueError(f'label_drop_prob must be in [0, 1), got {label_drop_prob!r}.')
+        if int(num_inference_steps) < 1:
+            raise ValueError(f'num_inference_steps must be >= 1, got {num_inference_steps!r}.')
+        self.pixel_reduction = pixel_reduction
+        self.jacobian_scale = jacobian_scale
+        self.antithetic_timesteps = antithetic_timesteps
+        self.label_drop_prob = float(label_drop_prob)
+        self.guidance_scale = float(guidance_scale)
+        self.num_inference_steps = int(num_inference_steps)
+        self.sample_with_ema = sample_with_ema
+        self.sample_prompts = list(sample_prompts) if sample_prompts else None
+        self.sample_shape = tuple(sample_shape) if sample_shape else None
+        self._init_losses(losses)
+
+        self.teacher = self._build_teacher(teacher, teacher_ckpt)
+        self.student = self._build_student(student, student_ckpt)
+
+        self.noise_scheduler = build_module(noise_scheduler, DIFFUSION_SCHEDULERS)
+        if test_scheduler is None:
+            test_scheduler = _ddim_like(self.noise_scheduler)
+        self.test_scheduler = build_module(test_scheduler, DIFFUSION_SCHEDULERS)
+
+        self.vae = self._frozen(build_module(vae, MODELS)) if vae is not None else None
+        self.tokenizer, self.text_encoder = self._build_text_conditioning(
+            text_encoder, tokenizer)
+        self.num_classes = self._resolve_num_classes(num_classes)
+
+        self._ema_cfg = copy.deepcopy(ema)
+        self.ema_start = 0
+        self._num_train_steps = 0
+        self._checked_optimizer = None
+        if ema is not None:
+            self.build_student_ema()
+
+    # ------------------------------------------------------------------ building
+    def _init_losses(self, losses: Optional[dict]) -> None:
+        """Validates the loss config and builds the Jacobian loss module."""
+        if losses is None:
+            losses = dict(dsm=dict(loss_weight=1.0), kd=dict(loss_weight=1.0))
+        if not isinstance(losses, dict):
+            raise TypeError(f'losses must be a dict with keys from {LOSS_KEYS}, '
+                            f'got {type(losses).__name__}.')
+        unknown = sorted(set(losses) - set(LOSS_KEYS))
+        if unknown:
+            raise ValueError(f'Unknown loss key(s) {unknown} in `losses`; allowed keys are '
+                             f'{list(LOSS_KEYS)} (set a value to None to switch it off).')
+        if all(losses.get(k) is None for k in LOSS_KEYS):
+            raise ValueError('All losses are switched off; enable at least one of '
+                             f'{list(LOSS_KEYS)}.')
+        self.loss_weights: Dict[str, float] = {}
+        for key in ('dsm', 'kd'):
+            cfg = losses.get(key)
+            if cfg is None:
+                continue
+            if not isinstance(cfg, dict) or set(cfg) - {'loss_weight'}:
+                raise ValueError(f'losses[{key!r}] must be None or dict(loss_weight=...), '
+                                 f'got {cfg!r}.')
+            self.loss_weights[key] = float(cfg.get('loss_weight', 1.0))
+        jac_cfg = losses.get('jacobian')
+        if jac_cfg is None:
+            self.jacobian_loss = None
+        elif isinstance(jac_cfg, nn.Module):
+            self.jacobian_loss = jac_cfg
+        else:
+            jac_cfg = dict(jac_cfg)
+            jac_cfg.setdefault('type', '2ndMatchLoss')
+            self.jacobian_loss = MODELS.build(jac_cfg)
+
+    def _build_teacher(self, teacher: ModelType, teacher_ckpt: CkptType) -> nn.Module:
+        """Builds the teacher, loads its weights and freezes it."""
+        has_pretrained = isinstance(teacher, dict) and bool(teacher.get('from_pretrained'))
+        if not isinstance(teacher, nn.Module) and not has_pretrained and teacher_ckpt is None:
+            raise ValueError(
+                'The teacher has no weights: give `teacher_ckpt` (an MMEngine checkpoint), '
+                "`from_pretrained=<local diffusers folder>` in the teacher config, or a built "
+                'module. A randomly initialised teacher cannot be distilled from.')
+        model = build_module(teacher, MODELS)
+        if teacher_ckpt is not None:
+            _load_weights(model, teacher_ckpt, 'teacher_ckpt')
+        denoiser_family(model)  # unsupported classes fail here, not mid-training
+        _mark_initialised(model)
+        return self._frozen(model)
+
+    def _build_student(self, student: Optional[ModelType],
+                       student_ckpt: CkptType) -> nn.Module:
+        """Copies the teacher (default) or builds the configured student."""
+        if student is None:
+            model = copy.deepcopy(self.teacher)
+        else:
+            model = build_module(student, MODELS)
+            has_pretrained = isinstance(student, dict) and bool(student.get('from_pretrained'))
+            if student_ckpt is None and not has_pretrained and not isinstance(student, nn.Module):
+                print_log('The student has no checkpoint; it starts from random weights.',
+                          'current')
+        if student_ckpt is not None:
+            _load_weights(model, student_ckpt, 'student_ckpt')
+        denoiser_family(model)
+        if student is None or student_ckpt is not None:
+            _mark_initialised(model)
+        model.requires_grad_(True)
+        return model
+
+    @staticmethod
+    def _frozen(module: nn.Module) -> nn.Module:
+        """Freezes a helper network: no gradients, eval mode, no re-initialisation."""
+        module.requires_grad_(False)
+        module.eval()
+        _mark_initialised(module)
+        return module
+
+    def _build_text_conditioning(self, text_encoder, tokenizer) -> Tuple:
+        """Loads the frozen tokenizer and text encoder from local folders."""
+        if text_encoder is None and tokenizer is None:
+            return None, None
+        if text_encoder is None or tokenizer is None:
+            raise ValueError('Text conditioning needs both `text_encoder` and `tokenizer` '
+                             f'(got text_encoder={text_encoder!r}, tokenizer={tokenizer!r}).')
+        from transformers import AutoTokenizer, CLIPTextModel
+        if isinstance(tokenizer, str):
+            if not osp.isdir(tokenizer):
+                raise FileNotFoundError(f'tokenizer folder {tokenizer!r} does not exist.')
+            tokenizer = AutoTokenizer.from_pretrained(tokenizer)
+        if isinstance(text_encoder, str):
+            if not osp.isdir(text_encoder):
+                raise FileNotFoundError(f'text_encoder folder {text_encoder!r} does not exist.')
+            text_encoder = CLIPTextModel.from_pretrained(text_encoder)
+        elif isinstance(text_encoder, dict):
+            text_encoder = MODELS.build(text_encoder)
+        return tokenizer, self._frozen(text_encoder)
+
+    def _resolve_num_classes(self, num_classes: Optional[int]) -> Optional[int]:
+        """Reads the class count and takes label dropout over from DiT."""
+        net = unwrap_denoiser(self.teacher)
+        if denoiser_family(net) == 'dit':
+            table = int(net.config.num_embeds_ada_norm)
+            num_classes = table if num_classes is None else int(num_classes)
+            # DiT drops labels inside its LabelEmbedding in train mode, independently
+            # per network; teacher and student must see the same (dropped) labels for
+            # KD, so the distiller drops them once and the embeddings never do.
+            for module in list(self.teacher.modules()) + list(self.student.modules()):
+                if type(module).__name__ == 'LabelEmbedding':
+                    module.dropout_prob = 0.0
+        return num_classes
+
+    def build_student_ema(self) -> None:
+        """(Re)builds ``student_ema`` from the current student (also after pruning)."""
+        if self._ema_cfg is None:
+            return
+        cfg = copy.deepcopy(self._ema_cfg)
+        cfg.setdefault('type', 'ExponentialMovingAverage')
+        self.ema_start = int(cfg.pop('start_iter', 0))
+        self.student_ema = MODELS.build(cfg, default_args=dict(model=self._bare_student()))
+
+    def _bare_student(self) -> nn.Module:
+        """The student without DDP wrappers (MMSeparateDDP wraps it separately)."""
+        return self.student.module if is_model_wrapper(self.student) else self.student
+
+    def train(self, mode: bool = True) -> 'DiffusionDistiller':
+        """Sets train mode on the student only; frozen networks stay in eval."""
+        super().train(mode)
+        for module in (self.teacher, self.vae, self.text_encoder):
+            if module is not None:
+                module.eval()
+        return self
+
+    # ------------------------------------------------------------------ training
+    def train_step(self, data: dict,
+                   optim_wrapper: Union[OptimWrapperDict, OptimWrapper]) -> Dict[str, Tensor]:
+        """One optimisation step of the student (DSM + KD + Jacobian matching).
+
+        Args:
+            data (dict): A dataloader batch (images in ``inputs``; labels in
+                ``data_samples.gt_label``, prompts in ``data_samples.prompt``).
+            optim_wrapper (OptimWrapperDict | OptimWrapper): With a key
+                ``'student'``, or a single wrapper over the student's parameters.
+
+        Returns:
+            dict: Log variables (``loss``, ``loss_dsm``, ``loss_kd``, ``loss_jacobian``).
+        """
+        student_wrapper = self._student_optim_wrapper(optim_wrapper)
+        data = self.data_preprocessor(data, True)
+        with student_wrapper.optim_context(self.student):
+            losses = self.compute_losses(data['inputs'], data.get('data_samples'))
+            parsed_loss, log_vars = self.parse_losses(losses)
+        student_wrapper.update_params(parsed_loss)
+        self._update_ema()
+        return log_vars
+
+    def _student_optim_wrapper(self, optim_wrapper) -> OptimWrapper:
+        """Picks the student's wrapper and checks that it holds student parameters only."""
+        if isinstance(optim_wrapper, OptimWrapperDict):
+            if 'student' not in optim_wrapper:
+                raise KeyError('optim_wrapper has no key "student" (keys: '
+                               f'{list(optim_wrapper.keys())}); configure '
+                               "dict(constructor='MultiOptimWrapperConstructor', "
+                               'student=dict(optimizer=...)).')
+            optim_wrapper = optim_wrapper['student']
+        if self._checked_optimizer is not optim_wrapper.optimizer:
+            student_ids = {id(p) for p in self.student.parameters()}
+            foreign = [p for group in optim_wrapper.optimizer.param_groups
+                       for p in group['params'] if id(p) not in student_ids]
+            if foreign:
+                raise ValueError(
+                    f'The optimizer holds {len(foreign)} parameter tensors that are not the '
+                    "student's (e.g. the teacher's); build it over the student only: "
+                    "dict(constructor='MultiOptimWrapperConstructor', student=dict(...)) or "
+                    "modules='student'.")
+            self._checked_optimizer = optim_wrapper.optimizer
+        return optim_wrapper
+
+    def _update_ema(self) -> None:
+        """Updates the student EMA after an optimizer step (copies before ``ema_start``)."""
+        self._num_train_steps += 1
+        ema = getattr(self, 'student_ema', None)
+        if not isinstance(ema, BaseAveragedModel):
+            return
+        curr_iter = MessageHub.get_current_instance().get_info('iter')
+        step = self._num_train_steps if curr_iter is None else curr_iter + 1
+        student = self._bare_student()
+        if step >= self.ema_start:
+            ema.update_parameters(student)
+            if not ema.update_buffers:
+                ema.sync_buffers(student)
+        else:
+            ema.sync_parameters(student)
+
+    def forward(self,
+                inputs: Union[Tensor, dict],
+                data_samples: Optional[DataSample] = None,
+                mode: Optional[str] = None):
+        """``mode='loss'``: the loss dict (plain DDP); otherwise generated samples.
+
+        Args:
+            inputs (Tensor | dict): Preprocessed images for ``'loss'``; sampling
+                arguments (``num_batches``, ``noise``, ``sample_model``,
+                ``sample_kwargs``) otherwise.
+            data_samples (DataSample, optional): Labels/prompts.
+            mode (str, optional): ``'loss'``, or anything else to sample.
+
+        Returns:
+            dict | list[DataSample]: Losses, or one ``DataSample`` per image.
+        """
+        if mode == 'loss':
+            return self.compute_losses(inputs, data_samples)
+        return self.generate(inputs, data_samples)
+
+    def compute_losses(self, inputs: Union[Tensor, dict],
+                       data_samples: Optional[DataSample]) -> Dict[str, Tensor]:
+        """The enabled, weighted losses for one preprocessed batch.
+
+        Args:
+            inputs (Tensor | dict): Images (B, 3, H, W) in the preprocessor's range,
+                or a dict holding them under ``'img'``.
+            data_samples (DataSample, optional): Stacked samples with labels/prompts.
+
+        Returns:
+            dict: ``loss_dsm`` / ``loss_kd`` / ``loss_jacobian`` as enabled.
+        """
+        x_0 = self._encode_images(self._images(inputs))
+        batch = x_0.shape[0]
+        condition = self._training_condition(data_samples, batch, x_0.device)
+        timesteps = self._sample_timesteps(batch, x_0.device)
+        noise = torch.randn_like(x_0)
+        x_t = self.noise_scheduler.add_noise(x_0, noise, timesteps)
+
+        def student_fn(x: Tensor, batch_index: Optional[Tensor] = None) -> Tensor:
+            t, c = _select(timesteps, condition, batch_index)
+            return run_denoiser(self.student, x, t, c)
+
+        def teacher_fn(x: Tensor, batch_index: Optional[Tensor] = None) -> Tensor:
+            t, c = _select(timesteps, condition, batch_index)
+            return run_denoiser(self.teacher, x, t, c)
+
+        losses = {}
+        if self.jacobian_loss is not None:
+            scale = self._sigmas(timesteps) if self.jacobian_scale == 'sigma' else None
+            jac = self.jacobian_loss(student_fn, teacher_fn, x_t, scale=scale,
+                                     return_outputs=True)
+            student_out, teacher_out = jac.student_out, jac.teacher_out
+            losses['loss_jacobian'] = jac.loss
+        else:
+            student_out = student_fn(x_t)
+            teacher_out = None
+            if 'kd' in self.loss_weights:
+                with torch.no_grad():
+                    teacher_out = teacher_fn(x_t)
+        _check_output_shape(student_out, x_t, 'student')
+        if teacher_out is not None:
+            _check_output_shape(teacher_out, x_t, 'teacher')
+        if 'dsm' in self.loss_weights:
+            target = self._dsm_target(x_0, noise, timesteps)
+            losses['loss_dsm'] = self.loss_weights['dsm'] * self._mse(student_out, target)
+        if 'kd' in self.loss_weights:
+            losses['loss_kd'] = self.loss_weights['kd'] * self._mse(
+                student_out, teacher_out.detach())
+        return losses
+
+    def pruning_loss(self, data_batch: dict, timesteps: Tensor) -> Tensor:
+        """Student DSM loss on a raw dataloader batch at given timesteps (for pruning).
+
+        Args:
+            data_batch (dict): A batch as the dataloader yields it.
+            timesteps (Tensor): Per-sample timesteps (B,) (or one, broadcast).
+
+        Returns:
+            Tensor: Scalar DSM loss (``pixel_reduction`` applies), differentiable
+            w.r.t. the student's parameters.
+        """
+        data = self.data_preprocessor(data_batch, True)
+        x_0 = self._encode_images(self._images(data['inputs']))
+        batch = x_0.shape[0]
+        condition = self._training_condition(data.get('data_samples'), batch, x_0.device,
+                                             drop=False)
+        timesteps = torch.as_tensor(timesteps, device=x_0.device).long().reshape(-1)
+        if timesteps.numel() == 1:
+            timesteps = timesteps.expand(batch)
+        if timesteps.numel() != batch:
+            raise ValueError(f'timesteps has {timesteps.numel()} entries for a batch of '
+                             f'{batch}; pass one per sample or a single value.')
+        noise = torch.randn_like(x_0)
+        x_t = self.noise_scheduler.add_noise(x_0, noise, timesteps)
+        prediction = run_denoiser(self.student, x_t, timesteps, condition)
+        _check_output_shape(prediction, x_t, 'student')
+        return self._mse(prediction, self._dsm_target(x_0, noise, timesteps))
+
+    def _images(self, inputs: Union[Tensor, dict]) -> Tensor:
+        """The image batch (B, 3, H, W) from preprocessed inputs."""
+        if isinstance(inputs, dict):
+            for key in ('img', 'gt', 'gt_img'):
+                if key in inputs:
+                    return inputs[key]
+            raise KeyError(f'No image in inputs (keys {sorted(inputs)}); expected one of '
+                           "'img', 'gt', 'gt_img'.")
+        if isinstance(inputs, (list, tuple)):
+            return torch.stack(list(inputs))
+        return inputs
+
+    @torch.no_grad()
+    def _encode_images(self, images: Tensor) -> Tensor:
+        """Images -> diffusion space: scaled VAE latents, or the pixels themselves."""
+        if self.vae is None:
+            return images
+        vae = unwrap_denoiser(self.vae)
+        latents = vae.encode(images).latent_dist.sample()
+        return latents * vae.config.scaling_factor
+
+    def _sample_timesteps(self, batch: int, device) -> Tensor:
+        """Uniform timesteps (B,), antithetic pairs (t, T-1-t) when configured."""
+        num_t = int(self.noise_scheduler.config.num_train_timesteps)
+        if not self.antithetic_timesteps:
+            return torch.randint(0, num_t, (batch,), device=device)
+        half = torch.randint(0, num_t, ((batch + 1) // 2,), device=device)
+        return torch.cat([half, num_t - 1 - half])[:batch]
+
+    def _sigmas(self, timesteps: Tensor) -> Tensor:
+        """sigma_t = sqrt(1 - alpha_bar_t) per sample, (B,)."""
+        alphas_cumprod = self.noise_scheduler.alphas_cumprod.to(timesteps.device)
+        return (1.0 - alphas_cumprod[timesteps]).sqrt().float()
+
+    def _dsm_target(self, x_0: Tensor, noise: Tensor, timesteps: Tensor) -> Tensor:
+        """The regression target of the training scheduler's parametrisation."""
+        prediction_type = self.noise_scheduler.config.prediction_type
+        if prediction_type == 'epsilon':
+            return noise
+        if prediction_type == 'v_prediction':
+            return self.noise_scheduler.get_velocity(x_0, noise, timesteps)
+        if prediction_type == 'sample':
+            return x_0
+        raise ValueError(f'Unknown prediction_type {prediction_type!r} of the noise '
+                         "scheduler; use 'epsilon', 'v_prediction' or 'sample'.")
+
+    def _mse(self, prediction: Tensor, target: Tensor) -> Tensor:
+        """Squared error: pixel-summed and batch-averaged, or fully averaged."""
+        sq_err = (prediction.float() - target.float()).pow(2)
+        if self.pixel_reduction == 'mean':
+            return sq_err.mean()
+        return sq_err.flatten(1).sum(1).mean()
+
+    # -------------------------------------------------------------- conditioning
+    def _training_condition(self, data_samples, batch: int, device,
+                            drop: bool = True) -> Optional[Tensor]:
+        """Labels (B,) or text states (B, L, D), with CFG dropout shared by both nets."""
+        drop_prob = self.label_drop_prob if drop else 0.0
+        if self.text_encoder is not None:
+            prompts = _field(data_samples, 'prompt')
+            if prompts is None:
+                raise ValueError('A text-conditioned distiller needs `prompt` in the data '
+                                 'samples of each batch.')
+            prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+            if drop_prob > 0:
+                keep = torch.rand(len(prompts)) >= drop_prob
+                prompts = [p if k else '' for p, k in zip(prompts, keep.tolist())]
+            return self.encode_prompts(prompts, device)
+        if self.num_classes is None:
+            return None
+        labels = _labels(data_samples, batch, device)
+        if labels is None:
+            raise ValueError('A class-conditioned distiller needs `gt_label` in the data '
+                             'samples of each batch.')
+        if drop_prob > 0:
+            dropped = torch.rand(batch, device=device) < drop_prob
+            labels = torch.where(dropped, torch.full_like(labels, self.num_classes), labels)
+        return labels
+
+    @torch.no_grad()
+    def encode_prompts(self, prompts: List[str], device) -> Tensor:
+        """Frozen text encoder states (B, L, D) of the prompts."""
+        tokens = self.tokenizer(prompts, padding='max_length', truncation=True,
+                                max_length=self.tokenizer.model_max_length,
+                                return_tensors='pt')
+        return self.text_encoder(tokens.input_ids.to(device))[0]
+
+    # ------------------------------------------------------------------ sampling
+    def noise_fn(self, noise: Optional[Tensor] = None, num_batches: int = 1) -> Tensor:
+        """Initial sampling noise (B, C, H, W); a given tensor is returned as is.
+
+        Used by MMagic's ``VisualizationHook`` (``NoiseSampler``) for fixed inputs.
+        """
+        if noise is not None:
+            return noise.to(self.data_preprocessor.device)
+        return torch.randn(num_batches, *self._sample_shape(),
+                           device=self.data_preprocessor.device)
+
+    def _sample_shape(self) -> Tuple[int, ...]:
+        """(C, H, W) of the denoiser input."""
+        if self.sample_shape is None:
+            x_t = example_denoiser_inputs(self.teacher, batch_size=1)['x_t']
+            self.sample_shape = tuple(x_t.shape[1:])
+        return self.sample_shape
+
+    def val_step(self, data: dict) -> List[DataSample]:
+        """Samples images for MMagic's generative metrics and visualisation hooks."""
+        data = self.data_preprocessor(data)
+        return self.generate(data['inputs'], data.get('data_samples'))
+
+    def test_step(self, data: dict) -> List[DataSample]:
+        """Same as :meth:`val_step`."""
+        return self.val_step(data)
+
+    @torch.no_grad()
+    def generate(self, inputs: Union[Tensor, dict],
+                 data_samples: Optional[DataSample] = None) -> List[DataSample]:
+        """Samples a batch with the test scheduler.
+
+        Args:
+            inputs (Tensor | dict): Noise (B, C, H, W), or a dict with any of
+                ``num_batches``, ``noise``, ``sample_model`` ('orig', 'ema',
+                'teacher') and ``sample_kwargs`` (``num_inference_steps``,
+                ``guidance_scale``, ``labels``, ``prompt``, ``with_teacher``: also
+                sample the teacher from the same noise into ``teacher_img``).
+            data_samples (DataSample, optional): Labels/prompts to condition on.
+
+        Returns:
+            list[DataSample]: ``fake_img`` (3, H, W) in [0, 255], destructed by the
+            data preprocessor, plus ``sample_model`` (and ``teacher_img``).
+        """
+        if isinstance(inputs, Tensor):
+            inputs = dict(noise=inputs)
+        sample_kwargs = dict(inputs.get('sample_kwargs') or {})
+        noise = inputs.get('noise')
+        num_batches = noise.shape[0] if noise is not None else get_valid_num_batches(
+            inputs, data_samples)
+        noise = self.noise_fn(noise, num_batches)
+        sample_model, net = self._sampling_net(inputs.get('sample_model'))
+        condition, uncondition = self._sampling_condition(data_samples, sample_kwargs,
+                                                          num_batches, noise.device)
+        steps = int(sample_kwargs.get('num_inference_steps', self.num_inference_steps))
+        scale = float(sample_kwargs.get('guidance_scale', self.guidance_scale))
+
+        images = self.sample(net, noise, condition, uncondition, steps, scale)
+        # No `noise` field: VisualizationHook grids every 3-D tensor field, and latent
+        # noise (4 channels) cannot be tiled with RGB images.
+        out = DataSample(fake_img=self.data_preprocessor.destruct(images, data_samples),
+                         sample_model=sample_model)
+        if sample_kwargs.get('with_teacher'):
+            teacher_images = self.sample(self.teacher, noise, condition, uncondition,
+                                         steps, scale)
+            out.teacher_img = self.data_preprocessor.destruct(teacher_images, data_samples)
+        if isinstance(data_samples, DataSample):
+            out.update(data_samples)
+        return out.split(allow_nonseq_value=True)
+
+    def _sampling_net(self, sample_model: Optional[str]) -> Tuple[str, nn.Module]:
+        """Resolves 'orig' / 'ema' / 'teacher' (None: ``sample_with_ema``)."""
+        ema = getattr(self, 'student_ema', None)
+        if sample_model is None:
+            sample_model = 'ema' if (self.sample_with_ema and ema is not None) else 'orig'
+        if sample_model not in SAMPLE_MODELS:
+            raise ValueError(f'sample_model must be one of {SAMPLE_MODELS}, '
+                             f'got {sample_model!r}.')
+        if sample_model == 'teacher':
+            return sample_model, self.teacher
+        if sample_model == 'ema' and ema is not None:
+            return sample_model, ema.module if isinstance(ema, BaseAveragedModel) else ema
+        # MMagic metrics ask for 'ema' by default; without an EMA the student is it.
+        return 'orig', self.student
+
+    def _sampling_condition(self, data_samples, sample_kwargs: dict, batch: int,
+                            device) -> Tuple[Optional[Tensor], Optional[Tensor]]:
+        """Condition and null condition for sampling (None for unconditional)."""
+        if self.text_encoder is not None:
+            prompts = sample_kwargs.get('prompt') or _field(data_samples, 'prompt')
+            if prompts is None:
+                if not self.sample_prompts:
+                    raise ValueError('Text-conditioned sampling needs prompts: set '
+                                     '`sample_prompts` or pass sample_kwargs["prompt"].')
+                prompts = [self.sample_prompts[i % len(self.sample_prompts)]
+                           for i in range(batch)]
+            prompts = [prompts] * batch if isinstance(prompts, str) else list(prompts)
+            return (self.encode_prompts(prompts, device),
+                    self.encode_prompts([''] * batch, device))
+        if self.num_classes is None:
+            return None, None
+        labels = sample_kwargs.get('labels')
+        if labels is not None:
+            labels = torch.as_tensor(labels, device=device).long().reshape(-1)
+        else:
+            labels = _labels(data_samples, batch, device)
+        if labels is None:
+            labels = torch.randint(0, self.num_classes, (batch,), device=device)
+        return labels, torch.full_like(labels, self.num_classes)
+
+    @torch.no_grad()
+    def sample(self, net: nn.Module, noise: Tensor, condition: Optional[Tensor] = None,
+               uncondition: Optional[Tensor] = None, num_inference_steps: Optional[int] = None,
+               guidance_scale: float = 1.0) -> Tensor:
+        """Runs the test scheduler from ``noise`` and decodes latents.
+
+        Args:
+            net (nn.Module): Denoiser (student, its EMA or the teacher).
+            noise (Tensor): Initial noise (B, C, H, W).
+            condition (Tensor, optional): Labels (B,) or text states (B, L, D).
+            uncondition (Tensor, optional): Null condition for guidance.
+            num_inference_steps (int, optional): Defaults to ``num_inference_steps``.
+            guidance_scale (float): Classifier-free guidance scale (1: off).
+
+        Returns:
+            Tensor: Images (B, 3, H, W) in the data preprocessor's normalised range.
+        """
+        scheduler = self.test_scheduler
+        scheduler.set_timesteps(num_inference_steps or self.num_inference_steps)
+        x_t = noise * scheduler.init_noise_sigma
+        guided = guidance_scale != 1.0 and uncondition is not None
+        for t in scheduler.timesteps:
+            x_in = scheduler.scale_model_input(x_t, t)
+            t_batch = t.to(noise.device).expand(x_t.shape[0])
+            if guided:
+                pred_c, pred_u = run_denoiser(
+                    net, torch.cat([x_in, x_in]), torch.cat([t_batch, t_batch]),
+                    torch.cat([condition, uncondition])).chunk(2)
+                prediction = pred_u + guidance_scale * (pred_c - pred_u)
+            else:
+                prediction = run_denoiser(net, x_in, t_batch, condition)
+            x_t = scheduler.step(prediction, t, x_t).prev_sample
+        if self.vae is None:
+            return x_t
+        vae = unwrap_denoiser(self.vae)
+        return vae.decode(x_t / vae.config.scaling_factor).sample
+
+
+# ---------------------------------------------------------------------- helpers
+def _select(timesteps: Tensor, condition: Optional[Tensor],
+            batch_index: Optional[Tensor]) -> Tuple[Tensor, Optional[Tensor]]:
+    """Per-sample timesteps/condition for the rows ``batch_index`` of the batch."""
+    if batch_index is None:
+        return timesteps, condition
+    return timesteps[batch_index], None if condition is None else condition[batch_index]
+
+
+def _check_output_shape(output: Tensor, x_t: Tensor, role: str) -> None:
+    """Raises when a denoiser's output cannot be compared with its input/the other net."""
+    if output.shape != x_t.shape:
+        raise ValueError(
+            f'The {role} output has shape {tuple(output.shape)} but the noisy input has '
+            f'{tuple(x_t.shape)}; teacher and student must both predict a tensor of the '
+            'input shape (same in/out channels and sample size).')
+
+
+def _field(data_samples, key: str):
+    """A field of the (stacked) data samples, or None."""
+    if data_samples is None:
+        return None
+    if isinstance(data_samples, (list, tuple)):
+        values = [getattr(s, key, None) for s in data_samples]
+        return None if any(v is None for v in values) else values
+    return getattr(data_samples, key, None)
+
+
+def _labels(data_samples, batch: int, device) -> Optional[Tensor]:
+    """Class labels (B,) long from ``gt_label`` of the data samples, or None."""
+    value = _field(data_samples, 'gt_label')
+    if value is None:
+        return None
+    if isinstance(value, (list, tuple)):
+        value = [getattr(v, 'label', v) for v in value]
+        value = torch.stack([torch.as_tensor(v).reshape(-1)[0] for v in value])
+    value = getattr(value, 'label', value)
+    labels = torch.as_tensor(value, device=device).long().reshape(-1)
+    if labels.numel() != batch:
+        raise ValueError(f'Got {labels.numel()} labels for a batch of {batch}.')
+    return labels
+
+
+def _ddim_like(scheduler) -> dict:
+    """A DDIM scheduler config with the training scheduler's noise schedule."""
+    from diffusers import DDIMScheduler
+    accepted = inspect.signature(DDIMScheduler.__init__).parameters
+    cfg = {k: v for k, v in dict(scheduler.config).items() if k in accepted}
+    return dict(type='DDIMScheduler', **cfg)
+
+
+def _mark_initialised(module: nn.Module) -> None:
+    """Keeps ``init_weights`` from re-initialising loaded weights."""
+    for sub in module.modules():
+        if isinstance(sub, BaseModule):
+            sub._is_init = True
+
+
+def _bare(module: nn.Module) -> nn.Module:
+    """The bare network under DDP / MMagic ``DiffusersWrapper`` layers."""
+    net = unwrap_denoiser(module)
+    # MMagic names each wrapper subclass after the diffusers class it wraps, so
+    # the wrapper is recognised by type here, not by name.
+    while isinstance(net, DiffusersWrapper):
+        net = net.model
+    return net
+
+
+def _load_weights(module: nn.Module, ckpt: Union[str, dict], role: str) -> None:
+    """Loads an MMEngine checkpoint into the bare denoiser, strictly.
+
+    Args:
+        module (nn.Module): The (possibly wrapped) denoiser.
+        ckpt (str | dict): Path, or ``dict(filename=..., prefix=...)``.
+        role (str): Name of the config key, for error messages.
+    """
+    if isinstance(ckpt, dict):
+        unknown = set(ckpt) - {'filename', 'prefix'}
+        if 'filename' not in ckpt or unknown:
+            raise ValueError(f'{role} as a dict takes keys filename (required) and prefix; '
+                             f'got {sorted(ckpt)}.')
+        filename, prefix = ckpt['filename'], ckpt.get('prefix')
+    elif isinstance(ckpt, str):
+        filename, prefix = ckpt, None
+    else:
+        raise TypeError(f'{role} must be a path or dict(filename=..., prefix=...), '
+                        f'got {type(ckpt).__name__}.')
+    if '://' not in filename and not osp.isfile(osp.expanduser(filename)):
+        raise FileNotFoundError(f'{role} {filename!r} does not exist; give the path of an '
+                                'MMEngine checkpoint (or use from_pretrained for a '
+                                'diffusers folder).')
+    net = _bare(module)
+    if prefix:
+        state_dict = _load_checkpoint_with_prefix(prefix, filename, map_location='cpu')
+        load_state_dict(net, state_dict, strict=True)
+    else:
+        load_checkpoint(net, filename, map_location='cpu', strict=True,
+                        revise_keys=[(r'^module\.', '')])

@@ -1,0 +1,258 @@
+"""DiffusionDistiller on tiny local models, one per family, driven by MMEngine's Runner."""
+import copy
+import glob
+import math
+import os.path as osp
+
+import pytest
+import torch
+from mmengine.optim import OptimWrapper, OptimWrapperDict
+from mmengine.runner import Runner
+
+import mmdiff_2ndm.evaluation  # noqa: F401  (registers TeacherFidelity)
+import mmdiff_2ndm.models  # noqa: F401  (registers the distiller and 2ndMatchLoss)
+from mmagic.registry import MODELS
+from mmdiff_2ndm.models.denoisers import unwrap_denoiser
+
+from conftest import IMG_SIZE, LATENT_IMG_SIZE, UNET_KWARGS, TinyGeneratedImageDataset
+
+ALL_LOSSES = dict(dsm=dict(loss_weight=1.0), kd=dict(loss_weight=1.0),
+                  jacobian=dict(type='2ndMatchLoss', loss_weight=0.1, seed=0))
+
+
+def _pixel_model(unet_folder: str, **overrides) -> dict:
+    cfg = dict(type='DiffusionDistiller',
+               teacher=dict(type='UNet2DModel', from_pretrained=unet_folder),
+               noise_scheduler=dict(type='DDPMScheduler', num_train_timesteps=100),
+               num_inference_steps=2,
+               losses=copy.deepcopy(ALL_LOSSES),
+               jacobian_scale='sigma',
+               ema=dict(momentum=0.5, start_iter=0),
+               data_preprocessor=dict(type='DataPreprocessor'))
+    cfg.update(overrides)
+    return cfg
+
+
+def _runner(work_dir: str, model: dict, iters: int, size: int, **extra) -> Runner:
+    cfg = dict(
+        default_scope='mmagic',
+        model=model,
+        work_dir=work_dir,
+        train_dataloader=dict(
+            batch_size=4, num_workers=0,
+            dataset=dict(type='TinyGeneratedImageDataset', num_images=8, size=size),
+            sampler=dict(type='InfiniteSampler', shuffle=False)),
+        train_cfg=dict(by_epoch=False, max_iters=iters, val_interval=iters),
+        optim_wrapper=dict(constructor='MultiOptimWrapperConstructor',
+                           student=dict(type='OptimWrapper',
+                                        optimizer=dict(type='Adam', lr=1e-3))),
+        default_hooks=dict(
+            checkpoint=dict(type='CheckpointHook', interval=iters, by_epoch=False),
+            logger=dict(type='LoggerHook', interval=1, log_metric_by_epoch=False)),
+        log_processor=dict(type='LogProcessor', by_epoch=False),
+        env_cfg=dict(dist_cfg=dict(backend='gloo')),
+        randomness=dict(seed=0),
+        log_level='WARNING')
+    cfg.update(extra)
+    return Runner(**cfg)
+
+
+def _snapshot(module) -> dict:
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def _train_and_check(runner: Runner, iters: int) -> dict:
+    """Trains; checks losses, student updates, frozen teacher and the checkpoint."""
+    model = runner.model
+    teacher_before = _snapshot(model.teacher)
+    student_before = _snapshot(model.student)
+    runner.train()
+
+    scalars = runner.message_hub.log_scalars
+    for key in ('train/loss_dsm', 'train/loss_kd', 'train/loss_jacobian'):
+        values = scalars[key].data[0]
+        assert len(values) == iters and all(math.isfinite(v) for v in values), key
+
+    teacher_after = model.teacher.state_dict()
+    assert all(torch.equal(teacher_before[k], teacher_after[k]) for k in teacher_before)
+    assert all(not p.requires_grad for p in model.teacher.parameters())
+    student_after = model.student.state_dict()
+    changed = [k for k in student_before
+               if not torch.equal(student_before[k], student_after[k])]
+    assert len(changed) > len(student_before) // 2
+
+    ckpt = torch.load(osp.join(runner.work_dir, f'iter_{iters}.pth'), map_location='cpu',
+                      weights_only=False)
+    keys = ckpt['state_dict'].keys()
+    assert any(k.startswith('student.') for k in keys)
+    assert any(k.startswith('student_ema.module.') for k in keys)
+    # the optimizer exists for the student only, its state covers exactly its params
+    assert set(ckpt['optimizer']) == {'student'}
+    student_optim = ckpt['optimizer']['student']
+    num_student = len(list(model.student.parameters()))
+    assert len(student_optim['state']) == num_student
+    assert sum(len(g['params']) for g in student_optim['param_groups']) == num_student
+    return ckpt
+
+
+def test_pixel_unet_train_validate_fid_fidelity_grid(tmp_path, unet2d_folder,
+                                                     feature_net_path):
+    iters = 2
+    metrics = [
+        dict(type='FID', prefix='FID', fake_nums=8, real_nums=8, sample_model='ema',
+             inception_style='StyleGAN', inception_path=feature_net_path,
+             inception_pkl=str(tmp_path / 'real_feats.pkl')),
+        dict(type='TeacherFidelity', fake_nums=4, sample_model='ema'),
+    ]
+    runner = _runner(
+        str(tmp_path), _pixel_model(unet2d_folder), iters, IMG_SIZE,
+        val_dataloader=dict(
+            batch_size=4, num_workers=0,
+            dataset=dict(type='TinyGeneratedImageDataset', num_images=8, size=IMG_SIZE),
+            sampler=dict(type='DefaultSampler', shuffle=False)),
+        val_cfg=dict(type='MultiValLoop'),
+        val_evaluator=dict(type='Evaluator', metrics=metrics),
+        custom_hooks=[dict(type='VisualizationHook', interval=iters, fixed_input=True,
+                           vis_kwargs_list=dict(type='GAN', name='samples'), n_samples=4)],
+        visualizer=dict(type='Visualizer', vis_backends=[dict(type='VisBackend')],
+                        save_dir=str(tmp_path / 'vis')))
+    _train_and_check(runner, iters)
+
+    scalars = runner.message_hub.log_scalars
+    fid = scalars['val/FID/fid'].current()
+    assert math.isfinite(fid) and fid >= 0
+    ssim = scalars['val/teacher_fidelity/ssim'].current()
+    psnr = scalars['val/teacher_fidelity/psnr'].current()
+    assert -1 <= ssim <= 1 and psnr > 0
+    grids = glob.glob(str(tmp_path / 'vis' / '**' / 'samples*.png'), recursive=True)
+    assert grids, 'no sample grid written'
+
+
+def test_dit_latent_class_conditional(tmp_path, dit_folders):
+    iters = 2
+    model = dict(type='DiffusionDistiller',
+                 teacher=dict(type='DiTTransformer2DModel',
+                              from_pretrained=dit_folders['dit']),
+                 vae=dict(type='AutoencoderKL', from_pretrained=dit_folders['vae']),
+                 noise_scheduler=dict(type='DDPMScheduler', num_train_timesteps=100),
+                 label_drop_prob=0.25, guidance_scale=2.0, num_inference_steps=2,
+                 losses=copy.deepcopy(ALL_LOSSES),
+                 ema=dict(momentum=0.5))
+    runner = _runner(str(tmp_path), model, iters, LATENT_IMG_SIZE)
+    assert runner.model.num_classes == 3
+    _train_and_check(runner, iters)
+
+    # class-conditional guided sampling from the EMA, images in [0, 255]
+    out = runner.model.val_step(dict(inputs=dict(num_batches=2, sample_model='ema',
+                                                 sample_kwargs=dict(labels=[0, 2]))))
+    assert len(out) == 2 and out[0].fake_img.shape == (3, LATENT_IMG_SIZE, LATENT_IMG_SIZE)
+    assert 0 <= out[0].fake_img.min() and out[0].fake_img.max() <= 255
+
+
+def test_sd_text_conditional_v_prediction(tmp_path, sd_folders):
+    iters = 2
+    model = dict(type='DiffusionDistiller',
+                 teacher=dict(type='UNet2DConditionModel', from_pretrained=sd_folders['unet']),
+                 text_encoder=sd_folders['text_encoder'], tokenizer=sd_folders['tokenizer'],
+                 noise_scheduler=dict(type='DDPMScheduler', num_train_timesteps=100,
+                                      prediction_type='v_prediction'),
+                 label_drop_prob=0.1, sample_prompts=['a red cat'], num_inference_steps=2,
+                 losses=copy.deepcopy(ALL_LOSSES), ema=dict(momentum=0.5))
+    runner = _runner(str(tmp_path), model, iters, IMG_SIZE)
+    _train_and_check(runner, iters)
+    out = runner.model.val_step(dict(inputs=dict(num_batches=2,
+                                                 sample_kwargs=dict(with_teacher=True))))
+    assert out[0].teacher_img.shape == out[0].fake_img.shape == (3, IMG_SIZE, IMG_SIZE)
+
+
+def _batch(num: int = 4, size: int = IMG_SIZE) -> dict:
+    dataset = TinyGeneratedImageDataset(num_images=num, size=size)
+    items = [dataset[i] for i in range(num)]
+    return dict(inputs=[it['inputs'] for it in items],
+                data_samples=[it['data_samples'] for it in items])
+
+
+def _student_wrapper(model, lr: float = 1e-3) -> OptimWrapperDict:
+    return OptimWrapperDict(student=OptimWrapper(
+        torch.optim.Adam(model.student.parameters(), lr=lr)))
+
+
+def test_overfits_single_batch(unet2d_folder):
+    torch.manual_seed(0)
+    model = MODELS.build(_pixel_model(unet2d_folder, losses=dict(dsm=dict(loss_weight=1.0)),
+                                      ema=None))
+    batch = _batch()
+    eval_t = torch.tensor([10, 30, 60, 90])
+
+    def fixed_dsm() -> float:
+        with torch.random.fork_rng():
+            torch.manual_seed(123)
+            with torch.no_grad():
+                return model.pruning_loss(batch, eval_t).item()
+
+    optim = _student_wrapper(model, lr=3e-3)
+    before = fixed_dsm()
+    for _ in range(40):
+        model.train_step(batch, optim)
+    after = fixed_dsm()
+    # measured: 222 -> 121 (pixel-summed DSM at fixed noise and timesteps)
+    assert after < 0.65 * before, (before, after)
+
+
+def test_pruning_loss_grads_reach_student_only(unet2d_folder):
+    model = MODELS.build(_pixel_model(unet2d_folder))
+    loss = model.pruning_loss(_batch(), torch.tensor(50))
+    assert loss.dim() == 0 and math.isfinite(loss.item())
+    loss.backward()
+    assert all(p.grad is not None for p in model.student.parameters())
+    assert all(p.grad is None for p in model.teacher.parameters())
+
+
+def test_teacher_never_reinitialised_and_eval(unet2d_folder):
+    model = MODELS.build(_pixel_model(unet2d_folder))
+    before = _snapshot(model.teacher)
+    model.init_weights()
+    model.train()
+    assert not model.teacher.training and model.student.training
+    after = model.teacher.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_teacher_from_mmengine_checkpoint(tmp_path, unet2d_folder):
+    from diffusers import UNet2DModel
+    net = UNet2DModel.from_pretrained(unet2d_folder)
+    ckpt = str(tmp_path / 'teacher.pth')
+    torch.save(dict(state_dict=net.state_dict()), ckpt)
+    cfg = dict(type='UNet2DModel', from_config=unet2d_folder)
+    model = MODELS.build(_pixel_model(unet2d_folder, teacher=cfg, teacher_ckpt=ckpt))
+    loaded = unwrap_denoiser(model.teacher).state_dict()
+    assert all(torch.equal(v, loaded[k]) for k, v in net.state_dict().items())
+
+
+def test_error_unknown_loss_key(unet2d_folder):
+    with pytest.raises(ValueError, match=r"\['foo'\].*allowed keys are \['dsm', 'kd', "
+                                         r"'jacobian'\]"):
+        MODELS.build(_pixel_model(unet2d_folder, losses=dict(dsm=dict(), foo=dict())))
+
+
+def test_error_missing_teacher_weights(tmp_path, unet2d_folder):
+    cfg = dict(type='UNet2DModel', from_config=unet2d_folder)
+    with pytest.raises(FileNotFoundError, match='teacher_ckpt .*does not exist'):
+        MODELS.build(_pixel_model(unet2d_folder, teacher=cfg,
+                                  teacher_ckpt=str(tmp_path / 'missing.pth')))
+    with pytest.raises(ValueError, match='teacher has no weights'):
+        MODELS.build(_pixel_model(unet2d_folder, teacher=cfg))
+
+
+def test_error_output_shape_mismatch(unet2d_folder):
+    student = dict(type='UNet2DModel', **dict(UNET_KWARGS, out_channels=1))
+    model = MODELS.build(_pixel_model(unet2d_folder, student=student))
+    with pytest.raises(ValueError, match=r'shape \(4, 1, 8, 8\)'):
+        model.train_step(_batch(), _student_wrapper(model))
+
+
+def test_error_optimizer_with_teacher_params(unet2d_folder):
+    model = MODELS.build(_pixel_model(unet2d_folder))
+    optim = OptimWrapper(torch.optim.Adam(model.parameters(), lr=1e-3))
+    with pytest.raises(ValueError, match="not the student's"):
+        model.train_step(_batch(), optim)
