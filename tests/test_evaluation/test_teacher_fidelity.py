@@ -46,4 +46,7 @@ def test_stops_at_fake_nums_and_asks_model_for_teacher_samples():
     assert metric.sample_kwargs['with_teacher'] is True
     with pytest.raises(KeyError, match='teacher_img'):
         METRICS.build(dict(type='TeacherFidelity', fake_nums=2)).process(
-            None, [dict(fake_img=torch.zeros(3, 4, 4))])
+            None, [dict(fake_img=torch.zeros(3, 16, 16))])
+    with pytest.raises(ValueError, match='at least 11x11'):
+        METRICS.build(dict(type='TeacherFidelity', fake_nums=2)).process(
+            None, [dict(fake_img=torch.zeros(3, 8, 8), teacher_img=torch.zeros(3, 8, 8))])

@@ -7,6 +7,8 @@ from mmagic.evaluation.metrics.base_gen_metric import GenerativeMetric
 from mmagic.registry import METRICS
 from mmeval import PeakSignalNoiseRatio, StructuralSimilarity
 
+SSIM_WINDOW = 11  # mmeval's SSIM filters with an 11x11 Gaussian, 'valid' borders
+
 
 @METRICS.register_module()
 class TeacherFidelity(GenerativeMetric):
@@ -54,6 +56,11 @@ class TeacherFidelity(GenerativeMetric):
                 raise KeyError('TeacherFidelity needs `teacher_img` in the model outputs; '
                                'the model must honour sample_kwargs["with_teacher"] '
                                '(DiffusionDistiller does).')
+            if min(sample['fake_img'].shape[-2:]) < SSIM_WINDOW:
+                raise ValueError(
+                    f'TeacherFidelity got images of size {tuple(sample["fake_img"].shape)}; '
+                    f'SSIM needs at least {SSIM_WINDOW}x{SSIM_WINDOW} pixels (its Gaussian '
+                    'window).')
             student = sample['fake_img'].detach().float().cpu().numpy()
             teacher = sample['teacher_img'].detach().float().cpu().numpy()
             ssim = self._ssim([student], [teacher])['ssim']

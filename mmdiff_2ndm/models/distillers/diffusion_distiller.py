@@ -14,7 +14,6 @@ from mmengine.runner.checkpoint import _load_checkpoint_with_prefix, load_checkp
     load_state_dict
 from torch import Tensor, nn
 
-from mmagic.models.archs.wrapper import DiffusersWrapper
 from mmagic.models.utils import build_module, get_valid_num_batches
 from mmagic.registry import DIFFUSION_SCHEDULERS, MODELS
 from mmagic.structures import DataSample
@@ -781,16 +780,6 @@ def _mark_initialised(module: nn.Module) -> None:
             sub._is_init = True
 
 
-def _bare(module: nn.Module) -> nn.Module:
-    """The bare network under DDP / MMagic ``DiffusersWrapper`` layers."""
-    net = unwrap_denoiser(module)
-    # MMagic names each wrapper subclass after the diffusers class it wraps, so
-    # the wrapper is recognised by type here, not by name.
-    while isinstance(net, DiffusersWrapper):
-        net = net.model
-    return net
-
-
 def _load_weights(module: nn.Module, ckpt: Union[str, dict], role: str) -> None:
     """Loads an MMEngine checkpoint into the bare denoiser, strictly.
 
@@ -814,7 +803,7 @@ def _load_weights(module: nn.Module, ckpt: Union[str, dict], role: str) -> None:
         raise FileNotFoundError(f'{role} {filename!r} does not exist; give the path of an '
                                 'MMEngine checkpoint (or use from_pretrained for a '
                                 'diffusers folder).')
-    net = _bare(module)
+    net = unwrap_denoiser(module)
     if prefix:
         state_dict = _load_checkpoint_with_prefix(prefix, filename, map_location='cpu')
         load_state_dict(net, state_dict, strict=True)

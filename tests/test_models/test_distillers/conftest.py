@@ -11,7 +11,7 @@ from torch.utils.data import Dataset
 from mmagic.registry import DATASETS
 from mmagic.structures import DataSample
 
-IMG_SIZE = 8          # pixel UNet and SD images
+IMG_SIZE = 16         # pixel UNet and SD images (SSIM's 11x11 window needs >= 11)
 LATENT_IMG_SIZE = 8   # DiT images; the 2-level VAE halves them to 4x4 latents
 NUM_CLASSES = 3
 PROMPTS = ('a red cat', 'a blue dog', 'green tree')
@@ -70,7 +70,8 @@ class TinyFeatureNet(nn.Module):
 @pytest.fixture(scope='session')
 def feature_net_path(tmp_path_factory) -> str:
     path = str(tmp_path_factory.mktemp('feature_net') / 'tiny_features.pt')
-    torch.jit.script(TinyFeatureNet()).save(path)
+    # frozen like Tero's Inception: MMagic extracts real features without no_grad
+    torch.jit.script(TinyFeatureNet().requires_grad_(False).eval()).save(path)
     return path
 
 

@@ -247,7 +247,7 @@ def test_error_missing_teacher_weights(tmp_path, unet2d_folder):
 def test_error_output_shape_mismatch(unet2d_folder):
     student = dict(type='UNet2DModel', **dict(UNET_KWARGS, out_channels=1))
     model = MODELS.build(_pixel_model(unet2d_folder, student=student))
-    with pytest.raises(ValueError, match=r'shape \(4, 1, 8, 8\)'):
+    with pytest.raises(ValueError, match=rf'shape \(4, 1, {IMG_SIZE}, {IMG_SIZE}\)'):
         model.train_step(_batch(), _student_wrapper(model))
 
 
