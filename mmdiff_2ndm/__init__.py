@@ -4,6 +4,7 @@ Importing the package registers every component into MMagic's registries and ins
 safe local checkpoint loader (see :mod:`mmdiff_2ndm.utils.checkpoint`).
 """
 from . import utils  # noqa: F401  (first: checkpoint loading must be safe before anything loads)
+from . import datasets, engine, evaluation, models, pruning  # noqa: F401  (registration)
 from .version import __version__
 
 __all__ = ['__version__']

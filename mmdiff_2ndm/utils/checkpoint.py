@@ -40,6 +40,9 @@ def _numpy_globals() -> List[Callable]:
     return list(dict.fromkeys(allowed))
 
 
+_BUILTIN_STATISTICS = ('min', 'max', 'current', 'mean')
+
+
 def _history_buffer_statistic(owner: type, name: str) -> Callable:
     """Stands in for ``builtins.getattr`` while unpickling, limited to HistoryBuffer statistics.
 
@@ -48,6 +51,10 @@ def _history_buffer_statistic(owner: type, name: str) -> Callable:
     ``getattr(HistoryBuffer, name)``. A general ``getattr`` would let a crafted file reach any
     attribute of any allow-listed type, so only these lookups are served.
     """
+    # The built-in four are only put into ``_statistics_methods`` when a first buffer is
+    # created, which a fresh process that loads a checkpoint has not done yet.
+    if owner is HistoryBuffer and name in _BUILTIN_STATISTICS:
+        return getattr(HistoryBuffer, name)
     if owner is HistoryBuffer and name in HistoryBuffer._statistics_methods:
         return HistoryBuffer._statistics_methods[name]
     raise pickle.UnpicklingError(

@@ -55,7 +55,7 @@ def _no_weights_only_override(monkeypatch):
     monkeypatch.delenv('TORCH_FORCE_WEIGHTS_ONLY_LOAD', raising=False)
 
 
-def test_mmengine_checkpoint_loads_and_resumes_with_safe_unpickler(tmp_path):
+def test_mmengine_checkpoint_loads_and_resumes_with_safe_unpickler(tmp_path, monkeypatch):
     _train(str(tmp_path), max_iters=2)
     ckpt_path = osp.join(tmp_path, 'iter_2.pth')
     # Plain torch.load with the default (weights_only=True on torch >= 2.6) refuses it ...
@@ -65,6 +65,11 @@ def test_mmengine_checkpoint_loads_and_resumes_with_safe_unpickler(tmp_path):
     checkpoint = _load_checkpoint(ckpt_path, map_location='cpu')
     assert isinstance(checkpoint['message_hub']['log_scalars']['train/loss'], HistoryBuffer)
     assert checkpoint['meta']['iter'] == 2
+
+    # A fresh process has created no HistoryBuffer yet, so no statistics are registered.
+    monkeypatch.setattr(HistoryBuffer, '_statistics_methods', {})
+    reloaded = _load_checkpoint(ckpt_path, map_location='cpu')
+    assert reloaded['message_hub']['log_scalars']['train/loss'].mean() > 0
 
     runner = _train(str(tmp_path), max_iters=4, resume=True)
     assert runner.iter == 4
