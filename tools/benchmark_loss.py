@@ -137,20 +137,34 @@ def run_single(args) -> Dict[str, float]:
     sync()
     if device.type == 'cuda':
         torch.cuda.reset_peak_memory_stats()
-    times = []
+    times, cpu_times = [], []
     for _ in range(args.repeats):
         inputs = batch()
         sync()
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         step(*inputs)
         sync()
         times.append(time.perf_counter() - start)
+        cpu_times.append(time.process_time() - cpu_start)
     if device.type == 'cuda':
         peak = torch.cuda.max_memory_allocated()
     else:  # ru_maxrss is in KiB on Linux
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - rss_before
     return dict(variant=args.variant, seconds=statistics.median(times),
-                peak_bytes=float(peak))
+                cpu_seconds=statistics.median(cpu_times), peak_bytes=float(peak))
+
+
+def _without_variants(argv):
+    """argv less ``--variants X`` / ``--variants=X`` (each subprocess runs one)."""
+    kept, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == '--variants':
+            skip = True
+        elif not arg.startswith('--variants='):
+            kept.append(arg)
+    return kept
 
 
 def main() -> None:
@@ -175,8 +189,7 @@ def main() -> None:
     for variant in args.variants.split(','):
         if variant not in VARIANTS:
             raise ValueError(f'unknown variant {variant!r}; choose from {VARIANTS}')
-        cmd = [sys.executable, __file__, '--variant', variant] + [
-            a for a in sys.argv[1:] if not a.startswith('--variants')]
+        cmd = [sys.executable, __file__, '--variant', variant] + _without_variants(sys.argv[1:])
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
             print(f'{variant}: failed\n{proc.stderr[-2000:]}', file=sys.stderr)
@@ -189,12 +202,15 @@ def main() -> None:
     print(f'device={args.device} batch={args.batch} size={args.size} '
           f'channels=({args.channels}) layers_per_block={args.layers_per_block} '
           f'repeats={args.repeats} torch={torch.__version__} threads={torch.get_num_threads()}')
-    print(f'{"variant":<42}{"ms/iter":>10}{"x DSM+KD":>10}{memory + " MiB":>26}{"x DSM+KD":>10}')
+    # Process CPU time (all threads) is steadier than wall time on a shared CPU host.
+    print(f'{"variant":<42}{"ms/iter":>10}{"x DSM+KD":>10}{"CPU ms":>10}{"x DSM+KD":>10}'
+          f'{memory + " MiB":>26}{"x DSM+KD":>10}')
     for variant, r in results.items():
-        time_ratio = r['seconds'] / base['seconds'] if base else float('nan')
-        mem_ratio = r['peak_bytes'] / base['peak_bytes'] if base else float('nan')
-        print(f'{LABELS[variant]:<42}{1e3 * r["seconds"]:>10.1f}{time_ratio:>10.2f}'
-              f'{r["peak_bytes"] / 2**20:>26.1f}{mem_ratio:>10.2f}')
+        ratio = {key: r[key] / base[key] if base else float('nan')
+                 for key in ('seconds', 'cpu_seconds', 'peak_bytes')}
+        print(f'{LABELS[variant]:<42}{1e3 * r["seconds"]:>10.1f}{ratio["seconds"]:>10.2f}'
+              f'{1e3 * r["cpu_seconds"]:>10.1f}{ratio["cpu_seconds"]:>10.2f}'
+              f'{r["peak_bytes"] / 2**20:>26.1f}{ratio["peak_bytes"]:>10.2f}')
 
 
 if __name__ == '__main__':

@@ -68,8 +68,11 @@ class SecondOrderMatchLoss(nn.Module):
         Cost: each network runs one forward over every sample per call (the Jacobian
         pass doubles as the forward, see ``return_outputs``); ``num_projections`` K > 1
         runs the selected samples K times in one batch, so activation memory of the
-        Jacobian pass grows K-fold. Attention inside the Jacobian pass uses the math
-        SDPA kernel (see ``jacobian_safe_kernels``); normal forwards are untouched.
+        Jacobian pass grows K-fold. In 'vjp' mode the student's pass uses the math
+        SDPA kernel (see ``jacobian_safe_kernels``); in forward mode attention,
+        softmax, conv, linear and group norm of dual tensors run through
+        forward-AD-specific compositions (see ``jacobian_vector_product``); normal
+        forwards are untouched.
         For an epsilon-predictor ``||J v||^2`` grows like ``1/sigma_t^2``, so the
         unscaled summand grows like ``1/sigma_t^4``: pass ``scale=sigma_t`` to keep a
         few small-t samples from dominating the gradient (unscaled is the paper's form).
@@ -93,9 +96,10 @@ class SecondOrderMatchLoss(nn.Module):
             connected to the student's output graph (so DDP and optimizers see the same
             parameters as usual, with zero gradient) and ``num_skipped`` is
             incremented. Defaults to ``'raise'``.
-        safe_kernels (bool): Run the Jacobian pass inside ``jacobian_safe_kernels``
-            (math SDPA kernel; float32 group norm input under autocast). Disable only
-            for models that need neither. Defaults to True.
+        safe_kernels (bool): In 'vjp' mode, run the student's double-backward pass
+            inside ``jacobian_safe_kernels`` (math SDPA kernel). Disable only for
+            models without fused attention. Forward mode needs no such switch.
+            Defaults to True.
     """
 
     def __init__(self,
@@ -237,31 +241,33 @@ class SecondOrderMatchLoss(nn.Module):
         """Runs both Jacobian products on x (N, ...) and returns outputs and terms (N,)."""
         student = _bind(student_fn, index)
         teacher = _bind(teacher_fn, index)
-        attention = (jacobian_safe_kernels(x.device.type)
-                     if self.safe_kernels else contextlib.nullcontext())
-        with attention:
-            if self.mode == 'vjp':
-                directions: Dict[str, Tensor] = {}
+        if self.mode == 'vjp':
+            directions: Dict[str, Tensor] = {}
 
-                def draw(out: Tensor) -> Tensor:
-                    # One v per sample, shared by student and teacher.
-                    if 'v' not in directions:
-                        directions['v'] = unit_directions(out.shape, x, gen)
-                    elif directions['v'].shape != out.shape:
-                        raise _shape_error(directions['v'].shape, out.shape)
-                    return directions['v']
+            def draw(out: Tensor) -> Tensor:
+                # One v per sample, shared by student and teacher.
+                if 'v' not in directions:
+                    directions['v'] = unit_directions(out.shape, x, gen)
+                elif directions['v'].shape != out.shape:
+                    raise _shape_error(directions['v'].shape, out.shape)
+                return directions['v']
 
+            # Only the student's J^T v is differentiated again (double backward);
+            # the teacher's single backward keeps the fast attention kernels.
+            with (jacobian_safe_kernels(x.device.type)
+                  if self.safe_kernels else contextlib.nullcontext()):
                 student_out, student_jac = vector_jacobian_product(
                     student, x, draw, 'student', create_graph=torch.is_grad_enabled())
-                teacher_out, teacher_jac = vector_jacobian_product(
-                    teacher, x, draw, 'teacher', create_graph=False)
-            else:
-                v = unit_directions(x.shape, x, gen).to(x.dtype)
-                student_out, student_jac = jacobian_vector_product(
-                    student, x, v, 'student')
-                with torch.no_grad():
-                    teacher_out, teacher_jac = jacobian_vector_product(
-                        teacher, x, v, 'teacher')
+            teacher_out, teacher_jac = vector_jacobian_product(
+                teacher, x, draw, 'teacher', create_graph=False)
+        else:
+            # Forward mode brings its own attention / group-norm handling (see
+            # jacobian_vector_product), so no kernel selection is needed here.
+            v = unit_directions(x.shape, x, gen).to(x.dtype)
+            student_out, student_jac = jacobian_vector_product(student, x, v, 'student')
+            with torch.no_grad():
+                teacher_out, teacher_jac = jacobian_vector_product(
+                    teacher, x, v, 'teacher')
         if student_out.shape != teacher_out.shape:
             raise _shape_error(student_out.shape, teacher_out.shape)
         if student_out.shape[0] != x.shape[0]:
