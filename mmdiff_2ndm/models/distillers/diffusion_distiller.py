@@ -68,9 +68,12 @@ class DiffusionDistiller(BaseModel):
         :meth:`build_student_ema` and rebuilds the optimizer wrappers.
 
     Args:
-        teacher (dict | nn.Module): Teacher denoiser config (``DenoisingUnet``, or any
-            diffusers model through MMagic's wrapper, e.g.
+        teacher (dict | nn.Module, optional): Teacher denoiser config (``DenoisingUnet``,
+            or any diffusers model through MMagic's wrapper, e.g.
             ``dict(type='UNet2DModel', from_pretrained=<local folder>)``) or module.
+            None trains ``student`` from scratch with DSM alone (plain DDPM training,
+            e.g. of the dense teacher of a later run); ``kd``/``jacobian`` and sampling
+            with ``'teacher'`` then raise.
         noise_scheduler (dict): Training scheduler, e.g.
             ``dict(type='DDPMScheduler', num_train_timesteps=1000)``; its
             ``prediction_type`` ('epsilon', 'v_prediction', 'sample') sets the DSM
@@ -94,6 +97,12 @@ class DiffusionDistiller(BaseModel):
             ``'sigma'``: pass ``sigma_t = sqrt(1 - alpha_bar_t)`` per sample as the
             loss module's ``scale`` (tames the ~1/sigma_t^4 growth at small t).
             Defaults to None.
+        jacobian_t_range (Sequence[int], optional): ``(t_min, t_max)``, inclusive: the
+            Jacobian term's per-sample ``weight`` is 0 for timesteps outside. Defaults
+            to None (all timesteps, the paper's form).
+        jacobian_warmup_iters (int): Ramp the Jacobian term's weight linearly from 0
+            to 1 over this many iterations (counted from the start of the run, or of
+            this model's training steps outside a Runner). Defaults to 0 (no warm-up).
         pixel_reduction (str): ``'sum'`` (sum over C, H, W, mean over the batch; the
             authors') or ``'mean'`` for the DSM and KD terms. Defaults to ``'sum'``.
         antithetic_timesteps (bool): Draw t for half the batch and use ``T-1-t`` for
@@ -128,7 +137,7 @@ class DiffusionDistiller(BaseModel):
     """
 
     def __init__(self,
-                 teacher: ModelType,
+                 teacher: Optional[ModelType],
                  noise_scheduler: ModelType,
                  teacher_ckpt: CkptType = None,
                  student: Optional[ModelType] = None,
@@ -137,6 +146,8 @@ class DiffusionDistiller(BaseModel):
                  num_inference_steps: int = 100,
                  losses: Optional[dict] = None,
                  jacobian_scale: Optional[str] = None,
+                 jacobian_t_range: Optional[Sequence[int]] = None,
+                 jacobian_warmup_iters: int = 0,
                  pixel_reduction: str = 'sum',
                  antithetic_timesteps: bool = True,
                  ema: Optional[dict] = None,
@@ -167,6 +178,11 @@ class DiffusionDistiller(BaseModel):
             raise ValueError(f'num_inference_steps must be >= 1, got {num_inference_steps!r}.')
         self.pixel_reduction = pixel_reduction
         self.jacobian_scale = jacobian_scale
+        self.jacobian_t_range = _check_t_range(jacobian_t_range)
+        if int(jacobian_warmup_iters) < 0:
+            raise ValueError('jacobian_warmup_iters must be >= 0, '
+                             f'got {jacobian_warmup_iters!r}.')
+        self.jacobian_warmup_iters = int(jacobian_warmup_iters)
         self.antithetic_timesteps = antithetic_timesteps
         self.label_drop_prob = float(label_drop_prob)
         self.guidance_scale = float(guidance_scale)
@@ -176,7 +192,7 @@ class DiffusionDistiller(BaseModel):
         self.sample_shape = tuple(sample_shape) if sample_shape else None
         self._init_losses(losses)
 
-        self.teacher = self._build_teacher(teacher, teacher_ckpt)
+        self.teacher = self._build_teacher(teacher, teacher_ckpt, student)
         self.student = self._build_student(student, student_ckpt)
 
         self.noise_scheduler = build_module(noise_scheduler, DIFFUSION_SCHEDULERS)
@@ -230,8 +246,24 @@ class DiffusionDistiller(BaseModel):
             jac_cfg.setdefault('type', '2ndMatchLoss')
             self.jacobian_loss = MODELS.build(jac_cfg)
 
-    def _build_teacher(self, teacher: ModelType, teacher_ckpt: CkptType) -> nn.Module:
-        """Builds the teacher, loads its weights and freezes it."""
+    def _build_teacher(self, teacher: Optional[ModelType], teacher_ckpt: CkptType,
+                       student: Optional[ModelType]) -> Optional[nn.Module]:
+        """Builds the teacher, loads its weights and freezes it (None: no teacher)."""
+        if teacher is None:
+            if student is None:
+                raise ValueError('teacher=None needs a `student` config to train from '
+                                 'scratch; give a teacher or a student.')
+            needs_teacher = ['kd'] if 'kd' in self.loss_weights else []
+            if self.jacobian_loss is not None:
+                needs_teacher.append('jacobian')
+            if needs_teacher:
+                raise ValueError(f'The losses {needs_teacher} need a teacher, but '
+                                 'teacher=None; switch them off (losses=dict(dsm=..., '
+                                 'kd=None)) or give a teacher.')
+            if teacher_ckpt is not None:
+                raise ValueError('teacher_ckpt is given but teacher=None; give the teacher '
+                                 'config too.')
+            return None
         has_pretrained = isinstance(teacher, dict) and bool(teacher.get('from_pretrained'))
         if not isinstance(teacher, nn.Module) and not has_pretrained and teacher_ckpt is None:
             raise ValueError(
@@ -294,17 +326,22 @@ class DiffusionDistiller(BaseModel):
 
     def _resolve_num_classes(self, num_classes: Optional[int]) -> Optional[int]:
         """Reads the class count and takes label dropout over from DiT."""
-        net = unwrap_denoiser(self.teacher)
+        net = unwrap_denoiser(self._reference_net())
         if denoiser_family(net) == 'dit':
             table = int(net.config.num_embeds_ada_norm)
             num_classes = table if num_classes is None else int(num_classes)
             # DiT drops labels inside its LabelEmbedding in train mode, independently
             # per network; teacher and student must see the same (dropped) labels for
             # KD, so the distiller drops them once and the embeddings never do.
-            for module in list(self.teacher.modules()) + list(self.student.modules()):
+            nets = [n for n in (self.teacher, self.student) if n is not None]
+            for module in [m for n in nets for m in n.modules()]:
                 if type(module).__name__ == 'LabelEmbedding':
                     module.dropout_prob = 0.0
         return num_classes
+
+    def _reference_net(self) -> nn.Module:
+        """The teacher, or the student when training without one (shapes, classes)."""
+        return self.teacher if self.teacher is not None else self.student
 
     def build_student_ema(self) -> None:
         """(Re)builds ``student_ema`` from the current student (also after pruning)."""
@@ -439,6 +476,7 @@ class DiffusionDistiller(BaseModel):
         if self.jacobian_loss is not None:
             scale = self._sigmas(timesteps) if self.jacobian_scale == 'sigma' else None
             jac = self.jacobian_loss(student_fn, teacher_fn, x_t, scale=scale,
+                                     weight=self._jacobian_weights(timesteps),
                                      return_outputs=True)
             student_out, teacher_out = jac.student_out, jac.teacher_out
             losses['loss_jacobian'] = jac.loss
@@ -516,6 +554,20 @@ class DiffusionDistiller(BaseModel):
         half = torch.randint(0, num_t, ((batch + 1) // 2,), device=device)
         return torch.cat([half, num_t - 1 - half])[:batch]
 
+    def _jacobian_weights(self, timesteps: Tensor) -> Optional[Tensor]:
+        """Per-sample Jacobian weights (B,) from the t range and warm-up, or None."""
+        if self.jacobian_t_range is None and self.jacobian_warmup_iters == 0:
+            return None
+        weight = torch.ones(timesteps.shape[0], device=timesteps.device)
+        if self.jacobian_t_range is not None:
+            t_min, t_max = self.jacobian_t_range
+            weight = weight * ((timesteps >= t_min) & (timesteps <= t_max)).float()
+        if self.jacobian_warmup_iters > 0:
+            curr_iter = MessageHub.get_current_instance().get_info('iter')
+            step = self._num_train_steps if curr_iter is None else int(curr_iter)
+            weight = weight * min(1.0, step / self.jacobian_warmup_iters)
+        return weight
+
     def _sigmas(self, timesteps: Tensor) -> Tensor:
         """sigma_t = sqrt(1 - alpha_bar_t) per sample, (B,)."""
         alphas_cumprod = self.noise_scheduler.alphas_cumprod.to(timesteps.device)
@@ -588,7 +640,7 @@ class DiffusionDistiller(BaseModel):
     def _sample_shape(self) -> Tuple[int, ...]:
         """(C, H, W) of the denoiser input."""
         if self.sample_shape is None:
-            x_t = example_denoiser_inputs(self.teacher, batch_size=1)['x_t']
+            x_t = example_denoiser_inputs(self._reference_net(), batch_size=1)['x_t']
             self.sample_shape = tuple(x_t.shape[1:])
         return self.sample_shape
 
@@ -637,6 +689,9 @@ class DiffusionDistiller(BaseModel):
         out = DataSample(fake_img=self.data_preprocessor.destruct(images, data_samples),
                          sample_model=sample_model)
         if sample_kwargs.get('with_teacher'):
+            if self.teacher is None:
+                raise ValueError('sample_kwargs["with_teacher"] needs a teacher, but this '
+                                 'distiller has teacher=None.')
             teacher_images = self.sample(self.teacher, noise, condition, uncondition,
                                          steps, scale)
             out.teacher_img = self.data_preprocessor.destruct(teacher_images, data_samples)
@@ -653,6 +708,9 @@ class DiffusionDistiller(BaseModel):
             raise ValueError(f'sample_model must be one of {SAMPLE_MODELS}, '
                              f'got {sample_model!r}.')
         if sample_model == 'teacher':
+            if self.teacher is None:
+                raise ValueError("sample_model='teacher' needs a teacher, but this "
+                                 "distiller has teacher=None; sample 'orig' or 'ema'.")
             return sample_model, self.teacher
         if sample_model == 'ema' and ema is not None:
             return sample_model, ema.module if isinstance(ema, BaseAveragedModel) else ema
@@ -729,6 +787,16 @@ def _select(timesteps: Tensor, condition: Optional[Tensor],
     if batch_index is None:
         return timesteps, condition
     return timesteps[batch_index], None if condition is None else condition[batch_index]
+
+
+def _check_t_range(t_range: Optional[Sequence[int]]) -> Optional[Tuple[int, int]]:
+    """Validates ``jacobian_t_range`` as (t_min, t_max) with 0 <= t_min <= t_max."""
+    if t_range is None:
+        return None
+    if len(t_range) != 2 or not 0 <= int(t_range[0]) <= int(t_range[1]):
+        raise ValueError('jacobian_t_range must be (t_min, t_max) with 0 <= t_min <= t_max, '
+                         f'got {t_range!r}.')
+    return int(t_range[0]), int(t_range[1])
 
 
 def _check_output_shape(output: Tensor, x_t: Tensor, role: str) -> None:

@@ -1,0 +1,122 @@
+"""DiffusionDistiller without a teacher (plain DDPM training) and the Jacobian term's
+timestep range and weight warm-up."""
+import pytest
+import torch
+from mmengine.logging import MessageHub
+from mmengine.optim import OptimWrapper, OptimWrapperDict
+
+import mmdiff_2ndm.models  # noqa: F401  (registers the distiller and 2ndMatchLoss)
+from mmagic.registry import MODELS
+from mmdiff_2ndm.models.denoisers import unwrap_denoiser
+
+from conftest import UNET_KWARGS, TinyGeneratedImageDataset
+
+SCHEDULER = dict(type='DDPMScheduler', num_train_timesteps=100)
+JACOBIAN = dict(type='2ndMatchLoss', loss_weight=0.1, seed=0)
+
+
+def _from_scratch(**overrides) -> dict:
+    cfg = dict(type='DiffusionDistiller', teacher=None,
+               student=dict(type='UNet2DModel', **UNET_KWARGS),
+               noise_scheduler=SCHEDULER, num_inference_steps=2,
+               losses=dict(dsm=dict(loss_weight=1.0), kd=None),
+               ema=dict(momentum=0.5))
+    cfg.update(overrides)
+    return cfg
+
+
+def _batch(num: int = 4, size: int = 8) -> dict:
+    dataset = TinyGeneratedImageDataset(num_images=num, size=size)
+    items = [dataset[i] for i in range(num)]
+    return dict(inputs=[it['inputs'] for it in items],
+                data_samples=[it['data_samples'] for it in items])
+
+
+def test_teacher_free_training_and_its_ema_as_a_later_teacher(tmp_path):
+    torch.manual_seed(0)
+    model = MODELS.build(_from_scratch())
+    assert model.teacher is None
+    optim = OptimWrapperDict(student=OptimWrapper(
+        torch.optim.Adam(model.student.parameters(), lr=1e-3)))
+    before = unwrap_denoiser(model.student).conv_in.weight.detach().clone()
+    log_vars = model.train_step(_batch(), optim)
+    assert set(log_vars) == {'loss', 'loss_dsm'}
+    assert torch.isfinite(log_vars['loss'])
+    assert not torch.equal(before, unwrap_denoiser(model.student).conv_in.weight)
+
+    samples = model.val_step(dict(inputs=dict(num_batches=2)))
+    assert samples[0].fake_img.shape == (3, 16, 16) and samples[0].sample_model == 'ema'
+    with pytest.raises(ValueError, match="sample_model='teacher' needs a teacher"):
+        model.val_step(dict(inputs=dict(num_batches=1, sample_model='teacher')))
+    with pytest.raises(ValueError, match='with_teacher.*teacher=None'):
+        model.val_step(dict(inputs=dict(num_batches=1,
+                                        sample_kwargs=dict(with_teacher=True))))
+
+    # The run's EMA becomes the teacher of the next run, as the digits study does it.
+    ckpt = str(tmp_path / 'teacher_run.pth')
+    torch.save(dict(state_dict=model.state_dict()), ckpt)
+    distiller = MODELS.build(dict(
+        type='DiffusionDistiller', teacher=dict(type='UNet2DModel', **UNET_KWARGS),
+        teacher_ckpt=dict(filename=ckpt, prefix='student_ema.module.model.'),
+        noise_scheduler=SCHEDULER))
+    ema_net = unwrap_denoiser(model.student_ema.module).state_dict()
+    loaded = unwrap_denoiser(distiller.teacher).state_dict()
+    assert loaded.keys() == ema_net.keys()
+    assert all(torch.equal(ema_net[k], loaded[k]) for k in ema_net)
+
+
+@pytest.mark.parametrize('losses, match', [
+    (dict(dsm=dict(loss_weight=1.0), kd=dict(loss_weight=1.0)), r"\['kd'\] need a teacher"),
+    (dict(dsm=dict(loss_weight=1.0), kd=None, jacobian=JACOBIAN),
+     r"\['jacobian'\] need a teacher"),
+])
+def test_error_teacher_free_with_teacher_losses(losses, match):
+    with pytest.raises(ValueError, match=match):
+        MODELS.build(_from_scratch(losses=losses))
+
+
+def test_error_neither_teacher_nor_student():
+    with pytest.raises(ValueError, match='teacher=None needs a `student`'):
+        MODELS.build(_from_scratch(student=None))
+
+
+def _distiller(**overrides):
+    teacher = dict(type='UNet2DModel', **UNET_KWARGS)
+    torch.manual_seed(0)
+    net = MODELS.build(teacher)
+    return MODELS.build(dict(type='DiffusionDistiller', teacher=net, noise_scheduler=SCHEDULER,
+                             losses=dict(dsm=dict(loss_weight=1.0), kd=dict(loss_weight=1.0),
+                                         jacobian=JACOBIAN),
+                             **overrides))
+
+
+def test_jacobian_t_range_zeroes_weights_outside():
+    model = _distiller(jacobian_t_range=(10, 50))
+    weights = model._jacobian_weights(torch.tensor([0, 9, 10, 30, 50, 51, 99]))
+    assert weights.tolist() == [0, 0, 1, 1, 1, 0, 0]
+    # No timestep of a 100-step schedule is in range: the term is 0, DSM is unaffected.
+    empty = _distiller(jacobian_t_range=(200, 300))
+    data = empty.data_preprocessor(_batch(), True)
+    losses = empty.compute_losses(data['inputs'], data['data_samples'])
+    assert losses['loss_jacobian'].item() == 0.0
+    assert losses['loss_dsm'].item() > 0.0
+
+
+def test_jacobian_warmup_ramps_linearly():
+    model = _distiller(jacobian_warmup_iters=10)
+    hub = MessageHub.get_instance('test_jacobian_warmup')
+    t = torch.tensor([5, 94])
+    for it, expected in [(0, 0.0), (5, 0.5), (10, 1.0), (40, 1.0)]:
+        hub.update_info('iter', it)
+        assert model._jacobian_weights(t).tolist() == [expected, expected]
+    assert _distiller()._jacobian_weights(t) is None  # off by default: the paper's form
+
+
+@pytest.mark.parametrize('kwargs, match', [
+    (dict(jacobian_t_range=(50, 10)), 'jacobian_t_range'),
+    (dict(jacobian_t_range=(1, 2, 3)), 'jacobian_t_range'),
+    (dict(jacobian_warmup_iters=-1), 'jacobian_warmup_iters'),
+])
+def test_error_bad_jacobian_schedule(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        _distiller(**kwargs)
