@@ -160,7 +160,8 @@ class SecondOrderMatchLoss(nn.Module):
                 x: Tensor,
                 scale: Optional[Tensor] = None,
                 weight: Optional[Tensor] = None,
-                return_outputs: bool = False):
+                return_outputs: bool = False,
+                directions: Optional[Tensor] = None):
         """Computes the weighted Jacobian matching term.
 
         Args:
@@ -174,6 +175,12 @@ class SecondOrderMatchLoss(nn.Module):
                 Defaults to None.
             return_outputs (bool): Also return both networks' outputs for the full
                 batch. Defaults to False.
+            directions (Tensor, optional): Unit projection directions (K, B, ...)
+                (or (B, ...) when K = 1), per sample and projection, in the shape of
+                x (input space for 'jvp'/'first_order', output space, which must
+                have x's shape, for 'vjp'). Lets the caller tie v to the sample,
+                e.g. for 2 processes x B == 1 process x 2B. Defaults to None: drawn
+                here (``seed`` / global RNG).
 
         Returns:
             Tensor | JacobianMatchOutput: The scalar loss, or
@@ -185,6 +192,7 @@ class SecondOrderMatchLoss(nn.Module):
         batch = x.shape[0]
         scale = self._per_sample(scale, 'scale', x)
         weight = self._per_sample(weight, 'weight', x)
+        directions = self._check_directions(directions, x)  # (K, B, ...) or None
         gen = self._generator(x.device)
 
         num_selected = max(1, int(round(self.batch_fraction * batch)))
@@ -203,8 +211,12 @@ class SecondOrderMatchLoss(nn.Module):
             for fn, role in ((student_fn, 'student'), (teacher_fn, 'teacher')):
                 _require_batch_index(fn, role, num_proj, self.batch_fraction)
 
+        v_jac = None
+        if directions is not None:
+            v_sel = directions if selected is None else directions[:, selected]
+            v_jac = v_sel.reshape(-1, *x.shape[1:])  # (K*N, ...), projection-major
         student_j, teacher_j, term = self._jacobian_terms(
-            student_fn, teacher_fn, x_jac, jac_index, gen)  # term: (K*N,)
+            student_fn, teacher_fn, x_jac, jac_index, gen, v_jac)  # term: (K*N,)
         n_sel = batch if selected is None else num_selected
         # The first of the K copies of each selected sample provides its output.
         student_j, teacher_j = student_j[:n_sel], teacher_j[:n_sel]
@@ -237,12 +249,13 @@ class SecondOrderMatchLoss(nn.Module):
         return JacobianMatchOutput(loss, student_out, teacher_out.detach())
 
     def _jacobian_terms(self, student_fn, teacher_fn, x: Tensor, index: Optional[Tensor],
-                        gen: Optional[torch.Generator]) -> Tuple[Tensor, Tensor, Tensor]:
+                        gen: Optional[torch.Generator],
+                        given_v: Optional[Tensor] = None) -> Tuple[Tensor, Tensor, Tensor]:
         """Runs both Jacobian products on x (N, ...) and returns outputs and terms (N,)."""
         student = _bind(student_fn, index)
         teacher = _bind(teacher_fn, index)
         if self.mode == 'vjp':
-            directions: Dict[str, Tensor] = {}
+            directions: Dict[str, Tensor] = {} if given_v is None else {'v': given_v}
 
             def draw(out: Tensor) -> Tensor:
                 # One v per sample, shared by student and teacher.
@@ -263,7 +276,7 @@ class SecondOrderMatchLoss(nn.Module):
         else:
             # Forward mode brings its own attention / group-norm handling (see
             # jacobian_vector_product), so no kernel selection is needed here.
-            v = unit_directions(x.shape, x, gen).to(x.dtype)
+            v = (unit_directions(x.shape, x, gen) if given_v is None else given_v).to(x.dtype)
             student_out, student_jac = jacobian_vector_product(student, x, v, 'student')
             with torch.no_grad():
                 teacher_out, teacher_jac = jacobian_vector_product(
@@ -314,6 +327,18 @@ class SecondOrderMatchLoss(nn.Module):
                if not bool(torch.isfinite(n).all())]
         return (f'non-finite {" and ".join(bad)}' if bad else
                 'the squared difference of squared norms overflowed')
+
+    def _check_directions(self, directions: Optional[Tensor], x: Tensor) -> Optional[Tensor]:
+        """Validates caller-given directions; returns them as (K, B, ...) or None."""
+        if directions is None:
+            return None
+        expected = (self.num_projections, *x.shape)
+        if self.num_projections == 1 and tuple(directions.shape) == tuple(x.shape):
+            directions = directions.unsqueeze(0)
+        if tuple(directions.shape) != expected:
+            raise ValueError(f'directions must have shape (K, B, ...) = {expected} (or the '
+                             f'shape of x when K = 1), got {tuple(directions.shape)}.')
+        return directions.detach().to(x.device)
 
     @staticmethod
     def _per_sample(value: Optional[Tensor], name: str, x: Tensor) -> Optional[Tensor]:
