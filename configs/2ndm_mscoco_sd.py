@@ -10,9 +10,13 @@
 #   nota-ai/bk-sdm-base (`student_path`, its unet/ subfolder). BK-SDM-Small: hub id
 #   nota-ai/bk-sdm-small. The student is not pruned here (it has its own architecture), so
 #   there is no DiffusionPruningHook.
-# Data: MS-COCO 2014 captions (CocoCaptionDataset): train2014 for training, the first
-#   caption of each val2014 image as FID prompts (BK-SDM uses 30k val2014 prompts, 25
-#   sampling steps, guidance 7.5).
+# Data: MS-COCO 2014 captions (CocoCaptionDataset): train2014 for training, val2014 (one
+#   caption per image) as the FID reference images.
+# FID prompts: MMagic 1.2's FID sampler conditions only on class labels (need_cond_input
+#   reads `gt_label` from the dataset), never on captions, so validation samples cycle
+#   through `model.sample_prompts`. BK-SDM's protocol (30k val2014 captions, 25 steps,
+#   guidance 7.5) needs those captions as `sample_prompts`, e.g.
+#   --cfg-options "model.sample_prompts=[...]" or a derived config that lists them.
 # CLIP score: not computed by this config; MMagic 1.2 has no CLIP-score metric and this
 #   plugin does not provide one yet (see configs/README.md).
 # Loss weights for SD are not published; the CIFAR-10 ones are used, lr/iterations follow
@@ -60,10 +64,10 @@ val_dataloader = dict(dataset=dict(data_root=data_root))
 test_dataloader = dict(dataset=dict(data_root=data_root))
 
 metrics = [
-    # need_cond_input: sample with the val prompts (one per reference image).
+    # Fake images from `model.sample_prompts` (see the header: no caption conditioning).
     dict(type='FID', prefix='FID-30k', fake_nums=30000, real_nums=30000,
          inception_style='StyleGAN', inception_path=inception_path,
-         inception_pkl=inception_pkl, need_cond_input=True, sample_model='orig'),
+         inception_pkl=inception_pkl, sample_model='orig'),
 ]
 val_evaluator = dict(metrics=metrics)
 test_evaluator = dict(metrics=metrics)

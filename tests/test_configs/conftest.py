@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
-IMG = 8  # pixel side of every tiny image / model
+IMG = 12  # pixel side of every tiny image / model (SSIM, in TeacherFidelity, needs >= 11)
 NUM_CLASSES = 3  # ImageNet-style tiny label set
 PROMPTS = ('a red cat', 'a blue dog', 'green tree', 'a cat on a tree')
 UNET = dict(sample_size=IMG, in_channels=3, out_channels=3, layers_per_block=1,
@@ -54,7 +54,7 @@ def _images(folder: str, names, seed: int = 0) -> None:
         path = osp.join(folder, name)
         os.makedirs(osp.dirname(path), exist_ok=True)
         base = rng.integers(0, 255, (1, 1, 3))
-        img = np.clip(base + rng.integers(-40, 40, (10, 12, 3)), 0, 255).astype(np.uint8)
+        img = np.clip(base + rng.integers(-40, 40, (IMG + 2, IMG + 4, 3)), 0, 255).astype(np.uint8)
         Image.fromarray(img).save(path)
 
 
@@ -121,7 +121,9 @@ def assets(tmp_path_factory) -> dict:
         pad_token_id=1)).save_pretrained(osp.join(sd, 'text_encoder'))
 
     out['inception'] = str(root / 'tiny_features.pt')
-    torch.jit.script(TinyFeatureNet()).save(out['inception'])
+    # The StyleGAN TorchScript file holds frozen parameters (mmagic extracts the real
+    # features outside no_grad and calls .numpy() on them).
+    torch.jit.script(TinyFeatureNet().requires_grad_(False)).save(out['inception'])
 
     # Image folder (CelebA / LSUN), nested to exercise recursive listing.
     out['folder'] = str(root / 'folder')

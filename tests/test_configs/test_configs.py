@@ -3,7 +3,7 @@
 Each config is loaded as the user would load it, then only what cannot run here is
 replaced: the teachers (tiny models in the same folder/checkpoint formats), the data
 roots (tiny data sets in the same layouts, read by the configs' own dataset classes and
-pipelines, resized to 8x8), the FID network (a tiny TorchScript stand-in) and the
+pipelines, resized to IMG x IMG), the FID network (a tiny TorchScript stand-in) and the
 sizes (2 iterations, 2 sampling steps, a few FID samples). Losses, schedulers, EMA,
 pruning hook, dataset types, pipelines and metric types stay the configs' own.
 """
@@ -36,8 +36,13 @@ def _walk_pipelines(cfg: Config):
         yield cfg[key]['dataset'].get('pipeline', [])
 
 
-def _shrink_pipelines(cfg: Config, assets: dict) -> None:
-    """Resizes to IMG and points LMDB loaders at the tiny database."""
+def _shrink_pipelines(cfg: Config, assets: dict) -> bool:
+    """Resizes to IMG and points LMDB loaders at the tiny database.
+
+    Returns:
+        bool: Whether a pipeline reads through MMEngine's ``lmdb`` backend.
+    """
+    uses_lmdb = False
     for pipeline in _walk_pipelines(cfg):
         for step in pipeline:
             if step['type'] == 'Resize':
@@ -45,6 +50,8 @@ def _shrink_pipelines(cfg: Config, assets: dict) -> None:
             backend = step.get('backend_args') or {}
             if backend.get('backend') == 'lmdb':
                 step['backend_args'] = dict(backend, db_path=assets['lmdb'])
+                uses_lmdb = True
+    return uses_lmdb
 
 
 def _tiny_dataset(dataset: ConfigDict, assets: dict) -> ConfigDict:
@@ -101,10 +108,13 @@ def tiny_config(path: str, assets: dict, work_dir: str) -> Config:
     """The config at ``path`` with only the tiny overrides of the module docstring."""
     cfg = Config.fromfile(path)
     _tiny_model(cfg.model, assets)
-    _shrink_pipelines(cfg, assets)
+    # Every LoadImageFromFile opens its own LmdbBackend, and lmdb refuses a second open of
+    # one database in a process: the train and val pipelines must run in worker processes,
+    # as they do in a real run (num_workers > 0), not both in the main process.
+    num_workers = 1 if _shrink_pipelines(cfg, assets) else 0
     for key in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
         loader = cfg[key]
-        loader.update(batch_size=2, num_workers=0, persistent_workers=False)
+        loader.update(batch_size=2, num_workers=num_workers, persistent_workers=False)
         loader['dataset'] = _tiny_dataset(loader['dataset'], assets)
     for hook in cfg.get('custom_hooks', []):
         if hook['type'] == 'DiffusionPruningHook':  # 3 gradient timesteps instead of 100

@@ -1,24 +1,22 @@
 # ImageNet-1k 256x256 with class labels through MMagic's `ImageNet` (an annotation file
 # of "<relative path> <label>" lines). Images are centre-cropped to a square and
-# resized (ADM / LDM / DiT preprocessing) and flipped for training. The pipeline key is
-# `gt` (copied from the loaded `img`) so that FID's real images (`gt_img`) exist.
+# resized (ADM / LDM / DiT preprocessing) and flipped for training. `ImageNet` items carry
+# `gt_path` / `gt_label`, so the image key is `gt` (the distiller's input, FID's `gt_img`).
 _base_ = ['mmagic::_base_/datasets/imagenet_256.py']
 
 data_root = 'data/imagenet'
 
 train_pipeline = [
-    dict(type='LoadImageFromFile', key='img'),
-    dict(type='CenterCropLongEdge', keys=['img']),
-    dict(type='Resize', scale=(256, 256), keys=['img'], backend='pillow'),
-    dict(type='Flip', keys=['img'], flip_ratio=0.5, direction='horizontal'),
-    dict(type='CopyValues', src_keys=['img'], dst_keys=['gt']),
+    dict(type='LoadImageFromFile', key='gt'),
+    dict(type='CenterCropLongEdge', keys=['gt']),
+    dict(type='Resize', scale=(256, 256), keys=['gt'], backend='pillow'),
+    dict(type='Flip', keys=['gt'], flip_ratio=0.5, direction='horizontal'),
     dict(type='PackInputs', keys=['gt'])
 ]
 val_pipeline = [
-    dict(type='LoadImageFromFile', key='img'),
-    dict(type='CenterCropLongEdge', keys=['img']),
-    dict(type='Resize', scale=(256, 256), keys=['img'], backend='pillow'),
-    dict(type='CopyValues', src_keys=['img'], dst_keys=['gt']),
+    dict(type='LoadImageFromFile', key='gt'),
+    dict(type='CenterCropLongEdge', keys=['gt']),
+    dict(type='Resize', scale=(256, 256), keys=['gt'], backend='pillow'),
     dict(type='PackInputs', keys=['gt'])
 ]
 
