@@ -58,6 +58,19 @@ def _images(folder: str, names, seed: int = 0) -> None:
         Image.fromarray(img).save(path)
 
 
+@pytest.fixture(scope='module', autouse=True)
+def single_thread():
+    """Runs the tiny models on one thread (restored after the module).
+
+    On a busy 2-core machine, two OpenMP threads per op make a 12x12 U-Net forward ~100x
+    slower (1.5 s vs 12 ms measured); the models here are too small to gain from threads.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope='session')
 def assets(tmp_path_factory) -> dict:
     """Every tiny model folder, checkpoint and data set, built once per session."""

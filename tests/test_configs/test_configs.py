@@ -10,6 +10,7 @@ pruning hook, dataset types, pipelines and metric types stay the configs' own.
 import glob
 import json
 import math
+import os
 import os.path as osp
 import subprocess
 import sys
@@ -220,7 +221,8 @@ def test_main_config_through_train_tool(assets, tmp_path):
     proc = subprocess.run(
         [sys.executable, osp.join(REPO, 'tools', 'train.py'), dumped, '--work-dir', work_dir,
          '--cfg-options', 'randomness.seed=1'],
-        cwd=REPO, capture_output=True, text=True, timeout=300)
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+        env=dict(os.environ, OMP_NUM_THREADS='1'))  # as the single_thread fixture
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert osp.isfile(osp.join(work_dir, f'iter_{ITERS}.pth'))
     assert osp.isfile(osp.join(work_dir, 'pruning_summary.json'))
