@@ -195,7 +195,7 @@ class DiffusionPruningHook(Hook):
         rebuild_pruned(self._student_net(model), record)
         ema = getattr(model, self.ema_key, None)
         if ema is not None:
-            _reset_average(ema, getattr(model, self.student_key))
+            _reset_average(ema, _strip_model_wrappers(getattr(model, self.student_key)))
         self.record = record
         _swap_optimizer_params(runner, model, old_params)
         _rewrap_model(runner, model)
@@ -242,7 +242,14 @@ def _prefix_of(model: nn.Module, sub: nn.Module) -> str:
     """State-dict key prefix of submodule ``sub`` inside ``model``."""
     for name, module in model.named_modules():
         if module is sub:
-            return f'{name}.' if name else ''
+            # Checkpoints hold no DDP wrapper segments (mmengine strips them on load,
+            # the distiller's state_dict on save).
+            kept, current = [], model
+            for part in name.split('.') if name else []:
+                if not (part == 'module' and is_model_wrapper(current)):
+                    kept.append(part)
+                current = current._modules[part]
+            return ''.join(f'{part}.' for part in kept)
     raise ValueError(f'{type(sub).__name__} is not a submodule of {type(model).__name__}.')
 
 
@@ -295,7 +302,19 @@ def _swap_optimizer_params(runner, model: nn.Module, old_params: Dict[int, str])
             group['params'] = swapped
 
 
+def _strip_model_wrappers(module: nn.Module) -> nn.Module:
+    """The module inside any (nested) DDP-style wrappers."""
+    while is_model_wrapper(module):
+        module = module.module
+    return module
+
+
 def _rewrap_model(runner, model: nn.Module) -> None:
     """Rebuilds a DDP-style wrapper, whose buckets reference the old parameters."""
     if is_model_wrapper(runner.model):
+        # MMSeparateDistributedDataParallel wrapped submodules in place; unwrap them
+        # first, or the new wrapper nests the stale one (whose reducer still expects
+        # the dense parameters' gradients and fails the next wrapped forward).
+        for name, sub in list(model._modules.items()):
+            model._modules[name] = _strip_model_wrappers(sub) if sub is not None else sub
         runner.model = runner.wrap_model(runner.cfg.get('model_wrapper_cfg'), model)

@@ -7,11 +7,12 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import torch
 import torch.nn.functional as F
 from mmengine import print_log
+from mmengine.dist import all_reduce_params, get_world_size
 from mmengine.logging import MessageHub
 from mmengine.model import BaseAveragedModel, BaseModel, BaseModule, is_model_wrapper
 from mmengine.optim import OptimWrapper, OptimWrapperDict
-from mmengine.runner.checkpoint import _load_checkpoint_with_prefix, load_checkpoint, \
-    load_state_dict
+from mmengine.runner.checkpoint import _load_checkpoint_with_prefix, get_state_dict, \
+    load_checkpoint, load_state_dict
 from torch import Tensor, nn
 
 from mmagic.models.utils import build_module, get_valid_num_batches
@@ -105,6 +106,17 @@ class DiffusionDistiller(BaseModel):
             this model's training steps outside a Runner). Defaults to 0 (no warm-up).
         pixel_reduction (str): ``'sum'`` (sum over C, H, W, mean over the batch; the
             authors') or ``'mean'`` for the DSM and KD terms. Defaults to ``'sum'``.
+        per_sample_noise_seed (int, optional): Tie every random draw of an
+            iteration to the sample: timestep, noise, projection directions and the
+            label/prompt dropout of dataset item ``sample_idx`` (mmengine's metainfo)
+            at iteration ``i`` come from a generator seeded by
+            ``(per_sample_noise_seed, i, sample_idx)``. Then W processes x batch B
+            train exactly like one process x batch W*B on the same samples, and a
+            resumed run repeats the uninterrupted one without saved RNG states.
+            Antithetic pairs are formed by dataset index (items ``2k`` and
+            ``2k + 1``) instead of batch position. Needs ``batch_fraction=1`` in the
+            Jacobian loss for these guarantees (its subset is drawn per batch).
+            Defaults to None (global RNG, batch-position draws).
         antithetic_timesteps (bool): Draw t for half the batch and use ``T-1-t`` for
             the other half. Defaults to True.
         ema (dict, optional): Student EMA, e.g. ``dict(momentum=1e-4, start_iter=0)``
@@ -150,6 +162,7 @@ class DiffusionDistiller(BaseModel):
                  jacobian_warmup_iters: int = 0,
                  pixel_reduction: str = 'sum',
                  antithetic_timesteps: bool = True,
+                 per_sample_noise_seed: Optional[int] = None,
                  ema: Optional[dict] = None,
                  sample_with_ema: bool = True,
                  vae: Optional[ModelType] = None,
@@ -184,6 +197,12 @@ class DiffusionDistiller(BaseModel):
                              f'got {jacobian_warmup_iters!r}.')
         self.jacobian_warmup_iters = int(jacobian_warmup_iters)
         self.antithetic_timesteps = antithetic_timesteps
+        if per_sample_noise_seed is not None and (
+                isinstance(per_sample_noise_seed, bool)
+                or not isinstance(per_sample_noise_seed, int) or per_sample_noise_seed < 0):
+            raise ValueError('per_sample_noise_seed must be None or an int >= 0, '
+                             f'got {per_sample_noise_seed!r}.')
+        self.per_sample_noise_seed = per_sample_noise_seed
         self.label_drop_prob = float(label_drop_prob)
         self.guidance_scale = float(guidance_scale)
         self.num_inference_steps = int(num_inference_steps)
@@ -353,8 +372,30 @@ class DiffusionDistiller(BaseModel):
         self.student_ema = MODELS.build(cfg, default_args=dict(model=self._bare_student()))
 
     def _bare_student(self) -> nn.Module:
-        """The student without DDP wrappers (MMSeparateDDP wraps it separately)."""
-        return self.student.module if is_model_wrapper(self.student) else self.student
+        """The student without DDP wrappers (MMSeparateDDP wraps it separately).
+
+        Every layer is stripped: re-wrapping after pruning may nest them.
+        """
+        student = self.student
+        while is_model_wrapper(student):
+            student = student.module
+        return student
+
+    def state_dict(self, *args, destination=None, prefix: str = '', keep_vars: bool = False):
+        """The state without DDP wrapper prefixes (``student.model.*``, never
+        ``student.module.model.*``).
+
+        ``MMSeparateDistributedDataParallel`` wraps ``student`` in place, and the Runner
+        saves ``model.state_dict()`` as is, while mmengine's loader strips wrappers
+        before matching keys: without this, a distributed run's checkpoint silently
+        fails to load on resume (a warning only), and single/multi-process checkpoints
+        would not be interchangeable.
+        """
+        if args:  # torch's deprecated positional form (destination, prefix, keep_vars)
+            return super().state_dict(*args, destination=destination, prefix=prefix,
+                                      keep_vars=keep_vars)
+        return get_state_dict(self, destination=destination, prefix=prefix,
+                              keep_vars=keep_vars)
 
     def train(self, mode: bool = True) -> 'DiffusionDistiller':
         """Sets train mode on the student only; frozen networks stay in eval."""
@@ -383,9 +424,29 @@ class DiffusionDistiller(BaseModel):
         with student_wrapper.optim_context(self.student):
             losses = self.compute_losses(data['inputs'], data.get('data_samples'))
             parsed_loss, log_vars = self.parse_losses(losses)
-        student_wrapper.update_params(parsed_loss)
+        # update_params' steps, with the student's gradients averaged over the ranks
+        # between backward and step (see the class note on distributed training).
+        student_wrapper.backward(student_wrapper.scale_loss(parsed_loss))
+        if student_wrapper.should_update():
+            self._sync_student_grads()
+            student_wrapper.step()
+            student_wrapper.zero_grad()
         self._update_ema()
         return log_vars
+
+    def _sync_student_grads(self) -> None:
+        """Averages the student's gradients over all ranks (no-op in one process).
+
+        Parameters without a gradient on this rank contribute zeros, so that every
+        rank reduces the same tensor list and ends with the same gradients.
+        """
+        if get_world_size() == 1:
+            return
+        params = [p for p in self._bare_student().parameters() if p.requires_grad]
+        for param in params:
+            if param.grad is None:
+                param.grad = torch.zeros_like(param)
+        all_reduce_params([p.grad for p in params], op='mean')
 
     def _student_optim_wrapper(self, optim_wrapper) -> OptimWrapper:
         """Picks the student's wrapper and checks that it holds student parameters only."""
@@ -459,14 +520,22 @@ class DiffusionDistiller(BaseModel):
         """
         x_0 = self._encode_images(self._images(inputs))
         batch = x_0.shape[0]
-        condition = self._training_condition(data_samples, batch, x_0.device)
-        timesteps = self._sample_timesteps(batch, x_0.device)
-        noise = torch.randn_like(x_0)
+        directions = drop_u = None
+        if self.per_sample_noise_seed is None:
+            timesteps = self._sample_timesteps(batch, x_0.device)
+            noise = torch.randn_like(x_0)
+        else:
+            timesteps, noise, directions, drop_u = self._per_sample_draws(x_0, data_samples)
+        condition = self._training_condition(data_samples, batch, x_0.device, drop_u=drop_u)
         x_t = self.noise_scheduler.add_noise(x_0, noise, timesteps)
+
+        # The bare student: its DDP wrapper's reducer must not see the Jacobian
+        # passes; train_step averages the gradients itself.
+        student = self._bare_student()
 
         def student_fn(x: Tensor, batch_index: Optional[Tensor] = None) -> Tensor:
             t, c = _select(timesteps, condition, batch_index)
-            return run_denoiser(self.student, x, t, c)
+            return run_denoiser(student, x, t, c)
 
         def teacher_fn(x: Tensor, batch_index: Optional[Tensor] = None) -> Tensor:
             t, c = _select(timesteps, condition, batch_index)
@@ -475,9 +544,10 @@ class DiffusionDistiller(BaseModel):
         losses = {}
         if self.jacobian_loss is not None:
             scale = self._sigmas(timesteps) if self.jacobian_scale == 'sigma' else None
+            extra = {} if directions is None else dict(directions=directions)
             jac = self.jacobian_loss(student_fn, teacher_fn, x_t, scale=scale,
                                      weight=self._jacobian_weights(timesteps),
-                                     return_outputs=True)
+                                     return_outputs=True, **extra)
             student_out, teacher_out = jac.student_out, jac.teacher_out
             losses['loss_jacobian'] = jac.loss
         else:
@@ -521,7 +591,9 @@ class DiffusionDistiller(BaseModel):
                              f'{batch}; pass one per sample or a single value.')
         noise = torch.randn_like(x_0)
         x_t = self.noise_scheduler.add_noise(x_0, noise, timesteps)
-        prediction = run_denoiser(self.student, x_t, timesteps, condition)
+        # Bare student: rank 0 alone computes gradient importances under DDP, a
+        # wrapped forward would arm a gradient all-reduce the other ranks never join.
+        prediction = run_denoiser(self._bare_student(), x_t, timesteps, condition)
         _check_output_shape(prediction, x_t, 'student')
         return self._mse(prediction, self._dsm_target(x_0, noise, timesteps))
 
@@ -553,6 +625,46 @@ class DiffusionDistiller(BaseModel):
             return torch.randint(0, num_t, (batch,), device=device)
         half = torch.randint(0, num_t, ((batch + 1) // 2,), device=device)
         return torch.cat([half, num_t - 1 - half])[:batch]
+
+    def _per_sample_draws(self, x_0: Tensor, data_samples) -> Tuple[
+            Tensor, Tensor, Optional[Tensor], Tensor]:
+        """Timesteps (B,), noise (B, ...), directions (K, B, ...) and dropout uniforms (B,)
+        drawn per sample from ``(per_sample_noise_seed, iteration, sample_idx)``."""
+        sample_idx = _field(data_samples, 'sample_idx')
+        if sample_idx is None:
+            raise ValueError('per_sample_noise_seed needs `sample_idx` in the metainfo of '
+                             'every data sample (mmengine BaseDataset sets it; keep it in '
+                             'PackInputs), or set per_sample_noise_seed=None.')
+        sample_idx = [int(i) for i in (sample_idx if isinstance(sample_idx, (list, tuple))
+                                       else torch.as_tensor(sample_idx).reshape(-1))]
+        if len(sample_idx) != x_0.shape[0]:
+            raise ValueError(f'Got {len(sample_idx)} sample_idx for a batch of {x_0.shape[0]}.')
+        curr_iter = MessageHub.get_current_instance().get_info('iter')
+        step = self._num_train_steps if curr_iter is None else int(curr_iter)
+        num_t = int(self.noise_scheduler.config.num_train_timesteps)
+        num_proj = getattr(self.jacobian_loss, 'num_projections', None)
+        timesteps, noises, directions, drop_u = [], [], [], []
+        for idx in sample_idx:
+            gen = torch.Generator().manual_seed(_mix_seed(self.per_sample_noise_seed, step, idx))
+            if self.antithetic_timesteps:
+                # Pair items 2k and 2k+1: same draw, mirrored for the odd one.
+                pair = torch.Generator().manual_seed(
+                    _mix_seed(self.per_sample_noise_seed, step, idx // 2, salt=1))
+                t = int(torch.randint(0, num_t, (1, ), generator=pair))
+                timesteps.append(num_t - 1 - t if idx % 2 else t)
+            else:
+                timesteps.append(int(torch.randint(0, num_t, (1, ), generator=gen)))
+            drop_u.append(torch.rand((), generator=gen))
+            noises.append(torch.randn(x_0.shape[1:], generator=gen))
+            if num_proj is not None:
+                dirs = torch.randn((num_proj, *x_0.shape[1:]), generator=gen)
+                directions.append(dirs / dirs.flatten(1).norm(dim=1).clamp_min(1e-30).view(
+                    -1, *([1] * (dirs.dim() - 1))))
+        device = x_0.device
+        timesteps = torch.tensor(timesteps, device=device, dtype=torch.long)
+        noise = torch.stack(noises).to(device=device, dtype=x_0.dtype)
+        directions = torch.stack(directions, dim=1).to(device) if directions else None
+        return timesteps, noise, directions, torch.stack(drop_u)
 
     def _jacobian_weights(self, timesteps: Tensor) -> Optional[Tensor]:
         """Per-sample Jacobian weights (B,) from the t range and warm-up, or None."""
@@ -593,9 +705,12 @@ class DiffusionDistiller(BaseModel):
         return sq_err.flatten(1).sum(1).mean()
 
     # -------------------------------------------------------------- conditioning
-    def _training_condition(self, data_samples, batch: int, device,
-                            drop: bool = True) -> Optional[Tensor]:
-        """Labels (B,) or text states (B, L, D), with CFG dropout shared by both nets."""
+    def _training_condition(self, data_samples, batch: int, device, drop: bool = True,
+                            drop_u: Optional[Tensor] = None) -> Optional[Tensor]:
+        """Labels (B,) or text states (B, L, D), with CFG dropout shared by both nets.
+
+        ``drop_u`` (B,): given uniforms for the dropout decisions (per-sample seeding).
+        """
         drop_prob = self.label_drop_prob if drop else 0.0
         if self.text_encoder is not None:
             prompts = _field(data_samples, 'prompt')
@@ -604,7 +719,8 @@ class DiffusionDistiller(BaseModel):
                                  'samples of each batch.')
             prompts = [prompts] if isinstance(prompts, str) else list(prompts)
             if drop_prob > 0:
-                keep = torch.rand(len(prompts)) >= drop_prob
+                keep = (torch.rand(len(prompts)) if drop_u is None else drop_u.cpu()) \
+                    >= drop_prob
                 prompts = [p if k else '' for p, k in zip(prompts, keep.tolist())]
             return self.encode_prompts(prompts, device)
         if self.num_classes is None:
@@ -614,7 +730,8 @@ class DiffusionDistiller(BaseModel):
             raise ValueError('A class-conditioned distiller needs `gt_label` in the data '
                              'samples of each batch.')
         if drop_prob > 0:
-            dropped = torch.rand(batch, device=device) < drop_prob
+            dropped = (torch.rand(batch, device=device) if drop_u is None
+                       else drop_u.to(device)) < drop_prob
             labels = torch.where(dropped, torch.full_like(labels, self.num_classes), labels)
         return labels
 
@@ -787,6 +904,18 @@ def _select(timesteps: Tensor, condition: Optional[Tensor],
     if batch_index is None:
         return timesteps, condition
     return timesteps[batch_index], None if condition is None else condition[batch_index]
+
+
+def _mix_seed(seed: int, step: int, index: int, salt: int = 0) -> int:
+    """A 63-bit generator seed from (seed, step, index, salt), well spread (SplitMix64)."""
+    value = 0
+    for part in (seed, step, index, salt):
+        value = (value ^ (int(part) + 0x9E3779B97F4A7C15 + (value << 6) + (value >> 2))) \
+            & 0xFFFFFFFFFFFFFFFF
+        value = ((value ^ (value >> 30)) * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
+        value = ((value ^ (value >> 27)) * 0x94D049BB133111EB) & 0xFFFFFFFFFFFFFFFF
+        value ^= value >> 31
+    return value & 0x7FFFFFFFFFFFFFFF
 
 
 def _check_t_range(t_range: Optional[Sequence[int]]) -> Optional[Tuple[int, int]]:
