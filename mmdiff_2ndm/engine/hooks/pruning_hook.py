@@ -12,6 +12,7 @@ from mmengine.model import is_model_wrapper
 from mmengine.optim import OptimWrapper, OptimWrapperDict
 from mmengine.runner.checkpoint import find_latest_checkpoint
 from torch import nn
+from torch.utils.data import DataLoader
 
 from mmagic.registry import HOOKS
 from mmdiff_2ndm.models.denoisers import unwrap_denoiser
@@ -180,7 +181,7 @@ class DiffusionPruningHook(Hook):
                 f'importance={self.importance!r} needs {type(model).__name__}.pruning_loss'
                 '(data_batch, timesteps) -> scalar (the student DSM loss); the model has '
                 "none. Use importance='magnitude' or 'random', or add the method.")
-        data_batch = next(iter(runner.train_dataloader))
+        data_batch = _first_batch(runner.train_dataloader)
         batch_size = _batch_size(data_batch)
 
         def loss_fn(t: torch.Tensor) -> torch.Tensor:
@@ -251,6 +252,19 @@ def _prefix_of(model: nn.Module, sub: nn.Module) -> str:
                 current = current._modules[part]
             return ''.join(f'{part}.' for part in kept)
     raise ValueError(f'{type(sub).__name__} is not a submodule of {type(model).__name__}.')
+
+
+def _first_batch(dataloader: DataLoader) -> dict:
+    """The dataset's first batch, read without touching the training iterator.
+
+    ``next(iter(dataloader))`` would share MMEngine's ``InfiniteSampler`` index generator
+    with the train loop, and closing that throwaway iterator ends the loop's data. A loader
+    of its own (same dataset, batch size, collate function and worker count, no shuffling)
+    also leaves the training data order exactly as in an unpruned or resumed run.
+    """
+    loader = DataLoader(dataloader.dataset, batch_size=dataloader.batch_size, shuffle=False,
+                        num_workers=dataloader.num_workers, collate_fn=dataloader.collate_fn)
+    return next(iter(loader))
 
 
 def _batch_size(data_batch) -> Optional[int]:
