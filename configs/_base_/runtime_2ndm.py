@@ -10,3 +10,15 @@ default_hooks = dict(
     logger=dict(type='LoggerHook', interval=100, log_metric_by_epoch=False),
     checkpoint=dict(type='CheckpointHook', interval=10000, by_epoch=False,
                     max_keep_ckpts=5, save_optimizer=True))
+
+# Distributed training (tools/dist_train.sh, tools/slurm_train.sh): MMagic's separate DDP
+# wrapper around the student only. DiffusionDistiller.train_step calls the bare student
+# in its Jacobian passes (DDP's reducer cannot follow forward-mode or double-backward
+# products) and all-reduces the student's gradients itself, so find_unused_parameters /
+# static_graph stay False. On CPU (gloo) add device_ids=None.
+model_wrapper_cfg = dict(type='MMSeparateDistributedDataParallel', broadcast_buffers=False,
+                         find_unused_parameters=False)
+# The inherited randomness=dict(seed=2022, diff_rank_seed=True) gives each rank its own RNG
+# stream (keep diff_rank_seed=True: without it every rank draws the same timesteps and
+# noise). For 'W processes x B == 1 process x W*B' to float tolerance and a bitwise exact
+# --resume, set model.per_sample_noise_seed=<int> (noise tied to the dataset sample).

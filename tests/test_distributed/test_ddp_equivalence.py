@@ -23,7 +23,8 @@ model = dict(
     noise_scheduler=dict(type='DDPMScheduler', num_train_timesteps=100),
     num_inference_steps=2,
     losses=dict(dsm=dict(loss_weight=1.0), kd=dict(loss_weight=1.0),
-                jacobian=dict(type='2ndMatchLoss', loss_weight=0.1, mode={mode!r})),
+                jacobian=dict(type='2ndMatchLoss', loss_weight=0.1, mode={mode!r},
+                              batch_fraction={batch_fraction})),
     per_sample_noise_seed=7,
     ema=dict(momentum=0.1),
     data_preprocessor=dict(type='DataPreprocessor'))
@@ -42,7 +43,7 @@ optim_wrapper = dict(
     # SGD, not Adam: Adam's first steps are ~lr * sign(g), and some gradients are
     # float noise around 0 (biases right before a GroupNorm), whose sign depends on
     # the summation order; SGD keeps a 1e-7 gradient difference a 1e-7 difference.
-    student=dict(type='OptimWrapper',
+    student=dict(type='OptimWrapper', accumulative_counts={accumulate},
                  optimizer=dict(type='SGD', lr=1e-3, momentum=0.9)))
 train_cfg = dict(by_epoch=False, max_iters={max_iters}, val_interval=10000)
 val_cfg = None
@@ -70,10 +71,12 @@ def teacher_path(tmp_path_factory):
     return str(root / 'teacher')
 
 
-def _config(tmp_path, name, teacher_path, mode='vjp', batch_size=2, max_iters=3, kill=0):
+def _config(tmp_path, name, teacher_path, mode='vjp', batch_size=2, max_iters=3, kill=0,
+            batch_fraction=1.0, accumulate=1):
     path = tmp_path / f'{name}.py'
     path.write_text(CONFIG.format(teacher_path=teacher_path, mode=mode, batch_size=batch_size,
                                   max_iters=max_iters, kill=kill,
+                                  batch_fraction=batch_fraction, accumulate=accumulate,
                                   dump_dir=str(tmp_path / name / 'dump')))
     return str(path)
 
@@ -110,8 +113,7 @@ def _assert_same(actual, expected, **tol):
         torch.testing.assert_close(actual[key], expected[key], msg=key, **tol)
 
 
-@pytest.mark.parametrize('mode', ['vjp'])
-def test_two_ranks_equal_one_process_and_exact_resume(tmp_path, teacher_path, mode):
+def test_two_ranks_equal_one_process_and_exact_resume(tmp_path, teacher_path, mode='vjp'):
     # 1 process x batch 4 for 3 iterations.
     single = _config(tmp_path, 'single', teacher_path, mode, batch_size=4, max_iters=3)
     _train(single, str(tmp_path / 'single'))
@@ -151,3 +153,21 @@ def test_two_ranks_equal_one_process_and_exact_resume(tmp_path, teacher_path, mo
         assert out['sample_idx'] == ref['sample_idx']
         _assert_same(out['student'], ref['student'], rtol=0, atol=0)
         _assert_same(out['ema'], ref['ema'], rtol=0, atol=0)
+
+
+def test_forward_mode_two_forwards_and_accumulation_stay_synchronised(tmp_path, teacher_path):
+    # Forward-mode J v, a Jacobian subset plus a plain forward of the rest
+    # (batch_fraction=0.5), and 2-step gradient accumulation, under 2 processes.
+    cfg = _config(tmp_path, 'jvp', teacher_path, 'jvp', batch_size=4, max_iters=4,
+                  batch_fraction=0.5, accumulate=2)
+    _train(cfg, str(tmp_path / 'jvp'), 2)
+    dumps = {(r, i): _dump(tmp_path, 'jvp', r, i) for r in (0, 1) for i in (1, 2, 3, 4)}
+    for iteration in (1, 2, 3, 4):
+        _assert_same(dumps[1, iteration]['student'], dumps[0, iteration]['student'],
+                     rtol=0, atol=0)
+    # Updates only at the ends of the accumulation windows (iterations 2 and 4).
+    for before, after, moved in ((1, 2, True), (2, 3, False), (3, 4, True)):
+        changed = any(not torch.equal(dumps[0, before]['student'][k],
+                                      dumps[0, after]['student'][k])
+                      for k in dumps[0, before]['student'])
+        assert changed == moved, (before, after)

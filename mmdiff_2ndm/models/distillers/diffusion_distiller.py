@@ -68,6 +68,27 @@ class DiffusionDistiller(BaseModel):
         ``DiffusionPruningHook`` replaces ``student`` at run start; it calls
         :meth:`build_student_ema` and rebuilds the optimizer wrappers.
 
+        Distributed training. Supported wrapper: MMagic's runtime default
+        ``model_wrapper_cfg=dict(type='MMSeparateDistributedDataParallel',
+        broadcast_buffers=False, find_unused_parameters=False)`` (add
+        ``device_ids=None`` for CPU/gloo). It wraps ``student`` in DDP, which
+        broadcasts rank 0's weights at wrap time; ``train_step`` then calls the *bare*
+        student (forward-mode or double-backward Jacobian passes, the
+        ``batch_fraction < 1`` second forward, none of which DDP's reducer supports:
+        "marked ready twice" / stale-bucket errors, pytorch#63929, #47562) and averages
+        the student's gradients over the ranks itself with one coalesced all-reduce
+        between backward and step (at accumulation boundaries only: ``accumulative_counts``
+        works; under ``AmpOptimWrapper`` the scaled gradients are reduced, so an inf on
+        one rank makes every rank skip the step). So ``find_unused_parameters`` and
+        ``static_graph`` are irrelevant (leave them False). Checkpoints have the same
+        keys in one and several processes (see :meth:`state_dict`). With
+        ``per_sample_noise_seed`` set (and ``batch_fraction=1``), W processes x batch B
+        reproduce one process x batch W*B to float tolerance and ``--resume`` is exact.
+        Without it the draws come from each rank's global RNG: keep MMagic's runtime
+        ``randomness=dict(diff_rank_seed=True)`` (with ``False`` every rank draws the
+        *same* timesteps and noise); a resumed run continues with fresh, not the saved,
+        RNG states.
+
     Args:
         teacher (dict | nn.Module, optional): Teacher denoiser config (``DenoisingUnet``,
             or any diffusers model through MMagic's wrapper, e.g.
