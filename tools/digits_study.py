@@ -56,24 +56,26 @@ ARMS: Dict[str, Tuple[str, List[str]]] = {
                                                  'model.jacobian_warmup_iters=500']),
 }
 
+WALLCLOCK_POINTS = 4  # checkpoints per finetuning run
+
 PRESETS = {
     # smoke test: seconds, not a measurement
     'tiny': dict(teacher_iters=4, finetune_iters=3, batch_size=8, widths=(8, 16),
                  norm_groups=4, arms=('dsm_kd', '2ndm'), seeds=(0,), num_samples=48,
                  sample_steps=3, eval_images=8, ftle_timesteps=(0, 10, 100, 999),
-                 feature_iters=20, bootstrap=10),
+                 feature_iters=20, bootstrap=10, ema_momentum=0.05),
     # README command 1: a few minutes on 2 CPU cores; students far from converged
     'short': dict(teacher_iters=300, finetune_iters=200, batch_size=32, widths=None,
                   norm_groups=None, arms=('dsm', 'dsm_kd', '2ndm'), seeds=(0,),
                   num_samples=256, sample_steps=20, eval_images=64,
                   ftle_timesteps=(0, 5, 10, 25, 50, 100, 250, 500, 999),
-                  feature_iters=300, bootstrap=50),
+                  feature_iters=300, bootstrap=50, ema_momentum=0.05),
     # the README table: near-converged students, all arms, 3 seeds (hours on CPU)
     'full': dict(teacher_iters=6000, finetune_iters=4000, batch_size=32, widths=None,
                  norm_groups=None, arms=tuple(ARMS), seeds=(0, 1, 2), num_samples=2000,
                  sample_steps=50, eval_images=256,
                  ftle_timesteps=(0, 2, 5, 10, 25, 50, 100, 250, 500, 750, 999),
-                 feature_iters=1000, bootstrap=200),
+                 feature_iters=1000, bootstrap=200, ema_momentum=1e-3),
 }
 
 
@@ -86,6 +88,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--arms', nargs='+', default=None, choices=sorted(ARMS),
                         help='override the preset arms')
     parser.add_argument('--jobs', type=int, default=2, help='training runs in parallel')
+    parser.add_argument('--threads-per-run', type=int, default=None,
+                        help='torch threads of each run (default: CPU cores // jobs; '
+                        'oversubscribed cores slow CPU training down many times)')
     parser.add_argument('--eval-only', action='store_true',
                         help='reuse the feature network and checkpoints in --work-dir')
     return parser.parse_args(argv)
@@ -144,8 +149,11 @@ def train_feature_net(path: str, image_size: int, iters: int) -> float:
 
 # ---------------------------------------------------------------------- training
 def _size_options(preset: dict, role: str) -> List[str]:
-    """--cfg-options shrinking the UNet (tiny preset) for the teacher or student run."""
-    opts = [f'train_dataloader.batch_size={preset["batch_size"]}']
+    """--cfg-options of the preset (batch, EMA, UNet size) for the teacher or a student."""
+    # EMA momentum fits the run length: at decay 0.999, 300 iterations leave 74 % of the
+    # initial weights in the average.
+    opts = [f'train_dataloader.batch_size={preset["batch_size"]}',
+            f'model.ema.momentum={preset["ema_momentum"]}']
     if preset['widths'] is not None:
         key = 'model.student' if role == 'teacher' else 'model.teacher'
         widths = ','.join(str(w) for w in preset['widths'])
@@ -155,12 +163,13 @@ def _size_options(preset: dict, role: str) -> List[str]:
 
 
 def _train(config: str, work_dir: str, iters: int, options: List[str], threads: int,
-           stream: bool) -> float:
+           stream: bool, ckpt_interval: Optional[int] = None) -> float:
     """Runs tools/train.py; returns its wall time (s). Raises on failure."""
     log_interval = max(1, iters // 10)
     cmd = [sys.executable, osp.join(REPO, 'tools', 'train.py'), osp.join(CONFIG_DIR, config),
            '--work-dir', work_dir, '--cfg-options', f'train_cfg.max_iters={iters}',
-           f'default_hooks.checkpoint.interval={iters}',
+           f'default_hooks.checkpoint.interval={ckpt_interval or iters}',
+           'default_hooks.checkpoint.max_keep_ckpts=-1',
            f'default_hooks.logger.interval={log_interval}', *options]
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), PYTHONPATH=REPO)
     os.makedirs(work_dir, exist_ok=True)
@@ -345,8 +354,10 @@ def _fmt(values: Sequence[float], digits: int = 4) -> str:
     return f'{np.mean(values):.{digits}g} +- {np.std(values):.2g}'
 
 
-def write_table(results: dict, timing: dict, meta: dict, path: str) -> None:
-    """Markdown table: mean +- std over seeds, gap closed vs DSM."""
+def write_table(results: dict, timing: dict, meta: dict, path: str,
+                wallclock: Optional[dict] = None) -> None:
+    """Markdown tables: mean +- std over seeds, gap closed vs DSM; at equal iterations
+    and (``wallclock``: arm -> runs with their ``iter``) at equal training wall-clock."""
     dense = results['dense'][0]['fid']
     base = np.mean([r['fid'] for r in results['dsm']]) if 'dsm' in results else None
     lines = [f'# Digits 16x16 study (preset `{meta["preset"]}`)', '',
@@ -372,8 +383,18 @@ def write_table(results: dict, timing: dict, meta: dict, path: str) -> None:
             f'{_fmt([r["sample_mse"] for r in runs])} | {_fmt([r["ssim"] for r in runs])} | '
             f'{_fmt(t.get("s_per_iter", [float("nan")]), 3)} | '
             f'{_fmt(t.get("wall", [float("nan")]), 3)} |')
-    lines += ['', 'gap closed = (FID_dsm - FID_x) / (FID_dsm - FID_dense), per seed.',
-              'Compared at equal iterations; s/iter gives the equal-wall-clock budget.']
+    lines += ['', 'gap closed = (FID_dsm - FID_x) / (FID_dsm - FID_dense), per seed; '
+              'all rows at equal iterations.']
+    if wallclock:
+        lines += ['', f'## Equal training wall-clock ({meta["wallclock_budget_s"]:.0f} s: '
+                  'the cheapest arm\'s full run; each arm at its last checkpoint within it)',
+                  '', '| model | iterations | proxy FID | eps-MSE to teacher '
+                  '| sample MSE to teacher | SSIM to teacher |', '|---|---|---|---|---|---|']
+        for name, runs in wallclock.items():
+            lines.append(
+                f'| {name} | {_fmt([r["iter"] for r in runs])} | '
+                f'{_fmt([r["fid"] for r in runs])} | {_fmt([r["eps_mse"] for r in runs])} | '
+                f'{_fmt([r["sample_mse"] for r in runs])} | {_fmt([r["ssim"] for r in runs])} |')
     with open(path, 'w') as f:
         f.write('\n'.join(lines) + '\n')
 
@@ -391,7 +412,8 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
     work_dir = osp.abspath(args.work_dir)
     os.makedirs(work_dir, exist_ok=True)
     start = time.time()
-    threads = max(1, (os.cpu_count() or 1) // args.jobs)
+    threads = args.threads_per_run or max(1, (os.cpu_count() or 1) // args.jobs)
+    torch.set_num_threads(threads)
 
     feature_net = osp.join(work_dir, 'feature_net.pt')
     teacher_dir = osp.join(work_dir, 'teacher')
@@ -404,7 +426,7 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
         print(f'[study] 2/4 dense teacher, {preset["teacher_iters"]} iterations', flush=True)
         _train('teacher_digits16.py', teacher_dir, preset['teacher_iters'],
                ['randomness.seed=0', *_size_options(preset, 'teacher')],
-               os.cpu_count() or 1, stream=True)
+               threads, stream=True)
     with open(osp.join(work_dir, 'feature_net.json')) as f:
         accuracy = json.load(f)['test_accuracy']
     teacher_ckpt = osp.join(teacher_dir, f'iter_{preset["teacher_iters"]}.pth')
@@ -418,13 +440,16 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
         return [f'model.teacher_ckpt.filename={teacher_ckpt}', f'randomness.seed={seed}',
                 *ARMS[arm][1], *_size_options(preset, 'student')]
 
+    # intermediate checkpoints for the equal-wall-clock comparison
+    ckpt_interval = max(1, preset['finetune_iters'] // WALLCLOCK_POINTS)
+
     def finetune(run: Tuple[str, int]) -> Tuple[str, int, float]:
         arm, seed = run
         run_dir = osp.join(work_dir, f'{arm}_seed{seed}')
         print(f'[study]   start {arm} seed {seed} (log: {run_dir}/train_stdout.log)',
               flush=True)
         wall = _train(ARMS[arm][0], run_dir, preset['finetune_iters'], options(arm, seed),
-                      threads, stream=False)
+                      threads, stream=False, ckpt_interval=ckpt_interval)
         print(f'[study]   done  {arm} seed {seed} in {wall:.0f} s', flush=True)
         return arm, seed, wall
 
@@ -457,7 +482,26 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
         print(f'[study]   {arm} seed {seed}: proxy FID {results[arm][-1]["fid"]:.3f}',
               flush=True)
 
-    meta = dict(preset=args.preset, seeds=list(preset['seeds']),
+    # Equal wall-clock: every arm at its last checkpoint within the cheapest arm's budget.
+    budget = min(np.mean(t['s_per_iter']) * iters for t in timing.values())
+    wallclock: Dict[str, List[dict]] = {}
+    for arm, seed, _ in finished:
+        run_dir = osp.join(work_dir, f'{arm}_seed{seed}')
+        s_per_iter = np.mean(timing[arm]['s_per_iter'])
+        steps = max(ckpt_interval, int(budget / s_per_iter // ckpt_interval * ckpt_interval))
+        steps = min(steps, iters)
+        if steps == iters:
+            scores = results[arm][[s for a, s, _ in finished if a == arm].index(seed)]
+        else:
+            distiller = _load_distiller(ARMS[arm][0], options(arm, seed),
+                                        osp.join(run_dir, f'iter_{steps}.pth'),
+                                        osp.join(run_dir, 'eval'))
+            scores = evaluator.evaluate(distiller, distiller.student_ema.module)
+        wallclock.setdefault(arm, []).append(dict(scores, iter=steps))
+        print(f'[study]   equal wall-clock ({budget:.0f} s): {arm} seed {seed} at iteration '
+              f'{steps}: proxy FID {scores["fid"]:.3f}', flush=True)
+
+    meta = dict(preset=args.preset, seeds=list(preset['seeds']), wallclock_budget_s=budget,
                 finetune_iters=iters, teacher_iters=preset['teacher_iters'],
                 num_samples=preset['num_samples'], sample_steps=preset['sample_steps'],
                 feature_accuracy=accuracy, wall_s=time.time() - start)
@@ -465,11 +509,14 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
         _grid(model_runs[0]['samples'], osp.join(work_dir, f'grid_{name}.png'))
     _ftle_plot(results, preset['ftle_timesteps'], osp.join(work_dir, 'ftle.png'))
     table = osp.join(work_dir, 'results.md')
-    write_table(results, timing, meta, table)
+    write_table(results, timing, meta, table, wallclock)
     with open(osp.join(work_dir, 'results.json'), 'w') as f:
         json.dump(dict(meta=meta, timing=timing, ftle_timesteps=list(preset['ftle_timesteps']),
                        results={k: [{m: v for m, v in r.items() if m != 'samples'}
-                                    for r in rs] for k, rs in results.items()}), f, indent=1)
+                                    for r in rs] for k, rs in results.items()},
+                       wallclock={k: [{m: v for m, v in r.items() if m != 'samples'}
+                                      for r in rs] for k, rs in wallclock.items()}),
+                  f, indent=1)
     print(f'[study] done in {meta["wall_s"]:.0f} s. Table: {table}; sample grids: '
           f'{work_dir}/grid_*.png; FTLE plot: {work_dir}/ftle.png', flush=True)
     return table

@@ -53,6 +53,13 @@ def test_tiny_preset_end_to_end(tmp_path):
     assert student['params'] < dense['params']  # pruned 50 %
     table = open(osp.join(work_dir, 'results.md')).read()
     assert all(f'| {m} |' in table for m in ['dense', *arms])
+    # equal wall-clock: the cheaper arm runs all 3 iterations, 2ndM stops at a checkpoint
+    assert '## Equal training wall-clock' in table
+    wallclock = report['wallclock']
+    assert sorted(wallclock) == sorted(arms)
+    assert wallclock['dsm_kd'][0]['iter'] == 3
+    assert 1 <= wallclock['2ndm'][0]['iter'] <= 3
+    assert all(math.isfinite(r['fid']) for runs in wallclock.values() for r in runs)
 
 
 def test_gap_closed_and_feature_net_signature(tmp_path):
