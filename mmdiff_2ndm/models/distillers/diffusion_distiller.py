@@ -229,6 +229,7 @@ class DiffusionDistiller(BaseModel):
         self.num_inference_steps = int(num_inference_steps)
         self.sample_with_ema = sample_with_ema
         self.sample_prompts = list(sample_prompts) if sample_prompts else None
+        self._next_prompt = 0
         self.sample_shape = tuple(sample_shape) if sample_shape else None
         self._init_losses(losses)
 
@@ -864,8 +865,12 @@ class DiffusionDistiller(BaseModel):
                 if not self.sample_prompts:
                     raise ValueError('Text-conditioned sampling needs prompts: set '
                                      '`sample_prompts` or pass sample_kwargs["prompt"].')
-                prompts = [self.sample_prompts[i % len(self.sample_prompts)]
+                # Cycle through all prompts across calls (e.g. 30k COCO captions for FID),
+                # not only the first `batch` of them.
+                start = self._next_prompt
+                prompts = [self.sample_prompts[(start + i) % len(self.sample_prompts)]
                            for i in range(batch)]
+                self._next_prompt = (start + batch) % len(self.sample_prompts)
             prompts = [prompts] * batch if isinstance(prompts, str) else list(prompts)
             return (self.encode_prompts(prompts, device),
                     self.encode_prompts([''] * batch, device))

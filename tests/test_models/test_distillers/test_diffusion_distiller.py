@@ -258,3 +258,20 @@ def test_error_optimizer_with_teacher_params(unet2d_folder):
     optim = OptimWrapper(torch.optim.Adam(model.parameters(), lr=1e-3))
     with pytest.raises(ValueError, match="not the student's"):
         model.train_step(_batch(), optim)
+
+
+def test_sample_prompts_cycle_across_calls(sd_folders, monkeypatch):
+    """A prompt list longer than a batch is sampled through, not restarted every batch."""
+    from mmagic.registry import MODELS
+    model = MODELS.build(dict(
+        type='DiffusionDistiller',
+        teacher=dict(type='UNet2DConditionModel', from_pretrained=sd_folders['unet']),
+        text_encoder=sd_folders['text_encoder'], tokenizer=sd_folders['tokenizer'],
+        noise_scheduler=dict(type='DDPMScheduler', num_train_timesteps=100),
+        sample_prompts=['p0', 'p1', 'p2', 'p3', 'p4'], losses=dict(dsm=dict(loss_weight=1.0))))
+    seen = []
+    monkeypatch.setattr(model, 'encode_prompts', lambda prompts, device: seen.append(prompts))
+    for _ in range(3):
+        model._sampling_condition(None, {}, 2, 'cpu')
+    conditional = seen[0::2]  # each call also encodes the empty (null) prompts
+    assert conditional == [['p0', 'p1'], ['p2', 'p3'], ['p4', 'p0']]
