@@ -14,6 +14,7 @@ import sys
 
 from mmengine.config import Config, ConfigDict, DictAction
 from mmengine.logging import print_log
+from mmengine.device import is_cuda_available, is_mlu_available, is_npu_available
 from mmengine.runner import Runner
 
 # The tools work from a source checkout without installing the package.
@@ -97,6 +98,9 @@ def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
     elif cfg.get('work_dir', None) is None:
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
     if args.amp:
+        if not is_cuda_available() and not is_npu_available() and not is_mlu_available():
+            raise ValueError('--amp needs a CUDA, NPU or MLU device (mmengine\'s '
+                             'AmpOptimWrapper does not run on CPU); drop --amp on this machine.')
         enable_amp(cfg)
     if args.auto_scale_lr:
         if 'auto_scale_lr' not in cfg or 'base_batch_size' not in cfg.auto_scale_lr:

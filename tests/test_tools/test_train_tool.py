@@ -116,7 +116,7 @@ def _load_train_tool():
     return module
 
 
-def test_amp_and_resume_arguments_update_the_config(user_config, tmp_path):
+def test_amp_and_resume_arguments_update_the_config(user_config, tmp_path, monkeypatch):
     from mmengine.config import Config
     train_tool = _load_train_tool()
     parse = train_tool.parse_args
@@ -126,6 +126,11 @@ def test_amp_and_resume_arguments_update_the_config(user_config, tmp_path):
         args = parse()
     finally:
         sys.argv = sys_argv
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match='--amp needs a CUDA'):
+            train_tool.merge_args(Config.fromfile(user_config), args)
+        # The config rewrite itself is device independent.
+        monkeypatch.setattr(train_tool, 'is_cuda_available', lambda: True)
     cfg = train_tool.merge_args(Config.fromfile(user_config), args)
     assert cfg.optim_wrapper.student.type == 'AmpOptimWrapper'
     assert cfg.optim_wrapper.student.loss_scale == 'dynamic'
