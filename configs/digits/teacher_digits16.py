@@ -31,11 +31,7 @@ model = dict(
 
 train_dataloader = dict(
     batch_size=32, num_workers=0, persistent_workers=False,
-    # DefaultSampler, not InfiniteSampler: DiffusionPruningHook's diff-pruning importance
-    # draws a batch from its own iterator, and closing it ends InfiniteSampler's shared
-    # index generator (the train loop then hits StopIteration); the iteration-based loop
-    # restarts a DefaultSampler every epoch.
-    sampler=dict(type='DefaultSampler', shuffle=True),
+    sampler=dict(type='InfiniteSampler', shuffle=True),
     dataset=dict(type='SklearnDigits', image_size=image_size, split='train',
                  pipeline=[dict(type='PackInputs', keys=['gt'])]))
 test_dataloader = dict(
