@@ -10,6 +10,7 @@
 #   13.3G on this layout, Diff-Pruning's published CelebA size).
 # Data: a folder of face images (recursive), centre-cropped and resized to 64x64.
 _base_ = [
+    './_base_/models/ddpm_unet_2ndm.py',
     './_base_/schedules/2ndm_100k.py',
     './_base_/datasets/celeba_64.py'
 ]
@@ -19,24 +20,7 @@ data_root = 'data/celeba/img_align_celeba'  # folder of images
 inception_path = 'checkpoints/inception-2015-12-05.pt'  # StyleGAN TorchScript Inception
 inception_pkl = 'work_dirs/inception_pkl/celeba64_fid50k.pkl'  # real-feature cache
 
-model = dict(
-    type='DiffusionDistiller',
-    teacher=dict(type='UNet2DModel', from_pretrained=teacher_path, dropout=0.1),
-    noise_scheduler=dict(type='DDPMScheduler', num_train_timesteps=1000,
-                         beta_schedule='linear'),
-    num_inference_steps=100,
-    losses=dict(
-        dsm=dict(loss_weight=1.0),
-        kd=dict(loss_weight=1.0),
-        jacobian=dict(type='2ndMatchLoss', loss_weight=0.1, num_projections=1, mode='jvp')),
-    pixel_reduction='sum',
-    ema=dict(momentum=1e-4, start_iter=0),
-    data_preprocessor=dict(type='DataPreprocessor'))
-
-custom_hooks = [
-    dict(type='DiffusionPruningHook', ratio=0.3, importance='diff-pruning',
-         prune_cfg=dict(groupnorm_ratio=0.25))
-]
+model = dict(teacher=dict(from_pretrained=teacher_path, dropout=0.1))
 
 train_dataloader = dict(dataset=dict(data_root=data_root))
 val_dataloader = dict(dataset=dict(data_root=data_root))

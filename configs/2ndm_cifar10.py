@@ -17,6 +17,7 @@
 #   saved at `inception_path`; the real statistics are computed on the first run and cached
 #   at `inception_pkl`.
 _base_ = [
+    './_base_/models/ddpm_unet_2ndm.py',
     './_base_/schedules/2ndm_100k.py',
     './_base_/datasets/cifar10_32.py'
 ]
@@ -26,27 +27,7 @@ data_root = 'data/cifar10'  # holds cifar-10-batches-py/
 inception_path = 'checkpoints/inception-2015-12-05.pt'  # StyleGAN TorchScript Inception
 inception_pkl = 'work_dirs/inception_pkl/cifar10_train_fid50k.pkl'  # real-feature cache
 
-model = dict(
-    type='DiffusionDistiller',
-    teacher=dict(type='UNet2DModel', from_pretrained=teacher_path, dropout=0.1),
-    noise_scheduler=dict(type='DDPMScheduler', num_train_timesteps=1000,
-                         beta_schedule='linear'),
-    num_inference_steps=100,  # DDIM with the training schedule (test_scheduler=None)
-    losses=dict(
-        dsm=dict(loss_weight=1.0),
-        kd=dict(loss_weight=1.0),
-        # mode='jvp': the paper's J^T J; 'vjp' reproduces the released double backward.
-        jacobian=dict(type='2ndMatchLoss', loss_weight=0.1, num_projections=1, mode='jvp')),
-    jacobian_scale=None,  # the paper's unscaled term; 'sigma' tames small-t samples
-    pixel_reduction='sum',
-    antithetic_timesteps=True,
-    ema=dict(momentum=1e-4, start_iter=0),  # decay 0.9999
-    data_preprocessor=dict(type='DataPreprocessor'))
-
-custom_hooks = [
-    dict(type='DiffusionPruningHook', ratio=0.3, importance='diff-pruning',
-         prune_cfg=dict(groupnorm_ratio=0.25))
-]
+model = dict(teacher=dict(from_pretrained=teacher_path, dropout=0.1))
 
 train_dataloader = dict(dataset=dict(data_root=data_root))
 val_dataloader = dict(dataset=dict(data_root=data_root))

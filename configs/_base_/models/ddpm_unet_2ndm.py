@@ -1,0 +1,27 @@
+# A DDPM U-Net teacher (a diffusers UNet2DModel folder) finetuned into a pruned student with
+# the authors' released 2ndMatch hyper-parameters (METHOD.md): DSM 1 + KD 1 + 2ndM 0.1, K=1
+# projection, pixel-summed MSE, antithetic timesteps, EMA 0.9999, DDIM-100 sampling. The
+# student is the teacher pruned at run start to Diff-Pruning's setting (ratio 0.3, 0.25 for
+# GroupNorm-tied groups, diff-pruning importance). Configs that inherit this file set
+# `model.teacher.from_pretrained` to their local teacher folder.
+model = dict(
+    type='DiffusionDistiller',
+    teacher=dict(type='UNet2DModel', from_pretrained=None),
+    noise_scheduler=dict(type='DDPMScheduler', num_train_timesteps=1000,
+                         beta_schedule='linear'),
+    num_inference_steps=100,  # DDIM with the training schedule (test_scheduler=None)
+    losses=dict(
+        dsm=dict(loss_weight=1.0),
+        kd=dict(loss_weight=1.0),
+        # mode='jvp': the paper's J^T J; 'vjp' reproduces the released double backward.
+        jacobian=dict(type='2ndMatchLoss', loss_weight=0.1, num_projections=1, mode='jvp')),
+    jacobian_scale=None,  # the paper's unscaled term; 'sigma' tames small-t samples
+    pixel_reduction='sum',
+    antithetic_timesteps=True,
+    ema=dict(momentum=1e-4, start_iter=0),  # decay 0.9999
+    data_preprocessor=dict(type='DataPreprocessor'))
+
+custom_hooks = [
+    dict(type='DiffusionPruningHook', ratio=0.3, importance='diff-pruning',
+         prune_cfg=dict(groupnorm_ratio=0.25))
+]
