@@ -3,7 +3,7 @@ import os
 import os.path as osp
 
 import torch
-from mmengine.dist import get_rank
+from mmengine.dist import barrier, get_rank
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 from mmagic.registry import HOOKS
@@ -32,5 +32,8 @@ class RankDumpHook(Hook):
         os.makedirs(self.out_dir, exist_ok=True)
         torch.save(state, osp.join(self.out_dir, f'rank{get_rank()}_iter{runner.iter + 1}.pth'))
         if runner.iter + 1 == self.kill_after_iter:
+            # Rank 0 saves the checkpoint; a rank that died earlier would make torchrun
+            # terminate rank 0 mid-save, so every rank waits for all to get here first.
+            barrier()
             os._exit(3)
 
