@@ -1,6 +1,7 @@
 """Safe checkpoint loading: MMEngine checkpoints load, anything executable is refused."""
 import os
 import os.path as osp
+import uuid
 
 import pytest
 import torch
@@ -43,7 +44,9 @@ def _train(work_dir, max_iters, resume=False):
         train_cfg=dict(by_epoch=False, max_iters=max_iters),
         default_hooks=dict(checkpoint=dict(type='CheckpointHook', interval=2, by_epoch=False)),
         resume=resume,
-        randomness=dict(seed=0))
+        randomness=dict(seed=0),
+        # a name of its own: runners built in one second would share a MessageHub
+        experiment_name=f'safe_ckpt_{uuid.uuid4().hex}')
     runner.train()
     return runner
 

@@ -3,6 +3,7 @@ import copy
 import glob
 import math
 import os.path as osp
+import uuid
 
 import pytest
 import torch
@@ -52,7 +53,10 @@ def _runner(work_dir: str, model: dict, iters: int, size: int, **extra) -> Runne
         log_processor=dict(type='LogProcessor', by_epoch=False),
         env_cfg=dict(dist_cfg=dict(backend='gloo')),
         randomness=dict(seed=0),
-        log_level='WARNING')
+        log_level='WARNING',
+        # Runners built in the same second would otherwise share one MessageHub
+        # (named by timestamp) and see each other's logged losses.
+        experiment_name=f'distiller_{uuid.uuid4().hex}')
     cfg.update(extra)
     return Runner(**cfg)
 
