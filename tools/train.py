@@ -20,6 +20,7 @@ from mmengine.runner import Runner
 # The tools work from a source checkout without installing the package.
 sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..'))
 import mmdiff_2ndm  # noqa: E402,F401  (registers components and the safe checkpoint loader)
+from mmdiff_2ndm.utils import prepare_cpu_distributed  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:
@@ -121,6 +122,7 @@ def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
 def main() -> None:
     args = parse_args()
     cfg = merge_args(Config.fromfile(args.config), args)
+    prepare_cpu_distributed(cfg)
     runner = Runner.from_cfg(cfg)
     print_log(f'Working directory: {cfg.work_dir}', logger='current')
     runner.train()

@@ -15,7 +15,8 @@ default_hooks = dict(
 # wrapper around the student only. DiffusionDistiller.train_step calls the bare student
 # in its Jacobian passes (DDP's reducer cannot follow forward-mode or double-backward
 # products) and all-reduces the student's gradients itself, so find_unused_parameters /
-# static_graph stay False. On CPU (gloo) add device_ids=None.
+# static_graph stay False. On a machine without CUDA, tools/train.py and tools/test.py
+# join with gloo and set device_ids=None (mmengine would select a CUDA device).
 model_wrapper_cfg = dict(type='MMSeparateDistributedDataParallel', broadcast_buffers=False,
                          find_unused_parameters=False)
 # The inherited randomness=dict(seed=2022, diff_rank_seed=True) gives each rank its own RNG

@@ -28,9 +28,9 @@ model = dict(
     per_sample_noise_seed=7,
     ema=dict(momentum=0.1),
     data_preprocessor=dict(type='DataPreprocessor'))
-# CPU DDP: torch refuses device_ids for CPU modules (mmengine passes [LOCAL_RANK]).
+# As configs/_base_/runtime_2ndm.py; tools/train.py sets device_ids=None on CPU.
 model_wrapper_cfg = dict(type='MMSeparateDistributedDataParallel', broadcast_buffers=False,
-                         find_unused_parameters=False, device_ids=None)
+                         find_unused_parameters=False)
 custom_hooks = [dict(type='DiffusionPruningHook', ratio=0.5, importance='magnitude'),
                 dict(type='RankDumpHook', out_dir={dump_dir!r}, kill_after_iter={kill})]
 train_dataloader = dict(
@@ -89,8 +89,7 @@ def _train(config, work_dir, nproc=1, *extra, expect_rc=0):
     else:
         port = str(29500 + os.getpid() % 1000)
         cmd = [sys.executable, '-m', 'torch.distributed.run', f'--nproc_per_node={nproc}',
-               f'--master_port={port}', osp.join(HERE, 'cpu_train.py'), config,
-               '--launcher', 'pytorch']
+               f'--master_port={port}', 'tools/train.py', config, '--launcher', 'pytorch']
     start = time.time()
     result = subprocess.run(cmd + ['--work-dir', work_dir, *extra], cwd=REPO, env=env,
                             capture_output=True, text=True, timeout=600)

@@ -70,8 +70,8 @@ class DiffusionDistiller(BaseModel):
 
         Distributed training. Supported wrapper: MMagic's runtime default
         ``model_wrapper_cfg=dict(type='MMSeparateDistributedDataParallel',
-        broadcast_buffers=False, find_unused_parameters=False)`` (add
-        ``device_ids=None`` for CPU/gloo). It wraps ``student`` in DDP, which
+        broadcast_buffers=False, find_unused_parameters=False)`` (on CPU, gloo with
+        ``device_ids=None``: ``prepare_cpu_distributed``). It wraps ``student`` in DDP, which
         broadcasts rank 0's weights at wrap time; ``train_step`` then calls the *bare*
         student (forward-mode or double-backward Jacobian passes, the
         ``batch_fraction < 1`` second forward, none of which DDP's reducer supports:
