@@ -70,10 +70,12 @@ PRESETS = {
                   num_samples=256, sample_steps=20, eval_images=64,
                   ftle_timesteps=(0, 5, 10, 25, 50, 100, 250, 500, 999),
                   feature_iters=300, bootstrap=50, ema_momentum=0.05),
-    # the README table: near-converged students, all arms, 3 seeds (hours on CPU)
-    'full': dict(teacher_iters=6000, finetune_iters=4000, batch_size=32, widths=None,
-                 norm_groups=None, arms=tuple(ARMS), seeds=(0, 1, 2), num_samples=2000,
-                 sample_steps=50, eval_images=256,
+    # the README table: 5 arms x 3 seeds plus a one-seed sweep of the 2ndM weighting;
+    # sized for ~2 h on 2 CPU cores (ETA printed by each run's MMEngine logger)
+    'full': dict(teacher_iters=6000, finetune_iters=1500, batch_size=32, widths=None,
+                 norm_groups=None, arms=('dsm', 'dsm_kd', 'first_order', '2ndm_unscaled', '2ndm'),
+                 first_seed_arms=('2ndm_w1', '2ndm_w100', '2ndm_trange_warmup'),
+                 seeds=(0, 1, 2), num_samples=1000, sample_steps=50, eval_images=256,
                  ftle_timesteps=(0, 2, 5, 10, 25, 50, 100, 250, 500, 750, 999),
                  feature_iters=1000, bootstrap=200, ema_momentum=1e-3),
 }
@@ -86,7 +88,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--seeds', type=int, nargs='+', default=None,
                         help='override the preset seeds')
     parser.add_argument('--arms', nargs='+', default=None, choices=sorted(ARMS),
-                        help='override the preset arms')
+                        help='override the preset arms (all run with every seed)')
     parser.add_argument('--jobs', type=int, default=2, help='training runs in parallel')
     parser.add_argument('--threads-per-run', type=int, default=None,
                         help='torch threads of each run (default: CPU cores // jobs; '
@@ -164,10 +166,22 @@ def _size_options(preset: dict, role: str) -> List[str]:
 
 def _train(config: str, work_dir: str, iters: int, options: List[str], threads: int,
            stream: bool, ckpt_interval: Optional[int] = None) -> float:
-    """Runs tools/train.py; returns its wall time (s). Raises on failure."""
+    """Runs tools/train.py; returns its wall time (s). Raises on failure.
+
+    A finished run (final checkpoint and ``wall.json`` in ``work_dir``) is not run
+    again: its recorded wall time is returned. An interrupted one continues from its
+    last checkpoint (``--resume``); its wall time then counts the resumed part only and
+    ``wall.json`` says so.
+    """
+    wall_file = osp.join(work_dir, 'wall.json')
+    if osp.exists(wall_file) and osp.exists(osp.join(work_dir, f'iter_{iters}.pth')):
+        with open(wall_file) as f:
+            return float(json.load(f)['wall_s'])
+    resume = osp.exists(osp.join(work_dir, 'last_checkpoint'))
     log_interval = max(1, iters // 10)
     cmd = [sys.executable, osp.join(REPO, 'tools', 'train.py'), osp.join(CONFIG_DIR, config),
-           '--work-dir', work_dir, '--cfg-options', f'train_cfg.max_iters={iters}',
+           '--work-dir', work_dir, *(['--resume'] if resume else []),
+           '--cfg-options', f'train_cfg.max_iters={iters}',
            f'default_hooks.checkpoint.interval={ckpt_interval or iters}',
            'default_hooks.checkpoint.max_keep_ckpts=-1',
            f'default_hooks.logger.interval={log_interval}', *options]
@@ -175,12 +189,14 @@ def _train(config: str, work_dir: str, iters: int, options: List[str], threads: 
     os.makedirs(work_dir, exist_ok=True)
     log_path = osp.join(work_dir, 'train_stdout.log')
     start = time.time()
-    with open(log_path, 'w') as log:
+    with open(log_path, 'a' if resume else 'w') as log:
         proc = subprocess.run(cmd, cwd=REPO, env=env, stdout=None if stream else log,
                               stderr=subprocess.STDOUT if not stream else None)
     wall = time.time() - start
     if proc.returncode != 0:
         raise RuntimeError(f'Training failed ({" ".join(cmd)}); see {log_path}.')
+    with open(wall_file, 'w') as f:
+        json.dump(dict(wall_s=wall, resumed=resume), f)
     return wall
 
 
@@ -233,8 +249,9 @@ class Evaluator:
         self.eps = torch.randn(x_0.shape, generator=gen)
         self.v = torch.randn(x_0.shape, generator=gen)
         self.v = self.v / self.v.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
-        self.fid = FrechetInceptionDistance(fake_nums=preset['num_samples'], inception_style='StyleGAN',
-                       inception_path=feature_net)
+        self.fid = FrechetInceptionDistance(fake_nums=preset['num_samples'],
+                                            inception_style='StyleGAN',
+                                            inception_path=feature_net)
         real, _ = _digits(image_size, 'train')
         with torch.no_grad():
             real_feats = self.fid.forward_inception(real).numpy()
@@ -366,9 +383,10 @@ def write_table(results: dict, timing: dict, meta: dict, path: str,
              f'DDIM-{meta["sample_steps"]}. Proxy FID: MMagic `FID` with a digit classifier '
              f'(test accuracy {meta["feature_accuracy"]:.3f}) as feature network. '
              f'Study wall time (all steps): {meta["wall_s"]:.0f} s.', '',
-             '| model | params | proxy FID | FID bootstrap std | gap closed | eps-MSE to teacher '
-             '| eps-MSE t<50 | sample MSE to teacher | SSIM to teacher | s/iter | train wall s |',
-             '|---|---|---|---|---|---|---|---|---|---|---|']
+             '| model | seeds | params | proxy FID | FID bootstrap std | gap closed '
+             '| eps-MSE to teacher | eps-MSE t<50 | sample MSE to teacher | SSIM to teacher '
+             '| s/iter | train wall s |',
+             '|---|---|---|---|---|---|---|---|---|---|---|---|']
     for name, runs in results.items():
         fids = [r['fid'] for r in runs]
         if base is None or name == 'dense' or base == dense:
@@ -377,7 +395,7 @@ def write_table(results: dict, timing: dict, meta: dict, path: str,
             gap = _fmt([(base - f) / (base - dense) for f in fids], 3)
         t = timing.get(name, {})
         lines.append(
-            f'| {name} | {runs[0]["params"]} | {_fmt(fids)} | '
+            f'| {name} | {len(runs)} | {runs[0]["params"]} | {_fmt(fids)} | '
             f'{_fmt([r["fid_boot"] for r in runs], 2)} | {gap} | '
             f'{_fmt([r["eps_mse"] for r in runs])} | {_fmt([r["eps_mse_t50"] for r in runs])} | '
             f'{_fmt([r["sample_mse"] for r in runs])} | {_fmt([r["ssim"] for r in runs])} | '
@@ -407,6 +425,7 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
         preset['seeds'] = tuple(args.seeds)
     if args.arms:
         preset['arms'] = tuple(args.arms)
+        preset['first_seed_arms'] = ()
     if args.jobs < 1:
         raise ValueError(f'--jobs must be >= 1, got {args.jobs}.')
     work_dir = osp.abspath(args.work_dir)
@@ -420,9 +439,10 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
     walls_file = osp.join(work_dir, 'train_walls.json')
     if not args.eval_only:
         print(f'[study] 1/4 feature network -> {feature_net}', flush=True)
-        accuracy = train_feature_net(feature_net, 16, preset['feature_iters'])
-        with open(osp.join(work_dir, 'feature_net.json'), 'w') as f:
-            json.dump(dict(test_accuracy=accuracy), f)
+        if not osp.exists(osp.join(work_dir, 'feature_net.json')):
+            accuracy = train_feature_net(feature_net, 16, preset['feature_iters'])
+            with open(osp.join(work_dir, 'feature_net.json'), 'w') as f:
+                json.dump(dict(test_accuracy=accuracy), f)
         print(f'[study] 2/4 dense teacher, {preset["teacher_iters"]} iterations', flush=True)
         _train('teacher_digits16.py', teacher_dir, preset['teacher_iters'],
                ['randomness.seed=0', *_size_options(preset, 'teacher')],
@@ -432,6 +452,8 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
     teacher_ckpt = osp.join(teacher_dir, f'iter_{preset["teacher_iters"]}.pth')
 
     runs = [(arm, seed) for seed in preset['seeds'] for arm in preset['arms']]
+    runs += [(arm, preset['seeds'][0]) for arm in preset.get('first_seed_arms', ())
+             if arm not in preset['arms']]
     if not args.eval_only:
         print(f'[study] 3/4 {len(runs)} finetuning runs, {args.jobs} in parallel',
               flush=True)

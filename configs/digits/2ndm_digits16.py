@@ -4,10 +4,10 @@
 # Jacobian term") on a quarter of each batch (a 2ndM iteration costs ~4x a KD one on CPU).
 #
 #   python tools/train.py configs/digits/2ndm_digits16.py --work-dir work_dirs/digits/2ndm \
-#       --cfg-options model.teacher_ckpt.filename=work_dirs/digits/teacher/iter_3000.pth
+#       --cfg-options model.teacher_ckpt.filename=work_dirs/digits/teacher/iter_6000.pth
 _base_ = ['./teacher_digits16.py']
 
-teacher_ckpt = 'work_dirs/digits/teacher/iter_3000.pth'
+teacher_ckpt = 'work_dirs/digits/teacher/iter_6000.pth'
 model = dict(
     _delete_=True,
     type='DiffusionDistiller',
@@ -32,5 +32,6 @@ model = dict(
     data_preprocessor=dict(type='DataPreprocessor'))
 
 custom_hooks = [dict(type='DiffusionPruningHook', ratio=0.5, importance='diff-pruning')]
-optim_wrapper = dict(student=dict(optimizer=dict(lr=2e-4)))
-train_cfg = dict(max_iters=4000)
+# half the teacher's learning rate: the pruned student starts from the teacher's weights
+optim_wrapper = dict(student=dict(optimizer=dict(lr=5e-4)))
+train_cfg = dict(max_iters=1500)

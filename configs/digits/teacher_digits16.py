@@ -48,7 +48,7 @@ optim_wrapper = dict(
     constructor='MultiOptimWrapperConstructor',
     student=dict(type='OptimWrapper', optimizer=dict(type='Adam', lr=1e-3),
                  clip_grad=dict(max_norm=1.0)))
-train_cfg = dict(by_epoch=False, max_iters=3000, val_interval=10**9)
+train_cfg = dict(by_epoch=False, max_iters=6000, val_interval=10**9)
 param_scheduler = None
 
 default_hooks = dict(

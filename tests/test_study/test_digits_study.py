@@ -73,8 +73,9 @@ def test_gap_closed_and_feature_net_signature(tmp_path):
     study.write_table(results, {}, meta, path)
     row = [line for line in open(path) if line.startswith('| x |')][0].split('|')
     # per seed (10 - 6) / 8 = 0.5 and (10 - 4) / 8 = 0.75: mean 0.625, std 0.125
-    assert row[5].strip() == '0.625 +- 0.12'
-    assert row[3].strip() == '5 +- 1'
+    assert row[6].strip() == '0.625 +- 0.12'
+    assert row[4].strip() == '5 +- 1'
+    assert row[2].strip() == '2'  # seeds
 
     # the TorchScript feature net has the StyleGAN-Inception call MMagic's FID makes
     net = torch.jit.script(study.DigitFeatureNet().eval())
@@ -82,3 +83,32 @@ def test_gap_closed_and_feature_net_signature(tmp_path):
     assert net(images, return_features=True).shape == (4, 32)
     assert net(images).shape == (4, 10)
     assert np.isfinite(net(images, return_features=True).detach().numpy()).all()
+
+
+def test_finished_runs_are_reused_and_interrupted_ones_resume(tmp_path, monkeypatch):
+    study = _study_module()
+    calls = []
+
+    def fake_run(cmd, **kwargs):
+        calls.append(cmd)
+        return subprocess.CompletedProcess(cmd, 0)
+
+    monkeypatch.setattr(study.subprocess, 'run', fake_run)
+    finished = tmp_path / 'finished'
+    finished.mkdir()
+    (finished / 'iter_5.pth').write_bytes(b'')
+    (finished / 'wall.json').write_text(json.dumps(dict(wall_s=12.5, resumed=False)))
+    assert study._train('c.py', str(finished), 5, [], 1, stream=False) == 12.5
+    assert calls == []  # not trained again
+
+    interrupted = tmp_path / 'interrupted'
+    interrupted.mkdir()
+    (interrupted / 'iter_2.pth').write_bytes(b'')
+    (interrupted / 'last_checkpoint').write_text(str(interrupted / 'iter_2.pth'))
+    study._train('c.py', str(interrupted), 5, [], 1, stream=False)
+    assert '--resume' in calls[-1]
+    assert json.loads((interrupted / 'wall.json').read_text())['resumed'] is True
+
+    fresh = tmp_path / 'fresh'
+    study._train('c.py', str(fresh), 5, [], 1, stream=False)
+    assert '--resume' not in calls[-1]
