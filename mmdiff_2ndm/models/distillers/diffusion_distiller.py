@@ -105,7 +105,9 @@ class DiffusionDistiller(BaseModel):
             sub-state-dict (keys are matched to the bare network, strictly).
             Defaults to None (weights come from ``from_pretrained``).
         student (dict | nn.Module, optional): Student config/module. Defaults to None:
-            a copy of the loaded teacher (pruned later by the pruning hook).
+            a copy of the loaded teacher (pruned later by the pruning hook). A builder
+            flagged ``derives_from_teacher`` gets the built teacher as ``teacher=``, e.g.
+            ``dict(type='BKSDMStudent', variant='base')`` (BK-SDM block removal).
         student_ckpt (str | dict, optional): Student weights, same format as
             ``teacher_ckpt``. Defaults to None.
         test_scheduler (dict, optional): Sampling scheduler. Defaults to None:
@@ -324,9 +326,16 @@ class DiffusionDistiller(BaseModel):
         if student is None:
             model = copy.deepcopy(self.teacher)
         else:
-            model = build_module(student, MODELS)
+            builder = student.get('type') if isinstance(student, dict) else None
+            if isinstance(builder, str):
+                builder = MODELS.get(builder)
+            # Builders flagged `derives_from_teacher` (e.g. 'BKSDMStudent') get the teacher.
+            from_teacher = bool(getattr(builder, 'derives_from_teacher', False))
+            default_args = dict(teacher=self.teacher) if from_teacher else None
+            model = build_module(student, MODELS, default_args=default_args)
             has_pretrained = isinstance(student, dict) and bool(student.get('from_pretrained'))
-            if student_ckpt is None and not has_pretrained and not isinstance(student, nn.Module):
+            if (student_ckpt is None and not has_pretrained and not from_teacher
+                    and not isinstance(student, nn.Module)):
                 print_log('The student has no checkpoint; it starts from random weights.',
                           'current')
         if student_ckpt is not None:
