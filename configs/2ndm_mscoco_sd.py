@@ -5,11 +5,22 @@
 #   Download once, e.g. `huggingface-cli download CompVis/stable-diffusion-v1-4
 #   --local-dir checkpoints/stable-diffusion-v1-4` (a diffusers pipeline folder with
 #   unet/, vae/, text_encoder/, tokenizer/); any SD 1.x folder works.
-# Student: BK-SDM-Base (SD-1.x U-Net with one ResNet+attention pair removed per stage,
-#   0.58B), loaded from a diffusers pipeline folder of that architecture, e.g. hub id
-#   nota-ai/bk-sdm-base (`student_path`, its unet/ subfolder). BK-SDM-Small: hub id
-#   nota-ai/bk-sdm-small. The student is not pruned here (it has its own architecture), so
-#   there is no DiffusionPruningHook.
+# Student: BK-SDM-Base (the SD U-Net with one ResNet+attention pair removed per stage,
+#   0.58B), built from the loaded teacher by `BKSDMStudent` (mmdiff_2ndm/models/
+#   block_removal.py: BK-SDM's block removal, the kept blocks initialised with the
+#   teacher's weights; variant='small' also removes the mid block (0.48B), 'tiny' also the
+#   innermost stage (0.32B)). That is BK-SDM's *initialisation*: the published BK-SDM
+#   models add the authors' distillation pretraining (50k iterations of output + feature
+#   KD on LAION-Aesthetics), and the published 2ndM result (BK-SDM-Base 15.76 -> 13.84)
+#   finetunes that pretrained model. To start from it, download hub id
+#   nota-ai/bk-sdm-base (`huggingface-cli download nota-ai/bk-sdm-base --local-dir
+#   checkpoints/bk-sdm-base`; BK-SDM-Small: nota-ai/bk-sdm-small) and load its unet/ in a
+#   derived config:
+#     _base_ = './2ndm_mscoco_sd.py'
+#     model = dict(student=dict(_delete_=True, type='UNet2DConditionModel',
+#                               from_pretrained='checkpoints/bk-sdm-base', subfolder='unet'))
+#   The student is not pruned here (it has its own architecture), so there is no
+#   DiffusionPruningHook.
 # Data: MS-COCO 2014 captions (CocoCaptionDataset): train2014 for training, val2014 (one
 #   caption per image) as the FID reference images.
 # FID prompts: MMagic 1.2's FID sampler conditions only on class labels (need_cond_input
@@ -27,7 +38,6 @@ _base_ = [
 ]
 
 sd_path = 'checkpoints/stable-diffusion-v1-4'  # local copy of hub id CompVis/stable-diffusion-v1-4
-student_path = 'checkpoints/bk-sdm-base'  # local copy of hub id nota-ai/bk-sdm-base
 data_root = 'data/coco'  # holds annotations/, train2014/, val2014/
 inception_path = 'checkpoints/inception-2015-12-05.pt'  # StyleGAN TorchScript Inception
 inception_pkl = 'work_dirs/inception_pkl/coco_val2014_fid30k.pkl'  # real-feature cache
@@ -35,8 +45,7 @@ inception_pkl = 'work_dirs/inception_pkl/coco_val2014_fid30k.pkl'  # real-featur
 model = dict(
     type='DiffusionDistiller',
     teacher=dict(type='UNet2DConditionModel', from_pretrained=sd_path, subfolder='unet'),
-    student=dict(type='UNet2DConditionModel', from_pretrained=student_path,
-                 subfolder='unet'),
+    student=dict(type='BKSDMStudent', variant='base'),  # from the teacher (see the header)
     vae=dict(type='AutoencoderKL', from_pretrained=sd_path, subfolder='vae'),
     text_encoder=sd_path + '/text_encoder',
     tokenizer=sd_path + '/tokenizer',

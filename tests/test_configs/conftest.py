@@ -104,16 +104,17 @@ def assets(tmp_path_factory) -> dict:
     # Stable Diffusion pipeline folder (teacher) and a student pipeline folder.
     sd = str(root / 'sd_pipeline')
     out['sd_pipeline'] = sd
-    sd_unet = dict(sample_size=IMG // 2, in_channels=4, out_channels=4, layers_per_block=1,
+    sd_unet = dict(sample_size=IMG // 2, in_channels=4, out_channels=4,
                    norm_num_groups=4, cross_attention_dim=16, attention_head_dim=2,
                    down_block_types=('CrossAttnDownBlock2D', 'DownBlock2D'),
                    up_block_types=('UpBlock2D', 'CrossAttnUpBlock2D'))
-    UNet2DConditionModel(block_out_channels=(8, 16), **sd_unet).save_pretrained(
-        osp.join(sd, 'unet'))
+    # SD's two ResNet(+attention) pairs per stage: the config's BKSDMStudent removes one.
+    UNet2DConditionModel(block_out_channels=(8, 16), layers_per_block=2,
+                         **sd_unet).save_pretrained(osp.join(sd, 'unet'))
     _vae(4).save_pretrained(osp.join(sd, 'vae'))
     out['sd_student'] = str(root / 'sd_student')
-    UNet2DConditionModel(block_out_channels=(8, 8), **sd_unet).save_pretrained(
-        osp.join(out['sd_student'], 'unet'))
+    UNet2DConditionModel(block_out_channels=(8, 8), layers_per_block=1,
+                         **sd_unet).save_pretrained(osp.join(out['sd_student'], 'unet'))
     tok_dir = osp.join(sd, 'tokenizer')
     os.makedirs(tok_dir)
     vocab = {'<|startoftext|>': 0, '<|endoftext|>': 1}

@@ -17,6 +17,7 @@ import sys
 
 import pytest
 import torch
+from mmagic.registry import MODELS
 from mmengine.config import Config, ConfigDict
 from mmengine.runner import Runner
 
@@ -96,7 +97,8 @@ def _tiny_model(model: ConfigDict, assets: dict) -> None:
     elif kind == 'UNet2DConditionModel':
         sd = assets['sd_pipeline']
         teacher['from_pretrained'] = sd
-        model['student']['from_pretrained'] = assets['sd_student']
+        if model['student'].get('from_pretrained'):  # a downloaded BK-SDM folder
+            model['student']['from_pretrained'] = assets['sd_student']
         model['vae']['from_pretrained'] = sd
         model['text_encoder'] = osp.join(sd, 'text_encoder')
         model['tokenizer'] = osp.join(sd, 'tokenizer')
@@ -198,6 +200,8 @@ def _check_run(runner: Runner, cfg: Config) -> None:
         with open(osp.join(cfg.work_dir, 'pruning_summary.json')) as f:
             assert json.load(f)
         assert student < teacher
+    if (cfg.model.get('student') or {}).get('type') == 'BKSDMStudent':
+        assert student < teacher
 
 
 IN_PROCESS = [p for p in CONFIGS if _name(p) != '2ndm_cifar10']
@@ -210,6 +214,22 @@ def test_config_trains_and_validates(path, assets, tmp_path):
     runner = Runner.from_cfg(cfg)
     runner.train()
     _check_run(runner, cfg)
+
+
+def test_mscoco_sd_config_with_a_downloaded_student_folder(assets, tmp_path):
+    """The header's alternative: a derived config loads a BK-SDM folder as the student."""
+    derived = tmp_path / 'sd_bk_sdm_folder.py'
+    derived.write_text(
+        f"_base_ = {osp.join(REPO, 'configs', '2ndm_mscoco_sd.py')!r}\n"
+        "model = dict(student=dict(_delete_=True, type='UNet2DConditionModel',\n"
+        "                          from_pretrained='checkpoints/bk-sdm-base', "
+        "subfolder='unet'))\n")
+    cfg = tiny_config(str(derived), assets, str(tmp_path / 'work'))
+    assert cfg.model.student.from_pretrained == assets['sd_student']
+    model = MODELS.build(cfg.model)
+    student = unwrap_denoiser(model.student)
+    assert list(student.config.block_out_channels) == [8, 8]  # the folder's, not BK-SDM's
+    assert student.state_dict()['conv_in.weight'].shape[0] == 8
 
 
 def test_main_config_through_train_tool(assets, tmp_path):
