@@ -816,7 +816,8 @@ class DiffusionDistiller(BaseModel):
 
         Returns:
             list[DataSample]: ``fake_img`` (3, H, W) in [0, 255], destructed by the
-            data preprocessor, plus ``sample_model`` (and ``teacher_img``).
+            data preprocessor, plus ``sample_model`` (and ``teacher_img``; ``prompt``,
+            the prompt sampled from, for text-conditioned sampling).
         """
         if isinstance(inputs, Tensor):
             inputs = dict(noise=inputs)
@@ -826,8 +827,8 @@ class DiffusionDistiller(BaseModel):
             inputs, data_samples)
         noise = self.noise_fn(noise, num_batches)
         sample_model, net = self._sampling_net(inputs.get('sample_model'))
-        condition, uncondition = self._sampling_condition(data_samples, sample_kwargs,
-                                                          num_batches, noise.device)
+        condition, uncondition, prompts = self._sampling_condition(
+            data_samples, sample_kwargs, num_batches, noise.device)
         steps = int(sample_kwargs.get('num_inference_steps', self.num_inference_steps))
         scale = float(sample_kwargs.get('guidance_scale', self.guidance_scale))
 
@@ -845,6 +846,8 @@ class DiffusionDistiller(BaseModel):
             out.teacher_img = self.data_preprocessor.destruct(teacher_images, data_samples)
         if isinstance(data_samples, DataSample):
             out.update(data_samples)
+        if prompts is not None:  # what was sampled from (CLIPScore pairs it with fake_img)
+            out.prompt = prompts
         return out.split(allow_nonseq_value=True)
 
     def _sampling_net(self, sample_model: Optional[str]) -> Tuple[str, nn.Module]:
@@ -865,9 +868,9 @@ class DiffusionDistiller(BaseModel):
         # MMagic metrics ask for 'ema' by default; without an EMA the student is it.
         return 'orig', self.student
 
-    def _sampling_condition(self, data_samples, sample_kwargs: dict, batch: int,
-                            device) -> Tuple[Optional[Tensor], Optional[Tensor]]:
-        """Condition and null condition for sampling (None for unconditional)."""
+    def _sampling_condition(self, data_samples, sample_kwargs: dict, batch: int, device
+                            ) -> Tuple[Optional[Tensor], Optional[Tensor], Optional[List[str]]]:
+        """Condition, null condition (None for unconditional) and the prompts (B) used."""
         if self.text_encoder is not None:
             prompts = sample_kwargs.get('prompt') or _field(data_samples, 'prompt')
             if prompts is None:
@@ -882,9 +885,9 @@ class DiffusionDistiller(BaseModel):
                 self._next_prompt = (start + batch) % len(self.sample_prompts)
             prompts = [prompts] * batch if isinstance(prompts, str) else list(prompts)
             return (self.encode_prompts(prompts, device),
-                    self.encode_prompts([''] * batch, device))
+                    self.encode_prompts([''] * batch, device), prompts)
         if self.num_classes is None:
-            return None, None
+            return None, None, None
         labels = sample_kwargs.get('labels')
         if labels is not None:
             labels = torch.as_tensor(labels, device=device).long().reshape(-1)
@@ -892,7 +895,7 @@ class DiffusionDistiller(BaseModel):
             labels = _labels(data_samples, batch, device)
         if labels is None:
             labels = torch.randint(0, self.num_classes, (batch,), device=device)
-        return labels, torch.full_like(labels, self.num_classes)
+        return labels, torch.full_like(labels, self.num_classes), None
 
     @torch.no_grad()
     def sample(self, net: nn.Module, noise: Tensor, condition: Optional[Tensor] = None,
