@@ -28,8 +28,13 @@
 #   through `model.sample_prompts`. BK-SDM's protocol (30k val2014 captions, 25 steps,
 #   guidance 7.5) needs those captions as `sample_prompts`, e.g.
 #   --cfg-options "model.sample_prompts=[...]" or a derived config that lists them.
-# CLIP score: not computed by this config; MMagic 1.2 has no CLIP-score metric and this
-#   plugin does not provide one yet (see configs/README.md).
+# CLIP score: this plugin's `CLIPScore` metric (MMagic 1.2 has none), 100 * max(cos, 0)
+#   between CLIP ViT-L/14 embeddings of each sample and its prompt, on the same samples
+#   and prompts as FID. CLIP: hub id openai/clip-vit-large-patch14, downloaded once, e.g.
+#   `huggingface-cli download openai/clip-vit-large-patch14 --local-dir
+#   checkpoints/clip-vit-large-patch14` (`clip_path`; a transformers CLIP folder with its
+#   tokenizer, never downloaded by the metric). BK-SDM's published CLIP scores use
+#   OpenCLIP ViT-g/14 (laion2b_s34b_b88k), so ViT-L/14 scores are not comparable to them.
 # Loss weights for SD are not published; the CIFAR-10 ones are used, lr/iterations follow
 #   BK-SDM (AdamW 5e-5, 50k iterations).
 _base_ = [
@@ -41,6 +46,7 @@ sd_path = 'checkpoints/stable-diffusion-v1-4'  # local copy of hub id CompVis/st
 data_root = 'data/coco'  # holds annotations/, train2014/, val2014/
 inception_path = 'checkpoints/inception-2015-12-05.pt'  # StyleGAN TorchScript Inception
 inception_pkl = 'work_dirs/inception_pkl/coco_val2014_fid30k.pkl'  # real-feature cache
+clip_path = 'checkpoints/clip-vit-large-patch14'  # hub id openai/clip-vit-large-patch14
 
 model = dict(
     type='DiffusionDistiller',
@@ -77,6 +83,9 @@ metrics = [
     dict(type='FID', prefix='FID-30k', fake_nums=30000, real_nums=30000,
          inception_style='StyleGAN', inception_path=inception_path,
          inception_pkl=inception_pkl, sample_model='orig'),
+    # Same sampler group as FID (sample_model 'orig'): scores FID's images and prompts.
+    dict(type='CLIPScore', prefix='CLIP-30k', fake_nums=30000, clip_path=clip_path,
+         sample_model='orig'),
 ]
 val_evaluator = dict(metrics=metrics)
 test_evaluator = dict(metrics=metrics)

@@ -2,8 +2,9 @@
 
 Models are saved with ``save_pretrained`` in the folder layouts the configs name (a
 diffusers model folder, a pipeline folder with ``transformer/``/``unet/``/``vae/``/
-``text_encoder/``/``tokenizer/`` subfolders, a plain state dict); data sets are a few
-generated images in the layouts the configs' dataset classes read. Nothing is downloaded.
+``text_encoder/``/``tokenizer/`` subfolders, a plain state dict, a transformers CLIP
+folder for CLIPScore); data sets are a few generated images in the layouts the configs'
+dataset classes read. Nothing is downloaded.
 """
 import json
 import os
@@ -72,8 +73,11 @@ def single_thread():
 
 
 @pytest.fixture(scope='session')
-def assets(tmp_path_factory) -> dict:
-    """Every tiny model folder, checkpoint and data set, built once per session."""
+def assets(tmp_path_factory, tiny_clip) -> dict:
+    """Every tiny model folder, checkpoint and data set, built once per session.
+
+    ``tiny_clip`` (tests/conftest.py): the CLIP model and tokenizer folder.
+    """
     from diffusers import DiTTransformer2DModel, UNet2DConditionModel, UNet2DModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
     root = tmp_path_factory.mktemp('config_assets')
@@ -115,24 +119,16 @@ def assets(tmp_path_factory) -> dict:
     out['sd_student'] = str(root / 'sd_student')
     UNet2DConditionModel(block_out_channels=(8, 8), layers_per_block=1,
                          **sd_unet).save_pretrained(osp.join(out['sd_student'], 'unet'))
-    tok_dir = osp.join(sd, 'tokenizer')
-    os.makedirs(tok_dir)
-    vocab = {'<|startoftext|>': 0, '<|endoftext|>': 1}
-    for char in 'abcdefghijklmnopqrstuvwxyz':
-        vocab.setdefault(char, len(vocab))
-        vocab.setdefault(char + '</w>', len(vocab))
-    for word in sorted({w for p in PROMPTS for w in p.split()}):
-        vocab.setdefault(word + '</w>', len(vocab))
-    with open(osp.join(tok_dir, 'vocab.json'), 'w') as f:
-        json.dump(vocab, f)
-    with open(osp.join(tok_dir, 'merges.txt'), 'w') as f:
-        f.write('#version: 0.2\n')
-    CLIPTokenizer(osp.join(tok_dir, 'vocab.json'), osp.join(tok_dir, 'merges.txt'),
-                  model_max_length=8).save_pretrained(tok_dir)
+    # SD 1.x ships CLIP's tokenizer; the tiny SD pipeline reuses the tiny CLIP's, which
+    # is also CLIPScore's model (`clip_path` of 2ndm_mscoco_sd.py).
+    out['clip'] = tiny_clip
+    tokenizer = CLIPTokenizer.from_pretrained(tiny_clip)
+    tokenizer.save_pretrained(osp.join(sd, 'tokenizer'))
     CLIPTextModel(CLIPTextConfig(
-        vocab_size=len(vocab), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-        num_attention_heads=2, max_position_embeddings=8, bos_token_id=0, eos_token_id=1,
-        pad_token_id=1)).save_pretrained(osp.join(sd, 'text_encoder'))
+        vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+        num_attention_heads=2, max_position_embeddings=tokenizer.model_max_length,
+        bos_token_id=0, eos_token_id=1, pad_token_id=1)
+    ).save_pretrained(osp.join(sd, 'text_encoder'))
 
     out['inception'] = str(root / 'tiny_features.pt')
     # The StyleGAN TorchScript file holds frozen parameters (mmagic extracts the real

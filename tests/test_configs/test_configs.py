@@ -3,9 +3,10 @@
 Each config is loaded as the user would load it, then only what cannot run here is
 replaced: the teachers (tiny models in the same folder/checkpoint formats), the data
 roots (tiny data sets in the same layouts, read by the configs' own dataset classes and
-pipelines, resized to IMG x IMG), the FID network (a tiny TorchScript stand-in) and the
-sizes (2 iterations, 2 sampling steps, a few FID samples). Losses, schedulers, EMA,
-pruning hook, dataset types, pipelines and metric types stay the configs' own.
+pipelines, resized to IMG x IMG), the FID network (a tiny TorchScript stand-in), the CLIP
+model of CLIPScore (a tiny random CLIP) and the sizes (2 iterations, 2 sampling steps, a
+few FID samples). Losses, schedulers, EMA, pruning hook, dataset types, pipelines and
+metric types stay the configs' own.
 """
 import glob
 import json
@@ -130,6 +131,8 @@ def tiny_config(path: str, assets: dict, work_dir: str) -> Config:
             if metric['type'] == 'FID':
                 metric.update(real_nums=8, inception_path=assets['inception'],
                               inception_pkl=osp.join(work_dir, 'real_feats.pkl'))
+            elif metric['type'] == 'CLIPScore':
+                metric['clip_path'] = assets['clip']
     cfg.train_cfg.update(max_iters=ITERS, val_interval=ITERS)
     cfg.default_hooks.checkpoint.interval = ITERS
     cfg.default_hooks.logger.interval = 1
