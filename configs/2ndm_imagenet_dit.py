@@ -1,11 +1,13 @@
 # 2ndMatch on ImageNet 256x256 with the class-conditional latent DiT-XL/2.
 #
-# Teacher: DiT-XL/2 (675M params, 28 layers, 16 heads x 72, patch 2, 32x32x4 latents,
-#   learned sigma) and its VAE, the facebook/DiT-XL-2-256 layout. Download once, e.g.
+# Teacher: DiT-XL/2 (675M params as DiT counts them, 749.8M in diffusers' layout: see
+#   configs/README.md; 28 layers, 16 heads x 72, patch 2, 32x32x4 latents, learned sigma)
+#   and its VAE, the facebook/DiT-XL-2-256 layout. Download once, e.g.
 #   `huggingface-cli download facebook/DiT-XL-2-256 --local-dir checkpoints/DiT-XL-2-256`;
 #   `teacher_path` is that pipeline folder (subfolders transformer/ and vae/).
 # Student: pruned at run start, attention head dims and MLP channels, ratio 0.3 (no
-#   published DiT size; the achieved one lands in <work_dir>/pruning_summary.json).
+#   published DiT size; measured: 749.8M / 114.5G MACs -> 615.1M / 80.0G, configs/README.md;
+#   a run writes its own to <work_dir>/pruning_summary.json).
 # Labels: 1000 classes (null label 1000); labels dropped with p=0.1 for classifier-free
 #   guidance, shared by teacher and student. Sampling: DDIM-100, guidance 1.5 off for FID
 #   by default (guidance_scale=1), FID-50k with uniformly drawn labels.
@@ -35,7 +37,8 @@ model = dict(
         jacobian=dict(type='2ndMatchLoss', loss_weight=0.1, num_projections=1, mode='jvp')),
     pixel_reduction='sum',
     ema=dict(momentum=1e-4, start_iter=0),
-    data_preprocessor=dict(type='DataPreprocessor'))
+    # pretrained teachers see RGB; MMagic loads BGR (destruct turns samples back)
+    data_preprocessor=dict(type='DataPreprocessor', output_channel_order='RGB'))
 
 custom_hooks = [dict(type='DiffusionPruningHook', ratio=0.3, importance='diff-pruning')]
 

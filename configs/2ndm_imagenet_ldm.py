@@ -47,7 +47,8 @@ model = dict(
         jacobian=dict(type='2ndMatchLoss', loss_weight=0.1, num_projections=1, mode='jvp')),
     pixel_reduction='sum',
     ema=dict(momentum=1e-4, start_iter=0),
-    data_preprocessor=dict(type='DataPreprocessor'))
+    # pretrained teachers see RGB; MMagic loads BGR (destruct turns samples back)
+    data_preprocessor=dict(type='DataPreprocessor', output_channel_order='RGB'))
 
 custom_hooks = [
     dict(type='DiffusionPruningHook', ratio=0.3, importance='diff-pruning',

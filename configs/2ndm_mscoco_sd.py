@@ -68,7 +68,8 @@ model = dict(
         jacobian=dict(type='2ndMatchLoss', loss_weight=0.1, num_projections=1, mode='jvp')),
     pixel_reduction='sum',
     ema=None,  # BK-SDM trains without EMA
-    data_preprocessor=dict(type='DataPreprocessor'))
+    # pretrained teachers see RGB; MMagic loads BGR (destruct turns samples back)
+    data_preprocessor=dict(type='DataPreprocessor', output_channel_order='RGB'))
 
 max_iters = 50000
 train_cfg = dict(max_iters=max_iters, val_interval=max_iters)

@@ -207,6 +207,24 @@ def _check_run(runner: Runner, cfg: Config) -> None:
         assert student < teacher
 
 
+@pytest.mark.parametrize('path', CONFIGS, ids=_name)
+def test_pretrained_teachers_see_rgb(path):
+    """MMagic loads images BGR; the hub teachers were trained on RGB."""
+    from mmagic.structures import DataSample
+    cfg = Config.fromfile(path)
+    preprocessor = MODELS.build(cfg.model.data_preprocessor)
+    red_bgr = torch.zeros(3, 4, 4)
+    red_bgr[2] = 255  # a red image as LoadImageFromFile returns it
+    sample = DataSample(gt_img=red_bgr, metainfo=dict(gt_channel_order='BGR'))
+    batch = preprocessor(dict(inputs=dict(img=red_bgr[None]), data_samples=[sample]))
+    model_input = batch['inputs']['img'] if isinstance(batch['inputs'], dict) else \
+        batch['inputs']
+    assert model_input[0, 0].min() == 1.0 and model_input[0, 2].max() == -1.0  # RGB, red
+    # samples go back to the loader's order for MMagic's metrics and visualisers
+    restored = preprocessor.destruct(model_input, batch['data_samples'])
+    torch.testing.assert_close(restored[0], red_bgr)
+
+
 IN_PROCESS = [p for p in CONFIGS if _name(p) != '2ndm_cifar10']
 
 

@@ -19,7 +19,8 @@ model = dict(
     pixel_reduction='sum',
     antithetic_timesteps=True,
     ema=dict(momentum=1e-4, start_iter=0),  # decay 0.9999
-    data_preprocessor=dict(type='DataPreprocessor'))
+    # pretrained teachers see RGB; MMagic loads BGR (destruct turns samples back)
+    data_preprocessor=dict(type='DataPreprocessor', output_channel_order='RGB'))
 
 custom_hooks = [
     dict(type='DiffusionPruningHook', ratio=0.3, importance='diff-pruning',
