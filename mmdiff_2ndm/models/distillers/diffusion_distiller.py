@@ -7,7 +7,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import torch
 import torch.nn.functional as F
 from mmengine import print_log
-from mmengine.dist import all_reduce_params, get_world_size
+from mmengine.dist import all_reduce_params, get_dist_info, get_world_size
 from mmengine.logging import MessageHub
 from mmengine.model import BaseAveragedModel, BaseModel, BaseModule, is_model_wrapper
 from mmengine.optim import OptimWrapper, OptimWrapperDict
@@ -878,11 +878,14 @@ class DiffusionDistiller(BaseModel):
                     raise ValueError('Text-conditioned sampling needs prompts: set '
                                      '`sample_prompts` or pass sample_kwargs["prompt"].')
                 # Cycle through all prompts across calls (e.g. 30k COCO captions for FID),
-                # not only the first `batch` of them.
-                start = self._next_prompt
+                # not only the first `batch` of them; ranks take interleaved blocks, so
+                # W ranks together cover what one process would.
+                rank, world_size = get_dist_info()
+                start = self._next_prompt + rank * batch
                 prompts = [self.sample_prompts[(start + i) % len(self.sample_prompts)]
                            for i in range(batch)]
-                self._next_prompt = (start + batch) % len(self.sample_prompts)
+                self._next_prompt = ((self._next_prompt + world_size * batch) %
+                                     len(self.sample_prompts))
             prompts = [prompts] * batch if isinstance(prompts, str) else list(prompts)
             return (self.encode_prompts(prompts, device),
                     self.encode_prompts([''] * batch, device), prompts)

@@ -279,3 +279,16 @@ def test_sample_prompts_cycle_across_calls(sd_folders, monkeypatch):
         model._sampling_condition(None, {}, 2, 'cpu')
     conditional = seen[0::2]  # each call also encodes the empty (null) prompts
     assert conditional == [['p0', 'p1'], ['p2', 'p3'], ['p4', 'p0']]
+
+    # Two ranks take interleaved blocks: together they cover the list like one process.
+    import mmdiff_2ndm.models.distillers.diffusion_distiller as distiller_module
+    per_rank = {}
+    for rank in (0, 1):
+        seen.clear()
+        model._next_prompt = 0
+        monkeypatch.setattr(distiller_module, 'get_dist_info', lambda rank=rank: (rank, 2))
+        for _ in range(2):
+            model._sampling_condition(None, {}, 2, 'cpu')
+        per_rank[rank] = seen[0::2]
+    assert per_rank[0] == [['p0', 'p1'], ['p4', 'p0']]
+    assert per_rank[1] == [['p2', 'p3'], ['p1', 'p2']]
