@@ -1,3 +1,3 @@
-from .metrics import TeacherFidelity
+from .metrics import CLIPScore, TeacherFidelity
 
-__all__ = ['TeacherFidelity']
+__all__ = ['CLIPScore', 'TeacherFidelity']
