@@ -64,8 +64,9 @@ PRESETS = {
                  norm_groups=4, arms=('dsm_kd', '2ndm'), seeds=(0,), num_samples=48,
                  sample_steps=3, eval_images=8, ftle_timesteps=(0, 10, 100, 999),
                  feature_iters=20, bootstrap=10, ema_momentum=0.05),
-    # README command 1: a few minutes on 2 CPU cores; students far from converged
-    'short': dict(teacher_iters=300, finetune_iters=200, batch_size=32, widths=None,
+    # README command 1: ~10 minutes on 2 CPU cores; the teacher draws digit-like strokes
+    # (its fast EMA tracks the weights), the students are far from converged
+    'short': dict(teacher_iters=1000, finetune_iters=300, batch_size=32, widths=None,
                   norm_groups=None, arms=('dsm', 'dsm_kd', '2ndm'), seeds=(0,),
                   num_samples=256, sample_steps=20, eval_images=64,
                   ftle_timesteps=(0, 5, 10, 25, 50, 100, 250, 500, 999),
