@@ -5,7 +5,8 @@
 #   checkpoints/ddpm-ema-bedroom-256`.
 _base_ = ['./2ndm_lsun.py']
 
-teacher_path = 'checkpoints/ddpm-ema-bedroom-256'  # local copy of hub id google/ddpm-ema-bedroom-256
+# local copy of hub id google/ddpm-ema-bedroom-256
+teacher_path = 'checkpoints/ddpm-ema-bedroom-256'
 data_root = 'data/lsun/bedroom_train'  # folder of images
 inception_pkl = 'work_dirs/inception_pkl/lsun_bedroom256_fid50k.pkl'  # real-feature cache
 

@@ -2,9 +2,9 @@
 
 BK-SDM (Kim et al., "BK-SDM: A Lightweight, Fast, and Cheap Version of Stable
 Diffusion", arXiv 2305.15798, 2023; later titled "BK-SDM: Architecturally Compressed
-Stable Diffusion for Efficient Text-to-Image Generation") removes whole residual and attention blocks from the
-diffusers ``UNet2DConditionModel`` of SD (``layers_per_block=2``) and initialises the
-compact U-Net with the teacher's weights of the blocks it keeps:
+Stable Diffusion for Efficient Text-to-Image Generation") removes whole residual and
+attention blocks from the diffusers ``UNet2DConditionModel`` of SD (``layers_per_block=2``)
+and initialises the compact U-Net with the teacher's weights of the blocks it keeps:
 
 * ``'base'``: one ResNet(+attention) pair less in every stage. Each down stage keeps
   its first pair (teacher ``resnets.0``/``attentions.0``) and its downsampler; each up
