@@ -20,6 +20,7 @@ from mmengine.runner import Runner
 # The tools work from a source checkout without installing the package.
 sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..'))
 import mmdiff_2ndm  # noqa: E402,F401  (registers components and the safe checkpoint loader)
+from mmdiff_2ndm.engine.hooks import RNGStateHook  # noqa: E402
 from mmdiff_2ndm.utils import prepare_cpu_distributed  # noqa: E402
 
 
@@ -124,6 +125,9 @@ def main() -> None:
     cfg = merge_args(Config.fromfile(args.config), args)
     prepare_cpu_distributed(cfg)
     runner = Runner.from_cfg(cfg)
+    if not any(isinstance(hook, RNGStateHook) for hook in runner.hooks):
+        # RNG states in checkpoints: --resume continues with the same random draws.
+        runner.register_hook(RNGStateHook())
     print_log(f'Working directory: {cfg.work_dir}', logger='current')
     runner.train()
     print_log(f'Log and checkpoints saved under {cfg.work_dir}', logger='current')

@@ -21,5 +21,6 @@ model_wrapper_cfg = dict(type='MMSeparateDistributedDataParallel', broadcast_buf
                          find_unused_parameters=False)
 # The inherited randomness=dict(seed=2022, diff_rank_seed=True) gives each rank its own RNG
 # stream (keep diff_rank_seed=True: without it every rank draws the same timesteps and
-# noise). For 'W processes x B == 1 process x W*B' to float tolerance and a bitwise exact
-# --resume, set model.per_sample_noise_seed=<int> (noise tied to the dataset sample).
+# noise). tools/train.py adds RNGStateHook (each rank's torch RNG state in checkpoints), so
+# --resume is bitwise exact; for 'W processes x B == 1 process x W*B' to float tolerance,
+# set model.per_sample_noise_seed=<int> (noise tied to the dataset sample).

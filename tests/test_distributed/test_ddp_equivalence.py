@@ -9,6 +9,8 @@ import pytest
 import torch
 from diffusers import UNet2DModel
 
+from mmdiff_2ndm.utils import safe_torch_load
+
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 HERE = osp.dirname(osp.abspath(__file__))
 
@@ -25,7 +27,7 @@ model = dict(
     losses=dict(dsm=dict(loss_weight=1.0), kd=dict(loss_weight=1.0),
                 jacobian=dict(type='2ndMatchLoss', loss_weight=0.1, mode={mode!r},
                               batch_fraction={batch_fraction})),
-    per_sample_noise_seed=7,
+    per_sample_noise_seed={noise_seed},
     ema=dict(momentum=0.1),
     data_preprocessor=dict(type='DataPreprocessor'))
 # As configs/_base_/runtime_2ndm.py; tools/train.py sets device_ids=None on CPU.
@@ -72,11 +74,12 @@ def teacher_path(tmp_path_factory):
 
 
 def _config(tmp_path, name, teacher_path, mode='vjp', batch_size=2, max_iters=3, kill=0,
-            batch_fraction=1.0, accumulate=1):
+            batch_fraction=1.0, accumulate=1, noise_seed=7):
     path = tmp_path / f'{name}.py'
     path.write_text(CONFIG.format(teacher_path=teacher_path, mode=mode, batch_size=batch_size,
                                   max_iters=max_iters, kill=kill,
                                   batch_fraction=batch_fraction, accumulate=accumulate,
+                                  noise_seed=noise_seed,
                                   dump_dir=str(tmp_path / name / 'dump')))
     return str(path)
 
@@ -157,8 +160,10 @@ def test_two_ranks_equal_one_process_and_exact_resume(tmp_path, teacher_path, mo
 def test_forward_mode_two_forwards_and_accumulation_stay_synchronised(tmp_path, teacher_path):
     # Forward-mode J v, a Jacobian subset plus a plain forward of the rest
     # (batch_fraction=0.5), and 2-step gradient accumulation, under 2 processes.
-    cfg = _config(tmp_path, 'jvp', teacher_path, 'jvp', batch_size=4, max_iters=4,
-                  batch_fraction=0.5, accumulate=2)
+    # Draws from the global RNG (no per_sample_noise_seed): the resume below is exact
+    # through RNGStateHook's per-rank states.
+    settings = dict(batch_size=4, batch_fraction=0.5, accumulate=2, noise_seed=None)
+    cfg = _config(tmp_path, 'jvp', teacher_path, 'jvp', max_iters=4, **settings)
     _train(cfg, str(tmp_path / 'jvp'), 2)
     dumps = {(r, i): _dump(tmp_path, 'jvp', r, i) for r in (0, 1) for i in (1, 2, 3, 4)}
     for iteration in (1, 2, 3, 4):
@@ -170,3 +175,16 @@ def test_forward_mode_two_forwards_and_accumulation_stay_synchronised(tmp_path, 
                                       dumps[0, after]['student'][k])
                       for k in dumps[0, before]['student'])
         assert changed == moved, (before, after)
+
+    # Kill both ranks after the iteration-2 checkpoint; --resume continues bit for bit.
+    killed = _config(tmp_path, 'jvp_killed', teacher_path, 'jvp', max_iters=4, kill=2,
+                     **settings)
+    work_dir = str(tmp_path / 'jvp_killed')
+    _train(killed, work_dir, 2, expect_rc=1)
+    rng_states = safe_torch_load(osp.join(work_dir, 'iter_2.pth'))['meta']['torch_rng_states']
+    assert len(rng_states) == 2 and not torch.equal(rng_states[0]['cpu'], rng_states[1]['cpu'])
+    resumed = _config(tmp_path, 'jvp_killed', teacher_path, 'jvp', max_iters=4, **settings)
+    _train(resumed, work_dir, 2, '--resume')
+    for rank in (0, 1):
+        _assert_same(_dump(tmp_path, 'jvp_killed', rank, 4)['student'],
+                     dumps[rank, 4]['student'], rtol=0, atol=0)

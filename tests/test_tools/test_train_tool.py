@@ -100,6 +100,15 @@ def test_train_resume_and_test_through_tools(user_config, tmp_path):
     assert {int(s['step']) for s in adam_state.values()} == {4}
     assert not torch.equal(ckpt2['state_dict']['student.model.conv_in.weight'],
                            ckpt4['state_dict']['student.model.conv_in.weight'])
+    # The resumed run drew the same timesteps, noise and directions as an uninterrupted
+    # one (RNGStateHook, registered by tools/train.py): bitwise the same weights.
+    assert len(ckpt2['meta']['torch_rng_states']) == 1
+    straight_dir = str(tmp_path / 'straight')
+    _check(_tool('tools/train.py', user_config, '--work-dir', straight_dir,
+                 '--cfg-options', 'train_cfg.max_iters=4'))
+    straight = safe_torch_load(osp.join(straight_dir, 'iter_4.pth'), map_location='cpu')
+    for key, value in straight['state_dict'].items():
+        assert torch.equal(value, ckpt4['state_dict'][key]), key
 
     # tools/test.py rebuilds the pruned student from the checkpoint before loading it.
     out_file = str(tmp_path / 'metrics.json')

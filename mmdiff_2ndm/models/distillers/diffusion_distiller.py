@@ -793,9 +793,16 @@ class DiffusionDistiller(BaseModel):
         return self.sample_shape
 
     def val_step(self, data: dict) -> List[DataSample]:
-        """Samples images for MMagic's generative metrics and visualisation hooks."""
-        data = self.data_preprocessor(data)
-        return self.generate(data['inputs'], data.get('data_samples'))
+        """Samples images for MMagic's generative metrics and visualisation hooks.
+
+        Runs on a fork of torch's RNG: validation between training iterations leaves
+        the training draws (and so a resumed run's) unchanged.
+        """
+        devices = ([torch.cuda.current_device()]
+                   if torch.cuda.is_available() and torch.cuda.is_initialized() else [])
+        with torch.random.fork_rng(devices=devices):
+            data = self.data_preprocessor(data)
+            return self.generate(data['inputs'], data.get('data_samples'))
 
     def test_step(self, data: dict) -> List[DataSample]:
         """Same as :meth:`val_step`."""
