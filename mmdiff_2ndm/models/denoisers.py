@@ -27,6 +27,17 @@ _FAMILY_BY_CLASS = {
 }
 
 
+def strip_model_wrappers(module: nn.Module) -> nn.Module:
+    """The module inside any (nested) DDP-style mmengine wrappers.
+
+    Unlike :func:`unwrap_denoiser` it keeps mmagic's ``DiffusersWrapper``: the result is
+    the module as the distiller holds it (``student.model.*`` state-dict keys).
+    """
+    while _is_mmengine_wrapper(module):
+        module = module.module
+    return module
+
+
 def unwrap_denoiser(model: nn.Module) -> nn.Module:
     """Strips DDP / mmengine model wrappers and mmagic's ``DiffusersWrapper``.
 

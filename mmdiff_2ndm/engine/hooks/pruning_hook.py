@@ -15,7 +15,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from mmagic.registry import HOOKS
-from mmdiff_2ndm.models.denoisers import unwrap_denoiser
+from mmdiff_2ndm.models.denoisers import strip_model_wrappers, unwrap_denoiser
 from mmdiff_2ndm.pruning import (GRADIENT_IMPORTANCES, IMPORTANCES, check_record,
                                  check_state_dict_shapes, prune_denoiser, rebuild_pruned)
 
@@ -196,7 +196,7 @@ class DiffusionPruningHook(Hook):
         rebuild_pruned(self._student_net(model), record)
         ema = getattr(model, self.ema_key, None)
         if ema is not None:
-            _reset_average(ema, _strip_model_wrappers(getattr(model, self.student_key)))
+            _reset_average(ema, strip_model_wrappers(getattr(model, self.student_key)))
         self.record = record
         _swap_optimizer_params(runner, model, old_params)
         _rewrap_model(runner, model)
@@ -316,13 +316,6 @@ def _swap_optimizer_params(runner, model: nn.Module, old_params: Dict[int, str])
             group['params'] = swapped
 
 
-def _strip_model_wrappers(module: nn.Module) -> nn.Module:
-    """The module inside any (nested) DDP-style wrappers."""
-    while is_model_wrapper(module):
-        module = module.module
-    return module
-
-
 def _rewrap_model(runner, model: nn.Module) -> None:
     """Rebuilds a DDP-style wrapper, whose buckets reference the old parameters."""
     if is_model_wrapper(runner.model):
@@ -330,5 +323,5 @@ def _rewrap_model(runner, model: nn.Module) -> None:
         # first, or the new wrapper nests the stale one (whose reducer still expects
         # the dense parameters' gradients and fails the next wrapped forward).
         for name, sub in list(model._modules.items()):
-            model._modules[name] = _strip_model_wrappers(sub) if sub is not None else sub
+            model._modules[name] = strip_model_wrappers(sub) if sub is not None else sub
         runner.model = runner.wrap_model(runner.cfg.get('model_wrapper_cfg'), model)

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from mmengine import print_log
 from mmengine.dist import all_reduce_params, get_dist_info, get_world_size
 from mmengine.logging import MessageHub
-from mmengine.model import BaseAveragedModel, BaseModel, BaseModule, is_model_wrapper
+from mmengine.model import BaseAveragedModel, BaseModel, BaseModule
 from mmengine.optim import OptimWrapper, OptimWrapperDict
 from mmengine.runner.checkpoint import _load_checkpoint_with_prefix, get_state_dict, \
     load_checkpoint, load_state_dict
@@ -20,7 +20,8 @@ from mmagic.registry import DIFFUSION_SCHEDULERS, MODELS
 from mmagic.structures import DataSample
 
 from ...utils import checkpoint as _safe_checkpoint  # noqa: F401  (registers the safe loader)
-from ..denoisers import denoiser_family, example_denoiser_inputs, run_denoiser, unwrap_denoiser
+from ..denoisers import (denoiser_family, example_denoiser_inputs, run_denoiser,
+                         strip_model_wrappers, unwrap_denoiser)
 
 ModelType = Union[dict, nn.Module]
 CkptType = Union[str, dict, None]
@@ -407,10 +408,7 @@ class DiffusionDistiller(BaseModel):
 
         Every layer is stripped: re-wrapping after pruning may nest them.
         """
-        student = self.student
-        while is_model_wrapper(student):
-            student = student.module
-        return student
+        return strip_model_wrappers(self.student)
 
     def state_dict(self, *args, destination=None, prefix: str = '', keep_vars: bool = False):
         """The state without DDP wrapper prefixes (``student.model.*``, never
