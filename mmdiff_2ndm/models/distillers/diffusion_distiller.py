@@ -22,6 +22,7 @@ from mmagic.structures import DataSample
 from ...utils import checkpoint as _safe_checkpoint  # noqa: F401  (registers the safe loader)
 from ..denoisers import (denoiser_family, example_denoiser_inputs, run_denoiser,
                          strip_model_wrappers, unwrap_denoiser)
+from ..losses import unit_directions
 
 ModelType = Union[dict, nn.Module]
 CkptType = Union[str, dict, None]
@@ -87,8 +88,8 @@ class DiffusionDistiller(BaseModel):
         reproduce one process x batch W*B to float tolerance and ``--resume`` is exact.
         Without it the draws come from each rank's global RNG: keep MMagic's runtime
         ``randomness=dict(diff_rank_seed=True)`` (with ``False`` every rank draws the
-        *same* timesteps and noise); a resumed run continues with fresh, not the saved,
-        RNG states.
+        *same* timesteps and noise); ``RNGStateHook`` (added by ``tools/train.py``)
+        saves and restores those states, so ``--resume`` is exact then too.
 
     Args:
         teacher (dict | nn.Module, optional): Teacher denoiser config (``DenoisingUnet``,
@@ -685,10 +686,9 @@ class DiffusionDistiller(BaseModel):
                 timesteps.append(int(torch.randint(0, num_t, (1, ), generator=gen)))
             drop_u.append(torch.rand((), generator=gen))
             noises.append(torch.randn(x_0.shape[1:], generator=gen))
-            if num_proj is not None:
-                dirs = torch.randn((num_proj, *x_0.shape[1:]), generator=gen)
-                directions.append(dirs / dirs.flatten(1).norm(dim=1).clamp_min(1e-30).view(
-                    -1, *([1] * (dirs.dim() - 1))))
+            if num_proj is not None:  # float32 on the generator's device, like the noise
+                directions.append(
+                    unit_directions((num_proj, *x_0.shape[1:]), noises[-1], gen))
         device = x_0.device
         timesteps = torch.tensor(timesteps, device=device, dtype=torch.long)
         noise = torch.stack(noises).to(device=device, dtype=x_0.dtype)
