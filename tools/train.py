@@ -14,14 +14,13 @@ import sys
 
 from mmengine.config import Config, ConfigDict, DictAction
 from mmengine.logging import print_log
-from mmengine.device import is_cuda_available, is_mlu_available, is_npu_available
 from mmengine.runner import Runner
 
 # The tools work from a source checkout without installing the package.
 sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..'))
 import mmdiff_2ndm  # noqa: E402,F401  (registers components and the safe checkpoint loader)
 from mmdiff_2ndm.engine.hooks import RNGStateHook  # noqa: E402
-from mmdiff_2ndm.utils import prepare_cpu_distributed  # noqa: E402
+from mmdiff_2ndm.utils import has_accelerator, prepare_cpu_distributed  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:
@@ -100,7 +99,7 @@ def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
     elif cfg.get('work_dir', None) is None:
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
     if args.amp:
-        if not is_cuda_available() and not is_npu_available() and not is_mlu_available():
+        if not has_accelerator():
             raise ValueError('--amp needs a CUDA, NPU or MLU device (mmengine\'s '
                              'AmpOptimWrapper does not run on CPU); drop --amp on this machine.')
         enable_amp(cfg)

@@ -1,8 +1,8 @@
 from .checkpoint import (CHECKPOINT_SAFE_GLOBALS, UnsafeCheckpointError, load_from_local,
                          safe_torch_load)
-from .distributed import prepare_cpu_distributed
+from .distributed import has_accelerator, prepare_cpu_distributed
 
 __all__ = [
     'CHECKPOINT_SAFE_GLOBALS', 'UnsafeCheckpointError', 'load_from_local', 'safe_torch_load',
-    'prepare_cpu_distributed'
+    'has_accelerator', 'prepare_cpu_distributed'
 ]

@@ -10,7 +10,8 @@ from mmengine.registry import MODEL_WRAPPERS
 from torch.nn.parallel import DistributedDataParallel
 
 
-def _has_accelerator() -> bool:
+def has_accelerator() -> bool:
+    """Whether MMEngine sees a CUDA, NPU or MLU device."""
     return is_cuda_available() or is_npu_available() or is_mlu_available()
 
 
@@ -34,7 +35,7 @@ def prepare_cpu_distributed(cfg: Config) -> None:
             default nccl), which cannot run on CPU.
     """
     launcher = cfg.get('launcher', 'none')
-    if launcher == 'none' or _has_accelerator():
+    if launcher == 'none' or has_accelerator():
         return
     dist_cfg = dict(cfg.get('env_cfg', {}).get('dist_cfg', {}))
     backend = dist_cfg.pop('backend', 'nccl')

@@ -139,7 +139,7 @@ def test_amp_and_resume_arguments_update_the_config(user_config, tmp_path, monke
         with pytest.raises(ValueError, match='--amp needs a CUDA'):
             train_tool.merge_args(Config.fromfile(user_config), args)
         # The config rewrite itself is device independent.
-        monkeypatch.setattr(train_tool, 'is_cuda_available', lambda: True)
+        monkeypatch.setattr(train_tool, 'has_accelerator', lambda: True)
     cfg = train_tool.merge_args(Config.fromfile(user_config), args)
     assert cfg.optim_wrapper.student.type == 'AmpOptimWrapper'
     assert cfg.optim_wrapper.student.loss_scale == 'dynamic'
