@@ -194,6 +194,24 @@ def copy_teacher_weights(student: nn.Module, teacher: nn.Module, variant: str) -
     return student
 
 
+def _sd_unet(teacher: Optional[nn.Module], owner: str) -> nn.Module:
+    """The bare diffusers ``UNet2DConditionModel`` inside ``teacher``."""
+    from diffusers import UNet2DConditionModel
+    net = unwrap_denoiser(teacher) if teacher is not None else None
+    if not isinstance(net, UNet2DConditionModel):
+        raise TypeError(f'{owner} needs a diffusers UNet2DConditionModel teacher, got '
+                        f'{type(net).__name__}.')
+    return net
+
+
+def _init_from_teacher(student: nn.Module, net: nn.Module, variant: str) -> None:
+    """Moves the bare ``student`` to the teacher's device and copies its weights."""
+    param = next(net.parameters(), None)
+    if param is not None:
+        student.to(param.device)
+    copy_teacher_weights(student, net, variant)
+
+
 def block_removed_unet(teacher: nn.Module, variant: str = 'base') -> nn.Module:
     """Builds the BK-SDM ``variant`` of an SD U-Net, initialised from the teacher.
 
@@ -209,15 +227,10 @@ def block_removed_unet(teacher: nn.Module, variant: str = 'base') -> nn.Module:
         teacher's tensor of the corresponding kept module.
     """
     from diffusers import UNet2DConditionModel
-    net = unwrap_denoiser(teacher)
-    if not isinstance(net, UNet2DConditionModel):
-        raise TypeError('BK-SDM block removal needs a diffusers UNet2DConditionModel '
-                        f'teacher, got {type(net).__name__}.')
+    net = _sd_unet(teacher, 'BK-SDM block removal')
     student = UNet2DConditionModel(**block_removed_config(net.config, variant))
-    param = next(net.parameters(), None)
-    if param is not None:
-        student.to(param.device)
-    return copy_teacher_weights(student, net, variant)
+    _init_from_teacher(student, net, variant)
+    return student
 
 
 def bk_sdm_student(teacher: Optional[nn.Module] = None, variant: str = 'base') -> nn.Module:
@@ -237,20 +250,13 @@ def bk_sdm_student(teacher: Optional[nn.Module] = None, variant: str = 'base') -
         student loaded with ``from_pretrained``, so checkpoints hold the same
         ``student.model.*`` keys), marked initialised for ``init_weights``.
     """
-    from diffusers import UNet2DConditionModel
     if teacher is None:
         raise ValueError("BKSDMStudent derives the student from the teacher, but none was "
                          'given (teacher=None); configure the teacher.')
-    net = unwrap_denoiser(teacher)
-    if not isinstance(net, UNet2DConditionModel):
-        raise TypeError('BKSDMStudent needs a diffusers UNet2DConditionModel teacher, got '
-                        f'{type(net).__name__}.')
+    net = _sd_unet(teacher, 'BKSDMStudent')
     wrapper = MODELS.build(dict(type='UNet2DConditionModel',
                                 **block_removed_config(net.config, variant)))
-    param = next(net.parameters(), None)
-    if param is not None:
-        wrapper.model.to(param.device)
-    copy_teacher_weights(wrapper.model, net, variant)
+    _init_from_teacher(wrapper.model, net, variant)
     wrapper._is_init = True  # mmengine BaseModule: init_weights must keep these weights
     return wrapper
 
