@@ -13,6 +13,7 @@ import os.path as osp
 import numpy as np
 import pytest
 import torch
+import yaml
 from PIL import Image
 from torch import Tensor, nn
 
@@ -23,8 +24,6 @@ UNET = dict(sample_size=IMG, in_channels=3, out_channels=3, layers_per_block=1,
             block_out_channels=(8, 16), norm_num_groups=4,
             down_block_types=('DownBlock2D', 'AttnDownBlock2D'),
             up_block_types=('AttnUpBlock2D', 'UpBlock2D'), attention_head_dim=4)
-# The LDM-4 stand-in: a class-embedding UNet2DModel on 4x4x3 latents (1 null label).
-LDM_UNET = dict(UNET, sample_size=IMG // 2, num_class_embeds=NUM_CLASSES + 1)
 
 
 class TinyFeatureNet(nn.Module):
@@ -73,11 +72,14 @@ def single_thread():
 
 
 @pytest.fixture(scope='session')
-def assets(tmp_path_factory, tiny_clip) -> dict:
+def assets(tmp_path_factory, tiny_clip, compvis_ldm) -> dict:
     """Every tiny model folder, checkpoint and data set, built once per session.
 
-    ``tiny_clip`` (tests/conftest.py): the CLIP model and tokenizer folder.
+    From tests/conftest.py: ``tiny_clip``, the CLIP model and tokenizer folder;
+    ``compvis_ldm``, a CompVis LDM checkpoint, converted here as
+    tools/convert_compvis_ldm.py does.
     """
+    from mmdiff_2ndm.models.compvis_ldm import convert_compvis_ldm, load_compvis_checkpoint
     from diffusers import DiTTransformer2DModel, UNet2DConditionModel, UNet2DModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
     root = tmp_path_factory.mktemp('config_assets')
@@ -87,10 +89,14 @@ def assets(tmp_path_factory, tiny_clip) -> dict:
     out['unet'] = str(root / 'unet')
     UNet2DModel(**UNET).save_pretrained(out['unet'])
 
-    out['ldm_ckpt'] = str(root / 'ldm_unet.pth')
-    torch.save(UNet2DModel(**LDM_UNET).state_dict(), out['ldm_ckpt'])
-    out['vae3'] = str(root / 'vae3')
-    _vae(3).save_pretrained(out['vae3'])
+    out['ldm'] = str(root / 'ldm4')  # ldm_path of 2ndm_imagenet_ldm.py
+    with open(compvis_ldm['config']) as f:
+        ldm = convert_compvis_ldm(load_compvis_checkpoint(compvis_ldm['ckpt']),
+                                  yaml.safe_load(f))
+    ldm['unet'].save_pretrained(osp.join(out['ldm'], 'unet'))
+    ldm['vqvae'].save_pretrained(osp.join(out['ldm'], 'vqvae'))
+    torch.save(dict(state_dict=ldm['class_embedder'].state_dict()),
+               osp.join(out['ldm'], 'class_embedder.pth'))
 
     out['dit_pixel'] = str(root / 'dit_pixel')
     DiTTransformer2DModel(num_attention_heads=2, attention_head_dim=8, in_channels=3,

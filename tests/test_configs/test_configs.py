@@ -25,7 +25,7 @@ from mmengine.runner import Runner
 import mmdiff_2ndm  # noqa: F401  (registers the plugin)
 from mmdiff_2ndm.models.denoisers import unwrap_denoiser
 
-from conftest import IMG, LDM_UNET, NUM_CLASSES
+from conftest import IMG, NUM_CLASSES
 
 REPO = osp.abspath(osp.join(osp.dirname(__file__), '..', '..'))
 CONFIGS = sorted(glob.glob(osp.join(REPO, 'configs', '*.py')))
@@ -82,12 +82,11 @@ def _tiny_model(model: ConfigDict, assets: dict) -> None:
     """Points the teacher (and helpers) at tiny models in the configs' formats."""
     teacher = model['teacher']
     kind = teacher['type']
-    if kind == 'UNet2DModel' and model.get('teacher_ckpt'):
-        assert teacher.get('num_class_embeds'), 'checkpoint teacher should be class-conditional'
-        model['teacher'] = ConfigDict(type='UNet2DModel', **LDM_UNET)
-        model['teacher_ckpt'] = assets['ldm_ckpt']
-        model['num_classes'] = NUM_CLASSES
-        model['vae']['from_pretrained'] = assets['vae3']
+    if kind == 'UNet2DConditionModel' and model.get('class_embedder'):  # CompVis LDM-4
+        teacher['from_pretrained'] = osp.join(assets['ldm'], 'unet')
+        model['vae']['from_pretrained'] = osp.join(assets['ldm'], 'vqvae')
+        model['class_embedder'].update(num_embeddings=NUM_CLASSES + 1, embed_dim=8,
+                                       checkpoint=osp.join(assets['ldm'], 'class_embedder.pth'))
     elif kind == 'UNet2DModel':
         teacher['from_pretrained'] = assets['unet']
     elif kind == 'DiTTransformer2DModel' and teacher.get('subfolder'):

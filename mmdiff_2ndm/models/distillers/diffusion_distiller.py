@@ -48,7 +48,7 @@ class DiffusionDistiller(BaseModel):
       networks' outputs so that each network runs one forward per iteration.
 
     Note:
-        Roles and optimisation. ``teacher`` (and ``vae``/``text_encoder``) are frozen:
+        Roles and optimisation. ``teacher`` (and ``vae``/``text_encoder``/``class_embedder``) are frozen:
         ``requires_grad=False``, always in eval mode, marked initialised so that
         ``init_weights`` never overwrites them, and therefore left unwrapped by
         ``MMSeparateDistributedDataParallel``. Only ``student`` is optimised. The
@@ -157,9 +157,15 @@ class DiffusionDistiller(BaseModel):
             is a local ``CLIPTextModel`` folder. Defaults to None.
         tokenizer (str, optional): Local tokenizer folder (``AutoTokenizer``);
             required with ``text_encoder``. Defaults to None.
+        class_embedder (dict | nn.Module, optional): Frozen label table that turns
+            class labels into cross-attention context (B, 1, D) for a class-conditional
+            ``UNet2DConditionModel`` (CompVis LDM-4:
+            ``dict(type='ClassEmbedder', checkpoint=...)``), shared by teacher and
+            student. Defaults to None (labels go to the denoiser as they are).
         num_classes (int, optional): Number of classes for class conditioning; the
-            null (unconditional) label is ``num_classes``. Read from the DiT config
-            when None. Defaults to None.
+            null (unconditional) label is ``num_classes``. Read from the DiT config,
+            or from ``class_embedder`` (its last row is the null label), when None.
+            Defaults to None.
         label_drop_prob (float): Probability of replacing a label (prompt) by the
             null label (empty prompt) during training, shared by teacher and student
             (classifier-free guidance). Defaults to 0.
@@ -193,6 +199,7 @@ class DiffusionDistiller(BaseModel):
                  vae: Optional[ModelType] = None,
                  text_encoder: Optional[Union[str, ModelType]] = None,
                  tokenizer: Optional[str] = None,
+                 class_embedder: Optional[ModelType] = None,
                  num_classes: Optional[int] = None,
                  label_drop_prob: float = 0.0,
                  guidance_scale: float = 1.0,
@@ -248,6 +255,7 @@ class DiffusionDistiller(BaseModel):
         self.vae = self._frozen(build_module(vae, MODELS)) if vae is not None else None
         self.tokenizer, self.text_encoder = self._build_text_conditioning(
             text_encoder, tokenizer)
+        self.class_embedder = self._build_class_embedder(class_embedder)
         self.num_classes = self._resolve_num_classes(num_classes)
 
         self._ema_cfg = copy.deepcopy(ema)
@@ -376,8 +384,37 @@ class DiffusionDistiller(BaseModel):
             text_encoder = MODELS.build(text_encoder)
         return tokenizer, self._frozen(text_encoder)
 
+    def _build_class_embedder(self, class_embedder: Optional[ModelType]
+                              ) -> Optional[nn.Module]:
+        """Builds the frozen label table of a class-conditional cross-attention U-Net."""
+        if class_embedder is None:
+            return None
+        if self.text_encoder is not None:
+            raise ValueError('class_embedder and text_encoder both make the cross-attention '
+                             'context; give one of them.')
+        if isinstance(class_embedder, dict) and not class_embedder.get('checkpoint'):
+            raise ValueError(
+                'class_embedder has no weights: give `checkpoint` (the class_embedder.pth '
+                'written by tools/convert_compvis_ldm.py); the teacher was trained with its '
+                'own table, a random one cannot be distilled from.')
+        module = build_module(class_embedder, MODELS)
+        if not isinstance(getattr(module, 'embedding', None), nn.Embedding):
+            raise TypeError('class_embedder must hold its table as `embedding` (nn.Embedding), '
+                            f'like ClassEmbedder; got {type(module).__name__}.')
+        family = denoiser_family(self._reference_net())
+        if family != 'unet2d_condition':
+            raise ValueError(f'class_embedder feeds cross-attention, but the denoiser family '
+                             f"is {family!r}; it needs a UNet2DConditionModel.")
+        return self._frozen(module)
+
     def _resolve_num_classes(self, num_classes: Optional[int]) -> Optional[int]:
         """Reads the class count and takes label dropout over from DiT."""
+        if self.class_embedder is not None:
+            rows = int(self.class_embedder.embedding.num_embeddings)
+            if num_classes is not None and int(num_classes) != rows - 1:
+                raise ValueError(f'num_classes={num_classes} does not fit the class_embedder '
+                                 f'({rows} rows = {rows - 1} classes + the null label).')
+            return rows - 1
         net = unwrap_denoiser(self._reference_net())
         if denoiser_family(net) == 'dit':
             table = int(net.config.num_embeds_ada_norm)
@@ -430,7 +467,7 @@ class DiffusionDistiller(BaseModel):
     def train(self, mode: bool = True) -> 'DiffusionDistiller':
         """Sets train mode on the student only; frozen networks stay in eval."""
         super().train(mode)
-        for module in (self.teacher, self.vae, self.text_encoder):
+        for module in (self.teacher, self.vae, self.text_encoder, self.class_embedder):
             if module is not None:
                 module.eval()
         return self
@@ -645,7 +682,15 @@ class DiffusionDistiller(BaseModel):
         if self.vae is None:
             return images
         vae = unwrap_denoiser(self.vae)
-        latents = vae.encode(images).latent_dist.sample()
+        encoded = vae.encode(images)
+        if hasattr(encoded, 'latent_dist'):  # AutoencoderKL
+            latents = encoded.latent_dist.sample()
+        elif hasattr(encoded, 'latents'):
+            # VQModel: the pre-quantisation latents, as LDM trains on (decode quantises).
+            latents = encoded.latents
+        else:
+            raise TypeError(f'{type(vae).__name__}.encode returned {type(encoded).__name__}; '
+                            'expected latent_dist (AutoencoderKL) or latents (VQModel).')
         return latents * vae.config.scaling_factor
 
     def _sample_timesteps(self, batch: int, device) -> Tensor:
@@ -762,7 +807,15 @@ class DiffusionDistiller(BaseModel):
             dropped = (torch.rand(batch, device=device) if drop_u is None
                        else drop_u.to(device)) < drop_prob
             labels = torch.where(dropped, torch.full_like(labels, self.num_classes), labels)
-        return labels
+        return self._embed_labels(labels)
+
+    def _embed_labels(self, labels: Tensor) -> Tensor:
+        """Labels as the denoiser takes them: context (B, 1, D) through the class
+        embedder, or the labels themselves."""
+        if self.class_embedder is None:
+            return labels
+        with torch.no_grad():
+            return self.class_embedder(labels)
 
     @torch.no_grad()
     def encode_prompts(self, prompts: List[str], device) -> Tensor:
@@ -903,7 +956,8 @@ class DiffusionDistiller(BaseModel):
             labels = _labels(data_samples, batch, device)
         if labels is None:
             labels = torch.randint(0, self.num_classes, (batch,), device=device)
-        return labels, torch.full_like(labels, self.num_classes), None
+        return (self._embed_labels(labels),
+                self._embed_labels(torch.full_like(labels, self.num_classes)), None)
 
     @torch.no_grad()
     def sample(self, net: nn.Module, noise: Tensor, condition: Optional[Tensor] = None,
