@@ -16,7 +16,7 @@ from mmengine.runner import Runner
 
 sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..'))
 import mmdiff_2ndm  # noqa: E402,F401  (registers components and the safe checkpoint loader)
-from mmdiff_2ndm.utils import prepare_cpu_distributed  # noqa: E402
+from mmdiff_2ndm.utils import check_local_paths, prepare_cpu_distributed  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:
@@ -72,6 +72,7 @@ def main() -> None:
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
     cfg.load_from = args.checkpoint
 
+    check_local_paths(cfg, phases=('test',))
     prepare_cpu_distributed(cfg)
     runner = Runner.from_cfg(cfg)
     print_log(f'Working directory: {cfg.work_dir}', logger='current')

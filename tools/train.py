@@ -20,7 +20,8 @@ from mmengine.runner import Runner
 sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..'))
 import mmdiff_2ndm  # noqa: E402,F401  (registers components and the safe checkpoint loader)
 from mmdiff_2ndm.engine.hooks import RNGStateHook  # noqa: E402
-from mmdiff_2ndm.utils import has_accelerator, prepare_cpu_distributed  # noqa: E402
+from mmdiff_2ndm.utils import (check_local_paths, has_accelerator,  # noqa: E402
+                               prepare_cpu_distributed)
 
 
 def parse_args() -> argparse.Namespace:
@@ -122,6 +123,8 @@ def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
 def main() -> None:
     args = parse_args()
     cfg = merge_args(Config.fromfile(args.config), args)
+    # Missing teachers/data/FID networks: one message naming each, before anything loads.
+    check_local_paths(cfg, phases=('train', 'val'))
     prepare_cpu_distributed(cfg)
     runner = Runner.from_cfg(cfg)
     if not any(isinstance(hook, RNGStateHook) for hook in runner.hooks):

@@ -1,8 +1,9 @@
 from .checkpoint import (CHECKPOINT_SAFE_GLOBALS, UnsafeCheckpointError, load_from_local,
                          safe_torch_load)
+from .config_paths import check_local_paths, missing_local_paths
 from .distributed import has_accelerator, prepare_cpu_distributed
 
 __all__ = [
     'CHECKPOINT_SAFE_GLOBALS', 'UnsafeCheckpointError', 'load_from_local', 'safe_torch_load',
-    'has_accelerator', 'prepare_cpu_distributed'
+    'has_accelerator', 'prepare_cpu_distributed', 'check_local_paths', 'missing_local_paths'
 ]
