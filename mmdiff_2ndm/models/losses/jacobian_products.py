@@ -20,6 +20,7 @@ import torch
 import torch.autograd.forward_ad as fwAD
 import torch.nn.functional as F
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.overrides import TorchFunctionMode
 
@@ -53,16 +54,99 @@ _REDUCED = (torch.float16, torch.bfloat16)
 _LINEAR_IN_INPUT = (F.conv1d, F.conv2d, F.conv3d, F.linear)
 _SOFTMAX = (F.softmax, torch.softmax, torch.Tensor.softmax)
 
+# Elementwise arithmetic with one dual operand and one plain tensor or Python number
+# (``h + temb``, ``h / output_scale_factor``, ``query * scale``): torch's forward AD
+# pairs the plain operand with a zero tangent, and arithmetic on zero tensors runs
+# through Python reference implementations, about 0.25-0.75 ms of host time per op
+# (torch 2.14.1; 100x a plain op), several hundred times per training iteration. The
+# tangent is one op here: t, -t, t * b or t / b.
+_BINARY = {}
+for _kind, _funcs in (('add', (torch.add, torch.Tensor.add, torch.Tensor.__add__,
+                               torch.Tensor.__radd__)),
+                      ('sub', (torch.sub, torch.Tensor.sub, torch.Tensor.__sub__)),
+                      ('rsub', (torch.Tensor.__rsub__, )),
+                      ('mul', (torch.mul, torch.Tensor.mul, torch.Tensor.__mul__,
+                               torch.Tensor.__rmul__)),
+                      ('div', (torch.div, torch.true_divide, torch.Tensor.div,
+                               torch.Tensor.__truediv__))):
+    for _func in _funcs:
+        _BINARY[_func] = _kind
+
 
 def _tangent(tensor) -> Optional[Tensor]:
     return fwAD.unpack_dual(tensor).tangent if torch.is_tensor(tensor) else None
+
+
+def _binary(kind: str, func, args, kwargs) -> Optional[Tensor]:
+    """``func(a, b)`` with exactly one dual operand, or None where another rule applies."""
+    if len(args) != 2 or 'out' in kwargs or 'rounding_mode' in kwargs:
+        return None
+    a, b = args
+    tangent_a, tangent_b = _tangent(a), _tangent(b)
+    if (tangent_a is None) == (tangent_b is None):
+        return None
+    if tangent_a is None and kind in ('rsub', 'div'):
+        return None  # the dual operand is subtracted from / divides: keep torch's rule
+    alpha = kwargs.get('alpha', 1)
+    primal_a = a if tangent_a is None else fwAD.unpack_dual(a).primal
+    primal_b = b if tangent_b is None else fwAD.unpack_dual(b).primal
+    out = func(primal_a, primal_b, **kwargs)
+    if kind == 'mul':
+        out_t = tangent_a * b if tangent_b is None else primal_a * tangent_b
+    elif kind == 'div':
+        out_t = tangent_a / b
+    elif kind == 'rsub':
+        out_t = -tangent_a
+    elif tangent_a is not None:  # add / sub: a + alpha * b, a - alpha * b
+        out_t = tangent_a
+    else:
+        alpha = alpha if kind == 'add' else -alpha
+        out_t = tangent_b if alpha == 1 else tangent_b * alpha
+    if (kind in ('mul', 'div') and tangent_a is not None and torch.is_grad_enabled()
+            and primal_a.requires_grad):
+        # torch's rule adds b's zero tangent times a's primal: a's primal stays in the
+        # tangent's graph with a zero gradient (parameters that only shift the output
+        # get 0, not None); keep that, with no kernel in the forward.
+        out_t = _ZeroLink.apply(out_t, primal_a)
+    if out_t.shape != out.shape:
+        out_t = out_t.expand(out.shape)
+    return fwAD.make_dual(out, out_t.to(out.dtype))
+
+
+class _ZeroLink(torch.autograd.Function):
+    """Identity in ``tangent``; ``primal`` gets a zero gradient."""
+
+    @staticmethod
+    def forward(ctx, tangent: Tensor, primal: Tensor) -> Tensor:
+        ctx.primal_meta = (primal.shape, primal.dtype, primal.device)
+        return tangent.view_as(tangent)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        shape, dtype, device = ctx.primal_meta
+        return grad, torch.zeros(shape, dtype=dtype, device=device)
+
+
+def _sub_plain(a: Tensor, b) -> Tensor:
+    out = _binary('sub', torch.sub, (a, b), {})
+    return a - b if out is None else out
+
+
+def _add_plain(a: Tensor, b) -> Tensor:
+    out = _binary('add', torch.add, (a, b), {})
+    return a + b if out is None else out
+
+
+def _mul_plain(a: Tensor, b) -> Tensor:
+    out = _binary('mul', torch.mul, (a, b), {})
+    return a * b if out is None else out
 
 
 def _exp_normalise(scores: Tensor, dim: int) -> Tensor:
     """Softmax as exp / sum; forward AD through it can be backpropagated."""
     peak = scores.detach().amax(dim, keepdim=True)
     peak = torch.where(torch.isfinite(peak), peak, torch.zeros_like(peak))
-    exp = (scores - peak).exp()
+    exp = _sub_plain(scores, peak).exp()
     # A row's sum is >= 1 (its maximum contributes exp(0)) unless the row is fully
     # masked, where the clamp gives 0 like the math kernel's safe softmax.
     return exp / exp.sum(dim, keepdim=True).clamp_min(torch.finfo(exp.dtype).tiny)
@@ -77,17 +161,70 @@ def _attention(query: Tensor, key: Tensor, value: Tensor, attn_mask=None,
         key = key.repeat_interleave(repeats, dim=-3)
         value = value.repeat_interleave(repeats, dim=-3)
     scale = query.shape[-1]**-0.5 if scale is None else scale
-    scores = (query * scale) @ key.transpose(-2, -1)  # (..., L, S)
+    scores = _mul_plain(query, scale) @ key.transpose(-2, -1)  # (..., L, S)
     if is_causal:
         causal = torch.ones(scores.shape[-2:], dtype=torch.bool, device=scores.device)
         scores = scores.masked_fill(~causal.tril(), float('-inf'))
     if attn_mask is not None:
         scores = (scores.masked_fill(~attn_mask, float('-inf'))
-                  if attn_mask.dtype == torch.bool else scores + attn_mask)
+                  if attn_mask.dtype == torch.bool else _add_plain(scores, attn_mask))
     probs = _exp_normalise(scores, -1)
     if dropout_p > 0.0:
         probs = F.dropout(probs, dropout_p)
     return probs @ value
+
+
+class _GroupNormTangent(torch.autograd.Function):
+    """Tangent of an un-affine group norm, ``rstd * (t - mean(t) - xhat * mean(xhat * t))``.
+
+    Per (sample, group) of n elements, with ``xhat = (x - mean) * rstd``. The hand-written
+    backward (w.r.t. x and t) replaces autograd's record of the dozen elementwise ops
+    and reductions above, about halving the kernels of the reverse pass through it;
+    ``xhat`` is recomputed there rather than saved. ``mean`` and ``rstd`` come in
+    detached from the native kernel; their dependence on x is part of the backward.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, t: Tensor, mean: Tensor, rstd: Tensor) -> Tensor:
+        ctx.save_for_backward(x, t, mean, rstd)
+        x_g, t_g, mean, rstd = _grouped(x, t, mean, rstd)
+        xhat = (x_g - mean) * rstd
+        t_c = t_g - t_g.mean(-1, keepdim=True)
+        return (torch.addcmul(t_c, xhat, (xhat * t_c).mean(-1, keepdim=True), value=-1) *
+                rstd).view_as(x)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: Tensor):
+        x, t, mean, rstd = ctx.saved_tensors
+        x_g, t_g, mean, rstd = _grouped(x, t, mean, rstd)
+        h = grad.reshape(t_g.shape)
+        xhat = (x_g - mean) * rstd
+        t_mean = t_g.mean(-1, keepdim=True)
+        xt = (xhat * t_g).mean(-1, keepdim=True)
+        h_mean = h.mean(-1, keepdim=True)
+        xh = (xhat * h).mean(-1, keepdim=True)
+        grad_t = None
+        if ctx.needs_input_grad[1]:
+            # The group-norm Jacobian rstd * (I - 11^T/n - xhat xhat^T/n) is symmetric.
+            grad_t = (torch.addcmul(h - h_mean, xhat, xh, value=-1) * rstd).view_as(t)
+        grad_x = None
+        if ctx.needs_input_grad[0]:
+            # d/dx of sum(h * out): through rstd (-rstd^2 xhat / n per element) and
+            # through xhat (the same symmetric Jacobian applied to q).
+            c = (h * t_g).mean(-1, keepdim=True) - h_mean * t_mean - xh * xt
+            q = torch.addcmul(t_g * xh, h, xt)  # -q / rstd of the derivation
+            q_c = q - q.mean(-1, keepdim=True)
+            coef = (xhat * q).mean(-1, keepdim=True) - c
+            grad_x = (-rstd.square() * torch.addcmul(q_c, xhat, coef, value=-1)).view_as(x)
+        return grad_x, grad_t, None, None
+
+
+def _grouped(x: Tensor, t: Tensor, mean: Tensor, rstd: Tensor):
+    """x, t as (N, G, n); mean, rstd (N, G) as (N, G, 1)."""
+    shape = (mean.shape[0], mean.shape[1], -1)
+    return (x.reshape(shape), t.reshape(shape), mean.reshape(*mean.shape, 1),
+            rstd.reshape(*rstd.shape, 1))
 
 
 def _group_norm(input: Tensor, num_groups: int, weight=None, bias=None,
@@ -95,20 +232,20 @@ def _group_norm(input: Tensor, num_groups: int, weight=None, bias=None,
     """Group norm of a dual tensor: native kernel for the primal, closed-form tangent.
 
     With ``xhat = (x - mean) * rstd`` per (sample, group), the tangent is
-    ``rstd * (t - mean(t) - xhat * mean(xhat * t)) * weight``.
+    ``rstd * (t - mean(t) - xhat * mean(xhat * t)) * weight`` (``_GroupNormTangent``),
+    mean and rstd taken from the native kernel's primal pass.
     """
     primal, tangent = fwAD.unpack_dual(input)
     if torch.is_autocast_enabled(primal.device.type) and primal.dtype in _REDUCED:
         # Autocast runs group norm in float32; keep primal and tangent alike.
         primal, tangent = primal.float(), tangent.float()
-    out = F.group_norm(primal, num_groups, weight, bias, eps)
-    shape = (primal.shape[0], num_groups, -1)
-    x_g, t_g = primal.reshape(shape), tangent.to(primal.dtype).reshape(shape)
-    var, mean = torch.var_mean(x_g, dim=-1, keepdim=True, correction=0)
-    rstd = (var + eps).rsqrt()
-    xhat = (x_g - mean) * rstd
-    t_c = t_g - t_g.mean(-1, keepdim=True)
-    out_t = ((t_c - xhat * (xhat * t_c).mean(-1, keepdim=True)) * rstd).view_as(primal)
+    primal = primal.contiguous()  # the native kernel needs it (F.group_norm does this)
+    batch, channels = primal.shape[:2]
+    out, mean, rstd = torch.native_group_norm(
+        primal, weight, bias, batch, channels,
+        primal.numel() // max(batch * channels, 1), num_groups, eps)
+    out_t = _GroupNormTangent.apply(primal, tangent.to(primal.dtype), mean.detach(),
+                                    rstd.detach())
     if weight is not None:
         out_t = out_t * weight.view(1, -1, *([1] * (primal.dim() - 2)))
     return fwAD.make_dual(out, out_t.to(out.dtype))
@@ -135,12 +272,19 @@ class _ForwardADKernelMode(TorchFunctionMode):
       evaluation of the op (see ``_LINEAR_IN_INPUT``).
     * Group norm: native primal plus a closed-form tangent, float32 under autocast
       (a reduced-precision tangent on a float32 primal breaks the next conv).
+    * add / sub / mul / div with one dual operand and one plain tensor or number:
+      primal op plus a one-op tangent (see ``_BINARY``), instead of torch's rule that
+      runs zero-tangent arithmetic through slow Python reference kernels.
 
     Ops whose inputs carry no tangent run unchanged.
     """
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
+        kind = _BINARY.get(func)
+        if kind is not None:
+            out = _binary(kind, func, args, kwargs)
+            return func(*args, **kwargs) if out is None else out
         if func is F.scaled_dot_product_attention:
             if any(_tangent(a) is not None for a in args[:3]):
                 return _attention(*args, **kwargs)
