@@ -275,3 +275,62 @@ def test_main_config_through_train_tool(assets, tmp_path):
         lines = [json.loads(line) for line in f if line.strip()]
     assert any('FID-50k/fid' in line for line in lines)
     assert any('loss_jacobian' in line for line in lines)
+
+
+USER_CONFIG = """
+# A user's own config: our 2ndMatch model file plus MMagic's runtime and image-folder data.
+_base_ = [
+    {model_base!r},
+    'mmagic::_base_/gen_default_runtime.py',
+    'mmagic::_base_/datasets/unconditional_imgs_64x64.py',
+]
+custom_imports = dict(imports=['mmdiff_2ndm'], allow_failed_imports=False)
+
+model = dict(teacher=dict(from_pretrained={teacher!r}), num_inference_steps=2)
+custom_hooks = [dict(type='DiffusionPruningHook', ratio=0.3, importance='magnitude')]
+optim_wrapper = dict(student=dict(type='OptimWrapper', optimizer=dict(type='Adam', lr=1e-4)))
+train_dataloader = dict(batch_size=2, num_workers=0, persistent_workers=False,
+                        dataset=dict(data_root={folder!r}, recursive=True))
+val_dataloader = dict(batch_size=2, num_workers=0, persistent_workers=False,
+                      dataset=dict(data_root={folder!r}, recursive=True))
+train_cfg = dict(max_iters=2, val_interval=2)
+val_evaluator = dict(metrics=[dict(
+    type='FID', prefix='FID-user', fake_nums=4, real_nums=8, inception_style='StyleGAN',
+    inception_path={inception!r}, inception_pkl={pkl!r}, sample_model='ema')])
+default_hooks = dict(checkpoint=dict(interval=2), logger=dict(interval=1))
+env_cfg = dict(dist_cfg=dict(backend='gloo'))
+"""
+
+# MMEngine's own runner, so the plugin arrives only through the config's custom_imports.
+RUN_WITH_MMENGINE = """
+import sys
+from mmengine.config import Config
+from mmengine.runner import Runner
+cfg = Config.fromfile(sys.argv[1])
+cfg.work_dir = sys.argv[2]
+Runner.from_cfg(cfg).train()
+assert 'mmdiff_2ndm' in sys.modules
+"""
+
+
+def test_user_config_inheriting_ours_and_mmagic(assets, tmp_path):
+    """A config in a user's folder that inherits one of our files and two of MMagic's
+    trains and validates with the plugin loaded only by ``custom_imports``."""
+    path = tmp_path / 'my_2ndm.py'
+    path.write_text(USER_CONFIG.format(
+        model_base=osp.join(REPO, 'configs', '_base_', 'models', 'ddpm_unet_2ndm.py'),
+        teacher=assets['unet'], folder=assets['folder'], inception=assets['inception'],
+        pkl=str(tmp_path / 'real.pkl')))
+    work_dir = str(tmp_path / 'work')
+    env = dict(os.environ, PYTHONPATH=REPO, OMP_NUM_THREADS='1')
+    proc = subprocess.run([sys.executable, '-c', RUN_WITH_MMENGINE, str(path), work_dir],
+                          cwd=str(tmp_path), capture_output=True, text=True, timeout=600,
+                          env=env)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert osp.isfile(osp.join(work_dir, f'iter_{ITERS}.pth'))
+    assert osp.isfile(osp.join(work_dir, 'pruning_summary.json'))
+    logs = glob.glob(osp.join(work_dir, '*', 'vis_data', 'scalars.json'))
+    with open(logs[0]) as f:
+        lines = [json.loads(line) for line in f if line.strip()]
+    assert any('loss_jacobian' in line for line in lines)
+    assert any('FID-user/fid' in line for line in lines)

@@ -585,7 +585,7 @@ class DiffusionDistiller(BaseModel):
         Returns:
             dict: ``loss_dsm`` / ``loss_kd`` / ``loss_jacobian`` as enabled.
         """
-        x_0 = self._encode_images(self._images(inputs))
+        x_0 = self._encode_images(self._images(inputs, data_samples))
         batch = x_0.shape[0]
         directions = drop_u = None
         if self.per_sample_noise_seed is None:
@@ -646,7 +646,7 @@ class DiffusionDistiller(BaseModel):
             w.r.t. the student's parameters.
         """
         data = self.data_preprocessor(data_batch, True)
-        x_0 = self._encode_images(self._images(data['inputs']))
+        x_0 = self._encode_images(self._images(data['inputs'], data.get('data_samples')))
         batch = x_0.shape[0]
         condition = self._training_condition(data.get('data_samples'), batch, x_0.device,
                                              drop=False)
@@ -664,14 +664,26 @@ class DiffusionDistiller(BaseModel):
         _check_output_shape(prediction, x_t, 'student')
         return self._mse(prediction, self._dsm_target(x_0, noise, timesteps))
 
-    def _images(self, inputs: Union[Tensor, dict]) -> Tensor:
-        """The image batch (B, 3, H, W) from preprocessed inputs."""
+    def _images(self, inputs: Union[Tensor, dict], data_samples=None) -> Tensor:
+        """The image batch (B, 3, H, W) from preprocessed inputs.
+
+        Looked up in ``inputs`` (``'img'``, ``'gt'``, ``'gt_img'``), else in the data
+        samples' ``gt_img``: MMagic's ``PackInputs()`` with its default keys (as in
+        MMagic's ``unconditional_imgs_*`` dataset files) leaves a ``gt`` image there, and
+        the data preprocessor normalises it like an input.
+        """
         if isinstance(inputs, dict):
             for key in ('img', 'gt', 'gt_img'):
                 if key in inputs:
                     return inputs[key]
-            raise KeyError(f'No image in inputs (keys {sorted(inputs)}); expected one of '
-                           "'img', 'gt', 'gt_img'.")
+            images = _field(data_samples, 'gt_img')
+            if isinstance(images, (list, tuple)):
+                images = torch.stack(list(images))
+            if torch.is_tensor(images):
+                return images
+            raise KeyError(f'No image in inputs (keys {sorted(inputs)}) or in the data '
+                           "samples' gt_img; pack the image as one of 'img', 'gt', "
+                           "'gt_img' (e.g. PackInputs(keys=['gt'])).")
         if isinstance(inputs, (list, tuple)):
             return torch.stack(list(inputs))
         return inputs

@@ -292,3 +292,18 @@ def test_sample_prompts_cycle_across_calls(sd_folders, monkeypatch):
         per_rank[rank] = seen[0::2]
     assert per_rank[0] == [['p0', 'p1'], ['p4', 'p0']]
     assert per_rank[1] == [['p2', 'p3'], ['p1', 'p2']]
+
+
+def test_images_packed_in_data_samples_are_used(unet2d_folder):
+    """MMagic's PackInputs() with default keys leaves the image in data_samples.gt_img."""
+    model = MODELS.build(_pixel_model(unet2d_folder))
+    batch = _batch()
+    as_inputs = model.data_preprocessor(batch, True)
+    in_samples = model.data_preprocessor(
+        dict(inputs=[{} for _ in batch['inputs']], data_samples=batch['data_samples']), True)
+    expected = model._images(as_inputs['inputs'])
+    images = model._images(in_samples['inputs'], in_samples['data_samples'])
+    assert images.min() >= -1 and images.max() <= 1
+    torch.testing.assert_close(images, expected)
+    with pytest.raises(KeyError, match=r"PackInputs\(keys=\['gt'\]\)"):
+        model._images({}, None)
