@@ -40,6 +40,20 @@ def save_clip_tokenizer(folder: str, words=CLIP_WORDS,
     return len(vocab)
 
 
+@pytest.fixture(scope='module')
+def single_thread():
+    """Runs a module's tiny models on one thread (restored after the module).
+
+    On a busy 2-core machine, two OpenMP threads per op make a 12x12 U-Net forward ~100x
+    slower (1.5 s vs 12 ms measured); the models here are too small to gain from threads.
+    Modules opt in with ``pytestmark = pytest.mark.usefixtures('single_thread')``.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope='session')
 def tiny_clip(tmp_path_factory) -> str:
     """Folder of a random tiny ``CLIPModel`` + tokenizer (hub CLIP folder layout)."""

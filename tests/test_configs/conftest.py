@@ -59,16 +59,9 @@ def _images(folder: str, names, seed: int = 0) -> None:
 
 
 @pytest.fixture(scope='module', autouse=True)
-def single_thread():
-    """Runs the tiny models on one thread (restored after the module).
-
-    On a busy 2-core machine, two OpenMP threads per op make a 12x12 U-Net forward ~100x
-    slower (1.5 s vs 12 ms measured); the models here are too small to gain from threads.
-    """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+def one_thread_per_module(single_thread):
+    """Every module here runs tiny models: one thread (tests/conftest.py)."""
     yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope='session')

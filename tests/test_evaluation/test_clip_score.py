@@ -17,13 +17,7 @@ PROMPTS = ('a red cat', 'a blue dog', 'green tree')
 SIZE = 32  # the tiny CLIP's image size: no resize, so pixels are known in closed form
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    """Tiny models are fastest on one thread on the shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('single_thread')  # tests/conftest.py
 
 
 def _images(num: int, size: int = SIZE, seed: int = 0) -> torch.Tensor:

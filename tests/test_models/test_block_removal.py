@@ -26,12 +26,7 @@ TINY_SD = dict(sample_size=16, in_channels=4, out_channels=4, layers_per_block=2
 TEXT_LEN = 5
 
 
-@pytest.fixture(scope='module', autouse=True)
-def single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('single_thread')  # tests/conftest.py
 
 
 @pytest.fixture(scope='module')

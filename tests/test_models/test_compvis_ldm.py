@@ -28,12 +28,7 @@ CIN256_V2 = dict(model=dict(params=dict(
         ch_mult=[1, 2, 4], num_res_blocks=2, attn_resolutions=[], dropout=0.0))))))
 
 
-@pytest.fixture(scope='module', autouse=True)
-def single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('single_thread')  # tests/conftest.py
 
 
 def _assert_same_weights(converted, reference):
