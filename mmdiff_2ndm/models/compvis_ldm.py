@@ -94,6 +94,7 @@ def load_compvis_checkpoint(path: str) -> Dict[str, Tensor]:
 
 
 def _params(original_config: dict, key: str) -> dict:
+    """``model.params.<key>.params`` of a parsed LDM YAML, or a ValueError naming it."""
     try:
         return original_config['model']['params'][key]['params']
     except (KeyError, TypeError) as err:
