@@ -41,17 +41,19 @@ LABELS = {
 
 
 def build_unet(args) -> nn.Module:
-    """The google/ddpm-cifar10-32 layout with random weights."""
+    """The google/ddpm-cifar10-32 layout with random weights (widths overridable)."""
     from diffusers import UNet2DModel
+
+    from mmdiff_2ndm.models.layouts import DDPM_CIFAR10_32
     channels = tuple(int(c) for c in args.channels.split(','))
     down = ['DownBlock2D'] * len(channels)
     down[1] = 'AttnDownBlock2D'  # attention at 16x16 for 32x32 inputs
     up = ['UpBlock2D'] * len(channels)
     up[-2] = 'AttnUpBlock2D'
-    return UNet2DModel(
-        sample_size=args.size, in_channels=3, out_channels=3,
-        block_out_channels=channels, layers_per_block=args.layers_per_block,
-        down_block_types=tuple(down), up_block_types=tuple(up), dropout=0.1)
+    layout = dict(DDPM_CIFAR10_32, sample_size=args.size, block_out_channels=channels,
+                  layers_per_block=args.layers_per_block, down_block_types=tuple(down),
+                  up_block_types=tuple(up))
+    return UNet2DModel(**layout)
 
 
 def pixel_sum_mse(a: Tensor, b: Tensor) -> Tensor:

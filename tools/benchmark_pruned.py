@@ -20,6 +20,7 @@ import torch
 
 sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..'))
 from mmdiff_2ndm.models.denoisers import unwrap_denoiser  # noqa: E402
+from mmdiff_2ndm.models.layouts import DDPM_CIFAR10_32  # noqa: E402
 from mmdiff_2ndm.pruning import (benchmark_models, check_state_dict_shapes,  # noqa: E402
                                  format_table, prune_denoiser, rebuild_pruned)
 
@@ -48,13 +49,7 @@ def cifar10_ddpm_pair(ratio: float, groupnorm_ratio: float):
     """Dense google/ddpm-cifar10-32 layout and its pruned copy."""
     from diffusers import UNet2DModel
     torch.manual_seed(0)
-    dense = UNet2DModel(
-        sample_size=32, in_channels=3, out_channels=3, layers_per_block=2,
-        block_out_channels=(128, 256, 256, 256),
-        down_block_types=('DownBlock2D', 'AttnDownBlock2D', 'DownBlock2D', 'DownBlock2D'),
-        up_block_types=('UpBlock2D', 'UpBlock2D', 'AttnUpBlock2D', 'UpBlock2D'),
-        attention_head_dim=None, norm_num_groups=32, norm_eps=1e-6, downsample_padding=0,
-        flip_sin_to_cos=False, freq_shift=1)
+    dense = UNet2DModel(**DDPM_CIFAR10_32)
     pruned, _ = prune_denoiser(copy.deepcopy(dense), ratio, 'magnitude',
                                groupnorm_ratio=groupnorm_ratio, with_macs=False)
     return dense, pruned

@@ -3,17 +3,13 @@ import pytest
 import torch
 from diffusers import DiTTransformer2DModel, UNet2DConditionModel, UNet2DModel
 
+from mmdiff_2ndm.models.layouts import DDPM_CIFAR10_32
+
 
 def cifar10_ddpm() -> UNet2DModel:
     """The google/ddpm-cifar10-32 architecture (35.7M params), random weights."""
     torch.manual_seed(0)
-    return UNet2DModel(
-        sample_size=32, in_channels=3, out_channels=3, layers_per_block=2,
-        block_out_channels=(128, 256, 256, 256),
-        down_block_types=('DownBlock2D', 'AttnDownBlock2D', 'DownBlock2D', 'DownBlock2D'),
-        up_block_types=('UpBlock2D', 'UpBlock2D', 'AttnUpBlock2D', 'UpBlock2D'),
-        attention_head_dim=None, norm_num_groups=32, norm_eps=1e-6, downsample_padding=0,
-        flip_sin_to_cos=False, freq_shift=1)
+    return UNet2DModel(**DDPM_CIFAR10_32)
 
 
 def tiny_unet(**kwargs) -> UNet2DModel:
