@@ -14,16 +14,11 @@ which ``configs/2ndm_imagenet_ldm.py`` reads through its ``ldm_path`` variable:
 """
 import argparse
 import json
-import os
 import os.path as osp
 import sys
 
-import torch
-import yaml
-
 sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..'))
-from mmdiff_2ndm.models.compvis_ldm import (convert_compvis_ldm,  # noqa: E402
-                                           load_compvis_checkpoint)
+from mmdiff_2ndm.models.compvis_ldm import load_compvis_ldm, save_compvis_ldm  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:
@@ -39,20 +34,10 @@ def parse_args() -> argparse.Namespace:
 
 
 def main() -> None:
-    """Converts and writes the three parts."""
+    """Converts and writes the three parts and a summary."""
     args = parse_args()
-    if not osp.isfile(args.config):
-        raise SystemExit(f'LDM config {args.config!r} does not exist (the YAML shipped with '
-                         'the checkpoint, e.g. configs/latent-diffusion/cin256-v2.yaml).')
-    with open(args.config) as f:
-        original_config = yaml.safe_load(f)
-    parts = convert_compvis_ldm(load_compvis_checkpoint(args.checkpoint), original_config,
-                                extract_ema=args.extract_ema)
-    os.makedirs(args.out_dir, exist_ok=True)
-    parts['unet'].save_pretrained(osp.join(args.out_dir, 'unet'))
-    parts['vqvae'].save_pretrained(osp.join(args.out_dir, 'vqvae'))
-    torch.save(dict(state_dict=parts['class_embedder'].state_dict()),
-               osp.join(args.out_dir, 'class_embedder.pth'))
+    parts = load_compvis_ldm(args.checkpoint, args.config, extract_ema=args.extract_ema)
+    save_compvis_ldm(parts, args.out_dir)
     summary = dict(
         source=osp.abspath(args.checkpoint),
         config=osp.abspath(args.config),

@@ -9,17 +9,23 @@ terms that is a ``UNet2DConditionModel`` (400.9M parameters, the paper's count),
 checkpoint and its YAML config. The key mapping is diffusers' own
 (``convert_from_ckpt.convert_ldm_unet_checkpoint`` / ``convert_ldm_vae_checkpoint``);
 this module adds the class embedding, the VQ codebook and the configs.
+:func:`load_compvis_ldm` and :func:`save_compvis_ldm` read the checkpoint + YAML and write
+the folders ``configs/2ndm_imagenet_ldm.py`` loads (``tools/convert_compvis_ldm.py``).
 """
+import os
 import os.path as osp
 from typing import Dict, Optional
 
 import torch
+import yaml
 from mmagic.registry import MODELS
 from torch import Tensor, nn
 
 from mmdiff_2ndm.utils.checkpoint import safe_torch_load
 
 UNET_PREFIX = 'model.diffusion_model.'
+#: Where :func:`save_compvis_ldm` writes each part, relative to its output folder.
+SAVED_PARTS = dict(unet='unet', vqvae='vqvae', class_embedder='class_embedder.pth')
 VQ_PREFIX = 'first_stage_model.'
 CLASS_EMBEDDING_KEY = 'cond_stage_model.embedding.weight'
 
@@ -213,3 +219,43 @@ def _load_strict(module: nn.Module, state_dict: Dict[str, Tensor], what: str) ->
             f'({len(missing)}/{len(unexpected)}/{len(mismatched)} in all); is the YAML the '
             "checkpoint's own?")
     module.load_state_dict(state_dict, strict=True)
+
+
+def load_compvis_ldm(checkpoint: str, config: str,
+                     extract_ema: bool = False) -> Dict[str, nn.Module]:
+    """Reads a CompVis LDM checkpoint and its YAML config and converts them.
+
+    Args:
+        checkpoint (str): The LDM's ``model.ckpt``.
+        config (str): Its YAML config (e.g. ``cin256-v2.yaml``).
+        extract_ema (bool): See :func:`convert_compvis_ldm`. Defaults to False.
+
+    Returns:
+        dict: The parts of :func:`convert_compvis_ldm`.
+    """
+    if not osp.isfile(osp.expanduser(config)):
+        raise FileNotFoundError(f'LDM config {config!r} does not exist (the YAML shipped with '
+                                'the checkpoint, e.g. configs/latent-diffusion/cin256-v2.yaml).')
+    with open(osp.expanduser(config)) as f:
+        original_config = yaml.safe_load(f)
+    return convert_compvis_ldm(load_compvis_checkpoint(checkpoint), original_config,
+                               extract_ema=extract_ema)
+
+
+def save_compvis_ldm(parts: Dict[str, nn.Module], out_dir: str) -> Dict[str, str]:
+    """Writes converted parts where ``configs/2ndm_imagenet_ldm.py`` reads them.
+
+    Args:
+        parts (dict): ``unet``, ``vqvae`` (``save_pretrained`` folders) and
+            ``class_embedder`` (a checkpoint :class:`ClassEmbedder` loads).
+        out_dir (str): Output folder, created if needed.
+
+    Returns:
+        dict: The path written for each part (see :data:`SAVED_PARTS`).
+    """
+    os.makedirs(out_dir, exist_ok=True)
+    paths = {name: osp.join(out_dir, rel) for name, rel in SAVED_PARTS.items()}
+    parts['unet'].save_pretrained(paths['unet'])
+    parts['vqvae'].save_pretrained(paths['vqvae'])
+    torch.save(dict(state_dict=parts['class_embedder'].state_dict()), paths['class_embedder'])
+    return paths

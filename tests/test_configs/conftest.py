@@ -13,7 +13,6 @@ import os.path as osp
 import numpy as np
 import pytest
 import torch
-import yaml
 from PIL import Image
 from torch import Tensor, nn
 
@@ -72,7 +71,7 @@ def assets(tmp_path_factory, tiny_clip, compvis_ldm) -> dict:
     ``compvis_ldm``, a CompVis LDM checkpoint, converted here as
     tools/convert_compvis_ldm.py does.
     """
-    from mmdiff_2ndm.models.compvis_ldm import convert_compvis_ldm, load_compvis_checkpoint
+    from mmdiff_2ndm.models.compvis_ldm import load_compvis_ldm, save_compvis_ldm
     from diffusers import DiTTransformer2DModel, UNet2DConditionModel, UNet2DModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
     root = tmp_path_factory.mktemp('config_assets')
@@ -83,13 +82,7 @@ def assets(tmp_path_factory, tiny_clip, compvis_ldm) -> dict:
     UNet2DModel(**UNET).save_pretrained(out['unet'])
 
     out['ldm'] = str(root / 'ldm4')  # ldm_path of 2ndm_imagenet_ldm.py
-    with open(compvis_ldm['config']) as f:
-        ldm = convert_compvis_ldm(load_compvis_checkpoint(compvis_ldm['ckpt']),
-                                  yaml.safe_load(f))
-    ldm['unet'].save_pretrained(osp.join(out['ldm'], 'unet'))
-    ldm['vqvae'].save_pretrained(osp.join(out['ldm'], 'vqvae'))
-    torch.save(dict(state_dict=ldm['class_embedder'].state_dict()),
-               osp.join(out['ldm'], 'class_embedder.pth'))
+    save_compvis_ldm(load_compvis_ldm(compvis_ldm['ckpt'], compvis_ldm['config']), out['ldm'])
 
     out['dit_pixel'] = str(root / 'dit_pixel')
     DiTTransformer2DModel(num_attention_heads=2, attention_head_dim=8, in_channels=3,

@@ -14,7 +14,8 @@ import yaml
 
 import mmdiff_2ndm  # noqa: F401  (registers ClassEmbedder)
 from mmdiff_2ndm.models.compvis_ldm import (ClassEmbedder, convert_compvis_ldm,
-                                            load_compvis_checkpoint, unet_config, vq_config)
+                                            load_compvis_checkpoint, load_compvis_ldm,
+                                            unet_config, vq_config)
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CIN256_V2 = dict(model=dict(params=dict(
@@ -122,6 +123,8 @@ def test_bad_inputs_are_named(compvis_ldm, tmp_path):
 
     with pytest.raises(FileNotFoundError, match='model zoo'):
         load_compvis_checkpoint(str(tmp_path / 'missing.ckpt'))
+    with pytest.raises(FileNotFoundError, match='YAML shipped with the checkpoint'):
+        load_compvis_ldm(compvis_ldm['ckpt'], str(tmp_path / 'missing.yaml'))
     with pytest.raises(FileNotFoundError, match='convert_compvis_ldm.py'):
         ClassEmbedder(checkpoint=str(tmp_path / 'missing.pth'))
     table = tmp_path / 'table.pth'

@@ -48,10 +48,10 @@ class DiffusionDistiller(BaseModel):
       networks' outputs so that each network runs one forward per iteration.
 
     Note:
-        Roles and optimisation. ``teacher`` (and ``vae``/``text_encoder``/``class_embedder``) are frozen:
-        ``requires_grad=False``, always in eval mode, marked initialised so that
-        ``init_weights`` never overwrites them, and therefore left unwrapped by
-        ``MMSeparateDistributedDataParallel``. Only ``student`` is optimised. The
+        Roles and optimisation. ``teacher`` (and ``vae``/``text_encoder``/
+        ``class_embedder``) are frozen: ``requires_grad=False``, always in eval mode,
+        marked initialised so that ``init_weights`` never overwrites them, and therefore
+        left unwrapped by ``MMSeparateDistributedDataParallel``. Only ``student`` is optimised. The
         documented optimizer config is MMagic's multi-optimizer constructor keyed by
         the submodule name::
 
@@ -403,8 +403,8 @@ class DiffusionDistiller(BaseModel):
                             f'like ClassEmbedder; got {type(module).__name__}.')
         family = denoiser_family(self._reference_net())
         if family != 'unet2d_condition':
-            raise ValueError(f'class_embedder feeds cross-attention, but the denoiser family '
-                             f"is {family!r}; it needs a UNet2DConditionModel.")
+            raise ValueError('class_embedder feeds cross-attention, but the denoiser family '
+                             f'is {family!r}; it needs a UNet2DConditionModel.')
         return self._frozen(module)
 
     def _resolve_num_classes(self, num_classes: Optional[int]) -> Optional[int]:

@@ -4,12 +4,11 @@ import math
 
 import pytest
 import torch
-import yaml
 from mmengine.optim import OptimWrapper, OptimWrapperDict
 
 import mmdiff_2ndm.models  # noqa: F401  (registers the distiller, ClassEmbedder)
 from mmagic.registry import MODELS
-from mmdiff_2ndm.models.compvis_ldm import convert_compvis_ldm, load_compvis_checkpoint
+from mmdiff_2ndm.models.compvis_ldm import load_compvis_ldm, save_compvis_ldm
 from mmdiff_2ndm.models.denoisers import unwrap_denoiser
 
 from conftest import NUM_CLASSES, TinyGeneratedImageDataset
@@ -20,13 +19,10 @@ LDM_IMG = 12  # the tiny VQ halves it to the U-Net's 6x6 latents
 @pytest.fixture(scope='module')
 def ldm(compvis_ldm, tmp_path_factory) -> dict:
     """Converted tiny LDM: modules and the class table saved as a checkpoint."""
-    with open(compvis_ldm['config']) as f:
-        parts = convert_compvis_ldm(load_compvis_checkpoint(compvis_ldm['ckpt']),
-                                    yaml.safe_load(f))
+    parts = load_compvis_ldm(compvis_ldm['ckpt'], compvis_ldm['config'])
     assert parts['class_embedder'].num_embeddings == NUM_CLASSES + 1
-    table = str(tmp_path_factory.mktemp('ldm') / 'class_embedder.pth')
-    torch.save(dict(state_dict=parts['class_embedder'].state_dict()), table)
-    return dict(parts, table_path=table)
+    saved = save_compvis_ldm(parts, str(tmp_path_factory.mktemp('ldm')))
+    return dict(parts, table_path=saved['class_embedder'])
 
 
 def _model_cfg(ldm, **overrides) -> dict:
