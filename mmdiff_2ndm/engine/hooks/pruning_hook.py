@@ -1,5 +1,4 @@
 """DiffusionPruningHook: prunes the student before training and rebuilds it on load."""
-import copy
 import json
 import os.path as osp
 from typing import Dict, Optional, Sequence
@@ -15,6 +14,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from mmagic.registry import HOOKS
+from mmdiff_2ndm.models.averaged_model import retarget_average
 from mmdiff_2ndm.models.denoisers import strip_model_wrappers, unwrap_denoiser
 from mmdiff_2ndm.pruning import (GRADIENT_IMPORTANCES, IMPORTANCES, check_record,
                                  check_state_dict_shapes, prune_denoiser, rebuild_pruned)
@@ -31,8 +31,9 @@ class DiffusionPruningHook(Hook):
     the same architecture and weights. Then everything that already holds the dense
     parameters is rebuilt: optimizer param groups (their state is dropped), the DDP
     wrapper, ``model.<ema_key>`` (an mmengine ``BaseAveragedModel``, e.g. mmagic's
-    ``ExponentialMovingAverage``: its ``module`` becomes a copy of the pruned student,
-    momentum/interval/steps kept) and mmengine ``EMAHook`` copies.
+    ``ExponentialMovingAverage`` or ``WarmupExponentialMovingAverage``: its ``module``
+    becomes a copy of the pruned student, momentum/interval/steps kept; the same
+    ``retarget_average`` the distiller uses) and mmengine ``EMAHook`` copies.
 
     Resume, ``load_from`` and ``tools/test.py``: pruning is deferred to
     ``after_load_checkpoint``, which mmengine calls before the state dict (and, on
@@ -196,7 +197,7 @@ class DiffusionPruningHook(Hook):
         rebuild_pruned(self._student_net(model), record)
         ema = getattr(model, self.ema_key, None)
         if ema is not None:
-            _reset_average(ema, strip_model_wrappers(getattr(model, self.student_key)))
+            retarget_average(ema, strip_model_wrappers(getattr(model, self.student_key)))
         self.record = record
         _swap_optimizer_params(runner, model, old_params)
         _rewrap_model(runner, model)
@@ -216,22 +217,6 @@ class DiffusionPruningHook(Hook):
             summary = dict(stats=stats, settings=record['settings'], heads=record['heads'])
             with open(osp.join(runner.work_dir, SUMMARY_FILE), 'w', encoding='utf-8') as f:
                 json.dump(summary, f, indent=2)
-
-
-def _reset_average(ema: nn.Module, source: nn.Module) -> None:
-    """Makes an mmengine ``BaseAveragedModel`` average ``source`` (now pruned).
-
-    Its ``module`` becomes a copy of the pruned student; momentum, interval and the
-    ``steps`` counter stay. ``avg_parameters`` caches the old tensors, so it is rebuilt.
-    """
-    if not hasattr(ema, 'module'):
-        raise TypeError(f'The EMA copy must be an mmengine BaseAveragedModel (with '
-                        f'`.module`), got {type(ema).__name__}.')
-    device = next(ema.module.parameters()).device
-    ema.module = copy.deepcopy(source).requires_grad_(False).to(device)
-    if hasattr(ema, 'avg_parameters'):
-        ema.avg_parameters = (ema.module.state_dict() if getattr(ema, 'update_buffers', False)
-                              else dict(ema.module.named_parameters()))
 
 
 def _named_param_ids(model: nn.Module) -> Dict[int, str]:

@@ -20,6 +20,7 @@ from mmagic.registry import DIFFUSION_SCHEDULERS, MODELS
 from mmagic.structures import DataSample
 
 from ...utils import checkpoint as _safe_checkpoint  # noqa: F401  (registers the safe loader)
+from ..averaged_model import retarget_average
 from ..denoisers import (denoiser_family, example_denoiser_inputs, run_denoiser,
                          strip_model_wrappers, unwrap_denoiser)
 from ..losses import unit_directions
@@ -67,8 +68,9 @@ class DiffusionDistiller(BaseModel):
         does not run (``train_step`` is bypassed); use MMagic's
         ``ExponentialMovingAverageHook(module_keys='student_ema')`` there.
 
-        ``DiffusionPruningHook`` replaces ``student`` at run start; it calls
-        :meth:`build_student_ema` and rebuilds the optimizer wrappers.
+        ``DiffusionPruningHook`` replaces ``student`` at run start, points
+        ``student_ema`` at it (:func:`retarget_average`, as :meth:`build_student_ema`
+        does) and rebuilds the optimizer wrappers.
 
         Distributed training. Supported wrapper: MMagic's runtime default
         ``model_wrapper_cfg=dict(type='MMSeparateDistributedDataParallel',
@@ -145,9 +147,11 @@ class DiffusionDistiller(BaseModel):
         antithetic_timesteps (bool): Draw t for half the batch and use ``T-1-t`` for
             the other half. Defaults to True.
         ema (dict, optional): Student EMA, e.g. ``dict(momentum=1e-4, start_iter=0)``
-            (MMagic's ``ExponentialMovingAverage``; momentum = 1 - decay). Updated in
-            ``train_step``; before ``start_iter`` it copies the student. Defaults to
-            None (no EMA).
+            (MMagic's ``ExponentialMovingAverage``, the paper's fixed decay; momentum =
+            1 - decay) or ``dict(type='WarmupExponentialMovingAverage', momentum=1e-3)``
+            (decay ramped from 0, for runs shorter than ~10 / momentum iterations).
+            Updated in ``train_step``; before ``start_iter`` it copies the student.
+            Defaults to None (no EMA).
         sample_with_ema (bool): Sample with the EMA when the caller does not say
             which model. Defaults to True.
         vae (dict | nn.Module, optional): Frozen VAE for latent diffusion (e.g.
@@ -433,8 +437,13 @@ class DiffusionDistiller(BaseModel):
         return self.teacher if self.teacher is not None else self.student
 
     def build_student_ema(self) -> None:
-        """(Re)builds ``student_ema`` from the current student (also after pruning)."""
+        """Builds ``student_ema`` from the ``ema`` config, or, when it exists, points it at
+        the current student (after pruning) with :func:`retarget_average`, keeping its
+        settings and step count."""
         if self._ema_cfg is None:
+            return
+        if isinstance(getattr(self, 'student_ema', None), BaseAveragedModel):
+            retarget_average(self.student_ema, self._bare_student())
             return
         cfg = copy.deepcopy(self._ema_cfg)
         cfg.setdefault('type', 'ExponentialMovingAverage')

@@ -1,0 +1,134 @@
+"""WarmupExponentialMovingAverage against its closed form, across a resume, and re-pointed
+at a pruned student by the distiller and DiffusionPruningHook's shared path."""
+import pytest
+import torch
+from torch import nn
+
+from mmagic.registry import MODELS
+from mmdiff_2ndm.models import WarmupExponentialMovingAverage, retarget_average
+
+MOMENTUM = 1e-3  # target decay 0.999
+
+
+def _source(value: float) -> nn.Module:
+    net = nn.Linear(1, 1, bias=False)
+    with torch.no_grad():
+        net.weight.fill_(value)
+    return net
+
+
+def _closed_form(values, decay_of) -> float:
+    """EMA_0 = v_0; EMA_n = d_n EMA_{n-1} + (1 - d_n) v_n, in float64."""
+    average = float(values[0])
+    for n, value in enumerate(values[1:], start=1):
+        d = decay_of(n)
+        average = d * average + (1.0 - d) * float(value)
+    return average
+
+
+def test_decay_schedule_closed_form():
+    ema = MODELS.build(dict(type='WarmupExponentialMovingAverage', momentum=MOMENTUM),
+                       default_args=dict(model=_source(0.0)))
+    assert isinstance(ema, WarmupExponentialMovingAverage)
+    assert ema.decay(0) == 0.0  # the first update copies
+    assert ema.decay(1) == pytest.approx(2 / 11)
+    assert ema.decay(10) == pytest.approx(11 / 20)
+    assert ema.decay(1000) == pytest.approx(1001 / 1010)  # still below 0.999
+    assert ema.decay(10**6) == pytest.approx(1 - MOMENTUM)  # capped at the target
+    with pytest.raises(ValueError, match='steps'):
+        ema.decay(-1)
+
+
+@pytest.mark.parametrize('num_updates', [1, 2, 11, 1001])
+def test_average_matches_closed_form(num_updates):
+    """After 1 / 2 / 11 / 1001 updates (the last one with decay d_0, d_1, d_10, d_1000)."""
+    values = [float((7 * k) % 13) - 6.0 for k in range(num_updates)]
+    ema = WarmupExponentialMovingAverage(_source(123.0), momentum=MOMENTUM)
+    for value in values:
+        ema.update_parameters(_source(value))
+    expected = _closed_form(values, lambda n: min(1 - MOMENTUM, (1 + n) / (10 + n)))
+    assert int(ema.steps) == num_updates
+    # the starting weights (123) are gone after the first update
+    assert ema.module.weight.item() == pytest.approx(expected, rel=1e-5, abs=1e-5)
+
+
+def test_plain_ema_keeps_its_start_but_warmup_does_not():
+    """The EMA-lag bug this class exists for: 1500 updates at decay 0.999 from step 0 keep
+    0.999^1500 = 22 % of the initial weights; the warm-up keeps none of them."""
+    from mmagic.models.base_models import ExponentialMovingAverage
+    plain = ExponentialMovingAverage(_source(1.0), momentum=MOMENTUM)
+    warm = WarmupExponentialMovingAverage(_source(1.0), momentum=MOMENTUM)
+    plain.update_parameters(_source(1.0))  # update 0 copies the (pruned) start
+    warm.update_parameters(_source(1.0))
+    for _ in range(1499):
+        plain.update_parameters(_source(0.0))
+        warm.update_parameters(_source(0.0))
+    assert plain.module.weight.item() == pytest.approx(0.999**1499, rel=1e-3)
+    warm_share = _closed_form([1.0] + [0.0] * 1499,
+                              lambda n: min(0.999, (1 + n) / (10 + n)))
+    assert warm.module.weight.item() == pytest.approx(warm_share, rel=1e-3)
+    assert warm.module.weight.item() < 0.01 < 0.2 < plain.module.weight.item()
+
+
+def test_resume_continues_the_warmup_exactly():
+    values = [float(k % 5) for k in range(30)]
+    straight = WarmupExponentialMovingAverage(_source(0.0), momentum=0.05)
+    for value in values:
+        straight.update_parameters(_source(value))
+
+    first = WarmupExponentialMovingAverage(_source(0.0), momentum=0.05)
+    for value in values[:12]:
+        first.update_parameters(_source(value))
+    state = {k: v.clone() for k, v in first.state_dict().items()}
+    resumed = WarmupExponentialMovingAverage(_source(99.0), momentum=0.05)
+    resumed.load_state_dict(state)
+    assert int(resumed.steps) == 12
+    for value in values[12:]:
+        resumed.update_parameters(_source(value))
+    assert int(resumed.steps) == 30
+    assert torch.equal(resumed.module.weight, straight.module.weight)
+
+
+def test_retarget_keeps_settings_and_steps():
+    ema = WarmupExponentialMovingAverage(nn.Linear(4, 4), momentum=0.01)
+    for _ in range(3):
+        ema.update_parameters(nn.Linear(4, 4))
+    smaller = nn.Linear(4, 2)
+    retarget_average(ema, smaller)
+    assert ema.module.weight.shape == (2, 4) and int(ema.steps) == 3
+    assert ema.momentum == 0.01
+    assert not ema.module.weight.requires_grad
+    ema.update_parameters(smaller)  # the cached avg_parameters point at the new tensors
+    d = ema.decay(3)
+    assert torch.allclose(ema.module.weight, smaller.weight.detach())  # copy, then lerp
+    assert d == pytest.approx(4 / 13)
+    with pytest.raises(TypeError, match='BaseAveragedModel'):
+        retarget_average(nn.Linear(1, 1), smaller)
+
+
+def test_distiller_retargets_its_warmup_ema_after_pruning():
+    """build_student_ema builds the configured EMA once, then re-points it (steps kept)."""
+    from diffusers import UNet2DModel
+
+    from mmdiff_2ndm.models import DiffusionDistiller
+    from mmdiff_2ndm.pruning import prune_denoiser
+    torch.manual_seed(0)
+    teacher = UNet2DModel(sample_size=8, in_channels=3, out_channels=3, layers_per_block=1,
+                          block_out_channels=(8, 16), norm_num_groups=4,
+                          down_block_types=('DownBlock2D', 'DownBlock2D'),
+                          up_block_types=('UpBlock2D', 'UpBlock2D'))
+    distiller = DiffusionDistiller(
+        teacher=teacher, noise_scheduler=dict(type='DDPMScheduler', num_train_timesteps=10),
+        ema=dict(type='WarmupExponentialMovingAverage', momentum=1e-3))
+    ema = distiller.student_ema
+    assert isinstance(ema, WarmupExponentialMovingAverage)
+    distiller._update_ema()
+    distiller._update_ema()
+    prune_denoiser(distiller.student, 0.5, 'magnitude', with_macs=False)
+    distiller.build_student_ema()
+    assert distiller.student_ema is ema and int(ema.steps) == 2
+    student_shapes = {k: v.shape for k, v in distiller.student.state_dict().items()}
+    assert {k: v.shape for k, v in ema.module.state_dict().items()} == student_shapes
+    assert ema.module.conv_in.weight.shape[0] < 8  # the pruned width
+    distiller._update_ema()  # averages the pruned student with decay d_2 = 3/12
+    assert int(ema.steps) == 3
