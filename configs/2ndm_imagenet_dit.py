@@ -37,8 +37,9 @@ model = dict(
         jacobian=dict(type='2ndMatchLoss', loss_weight=0.1, num_projections=1, mode='jvp')),
     pixel_reduction='sum',
     ema=dict(momentum=1e-4, start_iter=0),
-    # pretrained teachers see RGB; MMagic loads BGR (destruct turns samples back)
-    data_preprocessor=dict(type='DataPreprocessor', output_channel_order='RGB'))
+    # The teachers work in RGB: images reach them in RGB whatever the loader's order (read
+    # from gt_channel_order), and their samples go back to MMagic's BGR for the metrics.
+    data_preprocessor=dict(type='DiffusionDataPreprocessor', output_channel_order='RGB'))
 
 custom_hooks = [dict(type='DiffusionPruningHook', ratio=0.3, importance='diff-pruning')]
 

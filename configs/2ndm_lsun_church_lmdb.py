@@ -1,4 +1,6 @@
-# 2ndm_lsun.py reading the official LSUN LMDB (e.g. church_outdoor_train_lmdb) directly.
+# 2ndm_lsun.py reading the official LSUN LMDB (e.g. church_outdoor_train_lmdb) directly:
+# keys are 40-character hex strings, values WebP images, decoded by OpenCV as BGR (kept as
+# `gt_channel_order`, so the teacher still sees RGB).
 #
 # MMEngine's `lmdb` file backend serves the images; `BasicImageDataset` needs the list of
 # keys as an annotation file (one key per line; `LoadImageFromFile` looks up the base
@@ -17,13 +19,13 @@ train_pipeline = [
     dict(type='CenterCropLongEdge', keys=['gt']),
     dict(type='Resize', keys='gt', scale=(256, 256), backend='pillow'),
     dict(type='Flip', keys=['gt'], direction='horizontal', flip_ratio=0.5),
-    dict(type='PackInputs', keys=['gt'])
+    dict(type='PackInputs')
 ]
 val_pipeline = [
     dict(type='LoadImageFromFile', key='gt', backend_args=lmdb_backend),
     dict(type='CenterCropLongEdge', keys=['gt']),
     dict(type='Resize', keys='gt', scale=(256, 256), backend='pillow'),
-    dict(type='PackInputs', keys=['gt'])
+    dict(type='PackInputs')
 ]
 lmdb_dataset = dict(type='BasicImageDataset', data_root='', ann_file=lmdb_keys,
                     data_prefix=dict(gt=''))

@@ -8,6 +8,7 @@ model of CLIPScore (a tiny random CLIP) and the sizes (2 iterations, 2 sampling 
 few FID samples). Losses, schedulers, EMA, pruning hook, dataset types, pipelines and
 metric types stay the configs' own.
 """
+import copy
 import glob
 import json
 import math
@@ -21,11 +22,12 @@ import torch
 from mmagic.registry import MODELS
 from mmengine.config import Config, ConfigDict
 from mmengine.runner import Runner
+from torch import Tensor, nn
 
 import mmdiff_2ndm  # noqa: F401  (registers the plugin)
 from mmdiff_2ndm.models.denoisers import unwrap_denoiser
 
-from conftest import IMG, NUM_CLASSES
+from conftest import CIFAR10_FILES, IMG, NUM_CLASSES
 
 REPO = osp.abspath(osp.join(osp.dirname(__file__), '..', '..'))
 CONFIGS = sorted(glob.glob(osp.join(REPO, 'configs', '*.py')))
@@ -34,48 +36,51 @@ ITERS = 2
 EMA_MOMENTUM = 1e-4  # decay 0.9999
 
 
-def _walk_pipelines(cfg: Config):
-    for key in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
-        yield cfg[key]['dataset'].get('pipeline', [])
+# The data folders the configs name, and the fixture in the same on-disk format
+# (conftest.write_data_formats: ``assets['data']`` random images, ``red_data`` pure red).
+DATA_ROOTS = {'data/cifar10': 'cifar10', 'data/celeba/img_align_celeba': 'celeba',
+              'data/lsun/church_outdoor_train': 'lsun_export',
+              'data/lsun/bedroom_train': 'lsun_export', 'data/imagenet': 'imagenet',
+              'data/coco': 'coco'}
+LOADERS = ('train_dataloader', 'val_dataloader', 'test_dataloader')
 
 
-def _shrink_pipelines(cfg: Config, assets: dict) -> bool:
-    """Resizes to IMG and points LMDB loaders at the tiny database.
+def _dataset_on(dataset: ConfigDict, data: dict) -> ConfigDict:
+    """The config's own dataset (class, layout, pipeline) on local files in its format.
 
-    Returns:
-        bool: Whether a pipeline reads through MMEngine's ``lmdb`` backend.
+    Resizes shrink to IMG (the tiny teachers' size) and LMDB loaders open the fixture's
+    database; nothing else in the pipeline changes.
     """
-    uses_lmdb = False
-    for pipeline in _walk_pipelines(cfg):
-        for step in pipeline:
-            if step['type'] == 'Resize':
-                step['scale'] = (IMG, IMG)
-            backend = step.get('backend_args') or {}
-            if backend.get('backend') == 'lmdb':
-                step['backend_args'] = dict(backend, db_path=assets['lmdb'])
-                uses_lmdb = True
-    return uses_lmdb
+    dataset = ConfigDict(copy.deepcopy(dataset.to_dict()))
+    for step in dataset.get('pipeline', []):
+        if step['type'] == 'Resize':
+            step['scale'] = (IMG, IMG)
+        if _reads_lmdb(step):
+            step['backend_args'] = dict(step['backend_args'], db_path=data['lsun_lmdb'])
+    if dataset['type'] == 'BasicImageDataset' and dataset.get('ann_file'):  # LSUN's LMDB
+        dataset.update(ann_file=data['lsun_lmdb_keys'])
+        return dataset
+    root = dataset['data_root']
+    assert root in DATA_ROOTS, f'no fixture for data_root {root!r}; add one to DATA_ROOTS'
+    dataset.update(data_root=data[DATA_ROOTS[root]])
+    return dataset
+
+
+def _reads_lmdb(step: dict) -> bool:
+    """Whether a pipeline step reads through MMEngine's ``lmdb`` backend."""
+    return (step.get('backend_args') or {}).get('backend') == 'lmdb'
 
 
 def _tiny_dataset(dataset: ConfigDict, assets: dict) -> ConfigDict:
-    """The same dataset type (CIFAR10: SklearnDigits, same items) on tiny local data."""
-    kind = dataset['type']
-    if kind == 'CIFAR10':
-        # CIFAR10 md5-checks the real pickles; SklearnDigits yields the same item keys.
+    """The same dataset on tiny local files (CIFAR10: SklearnDigits, same items)."""
+    if dataset['type'] == 'CIFAR10':
+        # CIFAR10 md5-checks the released pickles, and tools/train.py runs in a subprocess
+        # where the fixture's checksums cannot be patched in; SklearnDigits yields the same
+        # items (RGB `gt`, `gt_label`, `gt_channel_order`). The CIFAR10 class itself reads
+        # the fixture in test_red_reaches_teacher_and_fid_as_red.
         return ConfigDict(type='SklearnDigits', image_size=IMG, indices=8,
                           pipeline=dataset['pipeline'])
-    dataset = ConfigDict(dataset)
-    if kind == 'BasicImageDataset' and dataset.get('ann_file'):
-        dataset.update(ann_file=assets['lmdb_keys'])
-    elif kind == 'BasicImageDataset':
-        dataset.update(data_root=assets['folder'])
-    elif kind == 'ImageNet':
-        dataset.update(data_root=assets['imagenet'])
-    elif kind == 'CocoCaptionDataset':
-        dataset.update(data_root=assets['coco'])
-    else:
-        raise AssertionError(f'no tiny stand-in for dataset type {kind!r}; add one here')
-    return dataset
+    return _dataset_on(dataset, assets['data'])
 
 
 def _tiny_model(model: ConfigDict, assets: dict) -> None:
@@ -116,10 +121,12 @@ def tiny_config(path: str, assets: dict, work_dir: str) -> Config:
     # Every LoadImageFromFile opens its own LmdbBackend, and lmdb refuses a second open of
     # one database in a process: the train and val pipelines must run in worker processes,
     # as they do in a real run (num_workers > 0), not both in the main process.
-    num_workers = 1 if _shrink_pipelines(cfg, assets) else 0
-    for key in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+    uses_lmdb = any(_reads_lmdb(step) for key in LOADERS
+                    for step in cfg[key]['dataset'].get('pipeline', []))
+    for key in LOADERS:
         loader = cfg[key]
-        loader.update(batch_size=2, num_workers=num_workers, persistent_workers=False)
+        loader.update(batch_size=2, num_workers=1 if uses_lmdb else 0,
+                      persistent_workers=False)
         loader['dataset'] = _tiny_dataset(loader['dataset'], assets)
     for hook in cfg.get('custom_hooks', []):
         if hook['type'] == 'DiffusionPruningHook':  # 3 gradient timesteps instead of 100
@@ -206,22 +213,98 @@ def _check_run(runner: Runner, cfg: Config) -> None:
         assert student < teacher
 
 
+class FeatureRecorder(nn.Module):
+    """Stands in for FID's Inception and keeps every image batch it is handed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.images = []
+
+    def forward(self, images: Tensor, return_features: bool = False) -> Tensor:
+        self.images.append(images.detach().clone())
+        return images.float().mean(dim=(2, 3))
+
+
+def _is_red_rgb(images: Tensor, low: float, high: float) -> bool:
+    """Every pixel of (B, 3, H, W) ``images`` is >= high in channel 0, <= low in 1, 2."""
+    return bool(images[:, 0].min() >= high and images[:, 1:].max() <= low)
+
+
 @pytest.mark.parametrize('path', CONFIGS, ids=_name)
-def test_pretrained_teachers_see_rgb(path):
-    """MMagic loads images BGR; the hub teachers were trained on RGB."""
-    from mmagic.structures import DataSample
-    cfg = Config.fromfile(path)
-    preprocessor = MODELS.build(cfg.model.data_preprocessor)
-    red_bgr = torch.zeros(3, 4, 4)
-    red_bgr[2] = 255  # a red image as LoadImageFromFile returns it
-    sample = DataSample(gt_img=red_bgr, metainfo=dict(gt_channel_order='BGR'))
-    batch = preprocessor(dict(inputs=dict(img=red_bgr[None]), data_samples=[sample]))
-    model_input = batch['inputs']['img'] if isinstance(batch['inputs'], dict) else \
-        batch['inputs']
-    assert model_input[0, 0].min() == 1.0 and model_input[0, 2].max() == -1.0  # RGB, red
-    # samples go back to the loader's order for MMagic's metrics and visualisers
-    restored = preprocessor.destruct(model_input, batch['data_samples'])
-    torch.testing.assert_close(restored[0], red_bgr)
+def test_red_reaches_teacher_and_fid_as_red(path, assets, red_data, monkeypatch, tmp_path):
+    """A red image in the config's on-disk data format reaches the (RGB) teacher as red,
+    FID's feature network as red among the real images, and a red sample of the teacher
+    reaches it as red too: real and generated images meet FID in the same order.
+
+    Runs the config's dataset class and pipeline on files written in the real format
+    (red_data), the distiller's own train_step and val_step with the config's data
+    preprocessor, and MMagic's FID (real statistics: ``prepare``; samples: ``process``).
+    """
+    from mmagic.datasets import CIFAR10
+    from mmagic.registry import DATASETS, METRICS
+    from mmengine.dataset import pseudo_collate
+    from mmengine.optim import OptimWrapper
+    from mmengine.registry import init_default_scope
+    init_default_scope('mmagic')
+    # CIFAR10 checks the md5s of the released archive's files; the fixture has its own.
+    md5 = red_data['cifar10_md5']
+    monkeypatch.setattr(CIFAR10, 'train_list', [[n, md5[n]] for n in CIFAR10_FILES[:5]])
+    monkeypatch.setattr(CIFAR10, 'test_list', [['test_batch', md5['test_batch']]])
+    monkeypatch.setattr(CIFAR10, 'meta', dict(CIFAR10.meta, md5=md5['batches.meta']))
+
+    cfg = Config.fromfile(path, format_python_code=False)
+    _tiny_model(cfg.model, assets)
+    teacher = cfg.model.teacher
+    if cfg.train_dataloader.dataset.type == 'CIFAR10' and \
+            teacher.type == 'DiTTransformer2DModel':  # CIFAR-10's 32x32, no Resize
+        teacher['from_pretrained'] = assets['dit_pixel32']
+    torch.manual_seed(0)
+    model = MODELS.build(cfg.model)
+
+    # Training: the image batch the teacher (or its VAE encoder) is handed, in [-1, 1].
+    train_set = DATASETS.build(_dataset_on(cfg.train_dataloader.dataset, red_data))
+    # Loaded in a worker process, as in a run: lmdb refuses a second open of a database in
+    # one process, and FID's prepare below reads the val set in this one.
+    batch = next(iter(torch.utils.data.DataLoader(train_set, batch_size=2, num_workers=1,
+                                                  collate_fn=pseudo_collate)))
+    encoded = []
+    encode = model._encode_images
+    monkeypatch.setattr(model, '_encode_images',
+                        lambda images: encoded.append(images.detach().clone()) or encode(images))
+    model.train_step(batch, OptimWrapper(torch.optim.SGD(model.student.parameters(), lr=0.0)))
+    assert encoded and _is_red_rgb(encoded[0], low=-0.8, high=0.8), \
+        f'the teacher is handed channel means {encoded[0].mean(dim=(0, 2, 3)).tolist()}, ' \
+        'not red in RGB'
+
+    # FID's real statistics, from the val data set through the model's preprocessor.
+    fid_cfg = next(m for m in cfg.val_evaluator.metrics if m.type == 'FID')
+    fid = METRICS.build(dict(fid_cfg, fake_nums=2, real_nums=2,
+                             inception_path=assets['inception'],
+                             inception_pkl=str(tmp_path / 'real_feats.pkl')))
+    fid.inception = FeatureRecorder()
+    val_set = DATASETS.build(_dataset_on(cfg.val_dataloader.dataset, red_data))
+    fid.prepare(model, torch.utils.data.DataLoader(val_set, batch_size=2,
+                                                   collate_fn=pseudo_collate))
+    real = fid.inception.images[0]
+    assert _is_red_rgb(real, low=40, high=215), \
+        f'real images reach FID as channel means {real.float().mean(dim=(0, 2, 3)).tolist()}'
+
+    # Samples: a teacher that draws red, in the RGB it works in ([-1, 1] like its input).
+    def red_samples(net, noise, *args, **kwargs):
+        images = -torch.ones(noise.shape[0], 3, IMG, IMG)
+        images[:, 0] = 1
+        return images
+    monkeypatch.setattr(model, 'sample', red_samples)
+    outputs = model.val_step(dict(inputs=dict(
+        sample_model='teacher', num_batches=2, sample_kwargs=dict(with_teacher=True))))
+    for key in ('fake_img', 'teacher_img'):
+        fid.fake_key = key
+        fid.fake_results.clear()
+        fid.inception.images.clear()
+        fid.process({}, [out.to_dict() for out in outputs])
+        fake = fid.inception.images[0]
+        assert _is_red_rgb(fake, low=0, high=255), \
+            f'{key} reaches FID as channel means {fake.float().mean(dim=(0, 2, 3)).tolist()}'
 
 
 IN_PROCESS = [p for p in CONFIGS if _name(p) != '2ndm_cifar10']

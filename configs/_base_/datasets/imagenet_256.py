@@ -1,7 +1,9 @@
 # ImageNet-1k 256x256 with class labels through MMagic's `ImageNet` (an annotation file
 # of "<relative path> <label>" lines). Images are centre-cropped to a square and
 # resized (ADM / LDM / DiT preprocessing) and flipped for training. `ImageNet` items carry
-# `gt_path` / `gt_label`, so the image key is `gt` (the distiller's input, FID's `gt_img`).
+# `gt_path` / `gt_label`, so the image key is `gt`; `PackInputs()` keeps it in the data
+# sample as `gt_img` with its loader order (BGR, `gt_channel_order`; see cifar10_32.py):
+# the distiller's input and FID's real images.
 _base_ = ['mmagic::_base_/datasets/imagenet_256.py']
 
 data_root = 'data/imagenet'
@@ -11,13 +13,13 @@ train_pipeline = [
     dict(type='CenterCropLongEdge', keys=['gt']),
     dict(type='Resize', scale=(256, 256), keys=['gt'], backend='pillow'),
     dict(type='Flip', keys=['gt'], flip_ratio=0.5, direction='horizontal'),
-    dict(type='PackInputs', keys=['gt'])
+    dict(type='PackInputs')
 ]
 val_pipeline = [
     dict(type='LoadImageFromFile', key='gt'),
     dict(type='CenterCropLongEdge', keys=['gt']),
     dict(type='Resize', scale=(256, 256), keys=['gt'], backend='pillow'),
-    dict(type='PackInputs', keys=['gt'])
+    dict(type='PackInputs')
 ]
 
 train_dataloader = dict(

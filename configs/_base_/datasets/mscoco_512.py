@@ -1,8 +1,9 @@
 # MS-COCO captions for text-to-image: `CocoCaptionDataset` (this plugin) reads
 # annotations/captions_<split>.json and the matching image folder; each item is an image
-# (`gt`) and one caption (`prompt`). Training uses every caption of train2014; the FID
-# reference / prompt set is val2014 with one caption per image (BK-SDM evaluates 30k
-# val2014 prompts at 512x512, images resized to 256 for FID).
+# (`gt`, kept in the data sample as `gt_img` with its BGR `gt_channel_order` by
+# `PackInputs()`; see cifar10_32.py) and one caption (`prompt`). Training uses every
+# caption of train2014; the FID reference / prompt set is val2014 with one caption per
+# image (BK-SDM evaluates 30k val2014 prompts at 512x512, images resized to 256 for FID).
 data_root = 'data/coco'
 
 train_pipeline = [
@@ -10,13 +11,13 @@ train_pipeline = [
     dict(type='CenterCropLongEdge', keys=['gt']),
     dict(type='Resize', keys='gt', scale=(512, 512), backend='pillow'),
     dict(type='Flip', keys=['gt'], direction='horizontal', flip_ratio=0.5),
-    dict(type='PackInputs', keys=['gt'])
+    dict(type='PackInputs')
 ]
 val_pipeline = [
     dict(type='LoadImageFromFile', key='gt'),
     dict(type='CenterCropLongEdge', keys=['gt']),
     dict(type='Resize', keys='gt', scale=(512, 512), backend='pillow'),
-    dict(type='PackInputs', keys=['gt'])
+    dict(type='PackInputs')
 ]
 
 train_dataloader = dict(

@@ -19,8 +19,9 @@ model = dict(
     pixel_reduction='sum',
     antithetic_timesteps=True,
     ema=dict(momentum=1e-4, start_iter=0),  # decay 0.9999
-    # pretrained teachers see RGB; MMagic loads BGR (destruct turns samples back)
-    data_preprocessor=dict(type='DataPreprocessor', output_channel_order='RGB'))
+    # The teachers work in RGB: images reach them in RGB whatever the loader's order (read
+    # from gt_channel_order), and their samples go back to MMagic's BGR for the metrics.
+    data_preprocessor=dict(type='DiffusionDataPreprocessor', output_channel_order='RGB'))
 
 custom_hooks = [
     dict(type='DiffusionPruningHook', ratio=0.3, importance='diff-pruning',
