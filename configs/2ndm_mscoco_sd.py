@@ -35,8 +35,17 @@
 #   checkpoints/clip-vit-large-patch14` (`clip_path`; a transformers CLIP folder with its
 #   tokenizer, never downloaded by the metric). BK-SDM's published CLIP scores use
 #   OpenCLIP ViT-g/14 (laion2b_s34b_b88k), so ViT-L/14 scores are not comparable to them.
-# Loss weights for SD are not published; the CIFAR-10 ones are used, lr/iterations follow
-#   BK-SDM (AdamW 5e-5, 50k iterations).
+# Recipe: loss weights for SD are not published (the CIFAR-10 ones are used), nor is the
+#   paper's SD finetuning recipe (the authors' release is CIFAR-10 only); lr and length
+#   follow BK-SDM's scripts/kd_train.sh: AdamW 5e-5, grad-clip 1, 512x512 centre crop +
+#   flip, 50k iterations. Differs on purpose:
+#   batch: 8 per GPU, one update per batch, where BK-SDM updates on 64 x 4 accumulation
+#     steps = 256 images (its 50k counts updates): the SD teacher, the student and the
+#     Jacobian pass at 512x512 need the memory. For BK-SDM's 50k updates of 256 on one GPU:
+#     --cfg-options optim_wrapper.student.accumulative_counts=32
+#     train_cfg.max_iters=1600000 train_cfg.val_interval=1600000
+#   EMA: none (ema=None; FID and CLIP score the raw student, 'orig'), where BK-SDM's
+#     kd_train.sh keeps one (--use_ema, diffusers' EMAModel).
 _base_ = [
     './_base_/schedules/2ndm_100k.py',
     './_base_/datasets/mscoco_512.py'
@@ -67,7 +76,7 @@ model = dict(
         kd=dict(loss_weight=1.0),
         jacobian=dict(type='2ndMatchLoss', loss_weight=0.1, num_projections=1, mode='jvp')),
     pixel_reduction='sum',
-    ema=None,  # BK-SDM trains without EMA
+    ema=None,  # see the header (BK-SDM's script keeps an EMA)
     # The teachers work in RGB: images reach them in RGB whatever the loader's order (read
     # from gt_channel_order), and their samples go back to MMagic's BGR for the metrics.
     data_preprocessor=dict(type='DiffusionDataPreprocessor', output_channel_order='RGB'))

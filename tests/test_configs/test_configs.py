@@ -17,6 +17,7 @@ import os.path as osp
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 from mmagic.registry import MODELS
@@ -175,6 +176,14 @@ def test_published_hyper_parameters():
     assert cfg.val_evaluator.metrics[0].fake_nums == 50000
     hook = cfg.custom_hooks[0]
     assert (hook.ratio, hook.prune_cfg.groupnorm_ratio) == (0.3, 0.25)
+    assert hook.prune_cfg.diff_pruning_thr == 0.04  # the release's --thr for its student
+    assert cfg.train_dataloader.batch_size == 128
+    # LSUN: the releases' Adam lr (church 2e-5, bedroom 2e-6), not CIFAR-10's 2e-4.
+    for name, lr in (('2ndm_lsun', 2e-5), ('2ndm_lsun_church_lmdb', 2e-5),
+                     ('2ndm_lsun_bedroom', 2e-6)):
+        lsun = Config.fromfile(osp.join(REPO, 'configs', f'{name}.py'))
+        assert lsun.optim_wrapper.student.optimizer.lr == lr, name
+        assert lsun.model.ema.momentum == EMA_MOMENTUM, name  # the paper's, kept
     ablations = {n: Config.fromfile(osp.join(REPO, 'configs', f'{n}.py')).model.losses
                  for n in ('2ndm_cifar10_dsm', '2ndm_cifar10_dsm_kd', '2ndm_cifar10_first_order')}
     assert ablations['2ndm_cifar10_dsm'].kd is None
@@ -305,6 +314,21 @@ def test_red_reaches_teacher_and_fid_as_red(path, assets, red_data, monkeypatch,
         fake = fid.inception.images[0]
         assert _is_red_rgb(fake, low=0, high=255), \
             f'{key} reaches FID as channel means {fake.float().mean(dim=(0, 2, 3)).tolist()}'
+
+
+def test_celeba_crop_is_ddims():
+    """2ndm_celeba.py crops img_align_celeba as DDIM (its teacher) and Diff-Pruning do:
+    rows 57..184, columns 25..152 (torchvision's F.crop(img, 57, 25, 128, 128))."""
+    from mmagic.registry import TRANSFORMS
+    from mmengine.registry import init_default_scope
+    init_default_scope('mmagic')
+    cfg = Config.fromfile(osp.join(REPO, 'configs', '2ndm_celeba.py'))
+    rows, cols = np.meshgrid(np.arange(218), np.arange(178), indexing='ij')
+    image = np.stack([rows, cols, np.zeros_like(rows)], axis=-1).astype(np.int32)  # HWC
+    for key in ('train_dataloader', 'val_dataloader'):
+        crop = next(step for step in cfg[key].dataset.pipeline if 'Crop' in step['type'])
+        out = TRANSFORMS.build(crop).transform(dict(gt=image.copy()))['gt']
+        np.testing.assert_array_equal(out, image[57:185, 25:153])
 
 
 IN_PROCESS = [p for p in CONFIGS if _name(p) != '2ndm_cifar10']

@@ -2,8 +2,10 @@
 # the authors' released 2ndMatch hyper-parameters (METHOD.md): DSM 1 + KD 1 + 2ndM 0.1, K=1
 # projection, pixel-summed MSE, antithetic timesteps, EMA 0.9999, DDIM-100 sampling. The
 # student is the teacher pruned at run start to Diff-Pruning's setting (ratio 0.3, 0.25 for
-# GroupNorm-tied groups, diff-pruning importance). Configs that inherit this file set
-# `model.teacher.from_pretrained` to their local teacher folder.
+# GroupNorm-tied groups, diff-pruning importance with Diff-Pruning's released --thr 0.05:
+# gradients are accumulated from t = 0 up until a loss falls below 0.05 x the largest).
+# Configs that inherit this file set `model.teacher.from_pretrained` to their local teacher
+# folder.
 model = dict(
     type='DiffusionDistiller',
     teacher=dict(type='UNet2DModel', from_pretrained=None),
@@ -25,5 +27,5 @@ model = dict(
 
 custom_hooks = [
     dict(type='DiffusionPruningHook', ratio=0.3, importance='diff-pruning',
-         prune_cfg=dict(groupnorm_ratio=0.25))
+         prune_cfg=dict(groupnorm_ratio=0.25, diff_pruning_thr=0.05))
 ]
