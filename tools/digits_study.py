@@ -3,18 +3,27 @@
 Drives ``tools/train.py`` with the configs in ``configs/digits/``:
 
 1. trains the dense teacher DDPM (``teacher_digits16.py``: DSM from scratch);
-2. prunes it 50 % (diff-pruning, ``DiffusionPruningHook``) and finetunes the student with
-   each arm of the preset (DSM, DSM+KD, first-order Jacobian, 2ndM unscaled / sigma-scaled
-   / weight sweep / t range + warm-up), per seed, ``--jobs`` runs in parallel;
-3. evaluates the dense teacher and every student's EMA: proxy FID through MMagic's ``FID``
+2. prunes it (diff-pruning, ``DiffusionPruningHook``, ratio and GroupNorm groups as in
+   ``2ndm_digits16.py``) and finetunes the student with each arm of the preset (DSM,
+   DSM+KD, first-order Jacobian, 2ndM unscaled / sigma-scaled, and the 2ndM levers), paired
+   by seed: every arm of a seed starts from the same pruned weights and sees the same data
+   order and the same per-sample noise (``model.per_sample_noise_seed``); ``--jobs`` runs
+   in parallel;
+3. evaluates the dense teacher and, at every checkpoint of every run, the **raw student**
+   and **its EMA** (``WarmupExponentialMovingAverage``): proxy FID through MMagic's ``FID``
    metric (``inception_style='StyleGAN'``) with a small digit classifier trained here as
-   the feature network (a download-free stand-in for Inception features, see below),
-   its bootstrap spread, eps-MSE to the teacher on fixed noised inputs, SSIM / MSE of
-   samples drawn from the same noise as the teacher's (``TeacherFidelity``'s code), and
-   the FTLE statistic mean ||J v||^2 per timestep (forward-mode J v of the 2ndMatch loss);
-4. writes ``results.md`` (mean +- std over seeds, gap closed
-   ``(FID_dsm - FID_x) / (FID_dsm - FID_dense)``), ``results.json``, ``grid_<model>.png``
-   and ``ftle.png`` into the work dir.
+   the feature network (a download-free stand-in for Inception features, see below), its
+   bootstrap spread, eps-MSE to the teacher on fixed noised inputs (all t and t < 50),
+   SSIM / MSE of samples drawn from the same noise as the teacher's (``TeacherFidelity``'s
+   code), and at the last checkpoint the FTLE statistic mean ||J v||^2 per timestep;
+4. writes ``results.md`` (per arm and model: mean +- std over seeds; each arm vs DSM+KD:
+   paired differences with 95 % bootstrap confidence intervals over seeds and the verdict
+   they allow; the recovery criteria; equal wall-clock between recovered models),
+   ``results.json``, ``grid_<arm>_<raw|ema>.png``, ``recovery.png`` and ``ftle.png``.
+
+Every run's evaluation is cached in its folder (``eval.json``), finished runs are not
+trained again and interrupted ones resume, so re-running the same command continues where
+it stopped; ``--eval-only`` reports on the runs finished so far.
 
 Note:
     The proxy FID compares 32-d penultimate features of a 3-layer CNN trained to classify
@@ -27,6 +36,7 @@ Usage::
     python tools/digits_study.py --preset short --work-dir work_dirs/digits_demo --jobs 2
 """
 import argparse
+import hashlib
 import json
 import os
 import os.path as osp
@@ -48,38 +58,50 @@ ARMS: Dict[str, Tuple[str, List[str]]] = {
     'dsm': ('2ndm_digits16_dsm.py', []),
     'dsm_kd': ('2ndm_digits16_dsm_kd.py', []),
     'first_order': ('2ndm_digits16_first_order.py', []),
-    '2ndm_unscaled': ('2ndm_digits16_unscaled.py', []),
+    '2ndm_unscaled': ('2ndm_digits16_unscaled.py', []),  # the paper's form
     '2ndm': ('2ndm_digits16.py', []),  # sigma_t-scaled, w = 10, quarter batch
+    # levers of the 2ndM term, one change each from '2ndm'
+    '2ndm_k4': ('2ndm_digits16.py', ['model.losses.jacobian.num_projections=4']),
+    '2ndm_full_batch': ('2ndm_digits16.py', ['model.losses.jacobian.batch_fraction=1.0']),
     '2ndm_w1': ('2ndm_digits16.py', ['model.losses.jacobian.loss_weight=1.0']),
     '2ndm_w100': ('2ndm_digits16.py', ['model.losses.jacobian.loss_weight=100.0']),
-    '2ndm_trange_warmup': ('2ndm_digits16.py', ['model.jacobian_t_range=(0,500)',
-                                                 'model.jacobian_warmup_iters=500']),
+    '2ndm_small_t': ('2ndm_digits16.py', ['model.jacobian_t_range=(0,99)']),
+    '2ndm_unscaled_small_t': ('2ndm_digits16_unscaled.py', ['model.jacobian_t_range=(0,99)']),
 }
-
-WALLCLOCK_POINTS = 4  # checkpoints per finetuning run
+REFERENCE_ARM = 'dsm_kd'  # every arm is compared with it, paired by seed
+MODELS = ('raw', 'ema')  # the student as trained, and its EMA
+SAMPLE_MODEL = dict(raw='orig', ema='ema')  # MMagic's sample_model names
 
 PRESETS = {
     # smoke test: seconds, not a measurement
     'tiny': dict(teacher_iters=4, finetune_iters=3, batch_size=8, widths=(8, 16),
-                 norm_groups=4, arms=('dsm_kd', '2ndm'), seeds=(0,), num_samples=48,
-                 sample_steps=3, eval_images=8, ftle_timesteps=(0, 10, 100, 999),
-                 feature_iters=20, bootstrap=10, ema_momentum=0.05),
-    # README command 1: ~10 minutes on 2 CPU cores; the teacher draws digit-like strokes
-    # (its fast EMA tracks the weights), the students are far from converged
+                 arms={'dsm_kd': 1, '2ndm': 1}, lever_arms=(), num_samples=48,
+                 curve_samples=16, sample_steps=3, eval_images=8,
+                 ftle_timesteps=(0, 10, 100, 999), feature_iters=20, bootstrap=10,
+                 checkpoints=3),
+    # README command 1: ~10 minutes on 2 CPU cores, one seed (no confidence intervals)
     'short': dict(teacher_iters=1000, finetune_iters=300, batch_size=32, widths=None,
-                  norm_groups=None, arms=('dsm', 'dsm_kd', '2ndm'), seeds=(0,),
-                  num_samples=256, sample_steps=20, eval_images=64,
+                  arms={'dsm': 1, 'dsm_kd': 1, '2ndm': 1}, lever_arms=(), num_samples=256,
+                  curve_samples=128, sample_steps=20, eval_images=64,
                   ftle_timesteps=(0, 5, 10, 25, 50, 100, 250, 500, 999),
-                  feature_iters=300, bootstrap=50, ema_momentum=0.05),
-    # the README table: 5 arms x 3 seeds plus a one-seed sweep of the 2ndM weighting;
-    # sized for ~2 h on 2 CPU cores (ETA printed by each run's MMEngine logger)
-    'full': dict(teacher_iters=6000, finetune_iters=1500, batch_size=32, widths=None,
-                 norm_groups=None, arms=('dsm', 'dsm_kd', 'first_order', '2ndm_unscaled', '2ndm'),
-                 first_seed_arms=('2ndm_w1', '2ndm_w100', '2ndm_trange_warmup'),
-                 seeds=(0, 1, 2), num_samples=1000, sample_steps=50, eval_images=256,
+                  feature_iters=300, bootstrap=50, checkpoints=3),
+    # the README table: 5 seeds of DSM+KD and both 2ndM forms, 3 of DSM and first-order,
+    # then one seed of each lever; runs in seed order, so that an interrupted study has
+    # whole seeds to compare. 600 finetuning iterations: the short preset's DSM+KD student
+    # is already recovered after 300 (SSIM 0.95 to its teacher), and a longer run would
+    # let DSM alone close the gap that the other arms are meant to close
+    'full': dict(teacher_iters=6000, finetune_iters=600, batch_size=32, widths=None,
+                 arms={'dsm_kd': 5, '2ndm_unscaled': 5, '2ndm': 5, 'dsm': 3,
+                       'first_order': 3},
+                 lever_arms=('2ndm_k4', '2ndm_full_batch', '2ndm_w1', '2ndm_w100',
+                             '2ndm_small_t', '2ndm_unscaled_small_t'),
+                 num_samples=500, curve_samples=128, sample_steps=50, eval_images=256,
                  ftle_timesteps=(0, 2, 5, 10, 25, 50, 100, 250, 500, 750, 999),
-                 feature_iters=1000, bootstrap=200, ema_momentum=1e-3),
+                 feature_iters=1000, bootstrap=200, checkpoints=4),
 }
+CI_RESAMPLES = 10000  # bootstrap resamples of the seeds for each confidence interval
+# "recovered": proxy FID within this factor of the teacher's and SSIM to it at least this
+RECOVERED_FID_FACTOR, RECOVERED_SSIM = 1.5, 0.8
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -87,16 +109,36 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--preset', choices=sorted(PRESETS), default='short')
     parser.add_argument('--work-dir', default='work_dirs/digits_study')
     parser.add_argument('--seeds', type=int, nargs='+', default=None,
-                        help='override the preset seeds')
+                        help='override the preset: these seeds for every arm')
     parser.add_argument('--arms', nargs='+', default=None, choices=sorted(ARMS),
-                        help='override the preset arms (all run with every seed)')
+                        help='override the preset arms (no levers then)')
+    parser.add_argument('--no-levers', action='store_true',
+                        help="skip the preset's lever arms")
     parser.add_argument('--jobs', type=int, default=2, help='training runs in parallel')
     parser.add_argument('--threads-per-run', type=int, default=None,
                         help='torch threads of each run (default: CPU cores // jobs; '
                         'oversubscribed cores slow CPU training down many times)')
     parser.add_argument('--eval-only', action='store_true',
-                        help='reuse the feature network and checkpoints in --work-dir')
+                        help='train nothing: report on the runs finished so far')
     return parser.parse_args(argv)
+
+
+def planned_runs(preset: dict, seeds: Optional[Sequence[int]] = None,
+                 arms: Optional[Sequence[str]] = None, levers: bool = True
+                 ) -> List[Tuple[str, int]]:
+    """(arm, seed) in training order: seed by seed, then one seed of each lever."""
+    per_arm = {arm: list(range(n)) for arm, n in preset['arms'].items()}
+    if arms:
+        per_arm = {arm: per_arm.get(arm, [0]) for arm in arms}
+    if seeds:
+        per_arm = {arm: list(seeds) for arm in per_arm}
+    order = sorted({s for arm_seeds in per_arm.values() for s in arm_seeds})
+    runs = [(arm, seed) for seed in order for arm, arm_seeds in per_arm.items()
+            if seed in arm_seeds]
+    if levers and not arms:
+        first = order[0]
+        runs += [(arm, first) for arm in preset['lever_arms'] if arm not in per_arm]
+    return runs
 
 
 # ------------------------------------------------------------------- feature net
@@ -152,16 +194,12 @@ def train_feature_net(path: str, image_size: int, iters: int) -> float:
 
 # ---------------------------------------------------------------------- training
 def _size_options(preset: dict, role: str) -> List[str]:
-    """--cfg-options of the preset (batch, EMA, UNet size) for the teacher or a student."""
-    # EMA momentum fits the run length: at decay 0.999, 300 iterations leave 74 % of the
-    # initial weights in the average.
-    opts = [f'train_dataloader.batch_size={preset["batch_size"]}',
-            f'model.ema.momentum={preset["ema_momentum"]}']
+    """--cfg-options of the preset (batch size, UNet widths) for the teacher or a student."""
+    opts = [f'train_dataloader.batch_size={preset["batch_size"]}']
     if preset['widths'] is not None:
         key = 'model.student' if role == 'teacher' else 'model.teacher'
         widths = ','.join(str(w) for w in preset['widths'])
-        opts += [f'{key}.block_out_channels=({widths})',
-                 f'{key}.norm_num_groups={preset["norm_groups"]}']
+        opts.append(f'{key}.block_out_channels=({widths})')
     return opts
 
 
@@ -175,7 +213,7 @@ def _train(config: str, work_dir: str, iters: int, options: List[str], threads: 
     ``wall.json`` says so.
     """
     wall_file = osp.join(work_dir, 'wall.json')
-    if osp.exists(wall_file) and osp.exists(osp.join(work_dir, f'iter_{iters}.pth')):
+    if _finished(work_dir, iters):
         with open(wall_file) as f:
             return float(json.load(f)['wall_s'])
     resume = osp.exists(osp.join(work_dir, 'last_checkpoint'))
@@ -199,6 +237,12 @@ def _train(config: str, work_dir: str, iters: int, options: List[str], threads: 
     with open(wall_file, 'w') as f:
         json.dump(dict(wall_s=wall, resumed=resume), f)
     return wall
+
+
+def _finished(work_dir: str, iters: int) -> bool:
+    """Whether the run in ``work_dir`` trained all ``iters`` iterations."""
+    return (osp.exists(osp.join(work_dir, 'wall.json'))
+            and osp.exists(osp.join(work_dir, f'iter_{iters}.pth')))
 
 
 def _seconds_per_iter(work_dir: str) -> float:
@@ -226,8 +270,15 @@ def _load_distiller(config: str, options: List[str], ckpt: str, work_dir: str):
     cfg.test_dataloader = cfg.test_cfg = cfg.test_evaluator = None
     runner = Runner.from_cfg(cfg)
     runner.load_checkpoint(ckpt)
-    model = runner.model.eval()
-    return model
+    return runner.model.eval()
+
+
+def _record_hash(ckpt: str) -> str:
+    """A short hash of the checkpoint's pruning record (which channels were kept)."""
+    from mmdiff_2ndm.utils import safe_torch_load
+    record = safe_torch_load(ckpt, map_location='cpu').get('meta', {}).get('pruning')
+    text = json.dumps(record and record.get('history'), sort_keys=True, default=str)
+    return hashlib.sha1(text.encode()).hexdigest()[:12]
 
 
 def _to_uint8(images: Tensor) -> Tensor:
@@ -236,7 +287,11 @@ def _to_uint8(images: Tensor) -> Tensor:
 
 
 class Evaluator:
-    """Fixed inputs shared by every model: noise, noised test images, FTLE directions."""
+    """Fixed inputs shared by every model: noise, noised test images, FTLE directions.
+
+    The first ``curve_samples`` of the ``num_samples`` sampling noises are the recovery
+    curve's, so a final checkpoint's curve point is a prefix of its full evaluation.
+    """
 
     def __init__(self, preset: dict, feature_net: str, image_size: int = 16) -> None:
         from mmagic.evaluation.metrics import FrechetInceptionDistance
@@ -245,10 +300,9 @@ class Evaluator:
         self.noise = torch.randn(preset['num_samples'], 3, image_size, image_size,
                                  generator=gen)
         test_images, _ = _digits(image_size, 'test')
-        x_0 = test_images[:preset['eval_images']].float() / 127.5 - 1.0
-        self.x_0 = x_0
-        self.eps = torch.randn(x_0.shape, generator=gen)
-        self.v = torch.randn(x_0.shape, generator=gen)
+        self.x_0 = test_images[:preset['eval_images']].float() / 127.5 - 1.0
+        self.eps = torch.randn(self.x_0.shape, generator=gen)
+        self.v = torch.randn(self.x_0.shape, generator=gen)
         self.v = self.v / self.v.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
         self.fid = FrechetInceptionDistance(fake_nums=preset['num_samples'],
                                             inception_style='StyleGAN',
@@ -260,15 +314,15 @@ class Evaluator:
         self.fid.real_cov = np.cov(real_feats, rowvar=False)
         self.teacher_samples: Optional[Tensor] = None
 
-    def samples(self, distiller, net: nn.Module) -> Tensor:
-        """uint8 samples (N, 3, H, W) from the fixed noise with DDIM."""
+    def samples(self, distiller, net: nn.Module, num: int) -> Tensor:
+        """uint8 samples (num, 3, H, W) from the first ``num`` fixed noises with DDIM."""
         out = []
-        for noise in self.noise.split(64):
+        for noise in self.noise[:num].split(128):
             out.append(_to_uint8(distiller.sample(net, noise, None, None,
                                                   self.preset['sample_steps'])))
         return torch.cat(out)
 
-    def proxy_fid(self, samples: Tensor) -> Tuple[float, float]:
+    def proxy_fid(self, samples: Tensor, bootstrap: int = 0) -> Tuple[float, float]:
         """MMagic FID of the samples with the proxy features, and its bootstrap std."""
         with torch.no_grad():
             feats = self.fid.forward_inception(samples)
@@ -276,8 +330,8 @@ class Evaluator:
         gen = torch.Generator().manual_seed(0)
         boot = [self.fid.compute_metrics(
             [feats[torch.randint(0, feats.shape[0], (feats.shape[0],), generator=gen)]])['fid']
-            for _ in range(self.preset['bootstrap'])]
-        return fid, float(np.std(boot))
+            for _ in range(bootstrap)]
+        return fid, float(np.std(boot)) if boot else float('nan')
 
     @torch.no_grad()
     def eps_mse(self, distiller, net: nn.Module) -> Tuple[float, float]:
@@ -296,7 +350,6 @@ class Evaluator:
             errs.append(diff.pow(2).mean().item())
         return errs[0], errs[1]
 
-    @torch.no_grad()
     def ftle(self, distiller, net: nn.Module) -> List[float]:
         """Mean ||J v||^2 of the denoiser per timestep of ``ftle_timesteps``."""
         from mmdiff_2ndm.models.denoisers import run_denoiser
@@ -320,20 +373,338 @@ class Evaluator:
         scores = metric.compute_metrics(metric.fake_results)
         return scores['ssim'], scores['mse']
 
-    def evaluate(self, distiller, net: nn.Module) -> dict:
-        samples = self.samples(distiller, net)
-        fid, fid_boot = self.proxy_fid(samples)
+    def evaluate(self, distiller, net: nn.Module, full: bool) -> Tuple[dict, Tensor]:
+        """Scores of ``net``: on the curve's samples, and with ``full`` also on all
+        samples with the FTLE statistic. Returns the scores and the samples."""
+        num = self.preset['num_samples'] if full else self.preset['curve_samples']
+        samples = self.samples(distiller, net, num)
         if self.teacher_samples is None:
             self.teacher_samples = samples  # the dense teacher comes first
+        curve = samples[:self.preset['curve_samples']]
+        scores = dict(curve=self._scores(distiller, net, curve, bootstrap=0))
+        if full:
+            scores['final'] = self._scores(distiller, net, samples, self.preset['bootstrap'])
+            scores['final']['ftle'] = self.ftle(distiller, net)
+        return scores, samples
+
+    def _scores(self, distiller, net: nn.Module, samples: Tensor, bootstrap: int) -> dict:
+        fid, fid_boot = self.proxy_fid(samples, bootstrap)
         ssim, sample_mse = self.fidelity(samples)
         eps_all, eps_small = self.eps_mse(distiller, net)
         return dict(fid=fid, fid_boot=fid_boot, ssim=ssim, sample_mse=sample_mse,
-                    eps_mse=eps_all, eps_mse_t50=eps_small, ftle=self.ftle(distiller, net),
-                    params=sum(p.numel() for p in net.parameters()),
-                    samples=samples[:64])
+                    eps_mse=eps_all, eps_mse_t50=eps_small,
+                    params=sum(p.numel() for p in net.parameters()))
+
+
+# ------------------------------------------------------------ evaluating the runs
+def _fingerprint(preset: dict) -> str:
+    """What a cached evaluation depends on besides the checkpoint."""
+    keys = ('teacher_iters', 'finetune_iters', 'num_samples', 'curve_samples',
+            'sample_steps', 'eval_images', 'ftle_timesteps', 'bootstrap', 'checkpoints')
+    return json.dumps({k: preset[k] for k in keys}, sort_keys=True, default=list)
+
+
+def checkpoint_iters(preset: dict) -> List[int]:
+    """The iterations at which finetuning runs save a checkpoint (the recovery curve)."""
+    iters = preset['finetune_iters']
+    interval = max(1, iters // preset['checkpoints'])
+    return sorted(set(range(interval, iters, interval)) | {iters})
+
+
+def _load_json(path: str, fingerprint: str) -> dict:
+    if osp.exists(path):
+        with open(path) as f:
+            data = json.load(f)
+        if data.get('fingerprint') == fingerprint:
+            return data
+    return dict(fingerprint=fingerprint)
+
+
+def _save_json(data: dict, path: str) -> None:
+    tmp = path + '.tmp'
+    with open(tmp, 'w') as f:
+        json.dump(data, f, indent=1)
+    os.replace(tmp, path)
+
+
+def evaluate_teacher(evaluator: Evaluator, distiller, work_dir: str, preset: dict) -> dict:
+    """The dense teacher's scores (cached with its samples, which SSIM compares against)."""
+    path, samples_path = osp.join(work_dir, 'teacher_eval.json'), osp.join(
+        work_dir, 'teacher_samples.pt')
+    data = _load_json(path, _fingerprint(preset))
+    if 'final' in data and osp.exists(samples_path):
+        evaluator.teacher_samples = torch.load(samples_path)
+        return data
+    scores, samples = evaluator.evaluate(distiller, distiller.teacher, full=True)
+    torch.save(samples, samples_path)
+    data.update(scores)
+    _save_json(data, path)
+    return data
+
+
+def evaluate_run(evaluator: Evaluator, arm: str, run_dir: str, options: List[str],
+                 preset: dict) -> dict:
+    """Raw student and EMA of one run at every checkpoint (cached in ``eval.json``)."""
+    path = osp.join(run_dir, 'eval.json')
+    data = _load_json(path, _fingerprint(preset))
+    data.setdefault('curve', {})
+    last = preset['finetune_iters']
+    for step in checkpoint_iters(preset):
+        full = step == last
+        if str(step) in data['curve'] and (not full or 'final' in data):
+            continue
+        ckpt = osp.join(run_dir, f'iter_{step}.pth')
+        distiller = _load_distiller(ARMS[arm][0], options, ckpt, osp.join(run_dir, 'eval'))
+        for model in MODELS:
+            net = distiller.student if model == 'raw' else distiller.student_ema.module
+            scores, samples = evaluator.evaluate(distiller, net, full)
+            data['curve'].setdefault(str(step), {})[model] = scores['curve']
+            if full:
+                data.setdefault('final', {})[model] = scores['final']
+                torch.save(samples[:64].clone(), osp.join(run_dir, f'samples_{model}.pt'))
+        if full:
+            data['record'] = _record_hash(ckpt)
+        _save_json(data, path)
+    with open(osp.join(run_dir, 'wall.json')) as f:
+        data['wall'] = float(json.load(f)['wall_s'])
+    data['s_per_iter'] = _seconds_per_iter(run_dir)
+    return data
 
 
 # ----------------------------------------------------------------------- reports
+METRICS = (  # key, column name, lower is better
+    ('fid', 'proxy FID', True), ('eps_mse', 'eps-MSE to teacher', True),
+    ('eps_mse_t50', 'eps-MSE t<50', True), ('sample_mse', 'sample MSE to teacher', True),
+    ('ssim', 'SSIM to teacher', False))
+
+
+def bootstrap_ci(values: Sequence[float], resamples: int = CI_RESAMPLES,
+                 seed: int = 0) -> Tuple[float, float, float]:
+    """Mean and 95 % percentile-bootstrap interval of the mean (nan with < 2 values)."""
+    values = np.asarray(values, dtype=float)
+    if values.size < 2:
+        return float(values.mean()) if values.size else float('nan'), np.nan, np.nan
+    idx = np.random.default_rng(seed).integers(0, values.size, (resamples, values.size))
+    means = values[idx].mean(axis=1)
+    return float(values.mean()), float(np.percentile(means, 2.5)), float(
+        np.percentile(means, 97.5))
+
+
+def verdict(low: float, high: float, lower_is_better: bool = True) -> str:
+    """What a 95 % interval of (arm - reference) allows one to say."""
+    if not (np.isfinite(low) and np.isfinite(high)):
+        return 'one seed: no interval'
+    if high < 0:
+        return 'better' if lower_is_better else 'worse'
+    if low > 0:
+        return 'worse' if lower_is_better else 'better'
+    return 'no difference shown'
+
+
+def _fmt(values: Sequence[float], digits: int = 4) -> str:
+    if len(values) == 1:
+        return f'{values[0]:.{digits}g}'
+    return f'{np.mean(values):.{digits}g} +- {np.std(values):.2g}'
+
+
+def _ci(mean: float, low: float, high: float) -> str:
+    if not np.isfinite(low):
+        return f'{mean:+.3g}'
+    return f'{mean:+.3g} [{low:+.3g}, {high:+.3g}]'
+
+
+def _by_arm(runs: List[dict]) -> Dict[str, Dict[int, dict]]:
+    """arm -> seed -> run, in the order the arms first appear."""
+    arms: Dict[str, Dict[int, dict]] = {}
+    for run in runs:
+        arms.setdefault(run['arm'], {})[run['seed']] = run
+    return arms
+
+
+def gap_closed(dsm_fid: float, arm_fid: float, dense_fid: float) -> float:
+    """Share of the DSM -> dense proxy-FID gap that an arm closes (1: at the teacher)."""
+    return (dsm_fid - arm_fid) / (dsm_fid - dense_fid)
+
+
+def _main_table(arms: dict, dense: dict) -> List[str]:
+    ref = arms.get(REFERENCE_ARM, {})
+    ref_speed = np.mean([r['s_per_iter'] for r in ref.values()]) if ref else np.nan
+    lines = ['| arm | model | seeds | params | ' + ' | '.join(m[1] for m in METRICS) +
+             ' | FID bootstrap std | gap closed | s/iter | s/iter / DSM+KD |',
+             '|' + '---|' * (len(METRICS) + 8)]
+    lines.append(f'| dense teacher | - | 1 | {dense["final"]["params"]} | ' + ' | '.join(
+        f'{dense["final"][k]:.4g}' for k, _, _ in METRICS) +
+        f' | {dense["final"]["fid_boot"]:.2g} | - | - | - |')
+    for arm, seeds in arms.items():
+        speed = [r['s_per_iter'] for r in seeds.values()]
+        for model in MODELS:
+            finals = [r['final'][model] for r in seeds.values()]
+            gaps = [gap_closed(arms['dsm'][s]['final'][model]['fid'], r['final'][model]['fid'],
+                               dense['final']['fid'])
+                    for s, r in seeds.items() if s in arms.get('dsm', {})]
+            lines.append(
+                f'| {arm} | {model} | {len(finals)} | {finals[0]["params"]} | ' +
+                ' | '.join(_fmt([f[k] for f in finals]) for k, _, _ in METRICS) +
+                f' | {_fmt([f["fid_boot"] for f in finals], 2)} | '
+                f'{_fmt(gaps, 3) if gaps and arm != "dsm" else "-"} | {_fmt(speed, 3)} | '
+                f'{np.mean(speed) / ref_speed:.2f} |')
+    return lines
+
+
+def paired_differences(arms: dict, arm: str, model: str, dense_fid: float) -> dict:
+    """Per metric: (mean, low, high) of arm - DSM+KD over the seeds both ran, and the
+    gap to the dense teacher's proxy FID closed relative to DSM (where DSM ran)."""
+    ref = arms[REFERENCE_ARM]
+    seeds = sorted(set(arms[arm]) & set(ref))
+    out = dict(seeds=seeds)
+    for key, _, _ in METRICS:
+        diffs = [arms[arm][s]['final'][model][key] - ref[s]['final'][model][key]
+                 for s in seeds]
+        out[key] = bootstrap_ci(diffs)
+    dsm = arms.get('dsm', {})
+    gap_seeds = [s for s in arms[arm] if s in dsm]
+    out['gap_closed'] = bootstrap_ci([gap_closed(dsm[s]['final'][model]['fid'],
+                                                 arms[arm][s]['final'][model]['fid'],
+                                                 dense_fid) for s in gap_seeds])
+    return out
+
+
+def _paired_table(arms: dict, dense: dict) -> Tuple[List[str], dict]:
+    lines = ['| arm | model | paired seeds | ' + ' | '.join(
+        f'd {name}' for _, name, _ in METRICS) + ' | verdict (FID, eps-MSE, sample MSE, '
+        'SSIM) | gap closed vs DSM |', '|' + '---|' * (len(METRICS) + 5)]
+    paired = {}
+    for arm in arms:
+        if arm == REFERENCE_ARM:
+            continue
+        for model in MODELS:
+            diff = paired_differences(arms, arm, model, dense['final']['fid'])
+            paired[f'{arm}/{model}'] = diff
+            verdicts = ', '.join(verdict(*diff[k][1:], lower)
+                                 for k, _, lower in METRICS if k != 'eps_mse_t50')
+            lines.append(f'| {arm} | {model} | {len(diff["seeds"])} | ' + ' | '.join(
+                _ci(*diff[k]) for k, _, _ in METRICS) + f' | {verdicts} | '
+                f'{_ci(*diff["gap_closed"]) if arm != "dsm" else "-"} |')
+    return lines, paired
+
+
+def recovery_summary(arms: dict, dense: dict) -> dict:
+    """Whether DSM+KD (raw) recovered and whether DSM leaves a gap above the seed spread."""
+    out = dict(teacher_fid=dense['final']['fid'])
+    for arm in (REFERENCE_ARM, 'dsm'):
+        if arm not in arms:
+            continue
+        finals = [r['final']['raw'] for r in arms[arm].values()]
+        out[arm] = dict(fid=float(np.mean([f['fid'] for f in finals])),
+                        fid_std=float(np.std([f['fid'] for f in finals])),
+                        ssim=float(np.mean([f['ssim'] for f in finals])))
+    if REFERENCE_ARM in out:
+        ref = out[REFERENCE_ARM]
+        out['recovered'] = bool(ref['fid'] <= RECOVERED_FID_FACTOR * out['teacher_fid']
+                                and ref['ssim'] >= RECOVERED_SSIM)
+    if 'dsm' in out:
+        out['dsm_gap'] = out['dsm']['fid'] - out['teacher_fid']
+    return out
+
+
+def _recovery_lines(summary: dict) -> List[str]:
+    lines = [f'* Teacher proxy FID {summary["teacher_fid"]:.4g}.']
+    ref = summary.get(REFERENCE_ARM)
+    if ref:
+        lines.append(
+            f'* DSM+KD, raw student: proxy FID {ref["fid"]:.4g} '
+            f'({ref["fid"] / summary["teacher_fid"]:.2f}x the teacher\'s; criterion '
+            f'<= {RECOVERED_FID_FACTOR}x), SSIM to the teacher {ref["ssim"]:.3f} (criterion '
+            f'>= {RECOVERED_SSIM}): **{"recovered" if summary["recovered"] else "not recovered"}'
+            '**.')
+    if 'dsm' in summary:
+        dsm = summary['dsm']
+        spread = (f'{summary["dsm_gap"] / dsm["fid_std"]:.1f}x the seed std'
+                  if dsm['fid_std'] > 0 else 'one seed: no seed spread')
+        lines.append(f'* DSM alone, raw student: proxy FID {dsm["fid"]:.4g} +- '
+                     f'{dsm["fid_std"]:.2g} (seed std): gap to the teacher '
+                     f'{summary["dsm_gap"]:.4g} ({spread}).')
+    return lines
+
+
+def equal_wallclock(arms: dict, dense: dict, preset: dict) -> Tuple[float, List[dict]]:
+    """Each arm's raw student at its last checkpoint within the cheapest arm's training
+    time, scored on the curve's samples, with whether it is recovered there."""
+    speeds = {arm: np.mean([r['s_per_iter'] for r in seeds.values()])
+              for arm, seeds in arms.items()}
+    budget = min(speeds.values()) * preset['finetune_iters']
+    teacher_fid = dense['curve']['fid']
+    rows = []
+    for arm, seeds in arms.items():
+        steps = [s for s in checkpoint_iters(preset) if s * speeds[arm] <= budget * 1.0001]
+        if not steps:
+            rows.append(dict(arm=arm, iter=0, recovered=False))
+            continue
+        scores = [r['curve'][str(steps[-1])]['raw'] for r in seeds.values()]
+        fid, ssim = np.mean([s['fid'] for s in scores]), np.mean([s['ssim'] for s in scores])
+        rows.append(dict(arm=arm, iter=steps[-1], fid=float(fid), ssim=float(ssim),
+                         eps_mse=float(np.mean([s['eps_mse'] for s in scores])),
+                         recovered=bool(fid <= RECOVERED_FID_FACTOR * teacher_fid
+                                        and ssim >= RECOVERED_SSIM)))
+    return float(budget), rows
+
+
+def _pairing_lines(arms: dict) -> List[str]:
+    """Whether all arms of each seed started from the same pruned channels."""
+    by_seed: Dict[int, set] = {}
+    for seeds in arms.values():
+        for seed, run in seeds.items():
+            by_seed.setdefault(seed, set()).add(run.get('record'))
+    same = [s for s, records in sorted(by_seed.items()) if len(records) == 1]
+    differ = [s for s, records in sorted(by_seed.items()) if len(records) > 1]
+    line = f'* Same pruned channels in every arm of seeds {same}'
+    return [line + (f'; **different** in seeds {differ}' if differ else '') + '.']
+
+
+def write_report(study: dict, meta: dict, preset: dict, path: str) -> dict:
+    """results.md from the evaluated runs; returns the computed comparisons."""
+    dense, arms = study['dense'], _by_arm(study['runs'])
+    lines = [f'# Digits 16x16 study (preset `{meta["preset"]}`)', '',
+             f'{meta["finetune_iters"]} finetuning iterations (teacher: '
+             f'{meta["teacher_iters"]}); {meta["num_samples"]} samples (recovery curve: the '
+             f'first {preset["curve_samples"]}), DDIM-{meta["sample_steps"]}. Proxy FID: '
+             f'MMagic `FID` with a digit classifier (test accuracy '
+             f'{meta["feature_accuracy"]:.3f}) as feature network. `raw` = the student as '
+             'trained, `ema` = its WarmupExponentialMovingAverage. Runs finished: '
+             f'{len(study["runs"])} of {meta["planned_runs"]} planned. Study wall time (this '
+             f'invocation): {meta["wall_s"]:.0f} s.', '', '## Recovery', '']
+    summary = recovery_summary(arms, dense)
+    lines += _recovery_lines(summary) + _pairing_lines(arms)
+    lines += ['', '## Every arm at the last iteration (mean +- std over seeds)', '']
+    lines += _main_table(arms, dense)
+    lines += ['', 'gap closed = (FID_dsm - FID_x) / (FID_dsm - FID_dense), per seed.', '']
+    paired = {}
+    if REFERENCE_ARM in arms:
+        lines += [f'## Paired by seed: arm - {REFERENCE_ARM} (mean [95 % bootstrap CI over '
+                  'seeds])', '']
+        table, paired = _paired_table(arms, dense)
+        lines += table + ['', 'Verdicts: `better`/`worse` than DSM+KD where the interval '
+                          'excludes 0, else `no difference shown`.', '']
+    budget, wallclock = equal_wallclock(arms, dense, preset)
+    lines += [f'## Equal training wall-clock ({budget:.0f} s, the cheapest arm\'s run; raw '
+              f'students on the curve\'s {preset["curve_samples"]} samples, teacher '
+              f'{dense["curve"]["fid"]:.4g})', '',
+              '| arm | iteration | proxy FID | SSIM to teacher | eps-MSE | recovered |',
+              '|---|---|---|---|---|---|']
+    for row in wallclock:
+        if row['iter'] == 0:
+            lines.append(f'| {row["arm"]} | no checkpoint within budget | - | - | - | no |')
+        else:
+            lines.append(f'| {row["arm"]} | {row["iter"]} | {row["fid"]:.4g} | '
+                         f'{row["ssim"]:.3f} | {row["eps_mse"]:.4g} | '
+                         f'{"yes" if row["recovered"] else "no"} |')
+    lines += ['', 'Only rows marked recovered compare like with like.']
+    with open(path, 'w') as f:
+        f.write('\n'.join(lines) + '\n')
+    return dict(recovery=summary, paired=paired, wallclock=dict(budget_s=budget,
+                                                                rows=wallclock))
+
+
 def _grid(samples: Tensor, path: str) -> None:
     import matplotlib
     matplotlib.use('Agg')
@@ -347,88 +718,104 @@ def _grid(samples: Tensor, path: str) -> None:
     plt.imsave(path, canvas)
 
 
-def _ftle_plot(results: dict, timesteps: Sequence[int], path: str) -> None:
+def _style(arms: Sequence[str]) -> Dict[str, str]:
+    import matplotlib.pyplot as plt
+    colours = plt.rcParams['axes.prop_cycle'].by_key()['color']
+    return {arm: colours[i % len(colours)] for i, arm in enumerate(arms)}
+
+
+def _recovery_plot(arms: dict, dense: dict, path: str) -> None:
+    """Proxy FID and eps-MSE to the teacher vs iteration: every arm, raw and EMA."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for name, runs in results.items():
-        curve = np.mean([r['ftle'] for r in runs], axis=0)
-        ax.plot(np.asarray(timesteps) + 1, curve, marker='o', label=name)
-    ax.set_xscale('log')
-    ax.set_yscale('log')
-    ax.set_xlabel('timestep t + 1')
-    ax.set_ylabel('mean ||J v||^2 (unit v)')
-    ax.set_title('FTLE statistic per timestep')
-    ax.legend(fontsize=7)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    colour = _style(list(arms))
+    for arm, seeds in arms.items():
+        steps = sorted({int(s) for r in seeds.values() for s in r['curve']})
+        for model, line in (('raw', '-'), ('ema', '--')):
+            for ax, key in zip(axes, ('fid', 'eps_mse')):
+                values = [np.mean([r['curve'][str(s)][model][key] for r in seeds.values()
+                                   if str(s) in r['curve']]) for s in steps]
+                ax.plot(steps, values, line, marker='o', ms=3, color=colour[arm],
+                        label=f'{arm} ({model})')
+    axes[0].axhline(dense['curve']['fid'], color='k', lw=1, label='dense teacher')
+    axes[0].axhline(RECOVERED_FID_FACTOR * dense['curve']['fid'], color='k', lw=1, ls=':',
+                    label=f'{RECOVERED_FID_FACTOR}x teacher')
+    for ax, title in zip(axes, ('proxy FID (curve samples)', 'eps-MSE to the teacher')):
+        ax.set_yscale('log')
+        ax.set_xlabel('finetuning iteration')
+        ax.set_title(title)
+    axes[1].legend(fontsize=6, ncol=2)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
 
-def _fmt(values: Sequence[float], digits: int = 4) -> str:
-    if len(values) == 1:
-        return f'{values[0]:.{digits}g}'
-    return f'{np.mean(values):.{digits}g} +- {np.std(values):.2g}'
+def _ftle_plot(arms: dict, dense: dict, timesteps: Sequence[int], path: str) -> None:
+    """The FTLE statistic per timestep: the teacher and every arm, raw and EMA."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    x = np.asarray(timesteps) + 1
+    ax.plot(x, dense['final']['ftle'], 'k-', marker='s', lw=2, label='dense teacher')
+    colour = _style(list(arms))
+    for arm, seeds in arms.items():
+        for model, line in (('raw', '-'), ('ema', '--')):
+            curve = np.mean([r['final'][model]['ftle'] for r in seeds.values()], axis=0)
+            ax.plot(x, curve, line, marker='o', ms=3, color=colour[arm],
+                    label=f'{arm} ({model})')
+    ax.set_xscale('log')
+    ax.set_yscale('log')
+    ax.set_xlabel('timestep t + 1')
+    ax.set_ylabel('mean ||J v||^2 (unit v)')
+    ax.set_title('FTLE statistic per timestep')
+    ax.legend(fontsize=6, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
-def write_table(results: dict, timing: dict, meta: dict, path: str,
-                wallclock: Optional[dict] = None) -> None:
-    """Markdown tables: mean +- std over seeds, gap closed vs DSM; at equal iterations
-    and (``wallclock``: arm -> runs with their ``iter``) at equal training wall-clock."""
-    dense = results['dense'][0]['fid']
-    base = np.mean([r['fid'] for r in results['dsm']]) if 'dsm' in results else None
-    lines = [f'# Digits 16x16 study (preset `{meta["preset"]}`)', '',
-             f'Seeds: {meta["seeds"]}; {meta["finetune_iters"]} finetuning iterations '
-             f'(teacher: {meta["teacher_iters"]}); {meta["num_samples"]} samples, '
-             f'DDIM-{meta["sample_steps"]}. Proxy FID: MMagic `FID` with a digit classifier '
-             f'(test accuracy {meta["feature_accuracy"]:.3f}) as feature network. '
-             f'Study wall time (all steps): {meta["wall_s"]:.0f} s.', '',
-             '| model | seeds | params | proxy FID | FID bootstrap std | gap closed '
-             '| eps-MSE to teacher | eps-MSE t<50 | sample MSE to teacher | SSIM to teacher '
-             '| s/iter | train wall s |',
-             '|---|---|---|---|---|---|---|---|---|---|---|---|']
-    for name, runs in results.items():
-        fids = [r['fid'] for r in runs]
-        if base is None or name == 'dense' or base == dense:
-            gap = '-'
-        else:
-            gap = _fmt([(base - f) / (base - dense) for f in fids], 3)
-        t = timing.get(name, {})
-        lines.append(
-            f'| {name} | {len(runs)} | {runs[0]["params"]} | {_fmt(fids)} | '
-            f'{_fmt([r["fid_boot"] for r in runs], 2)} | {gap} | '
-            f'{_fmt([r["eps_mse"] for r in runs])} | {_fmt([r["eps_mse_t50"] for r in runs])} | '
-            f'{_fmt([r["sample_mse"] for r in runs])} | {_fmt([r["ssim"] for r in runs])} | '
-            f'{_fmt(t.get("s_per_iter", [float("nan")]), 3)} | '
-            f'{_fmt(t.get("wall", [float("nan")]), 3)} |')
-    lines += ['', 'gap closed = (FID_dsm - FID_x) / (FID_dsm - FID_dense), per seed; '
-              'all rows at equal iterations.']
-    if wallclock:
-        lines += ['', f'## Equal training wall-clock ({meta["wallclock_budget_s"]:.0f} s: '
-                  'the cheapest arm\'s full run; each arm at its last checkpoint within it)',
-                  '', '| model | iterations | proxy FID | eps-MSE to teacher '
-                  '| sample MSE to teacher | SSIM to teacher |', '|---|---|---|---|---|---|']
-        for name, runs in wallclock.items():
-            lines.append(
-                f'| {name} | {_fmt([r["iter"] for r in runs])} | '
-                f'{_fmt([r["fid"] for r in runs])} | {_fmt([r["eps_mse"] for r in runs])} | '
-                f'{_fmt([r["sample_mse"] for r in runs])} | {_fmt([r["ssim"] for r in runs])} |')
-    with open(path, 'w') as f:
-        f.write('\n'.join(lines) + '\n')
+def _figures(study: dict, preset: dict, work_dir: str) -> None:
+    arms = _by_arm(study['runs'])
+    _grid(torch.load(osp.join(work_dir, 'teacher_samples.pt'))[:64],
+          osp.join(work_dir, 'grid_dense.png'))
+    for arm, seeds in arms.items():
+        run = seeds[min(seeds)]
+        for model in MODELS:
+            _grid(torch.load(osp.join(run['dir'], f'samples_{model}.pt')),
+                  osp.join(work_dir, f'grid_{arm}_{model}.png'))
+    _recovery_plot(arms, study['dense'], osp.join(work_dir, 'recovery.png'))
+    _ftle_plot(arms, study['dense'], preset['ftle_timesteps'],
+               osp.join(work_dir, 'ftle.png'))
 
 
 # -------------------------------------------------------------------------- main
+def _finetune_all(runs: List[Tuple[str, int]], preset: dict, work_dir: str, options_of,
+                  jobs: int, threads: int) -> None:
+    """Trains every planned run (finished ones are skipped, interrupted ones resume)."""
+    interval = max(1, preset['finetune_iters'] // preset['checkpoints'])
+
+    def finetune(run: Tuple[str, int]) -> None:
+        arm, seed = run
+        run_dir = osp.join(work_dir, f'{arm}_seed{seed}')
+        print(f'[study]   start {arm} seed {seed} (log: {run_dir}/train_stdout.log)',
+              flush=True)
+        wall = _train(ARMS[arm][0], run_dir, preset['finetune_iters'], options_of(arm, seed),
+                      threads, stream=False, ckpt_interval=interval)
+        print(f'[study]   done  {arm} seed {seed} in {wall:.0f} s', flush=True)
+
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        list(pool.map(finetune, runs))
+
+
 def main(argv: Optional[Sequence[str]] = None) -> str:
     args = parse_args(argv)
     preset = dict(PRESETS[args.preset])
-    if args.seeds:
-        preset['seeds'] = tuple(args.seeds)
-    if args.arms:
-        preset['arms'] = tuple(args.arms)
-        preset['first_seed_arms'] = ()
     if args.jobs < 1:
         raise ValueError(f'--jobs must be >= 1, got {args.jobs}.')
+    runs = planned_runs(preset, args.seeds, args.arms, levers=not args.no_levers)
     work_dir = osp.abspath(args.work_dir)
     os.makedirs(work_dir, exist_ok=True)
     start = time.time()
@@ -437,7 +824,13 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
 
     feature_net = osp.join(work_dir, 'feature_net.pt')
     teacher_dir = osp.join(work_dir, 'teacher')
-    walls_file = osp.join(work_dir, 'train_walls.json')
+    teacher_ckpt = osp.join(teacher_dir, f'iter_{preset["teacher_iters"]}.pth')
+
+    def options_of(arm: str, seed: int) -> List[str]:
+        return [f'model.teacher_ckpt.filename={teacher_ckpt}', f'randomness.seed={seed}',
+                f'model.per_sample_noise_seed={seed}', *ARMS[arm][1],
+                *_size_options(preset, 'student')]
+
     if not args.eval_only:
         print(f'[study] 1/4 feature network -> {feature_net}', flush=True)
         if not osp.exists(osp.join(work_dir, 'feature_net.json')):
@@ -446,102 +839,47 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
                 json.dump(dict(test_accuracy=accuracy), f)
         print(f'[study] 2/4 dense teacher, {preset["teacher_iters"]} iterations', flush=True)
         _train('teacher_digits16.py', teacher_dir, preset['teacher_iters'],
-               ['randomness.seed=0', *_size_options(preset, 'teacher')],
-               threads, stream=True)
-    with open(osp.join(work_dir, 'feature_net.json')) as f:
-        accuracy = json.load(f)['test_accuracy']
-    teacher_ckpt = osp.join(teacher_dir, f'iter_{preset["teacher_iters"]}.pth')
-
-    runs = [(arm, seed) for seed in preset['seeds'] for arm in preset['arms']]
-    runs += [(arm, preset['seeds'][0]) for arm in preset.get('first_seed_arms', ())
-             if arm not in preset['arms']]
-    if not args.eval_only:
+               ['randomness.seed=0', *_size_options(preset, 'teacher')], threads, stream=True)
         print(f'[study] 3/4 {len(runs)} finetuning runs, {args.jobs} in parallel',
               flush=True)
+        _finetune_all(runs, preset, work_dir, options_of, args.jobs, threads)
 
-    def options(arm: str, seed: int) -> List[str]:
-        return [f'model.teacher_ckpt.filename={teacher_ckpt}', f'randomness.seed={seed}',
-                *ARMS[arm][1], *_size_options(preset, 'student')]
-
-    # intermediate checkpoints for the equal-wall-clock comparison
-    ckpt_interval = max(1, preset['finetune_iters'] // WALLCLOCK_POINTS)
-
-    def finetune(run: Tuple[str, int]) -> Tuple[str, int, float]:
-        arm, seed = run
-        run_dir = osp.join(work_dir, f'{arm}_seed{seed}')
-        print(f'[study]   start {arm} seed {seed} (log: {run_dir}/train_stdout.log)',
-              flush=True)
-        wall = _train(ARMS[arm][0], run_dir, preset['finetune_iters'], options(arm, seed),
-                      threads, stream=False, ckpt_interval=ckpt_interval)
-        print(f'[study]   done  {arm} seed {seed} in {wall:.0f} s', flush=True)
-        return arm, seed, wall
-
-    if args.eval_only:
-        with open(walls_file) as f:
-            finished = [tuple(item) for item in json.load(f)]
-    else:
-        with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-            finished = list(pool.map(finetune, runs))
-        with open(walls_file, 'w') as f:
-            json.dump(finished, f)
-
-    print('[study] 4/4 evaluation', flush=True)
+    finished = [(a, s) for a, s in runs
+                if _finished(osp.join(work_dir, f'{a}_seed{s}'), preset['finetune_iters'])]
+    if not finished:
+        raise RuntimeError(f'No finished finetuning run in {work_dir} to evaluate.')
+    print(f'[study] 4/4 evaluating {len(finished)} of {len(runs)} runs (raw and EMA)',
+          flush=True)
+    with open(osp.join(work_dir, 'feature_net.json')) as f:
+        accuracy = json.load(f)['test_accuracy']
     evaluator = Evaluator(preset, feature_net)
-    results: Dict[str, List[dict]] = {}
-    timing: Dict[str, dict] = {}
-    iters = preset['finetune_iters']
-    for arm, seed, wall in finished:
+    first_dir = osp.join(work_dir, f'{finished[0][0]}_seed{finished[0][1]}')
+    distiller = _load_distiller(ARMS[finished[0][0]][0], options_of(*finished[0]),
+                                osp.join(first_dir, f'iter_{preset["finetune_iters"]}.pth'),
+                                osp.join(first_dir, 'eval'))
+    study = dict(dense=evaluate_teacher(evaluator, distiller, work_dir, preset), runs=[])
+    for arm, seed in finished:
         run_dir = osp.join(work_dir, f'{arm}_seed{seed}')
-        distiller = _load_distiller(ARMS[arm][0], options(arm, seed),
-                                    osp.join(run_dir, f'iter_{iters}.pth'),
-                                    osp.join(run_dir, 'eval'))
-        if 'dense' not in results:
-            results['dense'] = [evaluator.evaluate(distiller, distiller.teacher)]
-        net = distiller.student_ema.module
-        results.setdefault(arm, []).append(evaluator.evaluate(distiller, net))
-        timing.setdefault(arm, dict(wall=[], s_per_iter=[]))
-        timing[arm]['wall'].append(wall)
-        timing[arm]['s_per_iter'].append(_seconds_per_iter(run_dir))
-        print(f'[study]   {arm} seed {seed}: proxy FID {results[arm][-1]["fid"]:.3f}',
-              flush=True)
+        data = evaluate_run(evaluator, arm, run_dir, options_of(arm, seed), preset)
+        study['runs'].append(dict(data, arm=arm, seed=seed, dir=run_dir))
+        final = data['final']
+        print(f'[study]   {arm} seed {seed}: proxy FID raw {final["raw"]["fid"]:.3f} / EMA '
+              f'{final["ema"]["fid"]:.3f}, SSIM raw {final["raw"]["ssim"]:.3f}', flush=True)
 
-    # Equal wall-clock: every arm at its last checkpoint within the cheapest arm's budget.
-    budget = min(np.mean(t['s_per_iter']) * iters for t in timing.values())
-    wallclock: Dict[str, List[dict]] = {}
-    for arm, seed, _ in finished:
-        run_dir = osp.join(work_dir, f'{arm}_seed{seed}')
-        s_per_iter = np.mean(timing[arm]['s_per_iter'])
-        steps = max(ckpt_interval, int(budget / s_per_iter // ckpt_interval * ckpt_interval))
-        steps = min(steps, iters)
-        if steps == iters:
-            scores = results[arm][[s for a, s, _ in finished if a == arm].index(seed)]
-        else:
-            distiller = _load_distiller(ARMS[arm][0], options(arm, seed),
-                                        osp.join(run_dir, f'iter_{steps}.pth'),
-                                        osp.join(run_dir, 'eval'))
-            scores = evaluator.evaluate(distiller, distiller.student_ema.module)
-        wallclock.setdefault(arm, []).append(dict(scores, iter=steps))
-        print(f'[study]   equal wall-clock ({budget:.0f} s): {arm} seed {seed} at iteration '
-              f'{steps}: proxy FID {scores["fid"]:.3f}', flush=True)
-
-    meta = dict(preset=args.preset, seeds=list(preset['seeds']), wallclock_budget_s=budget,
-                finetune_iters=iters, teacher_iters=preset['teacher_iters'],
-                num_samples=preset['num_samples'], sample_steps=preset['sample_steps'],
-                feature_accuracy=accuracy, wall_s=time.time() - start)
-    for name, model_runs in results.items():
-        _grid(model_runs[0]['samples'], osp.join(work_dir, f'grid_{name}.png'))
-    _ftle_plot(results, preset['ftle_timesteps'], osp.join(work_dir, 'ftle.png'))
+    meta = dict(preset=args.preset, finetune_iters=preset['finetune_iters'],
+                teacher_iters=preset['teacher_iters'], num_samples=preset['num_samples'],
+                sample_steps=preset['sample_steps'], feature_accuracy=accuracy,
+                planned_runs=len(runs), wall_s=time.time() - start)
     table = osp.join(work_dir, 'results.md')
-    write_table(results, timing, meta, table, wallclock)
+    comparisons = write_report(study, meta, preset, table)
+    _figures(study, preset, work_dir)
+    runs_json = [{k: v for k, v in r.items() if k != 'dir'} for r in study['runs']]
     with open(osp.join(work_dir, 'results.json'), 'w') as f:
-        json.dump(dict(meta=meta, timing=timing, ftle_timesteps=list(preset['ftle_timesteps']),
-                       results={k: [{m: v for m, v in r.items() if m != 'samples'}
-                                    for r in rs] for k, rs in results.items()},
-                       wallclock={k: [{m: v for m, v in r.items() if m != 'samples'}
-                                      for r in rs] for k, rs in wallclock.items()}),
-                  f, indent=1)
+        json.dump(dict(meta=meta, ftle_timesteps=list(preset['ftle_timesteps']),
+                       dense=study['dense'], runs=runs_json, **comparisons), f, indent=1)
     print(f'[study] done in {meta["wall_s"]:.0f} s. Table: {table}; sample grids: '
-          f'{work_dir}/grid_*.png; FTLE plot: {work_dir}/ftle.png', flush=True)
+          f'{work_dir}/grid_*.png; plots: {work_dir}/recovery.png, {work_dir}/ftle.png',
+          flush=True)
     return table
 
 

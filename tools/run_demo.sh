@@ -5,9 +5,10 @@
 #   bash tools/run_demo.sh --preset full   # the longer preset behind the README table
 #
 # Trains a dense DDPM teacher on scikit-learn's digits (16x16, nothing downloaded),
-# prunes it 50 % and finetunes the student with DSM, DSM+KD and DSM+KD+2ndM through
-# tools/train.py (2 runs in parallel), then evaluates them and writes
-# work_dirs/digits_demo/{results.md, grid_*.png, ftle.png}.
+# prunes it (25 % of the channels, 56 % of the parameters kept) and finetunes the student
+# with DSM, DSM+KD and DSM+KD+2ndM through tools/train.py (2 runs in parallel), then scores
+# every raw student and its EMA and writes
+# work_dirs/digits_demo/{results.md, grid_*_{raw,ema}.png, recovery.png, ftle.png}.
 # Environment variables: MMDIFF_VENV (see tools/setup_env.sh), DEMO_WORK_DIR.
 set -euo pipefail
 
@@ -19,4 +20,4 @@ bash "$ROOT/tools/setup_env.sh"
 cd "$ROOT"
 "$VENV/bin/python" tools/digits_study.py --preset short --work-dir "$WORK_DIR" --jobs 2 "$@"
 echo "Results: $WORK_DIR/results.md; sample grids: $WORK_DIR/grid_*.png;" \
-     "FTLE plot: $WORK_DIR/ftle.png"
+     "plots: $WORK_DIR/recovery.png, $WORK_DIR/ftle.png"

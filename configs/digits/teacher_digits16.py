@@ -12,7 +12,9 @@ _base_ = ['../_base_/runtime_2ndm.py']
 image_size = 16
 unet = dict(
     type='UNet2DModel', sample_size=image_size, in_channels=3, out_channels=3,
-    layers_per_block=1, block_out_channels=(16, 32), norm_num_groups=8,
+    # 4 GroupNorm groups: 4 / 8 channels per group, so that pruning 25 % keeps 3 / 6 per
+    # group (with 8 groups of 2 channels any pruning leaves instance-norm groups of one)
+    layers_per_block=1, block_out_channels=(16, 32), norm_num_groups=4,
     down_block_types=('DownBlock2D', 'AttnDownBlock2D'),
     up_block_types=('AttnUpBlock2D', 'UpBlock2D'))
 
@@ -26,7 +28,9 @@ model = dict(
     losses=dict(dsm=dict(loss_weight=1.0), kd=None),
     pixel_reduction='sum',
     antithetic_timesteps=True,
-    ema=dict(momentum=1e-3, start_iter=0),  # decay 0.999
+    # decay ramped up to 0.999 (WarmupExponentialMovingAverage): after n updates the
+    # average holds none of the random initialisation, unlike a fixed 0.999 (0.999^n)
+    ema=dict(type='WarmupExponentialMovingAverage', momentum=1e-3, start_iter=0),
     data_preprocessor=dict(type='DataPreprocessor'))
 
 train_dataloader = dict(

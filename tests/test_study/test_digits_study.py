@@ -1,5 +1,5 @@
-"""tools/digits_study.py: the tiny preset end to end (every artefact, finite metrics), and
-the table's gap-closed arithmetic."""
+"""tools/digits_study.py: the tiny preset end to end (every artefact, raw and EMA scored,
+cached evaluations), the paired statistics and the run order."""
 import importlib.util
 import json
 import math
@@ -26,57 +26,114 @@ def test_tiny_preset_end_to_end(tmp_path):
     work_dir = str(tmp_path / 'study')
     env = {k: v for k, v in os.environ.items() if not k.startswith('TORCH_FORCE')}
     env['PYTHONPATH'] = REPO
-    result = subprocess.run(
-        [sys.executable, 'tools/digits_study.py', '--preset', 'tiny', '--work-dir', work_dir,
-         '--jobs', '2'], cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    cmd = [sys.executable, 'tools/digits_study.py', '--preset', 'tiny', '--work-dir', work_dir,
+           '--jobs', '2']
+    result = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True,
+                            timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert f'Table: {work_dir}/results.md' in result.stdout
 
     arms = ['dsm_kd', '2ndm']
-    for name in ['results.md', 'results.json', 'ftle.png', 'feature_net.pt',
-                 *[f'grid_{m}.png' for m in ['dense', *arms]]]:
+    grids = [f'grid_{a}_{m}.png' for a in arms for m in ('raw', 'ema')]
+    for name in ['results.md', 'results.json', 'ftle.png', 'recovery.png', 'feature_net.pt',
+                 'grid_dense.png', *grids]:
         path = osp.join(work_dir, name)
         assert osp.isfile(path) and osp.getsize(path) > 0, name
-    for arm in arms:  # trained through tools/train.py: MMEngine logs and checkpoints
-        assert osp.isfile(osp.join(work_dir, f'{arm}_seed0', 'iter_3.pth'))
+    for arm in arms:  # trained through tools/train.py: a checkpoint per curve point
+        for step in (1, 2, 3):
+            assert osp.isfile(osp.join(work_dir, f'{arm}_seed0', f'iter_{step}.pth'))
     with open(osp.join(work_dir, 'results.json')) as f:
         report = json.load(f)
-    assert sorted(report['results']) == sorted(['dense', *arms])
-    for name, runs in report['results'].items():
-        for run in runs:
-            for key in ('fid', 'fid_boot', 'ssim', 'sample_mse', 'eps_mse', 'eps_mse_t50'):
-                assert math.isfinite(run[key]), (name, key, run[key])
-            assert len(run['ftle']) == len(report['ftle_timesteps'])
-            assert all(math.isfinite(v) and v > 0 for v in run['ftle'])
-    dense, student = report['results']['dense'][0], report['results']['2ndm'][0]
+    assert sorted((r['arm'], r['seed']) for r in report['runs']) == [('2ndm', 0),
+                                                                      ('dsm_kd', 0)]
+    dense = report['dense']['final']
     assert dense['eps_mse'] == 0.0 and dense['ssim'] == 1.0  # the teacher against itself
-    assert student['params'] < dense['params']  # pruned 50 %
+    for run in report['runs']:
+        assert sorted(run['curve']) == ['1', '2', '3']
+        for model in ('raw', 'ema'):  # both scored, at every checkpoint
+            final = run['final'][model]
+            for key in ('fid', 'fid_boot', 'ssim', 'sample_mse', 'eps_mse', 'eps_mse_t50'):
+                assert math.isfinite(final[key]), (run['arm'], model, key, final[key])
+            assert len(final['ftle']) == len(report['ftle_timesteps'])
+            assert all(math.isfinite(v) and v > 0 for v in final['ftle'])
+            assert final['params'] < dense['params']  # pruned
+            assert all(math.isfinite(run['curve'][s][model]['fid']) for s in run['curve'])
+        # the raw student and its EMA are different models after 3 updates
+        assert run['final']['raw']['eps_mse'] != run['final']['ema']['eps_mse']
+        assert run['record'] is not None
     table = open(osp.join(work_dir, 'results.md')).read()
-    assert all(f'| {m} |' in table for m in ['dense', *arms])
-    # equal wall-clock: the cheaper arm runs all 3 iterations, 2ndM stops at a checkpoint
+    for arm in arms:
+        for model in ('raw', 'ema'):
+            assert f'| {arm} | {model} |' in table
+    assert '## Paired by seed: arm - dsm_kd' in table
+    assert '| 2ndm | raw | 1 |' in table and 'one seed: no interval' in table
     assert '## Equal training wall-clock' in table
-    wallclock = report['wallclock']
-    assert sorted(wallclock) == sorted(arms)
-    assert wallclock['dsm_kd'][0]['iter'] == 3
-    assert 1 <= wallclock['2ndm'][0]['iter'] <= 3
-    assert all(math.isfinite(r['fid']) for runs in wallclock.values() for r in runs)
+    assert 'Same pruned channels in every arm of seeds [0]' in table  # paired by seed
+
+    # --eval-only reuses every cached evaluation: the same numbers, nothing retrained
+    again = subprocess.run(cmd + ['--eval-only'], cwd=REPO, env=env, capture_output=True,
+                           text=True, timeout=900)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    with open(osp.join(work_dir, 'results.json')) as f:
+        assert json.load(f)['runs'] == report['runs']
 
 
-def test_gap_closed_and_feature_net_signature(tmp_path):
+def test_bootstrap_interval_and_verdicts():
     study = _study_module()
-    runs = lambda *fids: [dict(fid=f, fid_boot=0.1, ssim=0.9, sample_mse=0.01, eps_mse=0.01,
-                               eps_mse_t50=0.02, params=10) for f in fids]
-    results = dict(dense=runs(2.0), dsm=runs(10.0, 10.0), x=runs(6.0, 4.0))
-    meta = dict(preset='t', seeds=[0, 1], finetune_iters=1, teacher_iters=1, num_samples=2,
-                sample_steps=1, feature_accuracy=0.5, wall_s=1.0)
-    path = str(tmp_path / 'results.md')
-    study.write_table(results, {}, meta, path)
-    row = [line for line in open(path) if line.startswith('| x |')][0].split('|')
-    # per seed (10 - 6) / 8 = 0.5 and (10 - 4) / 8 = 0.75: mean 0.625, std 0.125
-    assert row[6].strip() == '0.625 +- 0.12'
-    assert row[4].strip() == '5 +- 1'
-    assert row[2].strip() == '2'  # seeds
+    mean, low, high = study.bootstrap_ci([2.0, 2.0, 2.0])
+    assert (mean, low, high) == (2.0, 2.0, 2.0)
+    mean, low, high = study.bootstrap_ci([-3.0, -1.0, -2.0, -2.5, -1.5])
+    assert mean == -2.0 and -3.0 <= low < -2.0 < high <= -1.0
+    assert math.isnan(study.bootstrap_ci([1.0])[1])
+    assert study.verdict(low, high) == 'better'  # lower is better: the CI is below 0
+    assert study.verdict(low, high, lower_is_better=False) == 'worse'  # e.g. SSIM
+    assert study.verdict(-1.0, 2.0) == 'no difference shown'
+    assert study.verdict(0.5, 2.0) == 'worse'
+    assert study.verdict(float('nan'), float('nan')) == 'one seed: no interval'
 
+
+def _run(arm, seed, fid, ssim=0.9):
+    scores = dict(fid=fid, fid_boot=0.1, ssim=ssim, sample_mse=0.01, eps_mse=0.01,
+                  eps_mse_t50=0.02, params=10, ftle=[1.0])
+    return dict(arm=arm, seed=seed, final=dict(raw=scores, ema=dict(scores, fid=fid + 1)),
+                curve={'1': dict(raw=scores, ema=scores)}, s_per_iter=1.0, wall=1.0,
+                record='abc')
+
+
+def test_paired_differences_gap_closed_and_recovery():
+    study = _study_module()
+    dense = dict(final=dict(fid=2.0), curve=dict(fid=2.0))
+    runs = [_run('dsm', 0, 10.0), _run('dsm', 1, 12.0), _run('dsm_kd', 0, 5.0),
+            _run('dsm_kd', 1, 4.0), _run('x', 0, 6.0), _run('x', 1, 2.0), _run('x', 2, 3.0)]
+    arms = study._by_arm(runs)
+    diff = study.paired_differences(arms, 'x', 'raw', dense['final']['fid'])
+    assert diff['seeds'] == [0, 1]  # seed 2 has no DSM+KD partner
+    assert diff['fid'][0] == -0.5  # (6 - 5 + 2 - 4) / 2
+    # gap closed per seed with a DSM run: (10 - 6) / 8 = 0.5, (12 - 2) / 10 = 1.0
+    assert diff['gap_closed'][0] == 0.75
+    assert study.gap_closed(10.0, 6.0, 2.0) == 0.5
+    summary = study.recovery_summary(arms, dense)
+    assert summary['dsm_kd']['fid'] == 4.5 and not summary['recovered']  # 4.5 > 1.5 * 2
+    assert summary['dsm_gap'] == 9.0
+    arms['dsm_kd'] = {0: _run('dsm_kd', 0, 2.5), 1: _run('dsm_kd', 1, 3.0)}
+    assert study.recovery_summary(arms, dense)['recovered']  # 2.75 <= 3 and SSIM 0.9
+
+
+def test_planned_runs_go_seed_by_seed():
+    study = _study_module()
+    runs = study.planned_runs(study.PRESETS['full'])
+    assert runs[:5] == [(a, 0) for a in study.PRESETS['full']['arms']]
+    seeds = {a: [s for r, s in runs if r == a] for a in study.PRESETS['full']['arms']}
+    assert seeds['dsm_kd'] == seeds['2ndm'] == seeds['2ndm_unscaled'] == [0, 1, 2, 3, 4]
+    assert seeds['dsm'] == seeds['first_order'] == [0, 1, 2]
+    assert runs[-len(study.PRESETS['full']['lever_arms']):] == [
+        (a, 0) for a in study.PRESETS['full']['lever_arms']]
+    assert study.planned_runs(study.PRESETS['full'], seeds=[7], arms=['dsm']) == [('dsm', 7)]
+    assert all(a in study.ARMS for a, _ in runs)
+
+
+def test_feature_net_signature():
+    study = _study_module()
     # the TorchScript feature net has the StyleGAN-Inception call MMagic's FID makes
     net = torch.jit.script(study.DigitFeatureNet().eval())
     images = torch.randint(0, 256, (4, 3, 16, 16), dtype=torch.uint8)
