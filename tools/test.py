@@ -37,6 +37,11 @@ def parse_args() -> argparse.Namespace:
         'key="[(a,b),(c,d)]". Note that the quotation marks are necessary and that no white '
         'space is allowed.')
     parser.add_argument(
+        '--sample-model', choices=['orig', 'ema', 'teacher'], default=None,
+        help="which network every metric samples: the raw student ('orig'), its EMA "
+        "('ema') or the teacher; sets each test metric's sample_model (MMagic's "
+        'convention). Defaults to what the config says (usually the EMA).')
+    parser.add_argument(
         '--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none',
         help='job launcher')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
@@ -58,6 +63,18 @@ class SaveMetricHook(Hook):
             mmengine.dump(metrics, self.out_file)
 
 
+def set_sample_model(cfg: Config, sample_model: str) -> None:
+    """Sets ``sample_model`` on every metric of ``cfg.test_evaluator``."""
+    evaluator = cfg.get('test_evaluator')
+    if evaluator is None:
+        raise ValueError('--sample-model needs a test_evaluator in the config.')
+    evaluators = evaluator if isinstance(evaluator, (list, tuple)) else [evaluator]
+    for item in evaluators:
+        metrics = item.get('metrics', item) if isinstance(item, dict) else item
+        for metric in metrics if isinstance(metrics, (list, tuple)) else [metrics]:
+            metric['sample_model'] = sample_model
+
+
 def main() -> None:
     args = parse_args()
     if not osp.isfile(args.checkpoint):
@@ -71,6 +88,8 @@ def main() -> None:
     elif cfg.get('work_dir', None) is None:
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
     cfg.load_from = args.checkpoint
+    if args.sample_model is not None:
+        set_sample_model(cfg, args.sample_model)
 
     check_local_paths(cfg, phases=('test',))
     prepare_cpu_distributed(cfg)

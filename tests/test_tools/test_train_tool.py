@@ -4,6 +4,7 @@ import os.path as osp
 import subprocess
 import sys
 
+import mmengine
 import pytest
 import torch
 from diffusers import UNet2DModel
@@ -26,7 +27,7 @@ model = dict(
     num_inference_steps=2,
     losses=dict(dsm=dict(loss_weight=1.0), kd=dict(loss_weight=1.0),
                 jacobian=dict(type='2ndMatchLoss', loss_weight=0.1, mode='vjp')),
-    ema=dict(momentum=0.1),
+    ema=dict(type='WarmupExponentialMovingAverage', momentum=0.1),
     data_preprocessor=dict(type='DataPreprocessor'))
 custom_hooks = [dict(type='DiffusionPruningHook', ratio=0.5, importance='magnitude')]
 train_dataloader = dict(
@@ -109,12 +110,22 @@ def test_train_resume_and_test_through_tools(user_config, tmp_path):
     straight = safe_torch_load(osp.join(straight_dir, 'iter_4.pth'), map_location='cpu')
     for key, value in straight['state_dict'].items():
         assert torch.equal(value, ckpt4['state_dict'][key]), key
+    # the EMA's warm-up step count went on from 2 (WarmupExponentialMovingAverage)
+    assert int(ckpt2['state_dict']['student_ema.steps']) == 2
+    assert int(ckpt4['state_dict']['student_ema.steps']) == 4
 
     # tools/test.py rebuilds the pruned student from the checkpoint before loading it.
     out_file = str(tmp_path / 'metrics.json')
     _check(_tool('tools/test.py', user_config, osp.join(work_dir, 'iter_4.pth'), '--work-dir',
                  str(tmp_path / 'test'), '--out', out_file))
     assert osp.isfile(out_file)
+    # --sample-model scores the raw student instead of the EMA: other samples, other SSIM
+    raw_file = str(tmp_path / 'metrics_raw.json')
+    _check(_tool('tools/test.py', user_config, osp.join(work_dir, 'iter_4.pth'), '--work-dir',
+                 str(tmp_path / 'test_raw'), '--out', raw_file, '--sample-model', 'orig'))
+    ema_scores, raw_scores = mmengine.load(out_file), mmengine.load(raw_file)
+    assert sorted(ema_scores) == sorted(raw_scores)
+    assert ema_scores != raw_scores
 
 
 def _load_train_tool():

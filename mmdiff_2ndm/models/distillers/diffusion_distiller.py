@@ -179,7 +179,10 @@ class DiffusionDistiller(BaseModel):
             sampling when the caller passes none. Defaults to None.
         sample_shape (Sequence[int], optional): (C, H, W) of the sampled noise.
             Defaults to None (read from the teacher's config).
-        data_preprocessor (dict, optional): Defaults to MMagic ``DataPreprocessor``.
+        data_preprocessor (dict, optional): Defaults to ``DiffusionDataPreprocessor``
+            (MMagic's ``DataPreprocessor`` that also knows the channel order of samples
+            generated from noise); give ``output_channel_order='RGB'`` for teachers
+            trained on RGB (every hub teacher) and pack images with ``PackInputs()``.
         init_cfg (dict, optional): Defaults to None.
     """
 
@@ -209,7 +212,7 @@ class DiffusionDistiller(BaseModel):
                  guidance_scale: float = 1.0,
                  sample_prompts: Optional[Sequence[str]] = None,
                  sample_shape: Optional[Sequence[int]] = None,
-                 data_preprocessor: Optional[dict] = dict(type='DataPreprocessor'),
+                 data_preprocessor: Optional[dict] = dict(type='DiffusionDataPreprocessor'),
                  init_cfg: Optional[dict] = None) -> None:
         if isinstance(data_preprocessor, dict):
             # MMagic's registry, so that building outside an 'mmagic'-scoped Runner works
@@ -692,7 +695,8 @@ class DiffusionDistiller(BaseModel):
                 return images
             raise KeyError(f'No image in inputs (keys {sorted(inputs)}) or in the data '
                            "samples' gt_img; pack the image as one of 'img', 'gt', "
-                           "'gt_img' (e.g. PackInputs(keys=['gt'])).")
+                           "'gt_img' (MMagic's PackInputs(), which keeps the image's "
+                           'channel order with it).')
         if isinstance(inputs, (list, tuple)):
             return torch.stack(list(inputs))
         return inputs
