@@ -1,13 +1,14 @@
 """Teacher -> student finetuning of (pruned) diffusion denoisers: DSM + KD + 2ndMatch."""
 import copy
 import inspect
+import logging
 import os.path as osp
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 from mmengine import print_log
-from mmengine.dist import all_reduce_params, get_dist_info, get_world_size
+from mmengine.dist import all_reduce, all_reduce_params, get_dist_info, get_world_size
 from mmengine.logging import MessageHub
 from mmengine.model import BaseAveragedModel, BaseModel, BaseModule
 from mmengine.optim import OptimWrapper, OptimWrapperDict
@@ -65,7 +66,7 @@ class DiffusionDistiller(BaseModel):
         the student: ``dict(constructor='MultiOptimWrapperConstructor',
         modules='student', optimizer=...)``. ``train_step`` refuses an optimizer that
         holds parameters outside the student. Under plain DDP the built-in EMA update
-        does not run (``train_step`` is bypassed); use MMagic's
+        and the non-finite step guard do not run (``train_step`` is bypassed); use MMagic's
         ``ExponentialMovingAverageHook(module_keys='student_ema')`` there.
 
         ``DiffusionPruningHook`` replaces ``student`` at run start, points
@@ -154,6 +155,14 @@ class DiffusionDistiller(BaseModel):
             Defaults to None (no EMA).
         sample_with_ema (bool): Sample with the EMA when the caller does not say
             which model. Defaults to True.
+        max_consecutive_skips (int): The step guard of :meth:`train_step` skips the
+            whole update (no optimizer step, no optimizer-state change, no EMA
+            update) when a loss term or a student gradient is non-finite, counts it
+            (log variable ``nonfinite_skip``: 1 for a skipped step) and warns; this
+            many skipped updates in a row raise ``FloatingPointError`` naming the
+            term. 1 raises at the first non-finite step. Gradients under a loss
+            scaler (``AmpOptimWrapper``) are left to its own inf/NaN skipping.
+            Defaults to 10.
         vae (dict | nn.Module, optional): Frozen VAE for latent diffusion (e.g.
             ``dict(type='AutoencoderKL', from_pretrained=<folder>)``); latents are
             scaled by ``vae.config.scaling_factor``. Defaults to None (pixel space).
@@ -203,6 +212,7 @@ class DiffusionDistiller(BaseModel):
                  per_sample_noise_seed: Optional[int] = None,
                  ema: Optional[dict] = None,
                  sample_with_ema: bool = True,
+                 max_consecutive_skips: int = 10,
                  vae: Optional[ModelType] = None,
                  text_encoder: Optional[Union[str, ModelType]] = None,
                  tokenizer: Optional[str] = None,
@@ -246,6 +256,14 @@ class DiffusionDistiller(BaseModel):
         self.guidance_scale = float(guidance_scale)
         self.num_inference_steps = int(num_inference_steps)
         self.sample_with_ema = sample_with_ema
+        if isinstance(max_consecutive_skips, bool) or not isinstance(
+                max_consecutive_skips, int) or max_consecutive_skips < 1:
+            raise ValueError('max_consecutive_skips must be an int >= 1 (1: raise at the '
+                             f'first non-finite step), got {max_consecutive_skips!r}.')
+        self.max_consecutive_skips = max_consecutive_skips
+        self.num_skipped_steps = 0  # updates skipped by the step guard, in all
+        self._consecutive_skips = 0
+        self._window_nonfinite: List[str] = []  # non-finite terms since the last update
         self.sample_prompts = list(sample_prompts) if sample_prompts else None
         self._next_prompt = 0
         self.sample_shape = tuple(sample_shape) if sample_shape else None
@@ -304,6 +322,9 @@ class DiffusionDistiller(BaseModel):
         else:
             jac_cfg = dict(jac_cfg)
             jac_cfg.setdefault('type', '2ndMatchLoss')
+            # A non-finite term goes to train_step's step guard, the one place that
+            # skips updates.
+            jac_cfg.setdefault('nonfinite', 'return')
             self.jacobian_loss = MODELS.build(jac_cfg)
 
     def _build_teacher(self, teacher: Optional[ModelType], teacher_ckpt: CkptType,
@@ -496,7 +517,8 @@ class DiffusionDistiller(BaseModel):
                 ``'student'``, or a single wrapper over the student's parameters.
 
         Returns:
-            dict: Log variables (``loss``, ``loss_dsm``, ``loss_kd``, ``loss_jacobian``).
+            dict: Log variables (``loss``, ``loss_dsm``, ``loss_kd``, ``loss_jacobian``,
+            ``nonfinite_skip``: 1 when the step guard skipped this update, else 0).
         """
         student_wrapper = self._student_optim_wrapper(optim_wrapper)
         data = self.data_preprocessor(data, True)
@@ -506,12 +528,72 @@ class DiffusionDistiller(BaseModel):
         # update_params' steps, with the student's gradients averaged over the ranks
         # between backward and step (see the class note on distributed training).
         student_wrapper.backward(student_wrapper.scale_loss(parsed_loss))
-        if student_wrapper.should_update():
+        update = student_wrapper.should_update()
+        if update:
             self._sync_student_grads()
-            student_wrapper.step()
+        nonfinite = self._nonfinite_terms(losses, student_wrapper, update)
+        self._window_nonfinite += [n for n in nonfinite if n not in self._window_nonfinite]
+        skip = bool(self._window_nonfinite) and update
+        if update:
+            if not skip:
+                student_wrapper.step()
             student_wrapper.zero_grad()
-        self._update_ema()
+        if nonfinite or skip:
+            self._num_train_steps += 1  # counted, but the EMA keeps its weights
+        else:
+            self._update_ema()
+        if update:
+            self._count_skip(skip)
+        log_vars['nonfinite_skip'] = torch.tensor(float(skip))
         return log_vars
+
+    def _nonfinite_terms(self, losses: Dict[str, Tensor], wrapper: OptimWrapper,
+                         check_grads: bool) -> List[str]:
+        """Names of the non-finite loss terms (and ``'gradient'``), the same on every rank.
+
+        One flag per term is all-reduced (max), so that every rank skips together: a
+        rank that skipped alone would leave the others' weights and EMA apart from it.
+        Gradients are checked after their all-reduce; under a loss scaler
+        (``AmpOptimWrapper``) they are not, its ``GradScaler`` skips inf steps itself.
+        """
+        names = list(losses) + ['gradient']
+        device = next(iter(losses.values())).device
+        flags = [~torch.isfinite(value.detach()).all() for value in losses.values()]
+        grads = [p.grad for p in self._bare_student().parameters() if p.grad is not None]
+        if check_grads and grads and getattr(wrapper, 'loss_scaler', None) is None:
+            flags.append(~torch.stack([torch.isfinite(g).all() for g in grads]).all())
+        else:
+            flags.append(torch.zeros((), dtype=torch.bool, device=device))
+        flags = torch.stack([f.to(device) for f in flags]).float()
+        if get_world_size() > 1:
+            all_reduce(flags, op='max')
+        return [name for name, flag in zip(names, flags.tolist()) if flag > 0]
+
+    def _count_skip(self, skipped: bool) -> None:
+        """Counts an update the step guard skipped and stops a diverged run.
+
+        Raises:
+            FloatingPointError: After ``max_consecutive_skips`` skipped updates in a row.
+        """
+        terms, self._window_nonfinite = self._window_nonfinite, []
+        if not skipped:
+            self._consecutive_skips = 0
+            return
+        self.num_skipped_steps += 1
+        self._consecutive_skips += 1
+        culprit = getattr(self.jacobian_loss, 'last_nonfinite', None)
+        detail = f' (2ndMatchLoss: {culprit})' if culprit and 'loss_jacobian' in terms else ''
+        if self._consecutive_skips >= self.max_consecutive_skips:
+            raise FloatingPointError(
+                f'Non-finite {", ".join(terms)}{detail} in {self._consecutive_skips} '
+                'training step(s) in a row, each skipped: the run has diverged. '
+                'Lower the learning rate, clip gradients (optim_wrapper clip_grad), use '
+                "jacobian_scale='sigma' or smaller loss weights, or resume from an earlier "
+                'checkpoint; max_consecutive_skips sets how many are tolerated.')
+        print_log(f'Skipped the update: non-finite {", ".join(terms)}{detail} '
+                  f'({self._consecutive_skips} in a row, {self.num_skipped_steps} in all; '
+                  f'the run stops at {self.max_consecutive_skips} in a row).', 'current',
+                  logging.WARNING)
 
     def _sync_student_grads(self) -> None:
         """Averages the student's gradients over all ranks (no-op in one process).

@@ -12,7 +12,7 @@ from .jacobian_products import (jacobian_safe_kernels, jacobian_vector_product,
 
 MODES = ('jvp', 'vjp', 'first_order')
 REDUCTIONS = ('mean', 'sum')
-NONFINITE = ('raise', 'skip')
+NONFINITE = ('raise', 'return')
 
 
 class JacobianMatchOutput(NamedTuple):
@@ -92,10 +92,11 @@ class SecondOrderMatchLoss(nn.Module):
             selection (reproducible sequence, global RNG untouched). Defaults to None
             (global RNG).
         nonfinite (str): ``'raise'``: a non-finite term raises FloatingPointError
-            naming the culprit. ``'skip'``: the call returns a zero that stays
-            connected to the student's output graph (so DDP and optimizers see the same
-            parameters as usual, with zero gradient) and ``num_skipped`` is
-            incremented. Defaults to ``'raise'``.
+            naming the culprit. ``'return'``: the non-finite term is returned as it is,
+            with the culprit in ``last_nonfinite``, for the caller to skip the whole
+            update: ``DiffusionDistiller`` builds its loss with ``'return'`` and its
+            step guard skips the optimizer and EMA update (``max_consecutive_skips``).
+            Defaults to ``'raise'``.
         safe_kernels (bool): In 'vjp' mode, run the student's double-backward pass
             inside ``jacobian_safe_kernels`` (math SDPA kernel). Disable only for
             models without fused attention. Forward mode needs no such switch.
@@ -124,6 +125,11 @@ class SecondOrderMatchLoss(nn.Module):
             raise ValueError(f'reduction must be one of {REDUCTIONS}, got {reduction!r}.')
         if not float(loss_weight) >= 0.0:  # also rejects NaN
             raise ValueError(f'loss_weight must be >= 0, got {loss_weight!r}.')
+        if nonfinite == 'skip':
+            raise ValueError(
+                "nonfinite='skip' is gone: it stepped the optimizer and the EMA with zero "
+                "gradients. Use nonfinite='return' (DiffusionDistiller's default), whose "
+                'non-finite term makes the distiller skip the whole update.')
         if nonfinite not in NONFINITE:
             raise ValueError(f'nonfinite must be one of {NONFINITE}, got {nonfinite!r}.')
         if seed is not None and not isinstance(seed, int):
@@ -136,7 +142,7 @@ class SecondOrderMatchLoss(nn.Module):
         self.seed = seed
         self.nonfinite = nonfinite
         self.safe_kernels = safe_kernels
-        self.num_skipped = 0
+        self.last_nonfinite: Optional[str] = None
         self._last_sq_norms: Optional[Tuple[Tensor, Tensor]] = None
         self._generators: Dict[torch.device, torch.Generator] = {}
 
@@ -301,23 +307,24 @@ class SecondOrderMatchLoss(nn.Module):
         return student_out, teacher_out.detach(), term
 
     def _check_finite(self, loss: Tensor, student_out: Tensor) -> Tensor:
-        """Raises on or skips a non-finite loss (one host sync per call)."""
+        """Raises on a non-finite loss, or returns it with the culprit noted (one host
+        sync per call)."""
         if bool(torch.isfinite(loss)):
+            self.last_nonfinite = None
             return loss
         if not bool(torch.isfinite(student_out).all()):
-            # The DSM/KD terms are poisoned too; skipping here would hide it.
-            raise FloatingPointError(
-                '2ndMatchLoss: the student output itself is non-finite (NaN/Inf); '
-                'the model or its inputs diverged, not only the Jacobian term.')
+            # The DSM/KD terms are poisoned too: not only the Jacobian term overflowed.
+            culprit = ('the student output itself is non-finite (NaN/Inf); the model or '
+                       'its inputs diverged, not only the Jacobian term')
+        else:
+            culprit = (f'non-finite Jacobian matching term ({loss.item()}) in mode '
+                       f'{self.mode!r}; {self._diagnose()}')
+        self.last_nonfinite = culprit
         if self.nonfinite == 'raise':
             raise FloatingPointError(
-                f'2ndMatchLoss: non-finite Jacobian matching term ({loss.item()}) in mode '
-                f'{self.mode!r}; {self._diagnose()}. Use scale=sigma_t, a smaller '
-                "loss_weight, or nonfinite='skip' to drop such steps.")
-        self.num_skipped += 1
-        # A zero through the (finite) primal graph: every student parameter that
-        # reaches the output gets an exact zero gradient, never NaN.
-        return _upcast(student_out).sum() * 0.0
+                f'2ndMatchLoss: {culprit}. Use scale=sigma_t, a smaller loss_weight, or '
+                "nonfinite='return' and skip the update (DiffusionDistiller does).")
+        return loss
 
     def _diagnose(self) -> str:
         norms = self._last_sq_norms
