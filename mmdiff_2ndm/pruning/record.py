@@ -83,21 +83,44 @@ def check_state_dict_shapes(net: nn.Module,
     Raises:
         ValueError: If any of ``net``'s parameters has another shape in ``state_dict``.
     """
+    check_shapes(parameter_shapes(net), state_dict, prefix, what)
+
+
+def check_shapes(expected: Mapping[str, List[int]],
+                 state_dict: Mapping[str, torch.Tensor],
+                 prefix: str = '',
+                 what: str = 'checkpoint') -> None:
+    """:func:`check_state_dict_shapes` for given shapes (e.g. a whole model's state,
+    wrappers stripped).
+
+    Args:
+        expected (Mapping): Tensor name (without ``prefix``) -> shape of the model.
+        state_dict (Mapping): Weights, possibly for a larger model.
+        prefix (str): Key prefix of the model's tensors in ``state_dict``.
+        what (str): Name of the source, for the message.
+
+    Raises:
+        ValueError: If a tensor of ``expected`` has another shape in ``state_dict``;
+            the message names the first keys and the fix.
+    """
     actual = {
         key[len(prefix):]: list(value.shape)
         for key, value in state_dict.items() if key.startswith(prefix) and torch.is_tensor(value)
     }
-    expected = {name: shape for name, shape in parameter_shapes(net).items() if name in actual}
+    expected = {name: shape for name, shape in expected.items() if name in actual}
     mismatches = shape_mismatches(expected, actual)
     if mismatches:
         numel_model = sum(torch.Size(shape).numel() for shape in expected.values())
         numel_ckpt = sum(torch.Size(actual[name]).numel() for name in expected)
         hint = ('the weights are smaller: a pruned checkpoint loaded into a dense model; '
-                'rebuild the pruned shapes first (DiffusionPruningHook / rebuild_pruned)'
+                "add custom_hooks=[dict(type='DiffusionPruningHook')], which rebuilds the "
+                "pruned student from the checkpoint's record (meta['pruning'], written by "
+                'the hook and tools/prune.py) before the weights load (outside a Runner: '
+                'rebuild_pruned(student, record) first)'
                 if numel_ckpt < numel_model else
                 'the weights are larger: a dense checkpoint loaded into a pruned model; '
                 'load dense weights before pruning, or a checkpoint that holds a pruning record')
         raise ValueError(
             f'{what} does not fit the model ({prefix or "root"!r}): {len(mismatches)} '
-            f'parameter shapes differ ({numel_ckpt} vs {numel_model} values); {hint}. '
+            f'tensor shapes differ ({numel_ckpt} vs {numel_model} values); {hint}. '
             'First mismatches: ' + '; '.join(f'{prefix}{line}' for line in mismatches[:3]))

@@ -126,6 +126,15 @@ def test_train_resume_and_test_through_tools(user_config, tmp_path):
     ema_scores, raw_scores = mmengine.load(out_file), mmengine.load(raw_file)
     assert sorted(ema_scores) == sorted(raw_scores)
     assert ema_scores != raw_scores
+    # Without the hook the dense student cannot take the pruned weights: an error naming
+    # the keys and the fix, not MMEngine's shape warning and a score of the dense init.
+    result = _tool('tools/test.py', user_config, osp.join(work_dir, 'iter_4.pth'),
+                   '--work-dir', str(tmp_path / 'test_no_hook'), '--cfg-options',
+                   'custom_hooks=[]')
+    assert result.returncode != 0
+    assert "pruned checkpoint loaded into a dense model; add custom_hooks=[dict(type='" \
+        "DiffusionPruningHook')]" in result.stderr, result.stderr[-3000:]
+    assert 'First mismatches: student.model.' in result.stderr
 
 
 def _load_train_tool():

@@ -3,6 +3,7 @@ import copy
 import inspect
 import logging
 import os.path as osp
+import re
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -12,14 +13,15 @@ from mmengine.dist import all_reduce, all_reduce_params, get_dist_info, get_worl
 from mmengine.logging import MessageHub
 from mmengine.model import BaseAveragedModel, BaseModel, BaseModule
 from mmengine.optim import OptimWrapper, OptimWrapperDict
-from mmengine.runner.checkpoint import _load_checkpoint_with_prefix, get_state_dict, \
-    load_checkpoint, load_state_dict
+from mmengine.runner.checkpoint import _load_checkpoint, _load_checkpoint_with_prefix, \
+    get_state_dict, load_state_dict
 from torch import Tensor, nn
 
 from mmagic.models.utils import build_module, get_valid_num_batches
 from mmagic.registry import DIFFUSION_SCHEDULERS, MODELS
 from mmagic.structures import DataSample
 
+from ...pruning.record import check_shapes, check_state_dict_shapes
 from ...utils import checkpoint as _safe_checkpoint  # noqa: F401  (registers the safe loader)
 from ..averaged_model import retarget_average
 from ..denoisers import (denoiser_family, example_denoiser_inputs, run_denoiser,
@@ -496,6 +498,22 @@ class DiffusionDistiller(BaseModel):
                                       keep_vars=keep_vars)
         return get_state_dict(self, destination=destination, prefix=prefix,
                               keep_vars=keep_vars)
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args, **kwargs) -> None:
+        """Refuses a state dict whose tensor shapes do not fit, on every load path.
+
+        MMEngine's Runner (``load_from``, ``--resume``, ``tools/test.py``, MMagic's
+        tools too) loads with ``strict=False``, which only warns about a mismatched
+        shape and keeps the initial weights: a pruned checkpoint loaded without
+        ``DiffusionPruningHook`` would be finetuned or scored with the dense
+        initialisation. Torch's and MMEngine's loaders both call this on the model
+        with the whole state dict before any submodule loads; the hook rebuilds the
+        pruned shapes earlier (``after_load_checkpoint``), so its loads pass.
+        """
+        expected = {key: list(value.shape)
+                    for key, value in get_state_dict(self, keep_vars=True).items()}
+        check_shapes(expected, state_dict, prefix=prefix, what='The checkpoint')
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def train(self, mode: bool = True) -> 'DiffusionDistiller':
         """Sets train mode on the student only; frozen networks stay in eval."""
@@ -1210,7 +1228,14 @@ def _load_weights(module: nn.Module, ckpt: Union[str, dict], role: str) -> None:
     net = unwrap_denoiser(module)
     if prefix:
         state_dict = _load_checkpoint_with_prefix(prefix, filename, map_location='cpu')
-        load_state_dict(net, state_dict, strict=True)
     else:
-        load_checkpoint(net, filename, map_location='cpu', strict=True,
-                        revise_keys=[(r'^module\.', '')])
+        checkpoint = _load_checkpoint(filename, map_location='cpu')
+        state_dict = checkpoint.get('state_dict', checkpoint)
+        state_dict = {re.sub(r'^module\.', '', key): value for key, value in state_dict.items()}
+    try:
+        check_state_dict_shapes(net, state_dict, what=f'{role} {filename!r}')
+    except ValueError as error:
+        raise ValueError(f'{error}. {role} loads into the network as configured; a pruned '
+                         "run's weights load with load_from=<checkpoint> and "
+                         'DiffusionPruningHook instead.') from None
+    load_state_dict(net, state_dict, strict=True)
