@@ -31,7 +31,19 @@ from mmdiff_2ndm.models.denoisers import unwrap_denoiser
 from conftest import CIFAR10_FILES, IMG, NUM_CLASSES
 
 REPO = osp.abspath(osp.join(osp.dirname(__file__), '..', '..'))
-CONFIGS = sorted(glob.glob(osp.join(REPO, 'configs', '*.py')))
+
+
+def _config_files() -> list:
+    """Every config under configs/, sub-folders included; not the _base_ parts."""
+    paths = glob.glob(osp.join(REPO, 'configs', '**', '*.py'), recursive=True)
+    return sorted(p for p in paths
+                  if '_base_' not in osp.relpath(p, REPO).split(os.sep))
+
+
+ALL_CONFIGS = _config_files()
+# The configs of published set-ups (their data sets in the real on-disk formats and FID);
+# configs/digits/ (scikit-learn's grey digits, no FID) is the download-free study.
+CONFIGS = [p for p in ALL_CONFIGS if osp.dirname(p) == osp.join(REPO, 'configs')]
 ITERS = 2
 # Published numbers the configs must carry (METHOD.md), checked before any tiny override.
 EMA_MOMENTUM = 1e-4  # decay 0.9999
@@ -73,7 +85,10 @@ def _reads_lmdb(step: dict) -> bool:
 
 
 def _tiny_dataset(dataset: ConfigDict, assets: dict) -> ConfigDict:
-    """The same dataset on tiny local files (CIFAR10: SklearnDigits, same items)."""
+    """The same dataset on tiny local files (CIFAR10: SklearnDigits, same items;
+    SklearnDigits: its first 8 items)."""
+    if dataset['type'] == 'SklearnDigits':  # ships with scikit-learn: already local
+        return ConfigDict(dataset, indices=8)
     if dataset['type'] == 'CIFAR10':
         # CIFAR10 md5-checks the released pickles, and tools/train.py runs in a subprocess
         # where the fixture's checksums cannot be patched in; SklearnDigits yields the same
@@ -85,8 +100,16 @@ def _tiny_dataset(dataset: ConfigDict, assets: dict) -> ConfigDict:
 
 
 def _tiny_model(model: ConfigDict, assets: dict) -> None:
-    """Points the teacher (and helpers) at tiny models in the configs' formats."""
+    """Points the teacher (and helpers) at tiny models in the configs' formats.
+
+    A teacher-free config (``teacher=None``: DSM from scratch) and a teacher whose
+    weights come from ``teacher_ckpt`` keep their (small) architectures; the checkpoint
+    is written by :func:`_write_teacher_ckpt`.
+    """
+    model['num_inference_steps'] = 2
     teacher = model['teacher']
+    if teacher is None or model.get('teacher_ckpt'):
+        return
     kind = teacher['type']
     if kind == 'UNet2DConditionModel' and model.get('class_embedder'):  # CompVis LDM-4
         teacher['from_pretrained'] = osp.join(assets['ldm'], 'unet')
@@ -110,7 +133,20 @@ def _tiny_model(model: ConfigDict, assets: dict) -> None:
         model['tokenizer'] = osp.join(sd, 'tokenizer')
     else:
         raise AssertionError(f'no tiny stand-in for teacher type {kind!r}; add one here')
-    model['num_inference_steps'] = 2
+
+
+def _write_teacher_ckpt(model: ConfigDict, work_dir: str) -> None:
+    """Writes random weights of the config's own teacher architecture as the MMEngine
+    checkpoint ``teacher_ckpt`` names (its ``prefix``, e.g. the digits teacher run's EMA
+    keys) and points ``teacher_ckpt`` at it."""
+    ckpt = model['teacher_ckpt']
+    prefix = (ckpt.get('prefix') or '') if isinstance(ckpt, dict) else ''
+    torch.manual_seed(0)
+    net = unwrap_denoiser(MODELS.build(copy.deepcopy(model['teacher'])))
+    path = osp.join(work_dir, 'teacher_ckpt.pth')
+    os.makedirs(work_dir, exist_ok=True)
+    torch.save(dict(state_dict={prefix + k: v for k, v in net.state_dict().items()}), path)
+    model['teacher_ckpt'] = dict(ckpt, filename=path) if isinstance(ckpt, dict) else path
 
 
 def tiny_config(path: str, assets: dict, work_dir: str) -> Config:
@@ -119,12 +155,15 @@ def tiny_config(path: str, assets: dict, work_dir: str) -> Config:
     # checkpoint costs ~3 s a call on 2 cores (~15 s a test); the content is the same.
     cfg = Config.fromfile(path, format_python_code=False)
     _tiny_model(cfg.model, assets)
+    if cfg.model.get('teacher_ckpt'):
+        _write_teacher_ckpt(cfg.model, work_dir)
     # Every LoadImageFromFile opens its own LmdbBackend, and lmdb refuses a second open of
     # one database in a process: the train and val pipelines must run in worker processes,
     # as they do in a real run (num_workers > 0), not both in the main process.
-    uses_lmdb = any(_reads_lmdb(step) for key in LOADERS
+    loaders = [key for key in LOADERS if cfg.get(key) is not None]
+    uses_lmdb = any(_reads_lmdb(step) for key in loaders
                     for step in cfg[key]['dataset'].get('pipeline', []))
-    for key in LOADERS:
+    for key in loaders:
         loader = cfg[key]
         loader.update(batch_size=2, num_workers=1 if uses_lmdb else 0,
                       persistent_workers=False)
@@ -133,7 +172,7 @@ def tiny_config(path: str, assets: dict, work_dir: str) -> Config:
         if hook['type'] == 'DiffusionPruningHook':  # 3 gradient timesteps instead of 100
             hook['prune_cfg'] = dict(hook.get('prune_cfg') or {}, timesteps=[0, 500, 999])
     for evaluator in (cfg.val_evaluator, cfg.test_evaluator):
-        for metric in evaluator['metrics']:
+        for metric in (evaluator or {}).get('metrics', []):
             metric['fake_nums'] = 4
             if metric['type'] == 'FID':
                 metric.update(real_nums=8, inception_path=assets['inception'],
@@ -151,16 +190,25 @@ def tiny_config(path: str, assets: dict, work_dir: str) -> Config:
 
 
 def _name(path: str) -> str:
-    return osp.splitext(osp.basename(path))[0]
+    """The config's path under configs/ without '.py', e.g. 'digits/2ndm_digits16'."""
+    return osp.splitext(osp.relpath(path, osp.join(REPO, 'configs')))[0]
 
 
 def test_every_config_is_covered():
-    names = {_name(p) for p in CONFIGS}
+    names = {_name(p) for p in ALL_CONFIGS}
     expected = {'2ndm_cifar10', '2ndm_cifar10_dsm', '2ndm_cifar10_dsm_kd',
                 '2ndm_cifar10_first_order', '2ndm_celeba', '2ndm_lsun', '2ndm_lsun_bedroom',
                 '2ndm_lsun_church_lmdb', '2ndm_imagenet_dit', '2ndm_imagenet_ldm',
-                '2ndm_cifar10_dit', '2ndm_mscoco_sd'}
+                '2ndm_cifar10_dit', '2ndm_mscoco_sd', 'digits/teacher_digits16',
+                'digits/2ndm_digits16', 'digits/2ndm_digits16_dsm',
+                'digits/2ndm_digits16_dsm_kd', 'digits/2ndm_digits16_first_order',
+                'digits/2ndm_digits16_unscaled'}
     assert expected <= names, sorted(expected - names)
+    # every config outside _base_, in any sub-folder, is run by a test
+    every = {osp.splitext(p)[0] for p in glob.glob('**/*.py', recursive=True,
+                                                   root_dir=osp.join(REPO, 'configs'))
+             if not p.startswith('_base_')}
+    assert every == {_name(p) for p in IN_PROCESS} | {'2ndm_cifar10'}
 
 
 def test_published_hyper_parameters():
@@ -197,6 +245,7 @@ def _check_run(runner: Runner, cfg: Config) -> None:
     """Losses finite, checkpoint written, metrics logged, student pruned where configured."""
     scalars = runner.message_hub.log_scalars
     losses = cfg.model.losses
+    assert runner.iter == ITERS
     for key in ('dsm', 'kd', 'jacobian'):
         name = f'train/loss_{key}'
         if losses.get(key) is None:
@@ -205,7 +254,7 @@ def _check_run(runner: Runner, cfg: Config) -> None:
         values = scalars[name].data[0]
         assert len(values) == ITERS and all(math.isfinite(v) for v in values), name
     assert osp.isfile(osp.join(cfg.work_dir, f'iter_{ITERS}.pth'))
-    for metric in cfg.val_evaluator.metrics:
+    for metric in (cfg.val_evaluator or {}).get('metrics', []):
         prefix = metric.get('prefix') or 'teacher_fidelity'
         logged = [k for k in scalars if k.startswith(f'val/{prefix}/')]
         assert logged, f'no val/{prefix}/* scalar (have {sorted(scalars)})'
@@ -213,6 +262,9 @@ def _check_run(runner: Runner, cfg: Config) -> None:
     pruning = [h for h in cfg.get('custom_hooks', []) if h['type'] == 'DiffusionPruningHook']
     model = runner.model
     student = sum(p.numel() for p in unwrap_denoiser(model.student).parameters())
+    if model.teacher is None:  # DSM from scratch: nothing to compare with
+        assert not pruning
+        return
     teacher = sum(p.numel() for p in unwrap_denoiser(model.teacher).parameters())
     if pruning:
         with open(osp.join(cfg.work_dir, 'pruning_summary.json')) as f:
@@ -263,6 +315,8 @@ def test_red_reaches_teacher_and_fid_as_red(path, assets, red_data, monkeypatch,
 
     cfg = Config.fromfile(path, format_python_code=False)
     _tiny_model(cfg.model, assets)
+    if cfg.model.get('teacher_ckpt'):
+        _write_teacher_ckpt(cfg.model, work_dir)
     teacher = cfg.model.teacher
     if cfg.train_dataloader.dataset.type == 'CIFAR10' and \
             teacher.type == 'DiTTransformer2DModel':  # CIFAR-10's 32x32, no Resize
@@ -331,7 +385,7 @@ def test_celeba_crop_is_ddims():
         np.testing.assert_array_equal(out, image[57:185, 25:153])
 
 
-IN_PROCESS = [p for p in CONFIGS if _name(p) != '2ndm_cifar10']
+IN_PROCESS = [p for p in ALL_CONFIGS if _name(p) != '2ndm_cifar10']
 
 
 @pytest.mark.parametrize('path', IN_PROCESS, ids=_name)
