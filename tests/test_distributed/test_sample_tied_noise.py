@@ -57,11 +57,25 @@ def test_draws_follow_the_sample_not_the_batch_position():
     assert not torch.equal(noise_c, noise_a)
 
 
-def test_without_antithetic_timesteps_are_independent_per_sample():
-    model = _distiller(antithetic_timesteps=False)
-    ts = model._per_sample_draws(torch.zeros(8, 3, 8, 8), _samples(range(8)))[0]
-    assert ts.min() >= 0 and ts.max() < NUM_T
-    assert len(set(ts.tolist())) > 1
+def _pairs_mirrored(ts: torch.Tensor, first: torch.Tensor, second: torch.Tensor) -> list:
+    """Whether t[first[k]] + t[second[k]] == T - 1, per pair k."""
+    return (ts[first] + ts[second] == NUM_T - 1).tolist()
+
+
+@pytest.mark.parametrize('antithetic', [True, False])
+def test_antithetic_pairing_is_on_exactly_when_asked(antithetic):
+    """Pairs (t, T-1-t): by dataset index (items 2k, 2k+1) with per-sample seeding, by
+    batch half (k, B/2 + k) with the global RNG; switched off, no pair is mirrored
+    (for these seeds; by chance one pair in 100 is)."""
+    model = _distiller(antithetic_timesteps=antithetic)
+    tied = model._per_sample_draws(torch.zeros(8, 3, 8, 8), _samples(range(8)))[0]
+    torch.manual_seed(0)
+    model.per_sample_noise_seed = None
+    drawn = model._sample_timesteps(8, 'cpu')
+    even, halves = torch.arange(0, 8, 2), torch.arange(4)
+    for ts, first, second in ((tied, even, even + 1), (drawn, halves, halves + 4)):
+        assert ts.min() >= 0 and ts.max() < NUM_T
+        assert _pairs_mirrored(ts, first, second) == [antithetic] * 4, ts.tolist()
 
 
 def test_losses_equal_for_any_split_of_the_batch():

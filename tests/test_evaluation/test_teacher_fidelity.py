@@ -1,6 +1,7 @@
 """TeacherFidelity on hand-made sample pairs."""
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -35,8 +36,28 @@ def test_more_noise_means_lower_fidelity():
     assert far['ssim'] < close['ssim'] < 1.0
     assert far['psnr'] < close['psnr']
     assert close['mse'] < far['mse']
-    # PSNR agrees with the MSE it is defined by (MSE on the [0, 1] scale)
-    assert close['psnr'] == pytest.approx(-10 * math.log10(close['mse']), rel=0.05)
+
+
+@pytest.mark.parametrize('noise_std', [5.0, 40.0])
+def test_scores_equal_scikit_image(noise_std):
+    """SSIM and PSNR per pair as scikit-image computes them (Wang et al.'s Gaussian SSIM:
+    11x11 window, sigma 1.5, population covariances, per channel; data range 255),
+    averaged over the pairs; MSE on the [0, 1] scale."""
+    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+    pairs = _pairs(noise_std)
+    scores = _score(pairs, 4)
+    ssim, psnr, mse = [], [], []
+    for pair in pairs:
+        student = pair['fake_img'].double().numpy()
+        teacher = pair['teacher_img'].double().numpy()
+        ssim.append(structural_similarity(
+            student, teacher, channel_axis=0, gaussian_weights=True, sigma=1.5,
+            use_sample_covariance=False, data_range=255))
+        psnr.append(peak_signal_noise_ratio(teacher, student, data_range=255))
+        mse.append(np.mean((student / 255 - teacher / 255)**2))
+    assert scores['ssim'] == pytest.approx(np.mean(ssim), rel=1e-6)
+    assert scores['psnr'] == pytest.approx(np.mean(psnr), rel=1e-6)
+    assert scores['mse'] == pytest.approx(np.mean(mse), rel=1e-6)
 
 
 def test_stops_at_fake_nums_and_asks_model_for_teacher_samples():

@@ -61,6 +61,37 @@ def test_importances_prune_and_rebuild(make_unet, importance):
         _assert_rebuild_exact(model, make_unet(), record)
 
 
+def test_importances_keep_different_channels(make_unet):
+    """Each criterion decides: none may silently fall back to another.
+
+    The loss drops below diff-pruning's threshold at t=400, and t=800 (another batch,
+    weighted 100x) dominates the Taylor sum, so diff-pruning (t=0, 400) and taylor
+    (t=0, 400, 800) rank channels on different gradients; magnitude needs none.
+    """
+    data = torch.randn(3, 4, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    scale = {0: 1.0, 400: 0.01, 800: 100.0}
+
+    def pruned_channels(importance: str) -> list:
+        model = make_unet()
+
+        def loss_fn(t):
+            x_t, target = data[int(t) // 400], data[(int(t) // 400 + 1) % 3]
+            return scale[int(t)] * ((run_denoiser(model, x_t, t.repeat(4)) - target)**2).mean()
+
+        _, record = prune_denoiser(model, ratio=0.5, importance=importance, loss_fn=loss_fn,
+                                   timesteps=[0, 400, 800], with_macs=False)
+        if importance == 'diff-pruning':
+            assert record['settings']['timesteps_used'] == [0, 400]
+        return record['history']
+
+    kept = {name: pruned_channels(name) for name in ('magnitude', 'taylor', 'diff-pruning')}
+    assert kept['taylor'] != kept['magnitude']
+    assert kept['diff-pruning'] != kept['magnitude']
+    assert kept['diff-pruning'] != kept['taylor']
+    # the same criterion on the same net and gradients decides the same
+    assert pruned_channels('taylor') == kept['taylor']
+
+
 def test_diff_pruning_stops_at_loss_threshold(make_unet):
     model = make_unet()
     losses = {0: 10.0, 100: 5.0, 200: 0.4, 300: 0.1}
