@@ -43,7 +43,7 @@ import os.path as osp
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -95,9 +95,9 @@ PRESETS = {
                        'first_order': 3},
                  lever_arms=('2ndm_k4', '2ndm_full_batch', '2ndm_w1', '2ndm_w100',
                              '2ndm_small_t', '2ndm_unscaled_small_t'),
-                 num_samples=500, curve_samples=128, sample_steps=50, eval_images=256,
+                 num_samples=500, curve_samples=128, sample_steps=50, eval_images=128,
                  ftle_timesteps=(0, 2, 5, 10, 25, 50, 100, 250, 500, 750, 999),
-                 feature_iters=1000, bootstrap=200, checkpoints=4),
+                 feature_iters=1000, bootstrap=200, checkpoints=3),
 }
 CI_RESAMPLES = 10000  # bootstrap resamples of the seeds for each confidence interval
 # "recovered": proxy FID within this factor of the teacher's and SSIM to it at least this
@@ -792,92 +792,134 @@ def _figures(study: dict, preset: dict, work_dir: str) -> None:
 
 
 # -------------------------------------------------------------------------- main
-def _finetune_all(runs: List[Tuple[str, int]], preset: dict, work_dir: str, options_of,
-                  jobs: int, threads: int) -> None:
-    """Trains every planned run (finished ones are skipped, interrupted ones resume)."""
-    interval = max(1, preset['finetune_iters'] // preset['checkpoints'])
+class Study:
+    """One study in a work dir: trains the planned runs and reports on the finished ones.
 
-    def finetune(run: Tuple[str, int]) -> None:
-        arm, seed = run
-        run_dir = osp.join(work_dir, f'{arm}_seed{seed}')
-        print(f'[study]   start {arm} seed {seed} (log: {run_dir}/train_stdout.log)',
+    Every finished run is evaluated (raw student and EMA, cached in its folder) and the
+    report is rewritten as soon as it finishes, so the work dir always holds the results
+    of every run done so far.
+    """
+
+    def __init__(self, preset_name: str, work_dir: str, runs: List[Tuple[str, int]],
+                 threads: int) -> None:
+        self.preset_name, self.preset = preset_name, dict(PRESETS[preset_name])
+        self.work_dir, self.runs, self.threads = work_dir, runs, threads
+        self.feature_net = osp.join(work_dir, 'feature_net.pt')
+        self.teacher_ckpt = osp.join(work_dir, 'teacher',
+                                     f'iter_{self.preset["teacher_iters"]}.pth')
+        self.start = time.time()
+        self.evaluator: Optional[Evaluator] = None
+        self.dense: Optional[dict] = None
+        self.evaluated: Dict[Tuple[str, int], dict] = {}
+
+    def run_dir(self, arm: str, seed: int) -> str:
+        return osp.join(self.work_dir, f'{arm}_seed{seed}')
+
+    def options(self, arm: str, seed: int) -> List[str]:
+        """--cfg-options of a finetuning run: teacher, seed (pairs the arms), run length."""
+        return [f'model.teacher_ckpt.filename={self.teacher_ckpt}', f'randomness.seed={seed}',
+                f'model.per_sample_noise_seed={seed}',
+                f'param_scheduler.T_max={self.preset["finetune_iters"]}', *ARMS[arm][1],
+                *_size_options(self.preset, 'student')]
+
+    def train_teacher(self) -> None:
+        print(f'[study] 1/4 feature network -> {self.feature_net}', flush=True)
+        if not osp.exists(osp.join(self.work_dir, 'feature_net.json')):
+            accuracy = train_feature_net(self.feature_net, 16, self.preset['feature_iters'])
+            with open(osp.join(self.work_dir, 'feature_net.json'), 'w') as f:
+                json.dump(dict(test_accuracy=accuracy), f)
+        print(f'[study] 2/4 dense teacher, {self.preset["teacher_iters"]} iterations',
               flush=True)
-        wall = _train(ARMS[arm][0], run_dir, preset['finetune_iters'], options_of(arm, seed),
-                      threads, stream=False, ckpt_interval=interval)
-        print(f'[study]   done  {arm} seed {seed} in {wall:.0f} s', flush=True)
+        _train('teacher_digits16.py', osp.join(self.work_dir, 'teacher'),
+               self.preset['teacher_iters'],
+               ['randomness.seed=0', *_size_options(self.preset, 'teacher')], self.threads,
+               stream=True)
 
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
-        list(pool.map(finetune, runs))
+    def finetune_and_report(self, jobs: int) -> None:
+        """Trains the runs ``jobs`` at a time; reports after each one that finishes."""
+        print(f'[study] 3/4 {len(self.runs)} finetuning runs, {jobs} in parallel; each is '
+              'evaluated when it finishes', flush=True)
+        interval = max(1, self.preset['finetune_iters'] // self.preset['checkpoints'])
+
+        def finetune(run: Tuple[str, int]) -> Tuple[str, int]:
+            arm, seed = run
+            run_dir = self.run_dir(arm, seed)
+            print(f'[study]   start {arm} seed {seed} (log: {run_dir}/train_stdout.log)',
+                  flush=True)
+            wall = _train(ARMS[arm][0], run_dir, self.preset['finetune_iters'],
+                          self.options(arm, seed), self.threads, stream=False,
+                          ckpt_interval=interval)
+            print(f'[study]   done  {arm} seed {seed} in {wall:.0f} s', flush=True)
+            return run
+
+        with ThreadPoolExecutor(max_workers=jobs) as pool:
+            for future in as_completed([pool.submit(finetune, run) for run in self.runs]):
+                future.result()
+                self.report()
+
+    def evaluate(self, arm: str, seed: int) -> dict:
+        """The run's (cached) evaluation; the teacher's first."""
+        run_dir = self.run_dir(arm, seed)
+        if self.evaluator is None:
+            self.evaluator = Evaluator(self.preset, self.feature_net)
+            distiller = _load_distiller(
+                ARMS[arm][0], self.options(arm, seed),
+                osp.join(run_dir, f'iter_{self.preset["finetune_iters"]}.pth'),
+                osp.join(run_dir, 'eval'))
+            self.dense = evaluate_teacher(self.evaluator, distiller, self.work_dir,
+                                          self.preset)
+        if (arm, seed) not in self.evaluated:
+            data = evaluate_run(self.evaluator, arm, run_dir, self.options(arm, seed),
+                                self.preset)
+            self.evaluated[(arm, seed)] = dict(data, arm=arm, seed=seed, dir=run_dir)
+            final = data['final']
+            print(f'[study]   {arm} seed {seed}: proxy FID raw {final["raw"]["fid"]:.3f} / '
+                  f'EMA {final["ema"]["fid"]:.3f}, SSIM raw {final["raw"]["ssim"]:.3f}',
+                  flush=True)
+        return self.evaluated[(arm, seed)]
+
+    def report(self) -> str:
+        """Evaluates the finished runs and writes results.md/json, grids and plots."""
+        finished = [(a, s) for a, s in self.runs
+                    if _finished(self.run_dir(a, s), self.preset['finetune_iters'])]
+        if not finished:
+            raise RuntimeError(f'No finished finetuning run in {self.work_dir} to evaluate.')
+        print(f'[study] 4/4 evaluating {len(finished)} of {len(self.runs)} runs (raw and '
+              'EMA)', flush=True)
+        study = dict(runs=[self.evaluate(arm, seed) for arm, seed in finished])
+        study['dense'] = self.dense
+        with open(osp.join(self.work_dir, 'feature_net.json')) as f:
+            accuracy = json.load(f)['test_accuracy']
+        preset = self.preset
+        meta = dict(preset=self.preset_name, finetune_iters=preset['finetune_iters'],
+                    teacher_iters=preset['teacher_iters'], num_samples=preset['num_samples'],
+                    sample_steps=preset['sample_steps'], feature_accuracy=accuracy,
+                    planned_runs=len(self.runs), wall_s=time.time() - self.start)
+        table = osp.join(self.work_dir, 'results.md')
+        comparisons = write_report(study, meta, preset, table)
+        _figures(study, preset, self.work_dir)
+        runs_json = [{k: v for k, v in r.items() if k != 'dir'} for r in study['runs']]
+        with open(osp.join(self.work_dir, 'results.json'), 'w') as f:
+            json.dump(dict(meta=meta, ftle_timesteps=list(preset['ftle_timesteps']),
+                           dense=study['dense'], runs=runs_json, **comparisons), f, indent=1)
+        return table
 
 
 def main(argv: Optional[Sequence[str]] = None) -> str:
     args = parse_args(argv)
-    preset = dict(PRESETS[args.preset])
     if args.jobs < 1:
         raise ValueError(f'--jobs must be >= 1, got {args.jobs}.')
-    runs = planned_runs(preset, args.seeds, args.arms, levers=not args.no_levers)
+    runs = planned_runs(PRESETS[args.preset], args.seeds, args.arms, levers=not args.no_levers)
     work_dir = osp.abspath(args.work_dir)
     os.makedirs(work_dir, exist_ok=True)
-    start = time.time()
     threads = args.threads_per_run or max(1, (os.cpu_count() or 1) // args.jobs)
     torch.set_num_threads(threads)
-
-    feature_net = osp.join(work_dir, 'feature_net.pt')
-    teacher_dir = osp.join(work_dir, 'teacher')
-    teacher_ckpt = osp.join(teacher_dir, f'iter_{preset["teacher_iters"]}.pth')
-
-    def options_of(arm: str, seed: int) -> List[str]:
-        return [f'model.teacher_ckpt.filename={teacher_ckpt}', f'randomness.seed={seed}',
-                f'model.per_sample_noise_seed={seed}', *ARMS[arm][1],
-                *_size_options(preset, 'student')]
-
+    study = Study(args.preset, work_dir, runs, threads)
     if not args.eval_only:
-        print(f'[study] 1/4 feature network -> {feature_net}', flush=True)
-        if not osp.exists(osp.join(work_dir, 'feature_net.json')):
-            accuracy = train_feature_net(feature_net, 16, preset['feature_iters'])
-            with open(osp.join(work_dir, 'feature_net.json'), 'w') as f:
-                json.dump(dict(test_accuracy=accuracy), f)
-        print(f'[study] 2/4 dense teacher, {preset["teacher_iters"]} iterations', flush=True)
-        _train('teacher_digits16.py', teacher_dir, preset['teacher_iters'],
-               ['randomness.seed=0', *_size_options(preset, 'teacher')], threads, stream=True)
-        print(f'[study] 3/4 {len(runs)} finetuning runs, {args.jobs} in parallel',
-              flush=True)
-        _finetune_all(runs, preset, work_dir, options_of, args.jobs, threads)
-
-    finished = [(a, s) for a, s in runs
-                if _finished(osp.join(work_dir, f'{a}_seed{s}'), preset['finetune_iters'])]
-    if not finished:
-        raise RuntimeError(f'No finished finetuning run in {work_dir} to evaluate.')
-    print(f'[study] 4/4 evaluating {len(finished)} of {len(runs)} runs (raw and EMA)',
-          flush=True)
-    with open(osp.join(work_dir, 'feature_net.json')) as f:
-        accuracy = json.load(f)['test_accuracy']
-    evaluator = Evaluator(preset, feature_net)
-    first_dir = osp.join(work_dir, f'{finished[0][0]}_seed{finished[0][1]}')
-    distiller = _load_distiller(ARMS[finished[0][0]][0], options_of(*finished[0]),
-                                osp.join(first_dir, f'iter_{preset["finetune_iters"]}.pth'),
-                                osp.join(first_dir, 'eval'))
-    study = dict(dense=evaluate_teacher(evaluator, distiller, work_dir, preset), runs=[])
-    for arm, seed in finished:
-        run_dir = osp.join(work_dir, f'{arm}_seed{seed}')
-        data = evaluate_run(evaluator, arm, run_dir, options_of(arm, seed), preset)
-        study['runs'].append(dict(data, arm=arm, seed=seed, dir=run_dir))
-        final = data['final']
-        print(f'[study]   {arm} seed {seed}: proxy FID raw {final["raw"]["fid"]:.3f} / EMA '
-              f'{final["ema"]["fid"]:.3f}, SSIM raw {final["raw"]["ssim"]:.3f}', flush=True)
-
-    meta = dict(preset=args.preset, finetune_iters=preset['finetune_iters'],
-                teacher_iters=preset['teacher_iters'], num_samples=preset['num_samples'],
-                sample_steps=preset['sample_steps'], feature_accuracy=accuracy,
-                planned_runs=len(runs), wall_s=time.time() - start)
-    table = osp.join(work_dir, 'results.md')
-    comparisons = write_report(study, meta, preset, table)
-    _figures(study, preset, work_dir)
-    runs_json = [{k: v for k, v in r.items() if k != 'dir'} for r in study['runs']]
-    with open(osp.join(work_dir, 'results.json'), 'w') as f:
-        json.dump(dict(meta=meta, ftle_timesteps=list(preset['ftle_timesteps']),
-                       dense=study['dense'], runs=runs_json, **comparisons), f, indent=1)
-    print(f'[study] done in {meta["wall_s"]:.0f} s. Table: {table}; sample grids: '
+        study.train_teacher()
+        study.finetune_and_report(args.jobs)
+    table = study.report()
+    print(f'[study] done in {time.time() - study.start:.0f} s. Table: {table}; sample grids: '
           f'{work_dir}/grid_*.png; plots: {work_dir}/recovery.png, {work_dir}/ftle.png',
           flush=True)
     return table
