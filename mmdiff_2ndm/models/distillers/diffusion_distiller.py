@@ -268,6 +268,7 @@ class DiffusionDistiller(BaseModel):
         self._window_nonfinite: List[str] = []  # non-finite terms since the last update
         self.sample_prompts = list(sample_prompts) if sample_prompts else None
         self._next_prompt = 0
+        self._sampling_calls = 0  # val_step calls: seeds each call's fork of the RNG
         self.sample_shape = tuple(sample_shape) if sample_shape else None
         self._init_losses(losses)
 
@@ -972,11 +973,17 @@ class DiffusionDistiller(BaseModel):
         """Samples images for MMagic's generative metrics and visualisation hooks.
 
         Runs on a fork of torch's RNG: validation between training iterations leaves
-        the training draws (and so a resumed run's) unchanged.
+        the training draws (and so a resumed run's) unchanged. The fork is seeded per
+        call from (``torch.initial_seed()``, call count, rank): a fork of the unchanged
+        state alone would give every batch the same noise, and FID would score copies
+        of one batch.
         """
         devices = ([torch.cuda.current_device()]
                    if torch.cuda.is_available() and torch.cuda.is_initialized() else [])
         with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(_mix_seed(torch.initial_seed(), self._sampling_calls,
+                                        get_dist_info()[0]))
+            self._sampling_calls += 1
             data = self.data_preprocessor(data)
             return self.generate(data['inputs'], data.get('data_samples'))
 

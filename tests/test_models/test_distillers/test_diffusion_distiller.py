@@ -5,6 +5,7 @@ import math
 import os.path as osp
 import uuid
 
+import numpy as np
 import pytest
 import torch
 from mmengine.optim import OptimWrapper, OptimWrapperDict
@@ -132,6 +133,110 @@ def test_pixel_unet_train_validate_fid_fidelity_grid(tmp_path, unet2d_folder,
     assert grids, 'no sample grid written'
 
 
+class GreyStatsNet(torch.nn.Module):
+    """Deterministic stand-in for FID's Inception: per image the mean, std, mean |dx| and
+    mean |dy| of the grey level in [0, 1] (channel-symmetric: the channel order is
+    test_configs' business; 4 features give a full-rank covariance from 8 images)."""
+
+    def forward(self, x: torch.Tensor, return_features: bool = False) -> torch.Tensor:
+        grey = x.float().mean(dim=1) / 255.0
+        dx = (grey[:, :, 1:] - grey[:, :, :-1]).abs().mean(dim=(1, 2))
+        dy = (grey[:, 1:, :] - grey[:, :-1, :]).abs().mean(dim=(1, 2))
+        return torch.stack([grey.mean(dim=(1, 2)), grey.std(dim=(1, 2)), dx, dy], dim=1)
+
+
+def _grey_stats(images: np.ndarray) -> np.ndarray:
+    """GreyStatsNet by hand: (N, 3, H, W) uint8 -> (N, 4) float64."""
+    grey = images.astype(np.float64).mean(axis=1) / 255.0
+    dx = np.abs(np.diff(grey, axis=2)).mean(axis=(1, 2))
+    dy = np.abs(np.diff(grey, axis=1)).mean(axis=(1, 2))
+    return np.stack([grey.mean(axis=(1, 2)), grey.std(axis=(1, 2), ddof=1), dx, dy], axis=1)
+
+
+def _frechet(a: np.ndarray, b: np.ndarray) -> float:
+    """||mu_a - mu_b||^2 + tr(C_a + C_b - 2 (C_a C_b)^(1/2)), the root's trace from the
+    eigenvalues of C_a C_b (real, >= 0 for covariance matrices)."""
+    cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    root_trace = np.sqrt(np.clip(np.linalg.eigvals(cov_a @ cov_b).real, 0, None)).sum()
+    return float(((a.mean(0) - b.mean(0))**2).sum() + np.trace(cov_a) + np.trace(cov_b)
+                 - 2 * root_trace)
+
+
+def test_fid_and_fidelity_equal_hand_computed_values(tmp_path, unet2d_folder, monkeypatch):
+    """FID and TeacherFidelity through the Runner's validation equal values computed by
+    hand: real statistics from the data set's images, samples re-drawn from the recorded
+    noise with the EMA (and the teacher), features, Frechet distance and SSIM/PSNR by hand
+    (scikit-image)."""
+    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+    feature_net = str(tmp_path / 'grey_stats.pt')
+    torch.jit.script(GreyStatsNet().eval()).save(feature_net)
+    metrics = [
+        dict(type='FID', prefix='FID', fake_nums=8, real_nums=8, sample_model='ema',
+             inception_style='StyleGAN', inception_path=feature_net,
+             inception_pkl=str(tmp_path / 'real_feats.pkl')),
+        dict(type='TeacherFidelity', fake_nums=4, sample_model='ema'),
+    ]
+    val_set = dict(type='TinyGeneratedImageDataset', num_images=8, size=IMG_SIZE)
+    runner = _runner(
+        str(tmp_path), _pixel_model(unet2d_folder), 2, IMG_SIZE,
+        val_dataloader=dict(batch_size=4, num_workers=0, dataset=val_set,
+                            sampler=dict(type='DefaultSampler', shuffle=False)),
+        val_cfg=dict(type='MultiValLoop'), val_evaluator=dict(type='Evaluator', metrics=metrics),
+        train_cfg=dict(by_epoch=False, max_iters=2, val_interval=100),
+        optim_wrapper=dict(constructor='MultiOptimWrapperConstructor',
+                           student=dict(type='OptimWrapper',
+                                        optimizer=dict(type='Adam', lr=0.05))))
+    # two large steps (the EMA's first update copies): teacher, student and EMA all differ
+    runner.train()
+    model = runner.model
+    calls = []
+    noise_fn, generate = model.noise_fn, model.generate
+
+    def recording_generate(inputs, data_samples=None):
+        with_teacher = bool((inputs.get('sample_kwargs') or {}).get('with_teacher'))
+        calls.append(dict(with_teacher=with_teacher, sample_model=inputs.get('sample_model')))
+        return generate(inputs, data_samples)
+
+    def recording_noise_fn(noise=None, num_batches=1):
+        calls[-1]['noise'] = noise_fn(noise, num_batches)
+        return calls[-1]['noise']
+    monkeypatch.setattr(model, 'generate', recording_generate)
+    monkeypatch.setattr(model, 'noise_fn', recording_noise_fn)
+    runner.val()
+    scalars = runner.message_hub.log_scalars
+    scores = {key: scalars[f'val/{key}'].current()
+              for key in ('FID/fid', 'teacher_fidelity/ssim', 'teacher_fidelity/psnr')}
+
+    def by_hand(net, noise):  # destruct by hand: [-1, 1] -> [0, 255]
+        return (model.sample(net, noise, num_inference_steps=2) * 127.5 + 127.5).clamp(0, 255)
+    ema = model.student_ema.module
+    fid_calls = [c for c in calls if not c['with_teacher']]
+    assert [c['sample_model'] for c in calls] == ['ema'] * len(calls)
+    # FID scores the first fake_nums samples its sampler asked for
+    fakes = torch.cat([by_hand(ema, c['noise']) for c in fid_calls])[:8].to(torch.uint8)
+    assert fakes.shape[0] == 8
+    student_fakes = by_hand(model.student, fid_calls[0]['noise']).to(torch.uint8)
+    assert (student_fakes.float() - fakes[:4].float()).abs().mean() > 1  # EMA != student
+    # real images through the preprocessor's [-1, 1] and back, as FID's prepare has them
+    reals = TinyGeneratedImageDataset(num_images=8, size=IMG_SIZE).images.float()
+    reals = ((reals - 127.5) / 127.5 * 127.5 + 127.5).clamp(0, 255).to(torch.uint8)
+    expected_fid = _frechet(_grey_stats(fakes.numpy()), _grey_stats(reals.numpy()))
+    assert scores['FID/fid'] == pytest.approx(expected_fid, rel=1e-4, abs=1e-7)
+
+    # every batch its own noise (a fork of the same RNG state would repeat one batch)
+    assert not any(torch.equal(calls[0]['noise'], c['noise']) for c in calls[1:])
+    pair_calls = [c for c in calls if c['with_teacher']][:1]  # fake_nums=4: one batch
+    students = by_hand(ema, pair_calls[0]['noise']).double().numpy()
+    teachers = by_hand(model.teacher, pair_calls[0]['noise']).double().numpy()
+    ssim = [structural_similarity(s, t, channel_axis=0, gaussian_weights=True, sigma=1.5,
+                                  use_sample_covariance=False, data_range=255)
+            for s, t in zip(students, teachers)]
+    psnr = [peak_signal_noise_ratio(t, s, data_range=255) for s, t in zip(students, teachers)]
+    assert np.mean(ssim) < 1  # the student has moved away from its teacher
+    assert scores['teacher_fidelity/ssim'] == pytest.approx(np.mean(ssim), rel=1e-5)
+    assert scores['teacher_fidelity/psnr'] == pytest.approx(np.mean(psnr), rel=1e-5)
+
+
 def test_dit_latent_class_conditional(tmp_path, dit_folders):
     iters = 2
     model = dict(type='DiffusionDistiller',
@@ -146,11 +251,20 @@ def test_dit_latent_class_conditional(tmp_path, dit_folders):
     assert runner.model.num_classes == 3
     _train_and_check(runner, iters)
 
-    # class-conditional guided sampling from the EMA, images in [0, 255]
-    out = runner.model.val_step(dict(inputs=dict(num_batches=2, sample_model='ema',
-                                                 sample_kwargs=dict(labels=[0, 2]))))
-    assert len(out) == 2 and out[0].fake_img.shape == (3, LATENT_IMG_SIZE, LATENT_IMG_SIZE)
-    assert 0 <= out[0].fake_img.min() and out[0].fake_img.max() <= 255
+    # class-conditional guided sampling from the EMA: the same noise and labels give the
+    # same images, other labels other images (the labels reach the sampler)
+    model = runner.model
+    noise = torch.randn(2, *model._sample_shape())
+
+    def sample(labels):
+        out = model.val_step(dict(inputs=dict(noise=noise, sample_model='ema',
+                                              sample_kwargs=dict(labels=labels))))
+        assert len(out) == 2
+        return torch.stack([o.fake_img for o in out])
+    images = sample([0, 2])
+    assert images.shape == (2, 3, LATENT_IMG_SIZE, LATENT_IMG_SIZE)
+    assert torch.equal(sample([0, 2]), images)
+    assert not torch.equal(sample([1, 1]), images)
 
 
 def test_sd_text_conditional_v_prediction(tmp_path, sd_folders):
@@ -169,6 +283,47 @@ def test_sd_text_conditional_v_prediction(tmp_path, sd_folders):
     out = runner.model.val_step(dict(inputs=dict(num_batches=2,
                                                  sample_kwargs=dict(with_teacher=True))))
     assert out[0].teacher_img.shape == out[0].fake_img.shape == (3, IMG_SIZE, IMG_SIZE)
+
+
+def test_sd_v_prediction_target_and_text_conditioning(sd_folders, monkeypatch):
+    """loss_dsm is the closed form ||eps_S(x_t, t, text) - v||^2 with
+    v = sqrt(abar_t) eps - sqrt(1 - abar_t) x_0 (abar from the linear betas by hand), and
+    the prompt changes what is sampled from the same noise."""
+    model = MODELS.build(dict(
+        type='DiffusionDistiller',
+        teacher=dict(type='UNet2DConditionModel', from_pretrained=sd_folders['unet']),
+        text_encoder=sd_folders['text_encoder'], tokenizer=sd_folders['tokenizer'],
+        noise_scheduler=dict(type='DDPMScheduler', num_train_timesteps=100,
+                             prediction_type='v_prediction'),
+        num_inference_steps=2, losses=dict(dsm=dict(loss_weight=1.0)),
+        data_preprocessor=dict(type='DataPreprocessor')))
+    batch = model.data_preprocessor(_batch(size=8), True)
+    timesteps = torch.tensor([0, 30, 60, 99])
+    monkeypatch.setattr(model, '_sample_timesteps', lambda batch, device: timesteps)
+    torch.manual_seed(0)
+    loss = model.compute_losses(batch['inputs'], batch['data_samples'])['loss_dsm']
+
+    x_0 = model._images(batch['inputs'])
+    torch.manual_seed(0)
+    noise = torch.randn_like(x_0)  # the first draw of compute_losses
+    alpha_bar = torch.cumprod(1 - torch.linspace(1e-4, 0.02, 100), 0)[timesteps]
+    a, s = alpha_bar.sqrt().view(-1, 1, 1, 1), (1 - alpha_bar).sqrt().view(-1, 1, 1, 1)
+    velocity = a * noise - s * x_0
+    text = model.encode_prompts(list(batch['data_samples'].prompt), 'cpu')
+    with torch.no_grad():
+        prediction = unwrap_denoiser(model.student)(a * x_0 + s * noise, timesteps,
+                                                    encoder_hidden_states=text).sample
+    expected = (prediction - velocity).pow(2).flatten(1).sum(1).mean()
+    torch.testing.assert_close(loss.detach(), expected, rtol=1e-5, atol=1e-5)
+
+    noise = torch.randn(2, 3, IMG_SIZE, IMG_SIZE)
+
+    def sample(prompt):
+        out = model.val_step(dict(inputs=dict(noise=noise, sample_model='orig',
+                                              sample_kwargs=dict(prompt=prompt))))
+        return torch.stack([o.fake_img for o in out])
+    assert torch.equal(sample('a red cat'), sample('a red cat'))
+    assert not torch.equal(sample('a red cat'), sample('a blue dog'))
 
 
 def _batch(num: int = 4, size: int = IMG_SIZE) -> dict:
