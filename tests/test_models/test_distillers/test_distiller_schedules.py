@@ -40,7 +40,7 @@ def test_teacher_free_training_and_its_ema_as_a_later_teacher(tmp_path):
         torch.optim.Adam(model.student.parameters(), lr=1e-3)))
     before = unwrap_denoiser(model.student).conv_in.weight.detach().clone()
     log_vars = model.train_step(_batch(), optim)
-    assert set(log_vars) == {'loss', 'loss_dsm'}
+    assert set(log_vars) == {'loss', 'loss_dsm', 'nonfinite_skip'}
     assert torch.isfinite(log_vars['loss'])
     assert not torch.equal(before, unwrap_denoiser(model.student).conv_in.weight)
 
@@ -84,10 +84,11 @@ def _distiller(**overrides):
     teacher = dict(type='UNet2DModel', **UNET_KWARGS)
     torch.manual_seed(0)
     net = MODELS.build(teacher)
-    return MODELS.build(dict(type='DiffusionDistiller', teacher=net, noise_scheduler=SCHEDULER,
-                             losses=dict(dsm=dict(loss_weight=1.0), kd=dict(loss_weight=1.0),
-                                         jacobian=JACOBIAN),
-                             **overrides))
+    cfg = dict(type='DiffusionDistiller', teacher=net, noise_scheduler=SCHEDULER,
+               losses=dict(dsm=dict(loss_weight=1.0), kd=dict(loss_weight=1.0),
+                           jacobian=JACOBIAN))
+    cfg.update(overrides)
+    return MODELS.build(cfg)
 
 
 def test_jacobian_t_range_zeroes_weights_outside():
@@ -120,3 +121,57 @@ def test_jacobian_warmup_ramps_linearly():
 def test_error_bad_jacobian_schedule(kwargs, match):
     with pytest.raises(ValueError, match=match):
         _distiller(**kwargs)
+
+
+def _fixed_draws(model, monkeypatch, timesteps):
+    """Fixes the timesteps; the noise is then compute_losses' first draw after a seed."""
+    monkeypatch.setattr(model, '_sample_timesteps', lambda batch, device: timesteps)
+    data = model.data_preprocessor(_batch(), True)
+    torch.manual_seed(0)
+    losses = model.compute_losses(data['inputs'], data['data_samples'])
+    x_0 = model._images(data['inputs'])
+    torch.manual_seed(0)
+    return losses, x_0, torch.randn_like(x_0)
+
+
+def _alpha_bar(timesteps):
+    """DDPM's linear betas (1e-4 .. 0.02 over 100 steps) by hand: (B, 1, 1, 1)."""
+    return torch.cumprod(1 - torch.linspace(1e-4, 0.02, 100), 0)[timesteps].view(-1, 1, 1, 1)
+
+
+def test_sigma_scale_reaches_the_jacobian_loss(monkeypatch):
+    """jacobian_scale='sigma' hands sqrt(1 - alpha_bar_t) per sample to the loss."""
+    model = _distiller(jacobian_scale='sigma')
+    seen = {}
+    forward = model.jacobian_loss.forward
+
+    def recording(*args, **kwargs):
+        seen['scale'] = kwargs['scale']
+        return forward(*args, **kwargs)
+    monkeypatch.setattr(model.jacobian_loss, 'forward', recording)
+    timesteps = torch.tensor([0, 10, 50, 99])
+    _fixed_draws(model, monkeypatch, timesteps)
+    torch.testing.assert_close(seen['scale'], (1 - _alpha_bar(timesteps)).sqrt().flatten())
+
+
+@pytest.mark.parametrize('prediction_type', ['epsilon', 'sample'])
+def test_dsm_and_kd_equal_their_closed_forms(monkeypatch, prediction_type):
+    """loss_dsm = ||eps_S(x_t) - target||^2 (target: the noise, or x_0) and
+    loss_kd = ||eps_S(x_t) - eps_D(x_t)||^2, pixel-summed and batch-averaged, with
+    x_t = sqrt(abar) x_0 + sqrt(1 - abar) eps by hand."""
+    model = _distiller(noise_scheduler=dict(SCHEDULER, prediction_type=prediction_type))
+    model.jacobian_loss = None  # the plain forward path
+    with torch.no_grad():  # a student that is not its teacher's copy
+        for param in model.student.parameters():
+            param.add_(0.01 * torch.randn_like(param))
+    timesteps = torch.tensor([0, 10, 50, 99])
+    losses, x_0, noise = _fixed_draws(model, monkeypatch, timesteps)
+    alpha_bar = _alpha_bar(timesteps)
+    x_t = alpha_bar.sqrt() * x_0 + (1 - alpha_bar).sqrt() * noise
+    with torch.no_grad():
+        student = unwrap_denoiser(model.student)(x_t, timesteps).sample
+        teacher = unwrap_denoiser(model.teacher)(x_t, timesteps).sample
+    target = noise if prediction_type == 'epsilon' else x_0
+    for key, reference in (('loss_dsm', target), ('loss_kd', teacher)):
+        expected = (student - reference).pow(2).flatten(1).sum(1).mean()
+        torch.testing.assert_close(losses[key].detach(), expected, msg=key)
