@@ -1,0 +1,233 @@
+"""Mutation score of the core: hand-written mutants, each one run against its own tests.
+
+A mutant is one textual replacement in one source file (a plausible bug: a wrong sign,
+power, target, pairing, decay, channel order...). For each, this script applies it, runs
+the few test files or test functions that should notice, and restores the file (always:
+``try/finally``, also on Ctrl-C and SIGTERM). A mutant is *caught* when pytest reports
+failing tests (exit status 1); a passing run means it *survived*, i.e. the tests miss
+that bug. Any other exit status (collection error, no test ran, timeout) is an error of
+the mutant or of this list and is reported as such.
+
+    python tools/mutation_test.py                  # every mutant, prints caught / total
+    python tools/mutation_test.py --list           # names, files, tests
+    python tools/mutation_test.py --only ema-lerp loss-2ndm-abs
+
+The mutated file's cached bytecode is deleted whenever its text changes, so no stale
+``.pyc`` of a mutant or of the original is ever imported; pytest runs with
+``OMP_NUM_THREADS=1`` unless set. Exit status: 0 when every mutant is caught, 1 when some survived, 2 on errors.
+"""
+import argparse
+import contextlib
+import importlib.util
+import os
+import os.path as osp
+import signal
+import subprocess
+import sys
+import time
+from typing import Iterator, List, NamedTuple, Sequence, Tuple
+
+REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+
+LOSS_TESTS = ('tests/test_models/test_losses/test_second_order_match_loss.py', )
+SCHEDULE_TESTS = 'tests/test_models/test_distillers/test_distiller_schedules.py'
+CLOSED_FORMS = (f'{SCHEDULE_TESTS}::test_dsm_and_kd_equal_their_closed_forms', )
+ANTITHETIC_TESTS = ('tests/test_distributed/test_sample_tied_noise.py', )
+EMA_TESTS = ('tests/test_models/test_averaged_model.py', )
+GUARD_TESTS = ('tests/test_models/test_distillers/test_nonfinite_guard.py', )
+
+
+class Mutant(NamedTuple):
+    """One hand-written bug.
+
+    Attributes:
+        name (str): Short unique name.
+        path (str): Source file, relative to the repository root.
+        before (str): Text that occurs exactly once in ``path``.
+        after (str): Its replacement.
+        tests (tuple[str]): pytest paths or node ids that should fail.
+    """
+    name: str
+    path: str
+    before: str
+    after: str
+    tests: Tuple[str, ...]
+
+
+LOSS = 'mmdiff_2ndm/models/losses/second_order_match_loss.py'
+DISTILLER = 'mmdiff_2ndm/models/distillers/diffusion_distiller.py'
+EMA = 'mmdiff_2ndm/models/averaged_model.py'
+RECORD = 'mmdiff_2ndm/pruning/record.py'
+PREPROCESSOR = 'mmdiff_2ndm/datasets/data_preprocessor.py'
+
+MUTANTS: List[Mutant] = [
+    # the 2ndMatch loss
+    Mutant('loss-2ndm-abs', LOSS, 'term = (student_sq - teacher_sq).pow(2)',
+           'term = (student_sq - teacher_sq).abs()', LOSS_TESTS),
+    Mutant('loss-first-order-mean', LOSS,
+           'term = (student_jac - teacher_jac).pow(2).flatten(1).sum(1)',
+           'term = (student_jac - teacher_jac).pow(2).flatten(1).mean(1)', LOSS_TESTS),
+    # the sigma_t scaling: s^4 on the squared difference of squared norms, s^2 first-order
+    Mutant('loss-scale-power', LOSS,
+           "term = term * (factor.pow(2) if self.mode != 'first_order' else factor)",
+           'term = term * factor', LOSS_TESTS),
+    Mutant('distiller-sigma', DISTILLER,
+           'return (1.0 - alphas_cumprod[timesteps]).sqrt().float()',
+           'return alphas_cumprod[timesteps].sqrt().float()',
+           (f'{SCHEDULE_TESTS}::test_sigma_scale_reaches_the_jacobian_loss', )),
+    # antithetic timestep pairs (t, T-1-t)
+    Mutant('antithetic-global-off-by-one', DISTILLER,
+           'return torch.cat([half, num_t - 1 - half])[:batch]',
+           'return torch.cat([half, num_t - half])[:batch]', ANTITHETIC_TESTS),
+    Mutant('antithetic-per-sample-unpaired', DISTILLER,
+           'timesteps.append(num_t - 1 - t if idx % 2 else t)', 'timesteps.append(t)',
+           ANTITHETIC_TESTS),
+    # the warm-up EMA
+    Mutant('ema-no-warmup', EMA,
+           'return min(1.0 - self.momentum, (1.0 + steps) / (10.0 + steps))',
+           'return 1.0 - self.momentum', EMA_TESTS),
+    Mutant('ema-lerp', EMA, 'averaged_param.lerp_(source_param, 1.0 - self.decay(steps))',
+           'averaged_param.lerp_(source_param, self.decay(steps))', EMA_TESTS),
+    # the pruning record and the shape checks built on it
+    Mutant('record-history-flag', RECORD,
+           'plain.append([str(module_name), bool(is_out), [int(i) for i in idxs]])',
+           'plain.append([str(module_name), not bool(is_out), [int(i) for i in idxs]])',
+           ('tests/test_pruning/test_engine.py::test_importances_prune_and_rebuild', )),
+    Mutant('record-shapes-unchecked', RECORD, 'elif list(actual[name]) != list(shape):',
+           'elif False:',
+           ('tests/test_pruning/test_engine.py::test_record_mismatch_errors',
+            'tests/test_models/test_distillers/test_strict_loads.py')),
+    Mutant('distiller-load-unchecked', DISTILLER,
+           "check_shapes(expected, state_dict, prefix=prefix, what='The checkpoint')",
+           'expected = None',
+           ('tests/test_models/test_distillers/test_strict_loads.py', )),
+    # the channel order of generated samples
+    Mutant('preprocessor-output-order', PREPROCESSOR,
+           'data_samples = DataSample(metainfo={order_key: self.output_channel_order})',
+           "data_samples = DataSample(metainfo={order_key: 'BGR'})",
+           ('tests/test_datasets/test_data_preprocessor.py', )),
+    # the distiller's regression targets and reduction
+    Mutant('target-epsilon', DISTILLER,
+           "if prediction_type == 'epsilon':\n            return noise",
+           "if prediction_type == 'epsilon':\n            return x_0", CLOSED_FORMS),
+    Mutant('target-sample', DISTILLER,
+           "if prediction_type == 'sample':\n            return x_0",
+           "if prediction_type == 'sample':\n            return noise", CLOSED_FORMS),
+    Mutant('target-v-prediction', DISTILLER,
+           'return self.noise_scheduler.get_velocity(x_0, noise, timesteps)', 'return noise',
+           ('tests/test_models/test_distillers/test_diffusion_distiller.py::'
+            'test_sd_v_prediction_target_and_text_conditioning', )),
+    Mutant('target-kd-self', DISTILLER, 'student_out, teacher_out.detach())',
+           'student_out, student_out.detach())', CLOSED_FORMS),
+    Mutant('dsm-pixel-mean', DISTILLER, 'return sq_err.flatten(1).sum(1).mean()',
+           'return sq_err.flatten(1).mean(1).mean()', CLOSED_FORMS),
+    # the non-finite step guard
+    Mutant('guard-never-skips', DISTILLER, 'skip = bool(self._window_nonfinite) and update',
+           'skip = False', GUARD_TESTS),
+    Mutant('guard-rank-local', DISTILLER, "all_reduce(flags, op='max')", 'flags = flags',
+           ('tests/test_distributed/test_nonfinite_guard_ddp.py', )),
+]
+
+
+def check_mutant(mutant: Mutant, root: str = REPO) -> str:
+    """Returns the source text of the mutant's file after checking the mutant applies.
+
+    Raises:
+        ValueError: If ``before`` does not occur exactly once, or equals ``after``.
+    """
+    with open(osp.join(root, mutant.path), encoding='utf-8') as f:
+        source = f.read()
+    count = source.count(mutant.before)
+    if count != 1:
+        raise ValueError(f'Mutant {mutant.name!r}: its text occurs {count} times in '
+                         f'{mutant.path} (must be once); update it to the current code: '
+                         f'{mutant.before!r}')
+    if mutant.before == mutant.after:
+        raise ValueError(f'Mutant {mutant.name!r} changes nothing.')
+    return source
+
+
+def _write_source(path: str, text: str) -> None:
+    """Writes ``text`` and drops the file's cached bytecode (``.pyc`` validation by mtime
+    and size could keep a stale one when both match)."""
+    with open(path, 'w', encoding='utf-8') as f:
+        f.write(text)
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(importlib.util.cache_from_source(path))
+
+
+@contextlib.contextmanager
+def applied(mutant: Mutant, root: str = REPO) -> Iterator[None]:
+    """Applies the mutant for the duration of the block; the file is always restored."""
+    path = osp.join(root, mutant.path)
+    source = check_mutant(mutant, root)
+    try:
+        _write_source(path, source.replace(mutant.before, mutant.after))
+        yield
+    finally:
+        _write_source(path, source)
+
+
+def run_tests(tests: Sequence[str], timeout: float) -> Tuple[int, str]:
+    """Runs pytest on ``tests`` (stop at the first failure); returns (status, output tail)."""
+    env = dict(os.environ)
+    env.setdefault('OMP_NUM_THREADS', '1')
+    cmd = [sys.executable, '-m', 'pytest', '-x', '-q', '-p', 'no:cacheprovider', *tests]
+    try:
+        proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True,
+                              timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return -1, f'timed out after {timeout:.0f} s'
+    return proc.returncode, (proc.stdout + proc.stderr)[-2000:]
+
+
+def _raise_interrupt(signum, frame):
+    """SIGTERM -> KeyboardInterrupt, so that ``applied`` restores the file."""
+    raise KeyboardInterrupt(f'signal {signum}')
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--only', nargs='+', metavar='NAME', help='run these mutants only')
+    parser.add_argument('--list', action='store_true', help='list the mutants and exit')
+    parser.add_argument('--timeout', type=float, default=900,
+                        help='seconds per mutant before it counts as an error')
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    names = [m.name for m in MUTANTS]
+    unknown = sorted(set(args.only or []) - set(names))
+    if unknown:
+        raise SystemExit(f'Unknown mutant(s) {unknown}; choose from {names}.')
+    mutants = [m for m in MUTANTS if not args.only or m.name in args.only]
+    for mutant in mutants:  # every mutant must apply before any file is touched
+        check_mutant(mutant)
+    if args.list:
+        for m in mutants:
+            print(f'{m.name:32s} {m.path}\n{"":32s} tests: {" ".join(m.tests)}')
+        return 0
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    survived, errors = [], []
+    for index, mutant in enumerate(mutants, 1):
+        start = time.time()
+        with applied(mutant):
+            status, tail = run_tests(mutant.tests, args.timeout)
+        verdict = {0: 'SURVIVED', 1: 'caught'}.get(status, f'ERROR (status {status})')
+        print(f'[{index:2d}/{len(mutants)}] {mutant.name:32s} {verdict:18s} '
+              f'{time.time() - start:5.1f} s', flush=True)
+        if status == 0:
+            survived.append(mutant.name)
+        elif status != 1:
+            errors.append(mutant.name)
+            print(tail)
+    caught = len(mutants) - len(survived) - len(errors)
+    print(f'caught {caught} / {len(mutants)} mutants'
+          + (f'; survived: {", ".join(survived)}' if survived else '')
+          + (f'; errors: {", ".join(errors)}' if errors else ''))
+    return 2 if errors else int(bool(survived))
+
+
+if __name__ == '__main__':
+    sys.exit(main())
