@@ -14,7 +14,8 @@ the mutant or of this list and is reported as such.
 
 The mutated file's cached bytecode is deleted whenever its text changes, so no stale
 ``.pyc`` of a mutant or of the original is ever imported; pytest runs with
-``OMP_NUM_THREADS=1`` unless set. Exit status: 0 when every mutant is caught, 1 when some survived, 2 on errors.
+``OMP_NUM_THREADS=1`` unless set. Exit status: 0 when every mutant is caught, 1 when
+some survived, 2 on errors.
 """
 import argparse
 import contextlib
