@@ -574,6 +574,15 @@ class DiffusionDistiller(BaseModel):
         rank that skipped alone would leave the others' weights and EMA apart from it.
         Gradients are checked after their all-reduce; under a loss scaler
         (``AmpOptimWrapper``) they are not, its ``GradScaler`` skips inf steps itself.
+
+        Args:
+            losses (dict): This step's loss terms (``loss_dsm``, ...), scalars.
+            wrapper (OptimWrapper): The student's optimizer wrapper.
+            check_grads (bool): Whether the student's gradients are complete (an
+                accumulation boundary) and are to be checked.
+
+        Returns:
+            list[str]: Non-finite loss names, then ``'gradient'`` if a gradient is.
         """
         names = list(losses) + ['gradient']
         device = next(iter(losses.values())).device
