@@ -100,6 +100,8 @@ PRESETS = {
                  feature_iters=1000, bootstrap=200, checkpoints=3),
 }
 CI_RESAMPLES = 10000  # bootstrap resamples of the seeds for each confidence interval
+# below 3 seeds a percentile bootstrap interval is just the range of the values
+CI_MIN_SEEDS = 3
 # "recovered": proxy FID within this factor of the teacher's and SSIM to it at least this
 RECOVERED_FID_FACTOR, RECOVERED_SSIM = 1.5, 0.8
 
@@ -480,9 +482,11 @@ METRICS = (  # key, column name, lower is better
 
 def bootstrap_ci(values: Sequence[float], resamples: int = CI_RESAMPLES,
                  seed: int = 0) -> Tuple[float, float, float]:
-    """Mean and 95 % percentile-bootstrap interval of the mean (nan with < 2 values)."""
+    """Mean and 95 % percentile-bootstrap interval of the mean (nan with fewer than
+    ``CI_MIN_SEEDS`` values). Over 3-5 seeds it is narrower than a t interval: read a
+    verdict near the edge with care."""
     values = np.asarray(values, dtype=float)
-    if values.size < 2:
+    if values.size < CI_MIN_SEEDS:
         return float(values.mean()) if values.size else float('nan'), np.nan, np.nan
     idx = np.random.default_rng(seed).integers(0, values.size, (resamples, values.size))
     means = values[idx].mean(axis=1)
@@ -493,7 +497,7 @@ def bootstrap_ci(values: Sequence[float], resamples: int = CI_RESAMPLES,
 def verdict(low: float, high: float, lower_is_better: bool = True) -> str:
     """What a 95 % interval of (arm - reference) allows one to say."""
     if not (np.isfinite(low) and np.isfinite(high)):
-        return 'one seed: no interval'
+        return f'under {CI_MIN_SEEDS} seeds: no interval'
     if high < 0:
         return 'better' if lower_is_better else 'worse'
     if low > 0:
@@ -561,6 +565,8 @@ def paired_differences(arms: dict, arm: str, model: str, dense_fid: float) -> di
         diffs = [arms[arm][s]['final'][model][key] - ref[s]['final'][model][key]
                  for s in seeds]
         out[key] = bootstrap_ci(diffs)
+        if key == 'fid':
+            out['fid_lower_in'] = sum(d < 0 for d in diffs)
     dsm = arms.get('dsm', {})
     gap_seeds = [s for s in arms[arm] if s in dsm]
     out['gap_closed'] = bootstrap_ci([gap_closed(dsm[s]['final'][model]['fid'],
@@ -572,7 +578,8 @@ def paired_differences(arms: dict, arm: str, model: str, dense_fid: float) -> di
 def _paired_table(arms: dict, dense: dict) -> Tuple[List[str], dict]:
     lines = ['| arm | model | paired seeds | ' + ' | '.join(
         f'd {name}' for _, name, _ in METRICS) + ' | verdict (FID, eps-MSE, sample MSE, '
-        'SSIM) | gap closed vs DSM |', '|' + '---|' * (len(METRICS) + 5)]
+        'SSIM) | seeds with lower FID | gap closed vs DSM |',
+             '|' + '---|' * (len(METRICS) + 6)]
     paired = {}
     for arm in arms:
         if arm == REFERENCE_ARM:
@@ -584,6 +591,7 @@ def _paired_table(arms: dict, dense: dict) -> Tuple[List[str], dict]:
                                  for k, _, lower in METRICS if k != 'eps_mse_t50')
             lines.append(f'| {arm} | {model} | {len(diff["seeds"])} | ' + ' | '.join(
                 _ci(*diff[k]) for k, _, _ in METRICS) + f' | {verdicts} | '
+                f'{diff["fid_lower_in"]}/{len(diff["seeds"])} | '
                 f'{_ci(*diff["gap_closed"]) if arm != "dsm" else "-"} |')
     return lines, paired
 

@@ -66,7 +66,7 @@ def test_tiny_preset_end_to_end(tmp_path):
         for model in ('raw', 'ema'):
             assert f'| {arm} | {model} |' in table
     assert '## Paired by seed: arm - dsm_kd' in table
-    assert '| 2ndm | raw | 1 |' in table and 'one seed: no interval' in table
+    assert '| 2ndm | raw | 1 |' in table and 'under 3 seeds: no interval' in table
     assert '## Equal training wall-clock' in table
     assert 'Same pruned channels in every arm of seeds [0]' in table  # paired by seed
 
@@ -85,11 +85,12 @@ def test_bootstrap_interval_and_verdicts():
     mean, low, high = study.bootstrap_ci([-3.0, -1.0, -2.0, -2.5, -1.5])
     assert mean == -2.0 and -3.0 <= low < -2.0 < high <= -1.0
     assert math.isnan(study.bootstrap_ci([1.0])[1])
+    assert math.isnan(study.bootstrap_ci([1.0, 3.0])[2])  # 2 seeds: just their range
     assert study.verdict(low, high) == 'better'  # lower is better: the CI is below 0
     assert study.verdict(low, high, lower_is_better=False) == 'worse'  # e.g. SSIM
     assert study.verdict(-1.0, 2.0) == 'no difference shown'
     assert study.verdict(0.5, 2.0) == 'worse'
-    assert study.verdict(float('nan'), float('nan')) == 'one seed: no interval'
+    assert study.verdict(float('nan'), float('nan')) == 'under 3 seeds: no interval'
 
 
 def _run(arm, seed, fid, ssim=0.9):
@@ -109,6 +110,7 @@ def test_paired_differences_gap_closed_and_recovery():
     diff = study.paired_differences(arms, 'x', 'raw', dense['final']['fid'])
     assert diff['seeds'] == [0, 1]  # seed 2 has no DSM+KD partner
     assert diff['fid'][0] == -0.5  # (6 - 5 + 2 - 4) / 2
+    assert diff['fid_lower_in'] == 1  # seed 1 only
     # gap closed per seed with a DSM run: (10 - 6) / 8 = 0.5, (12 - 2) / 10 = 1.0
     assert diff['gap_closed'][0] == 0.75
     assert study.gap_closed(10.0, 6.0, 2.0) == 0.5
