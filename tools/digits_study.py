@@ -729,6 +729,8 @@ def _grid(samples: Tensor, path: str) -> None:
 def _style(arms: Sequence[str]) -> Dict[str, str]:
     import matplotlib.pyplot as plt
     colours = plt.rcParams['axes.prop_cycle'].by_key()['color']
+    if len(arms) > len(colours):  # more arms than the default cycle: no colour twice
+        colours = [plt.get_cmap('tab20')(i) for i in range(20)]
     return {arm: colours[i % len(colours)] for i, arm in enumerate(arms)}
 
 
@@ -754,7 +756,8 @@ def _recovery_plot(arms: dict, dense: dict, path: str) -> None:
         ax.set_yscale('log')
         ax.set_xlabel('finetuning iteration')
         ax.set_title(title)
-    axes[1].legend(fontsize=6, ncol=2)
+    axes[0].legend(handles=axes[0].lines[-2:], fontsize=7, loc='upper right')
+    axes[1].legend(handles=axes[1].lines, fontsize=6, ncol=2)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
