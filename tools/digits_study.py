@@ -70,7 +70,7 @@ ARMS: Dict[str, Tuple[str, List[str]]] = {
 }
 REFERENCE_ARM = 'dsm_kd'  # every arm is compared with it, paired by seed
 MODELS = ('raw', 'ema')  # the student as trained, and its EMA
-SAMPLE_MODEL = dict(raw='orig', ema='ema')  # MMagic's sample_model names
+LINE_STYLES = dict(raw='-', ema='--')  # how each scored model is drawn in the plots
 
 PRESETS = {
     # smoke test: seconds, not a measurement
@@ -406,10 +406,14 @@ def _fingerprint(preset: dict) -> str:
     return json.dumps({k: preset[k] for k in keys}, sort_keys=True, default=list)
 
 
+def checkpoint_interval(preset: dict) -> int:
+    """Iterations between the checkpoints of a finetuning run."""
+    return max(1, preset['finetune_iters'] // preset['checkpoints'])
+
+
 def checkpoint_iters(preset: dict) -> List[int]:
     """The iterations at which finetuning runs save a checkpoint (the recovery curve)."""
-    iters = preset['finetune_iters']
-    interval = max(1, iters // preset['checkpoints'])
+    iters, interval = preset['finetune_iters'], checkpoint_interval(preset)
     return sorted(set(range(interval, iters, interval)) | {iters})
 
 
@@ -743,7 +747,7 @@ def _recovery_plot(arms: dict, dense: dict, path: str) -> None:
     colour = _style(list(arms))
     for arm, seeds in arms.items():
         steps = sorted({int(s) for r in seeds.values() for s in r['curve']})
-        for model, line in (('raw', '-'), ('ema', '--')):
+        for model, line in LINE_STYLES.items():
             for ax, key in zip(axes, ('fid', 'eps_mse')):
                 values = [np.mean([r['curve'][str(s)][model][key] for r in seeds.values()
                                    if str(s) in r['curve']]) for s in steps]
@@ -773,7 +777,7 @@ def _ftle_plot(arms: dict, dense: dict, timesteps: Sequence[int], path: str) -> 
     ax.plot(x, dense['final']['ftle'], 'k-', marker='s', lw=2, label='dense teacher')
     colour = _style(list(arms))
     for arm, seeds in arms.items():
-        for model, line in (('raw', '-'), ('ema', '--')):
+        for model, line in LINE_STYLES.items():
             curve = np.mean([r['final'][model]['ftle'] for r in seeds.values()], axis=0)
             ax.plot(x, curve, line, marker='o', ms=3, color=colour[arm],
                     label=f'{arm} ({model})')
@@ -850,7 +854,7 @@ class Study:
         """Trains the runs ``jobs`` at a time; reports after each one that finishes."""
         print(f'[study] 3/4 {len(self.runs)} finetuning runs, {jobs} in parallel; each is '
               'evaluated when it finishes', flush=True)
-        interval = max(1, self.preset['finetune_iters'] // self.preset['checkpoints'])
+        interval = checkpoint_interval(self.preset)
 
         def finetune(run: Tuple[str, int]) -> Tuple[str, int]:
             arm, seed = run
