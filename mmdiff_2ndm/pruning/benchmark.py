@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from mmdiff_2ndm.models.denoisers import example_denoiser_inputs, run_denoiser
-from .engine import count_params_macs
+from .structural import count_params_macs
 
 
 @torch.no_grad()
