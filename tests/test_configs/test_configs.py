@@ -28,7 +28,7 @@ from torch import Tensor, nn
 import mmdiff_2ndm  # noqa: F401  (registers the plugin)
 from mmdiff_2ndm.models.denoisers import unwrap_denoiser
 
-from conftest import CIFAR10_FILES, IMG, NUM_CLASSES
+from helpers.data_formats import CIFAR10_FILES, IMG, NUM_CLASSES
 
 REPO = osp.abspath(osp.join(osp.dirname(__file__), '..', '..'))
 
@@ -50,7 +50,8 @@ EMA_MOMENTUM = 1e-4  # decay 0.9999
 
 
 # The data folders the configs name, and the fixture in the same on-disk format
-# (conftest.write_data_formats: ``assets['data']`` random images, ``red_data`` pure red).
+# (helpers.data_formats.write_data_formats: ``assets['data']`` random images,
+# ``red_data`` pure red).
 DATA_ROOTS = {'data/cifar10': 'cifar10', 'data/celeba/img_align_celeba': 'celeba',
               'data/lsun/church_outdoor_train': 'lsun_export',
               'data/lsun/bedroom_train': 'lsun_export', 'data/imagenet': 'imagenet',

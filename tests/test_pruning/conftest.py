@@ -1,63 +1,29 @@
-"""Tiny and published-layout denoisers shared by the pruning tests (random weights)."""
+"""Fixtures of the pruning tests: builders of tiny and published-layout denoisers
+(``helpers.denoisers``, random weights)."""
 import pytest
-import torch
-from diffusers import DiTTransformer2DModel, UNet2DConditionModel, UNet2DModel
 
-from mmdiff_2ndm.models.layouts import DDPM_CIFAR10_32
-
-
-def cifar10_ddpm() -> UNet2DModel:
-    """The google/ddpm-cifar10-32 architecture (35.7M params), random weights."""
-    torch.manual_seed(0)
-    return UNet2DModel(**DDPM_CIFAR10_32)
-
-
-def tiny_unet(**kwargs) -> UNet2DModel:
-    """A 2-level UNet2DModel with attention, small enough for per-test pruning."""
-    torch.manual_seed(0)
-    cfg = dict(
-        sample_size=8, in_channels=3, out_channels=3, layers_per_block=1,
-        block_out_channels=(32, 64), norm_num_groups=8,
-        down_block_types=('DownBlock2D', 'AttnDownBlock2D'),
-        up_block_types=('AttnUpBlock2D', 'UpBlock2D'), attention_head_dim=16)
-    cfg.update(kwargs)
-    return UNet2DModel(**cfg)
-
-
-def dit(num_layers: int, heads: int, head_dim: int) -> DiTTransformer2DModel:
-    """A DiT (diffusers layout, 32x32x4 latents, 1000 classes, learned sigma)."""
-    torch.manual_seed(0)
-    return DiTTransformer2DModel(
-        num_attention_heads=heads, attention_head_dim=head_dim, in_channels=4, out_channels=8,
-        num_layers=num_layers, sample_size=32, patch_size=2, num_embeds_ada_norm=1000)
-
-
-def sd_unet() -> UNet2DConditionModel:
-    """SD-1.x UNet layout (widths 320/640, 8 heads, 768-d text) at reduced depth."""
-    torch.manual_seed(0)
-    return UNet2DConditionModel(
-        sample_size=8, in_channels=4, out_channels=4, layers_per_block=1,
-        block_out_channels=(320, 640),
-        down_block_types=('CrossAttnDownBlock2D', 'DownBlock2D'),
-        up_block_types=('UpBlock2D', 'CrossAttnUpBlock2D'),
-        cross_attention_dim=768, attention_head_dim=8, norm_num_groups=32)
+from helpers.denoisers import cifar10_ddpm, dit, sd_unet, tiny_unet
 
 
 @pytest.fixture
 def make_unet():
+    """tiny_unet(**kwargs): a 2-level UNet2DModel with attention."""
     return tiny_unet
 
 
 @pytest.fixture
 def make_dit():
+    """dit(num_layers, heads, head_dim): a DiT in the diffusers layout."""
     return dit
 
 
 @pytest.fixture
 def make_sd_unet():
+    """sd_unet(): the SD-1.x UNet layout at reduced depth."""
     return sd_unet
 
 
 @pytest.fixture(scope='session')
 def make_cifar10_ddpm():
+    """cifar10_ddpm(): the google/ddpm-cifar10-32 architecture."""
     return cifar10_ddpm

@@ -11,7 +11,7 @@ from mmagic.registry import MODELS
 from mmdiff_2ndm.models.compvis_ldm import load_compvis_ldm, save_compvis_ldm
 from mmdiff_2ndm.models.denoisers import unwrap_denoiser
 
-from conftest import NUM_CLASSES, TinyGeneratedImageDataset
+from helpers.distiller_assets import NUM_CLASSES, TinyGeneratedImageDataset
 
 LDM_IMG = 12  # the tiny VQ halves it to the U-Net's 6x6 latents
 

@@ -16,7 +16,8 @@ import mmdiff_2ndm.models  # noqa: F401  (registers the distiller and 2ndMatchLo
 from mmagic.registry import MODELS
 from mmdiff_2ndm.models.denoisers import unwrap_denoiser
 
-from conftest import IMG_SIZE, LATENT_IMG_SIZE, UNET_KWARGS, TinyGeneratedImageDataset
+from helpers.distiller_assets import (IMG_SIZE, LATENT_IMG_SIZE, UNET_KWARGS,
+                                      TinyGeneratedImageDataset)
 
 ALL_LOSSES = dict(dsm=dict(loss_weight=1.0), kd=dict(loss_weight=1.0),
                   jacobian=dict(type='2ndMatchLoss', loss_weight=0.1, seed=0))

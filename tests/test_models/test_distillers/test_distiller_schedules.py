@@ -9,7 +9,7 @@ import mmdiff_2ndm.models  # noqa: F401  (registers the distiller and 2ndMatchLo
 from mmagic.registry import MODELS
 from mmdiff_2ndm.models.denoisers import unwrap_denoiser
 
-from conftest import UNET_KWARGS, TinyGeneratedImageDataset
+from helpers.distiller_assets import UNET_KWARGS, TinyGeneratedImageDataset
 
 SCHEDULER = dict(type='DDPMScheduler', num_train_timesteps=100)
 JACOBIAN = dict(type='2ndMatchLoss', loss_weight=0.1, seed=0)

@@ -8,7 +8,7 @@ from mmengine.optim import OptimWrapper, OptimWrapperDict
 import mmdiff_2ndm.models  # noqa: F401  (registers the distiller and 2ndMatchLoss)
 from mmagic.registry import MODELS
 
-from conftest import UNET_KWARGS, TinyGeneratedImageDataset
+from helpers.distiller_assets import UNET_KWARGS, TinyGeneratedImageDataset
 
 pytestmark = pytest.mark.usefixtures('single_thread')
 
