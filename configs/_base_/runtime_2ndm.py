@@ -9,7 +9,13 @@ custom_imports = dict(imports=['mmdiff_2ndm'], allow_failed_imports=False)
 default_hooks = dict(
     logger=dict(type='LoggerHook', interval=100, log_metric_by_epoch=False),
     checkpoint=dict(type='CheckpointHook', interval=10000, by_epoch=False,
-                    max_keep_ckpts=5, save_optimizer=True))
+                    max_keep_ckpts=5, save_optimizer=True),
+    # Pictures while training: every `interval` iterations one grid, a row each for the
+    # student, its EMA and the teacher, sampled from the same fixed noise (and labels /
+    # prompts), through MMEngine's visualizer: <work_dir>/<timestamp>/vis_data/vis_image/.
+    # TensorBoard (events with the scalars and the grids in the same vis_data/):
+    #   --cfg-options visualizer.vis_backends.0.type=TensorboardVisBackend
+    visualization=dict(type='DistillerVisualizationHook', interval=5000, n_samples=8))
 
 # Distributed training (tools/dist_train.sh, tools/slurm_train.sh): MMagic's separate DDP
 # wrapper around the student only. DiffusionDistiller.train_step calls the bare student

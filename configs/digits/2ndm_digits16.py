@@ -43,3 +43,4 @@ optim_wrapper = dict(student=dict(optimizer=dict(lr=5e-4)))
 train_cfg = dict(max_iters=600)
 param_scheduler = dict(_delete_=True, type='CosineAnnealingLR', by_epoch=False, T_max=600,
                        eta_min=5e-6)
+default_hooks = dict(visualization=dict(interval=200))

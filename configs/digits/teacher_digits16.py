@@ -58,6 +58,7 @@ param_scheduler = None
 default_hooks = dict(
     logger=dict(type='LoggerHook', interval=50, log_metric_by_epoch=False),
     checkpoint=dict(type='CheckpointHook', interval=1000, by_epoch=False,
-                    max_keep_ckpts=2, save_optimizer=True))
+                    max_keep_ckpts=2, save_optimizer=True),
+    visualization=dict(interval=1000))
 env_cfg = dict(dist_cfg=dict(backend='gloo'), cudnn_benchmark=False)
 randomness = dict(seed=0)

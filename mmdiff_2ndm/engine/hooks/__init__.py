@@ -1,5 +1,6 @@
 """MMEngine hooks of mmdiff-2ndm."""
 from .pruning_hook import DiffusionPruningHook
 from .rng_state_hook import RNGStateHook
+from .visualization_hook import DistillerVisualizationHook
 
-__all__ = ['DiffusionPruningHook', 'RNGStateHook']
+__all__ = ['DiffusionPruningHook', 'DistillerVisualizationHook', 'RNGStateHook']
