@@ -57,6 +57,9 @@ class Mutant(NamedTuple):
 
 LOSS = 'mmdiff_2ndm/models/losses/second_order_match_loss.py'
 DISTILLER = 'mmdiff_2ndm/models/distillers/diffusion_distiller.py'
+DRAWS = 'mmdiff_2ndm/models/distillers/training_draws.py'
+STEP_GUARD = 'mmdiff_2ndm/models/distillers/student_update.py'
+DSM = 'mmdiff_2ndm/models/losses/dsm_loss.py'
 EMA = 'mmdiff_2ndm/models/averaged_model.py'
 RECORD = 'mmdiff_2ndm/pruning/record.py'
 PREPROCESSOR = 'mmdiff_2ndm/datasets/data_preprocessor.py'
@@ -77,12 +80,13 @@ MUTANTS: List[Mutant] = [
            'return alphas_cumprod[timesteps].sqrt().float()',
            (f'{SCHEDULE_TESTS}::test_sigma_scale_reaches_the_jacobian_loss', )),
     # antithetic timestep pairs (t, T-1-t)
-    Mutant('antithetic-global-off-by-one', DISTILLER,
-           'return torch.cat([half, num_t - 1 - half])[:batch]',
-           'return torch.cat([half, num_t - half])[:batch]', ANTITHETIC_TESTS),
-    Mutant('antithetic-per-sample-unpaired', DISTILLER,
-           'timesteps.append(num_t - 1 - t if idx % 2 else t)', 'timesteps.append(t)',
+    Mutant('antithetic-off-by-one', DRAWS,
+           'return torch.where(is_second, num_t - 1 - pair_timesteps, pair_timesteps)',
+           'return torch.where(is_second, num_t - pair_timesteps, pair_timesteps)',
            ANTITHETIC_TESTS),
+    Mutant('antithetic-per-sample-unpaired', DRAWS,
+           'mix_seed(seed, iteration, idx // 2, salt=1)',
+           'mix_seed(seed, iteration, idx, salt=1)', ANTITHETIC_TESTS),
     # the warm-up EMA
     Mutant('ema-no-warmup', EMA,
            'return min(1.0 - self.momentum, (1.0 + steps) / (10.0 + steps))',
@@ -118,14 +122,14 @@ MUTANTS: List[Mutant] = [
            'return self.noise_scheduler.get_velocity(x_0, noise, timesteps)', 'return noise',
            ('tests/test_models/test_distillers/test_diffusion_distiller.py::'
             'test_sd_v_prediction_target_and_text_conditioning', )),
-    Mutant('target-kd-self', DISTILLER, 'student_out, teacher_out.detach())',
-           'student_out, student_out.detach())', CLOSED_FORMS),
-    Mutant('dsm-pixel-mean', DISTILLER, 'return sq_err.flatten(1).sum(1).mean()',
+    Mutant('target-kd-self', DISTILLER, 'self.kd_loss(student_out, teacher_out)',
+           'self.kd_loss(student_out, student_out)', CLOSED_FORMS),
+    Mutant('dsm-pixel-mean', DSM, 'return sq_err.flatten(1).sum(1).mean()',
            'return sq_err.flatten(1).mean(1).mean()', CLOSED_FORMS),
     # the non-finite step guard
-    Mutant('guard-never-skips', DISTILLER, 'skip = bool(self._window_nonfinite) and update',
+    Mutant('guard-never-skips', STEP_GUARD, 'skip = bool(self.window_nonfinite) and update',
            'skip = False', GUARD_TESTS),
-    Mutant('guard-rank-local', DISTILLER, "all_reduce(flags, op='max')", 'flags = flags',
+    Mutant('guard-rank-local', STEP_GUARD, "all_reduce(flags, op='max')", 'flags = flags',
            ('tests/test_distributed/test_nonfinite_guard_ddp.py', )),
 ]
 

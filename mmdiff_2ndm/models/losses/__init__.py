@@ -1,8 +1,11 @@
+from .dsm_loss import DSMLoss, squared_error
 from .jacobian_products import (jacobian_safe_kernels, jacobian_vector_product,
                                 unit_directions, vector_jacobian_product)
+from .kd_loss import KDLoss
 from .second_order_match_loss import JacobianMatchOutput, SecondOrderMatchLoss
 
 __all__ = [
-    'SecondOrderMatchLoss', 'JacobianMatchOutput', 'jacobian_safe_kernels',
-    'jacobian_vector_product', 'vector_jacobian_product', 'unit_directions'
+    'DSMLoss', 'KDLoss', 'SecondOrderMatchLoss', 'JacobianMatchOutput', 'squared_error',
+    'jacobian_safe_kernels', 'jacobian_vector_product', 'vector_jacobian_product',
+    'unit_directions'
 ]

@@ -10,6 +10,7 @@ import mmdiff_2ndm.models  # noqa: F401  (registers the distiller, ClassEmbedder
 from mmagic.registry import MODELS
 from mmdiff_2ndm.models.compvis_ldm import load_compvis_ldm, save_compvis_ldm
 from mmdiff_2ndm.models.denoisers import unwrap_denoiser
+from mmdiff_2ndm.models.distillers.batch_fields import images as batch_images
 
 from helpers.distiller_assets import NUM_CLASSES, TinyGeneratedImageDataset
 
@@ -52,18 +53,19 @@ def test_labels_become_cross_attention_context(ldm):
     data = model.data_preprocessor(_batch(), True)
     labels = torch.tensor([i % NUM_CLASSES for i in range(4)])
 
-    kept = model._training_condition(data['data_samples'], 4, 'cpu', drop_u=torch.ones(4))
+    condition_of = model.conditioner.training_condition
+    kept = condition_of(data['data_samples'], 4, 'cpu', drop_u=torch.ones(4))
     torch.testing.assert_close(kept, table[labels][:, None])
-    dropped = model._training_condition(data['data_samples'], 4, 'cpu', drop_u=torch.zeros(4))
+    dropped = condition_of(data['data_samples'], 4, 'cpu', drop_u=torch.zeros(4))
     torch.testing.assert_close(dropped, table[NUM_CLASSES].expand(4, 1, 8))
 
-    condition, uncondition, _ = model._sampling_condition(
+    condition, uncondition, _ = model.conditioner.sampling_condition(
         None, dict(labels=[2, 0]), 2, 'cpu')
     torch.testing.assert_close(condition, table[[2, 0]][:, None])
     torch.testing.assert_close(uncondition, table[[NUM_CLASSES] * 2][:, None])
 
     # VQ first stage: the pre-quantisation latents (scale 1), as LDM trains on.
-    images = model._images(data['inputs'])
+    images = batch_images(data['inputs'])
     expected = ldm['vqvae'].encode(images).latents
     torch.testing.assert_close(model._encode_images(images), expected)
     assert expected.shape == (4, 3, LDM_IMG // 2, LDM_IMG // 2)

@@ -15,6 +15,7 @@ import mmdiff_2ndm.evaluation  # noqa: F401  (registers TeacherFidelity)
 import mmdiff_2ndm.models  # noqa: F401  (registers the distiller and 2ndMatchLoss)
 from mmagic.registry import MODELS
 from mmdiff_2ndm.models.denoisers import unwrap_denoiser
+from mmdiff_2ndm.models.distillers.batch_fields import images as batch_images
 
 from helpers.distiller_assets import (IMG_SIZE, LATENT_IMG_SIZE, UNET_KWARGS,
                                       TinyGeneratedImageDataset)
@@ -304,7 +305,7 @@ def test_sd_v_prediction_target_and_text_conditioning(sd_folders, monkeypatch):
     torch.manual_seed(0)
     loss = model.compute_losses(batch['inputs'], batch['data_samples'])['loss_dsm']
 
-    x_0 = model._images(batch['inputs'])
+    x_0 = batch_images(batch['inputs'])
     torch.manual_seed(0)
     noise = torch.randn_like(x_0)  # the first draw of compute_losses
     alpha_bar = torch.cumprod(1 - torch.linspace(1e-4, 0.02, 100), 0)[timesteps]
@@ -430,21 +431,22 @@ def test_sample_prompts_cycle_across_calls(sd_folders, monkeypatch):
         noise_scheduler=dict(type='DDPMScheduler', num_train_timesteps=100),
         sample_prompts=['p0', 'p1', 'p2', 'p3', 'p4'], losses=dict(dsm=dict(loss_weight=1.0))))
     seen = []
-    monkeypatch.setattr(model, 'encode_prompts', lambda prompts, device: seen.append(prompts))
+    monkeypatch.setattr(model.conditioner, 'encode_prompts',
+                        lambda prompts, device: seen.append(prompts))
     for _ in range(3):
-        model._sampling_condition(None, {}, 2, 'cpu')
+        model.conditioner.sampling_condition(None, {}, 2, 'cpu')
     conditional = seen[0::2]  # each call also encodes the empty (null) prompts
     assert conditional == [['p0', 'p1'], ['p2', 'p3'], ['p4', 'p0']]
 
     # Two ranks take interleaved blocks: together they cover the list like one process.
-    import mmdiff_2ndm.models.distillers.diffusion_distiller as distiller_module
+    import mmdiff_2ndm.models.distillers.conditioner as conditioner_module
     per_rank = {}
     for rank in (0, 1):
         seen.clear()
-        model._next_prompt = 0
-        monkeypatch.setattr(distiller_module, 'get_dist_info', lambda rank=rank: (rank, 2))
+        model.conditioner.next_prompt = 0
+        monkeypatch.setattr(conditioner_module, 'get_dist_info', lambda rank=rank: (rank, 2))
         for _ in range(2):
-            model._sampling_condition(None, {}, 2, 'cpu')
+            model.conditioner.sampling_condition(None, {}, 2, 'cpu')
         per_rank[rank] = seen[0::2]
     assert per_rank[0] == [['p0', 'p1'], ['p4', 'p0']]
     assert per_rank[1] == [['p2', 'p3'], ['p1', 'p2']]
@@ -457,9 +459,9 @@ def test_images_packed_in_data_samples_are_used(unet2d_folder):
     as_inputs = model.data_preprocessor(batch, True)
     in_samples = model.data_preprocessor(
         dict(inputs=[{} for _ in batch['inputs']], data_samples=batch['data_samples']), True)
-    expected = model._images(as_inputs['inputs'])
-    images = model._images(in_samples['inputs'], in_samples['data_samples'])
+    expected = batch_images(as_inputs['inputs'])
+    images = batch_images(in_samples['inputs'], in_samples['data_samples'])
     assert images.min() >= -1 and images.max() <= 1
     torch.testing.assert_close(images, expected)
     with pytest.raises(KeyError, match=r"PackInputs\(\)"):
-        model._images({}, None)
+        batch_images({}, None)

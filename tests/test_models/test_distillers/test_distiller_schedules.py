@@ -8,6 +8,7 @@ from mmengine.optim import OptimWrapper, OptimWrapperDict
 import mmdiff_2ndm.models  # noqa: F401  (registers the distiller and 2ndMatchLoss)
 from mmagic.registry import MODELS
 from mmdiff_2ndm.models.denoisers import unwrap_denoiser
+from mmdiff_2ndm.models.distillers.batch_fields import images as batch_images
 
 from helpers.distiller_assets import UNET_KWARGS, TinyGeneratedImageDataset
 
@@ -129,7 +130,7 @@ def _fixed_draws(model, monkeypatch, timesteps):
     data = model.data_preprocessor(_batch(), True)
     torch.manual_seed(0)
     losses = model.compute_losses(data['inputs'], data['data_samples'])
-    x_0 = model._images(data['inputs'])
+    x_0 = batch_images(data['inputs'])
     torch.manual_seed(0)
     return losses, x_0, torch.randn_like(x_0)
 

@@ -106,7 +106,7 @@ def test_nonfinite_term_skips_the_whole_update(teacher, monkeypatch, target):
                            after['student']['conv_in.weight'])
     assert not torch.equal(before['ema']['module.conv_in.weight'],
                            after['ema']['module.conv_in.weight'])
-    assert model._consecutive_skips == 0 and model.num_skipped_steps == 1
+    assert model.step_guard.consecutive_skips == 0 and model.num_skipped_steps == 1
 
 
 def test_consecutive_skips_stop_the_run_naming_the_term(teacher, monkeypatch):
