@@ -14,6 +14,7 @@ from typing import Callable, List, Optional, Sequence
 import torch
 import torch_pruning as tp
 from torch import Tensor, nn
+from tqdm import tqdm
 
 IMPORTANCES = ('magnitude', 'taylor', 'diff-pruning', 'random')
 GRADIENT_IMPORTANCES = ('taylor', 'diff-pruning')
@@ -33,7 +34,8 @@ def build_importance(name: str) -> tp.importance.Importance:
 def accumulate_gradients(net: nn.Module,
                          loss_fn: Callable[[Tensor], Tensor],
                          timesteps: Sequence[int],
-                         stop_threshold: Optional[float] = None) -> List[int]:
+                         stop_threshold: Optional[float] = None,
+                         progress: bool = True) -> List[int]:
     """Accumulates ``d loss_fn(t) / d params`` into ``.grad`` over timesteps.
 
     Args:
@@ -44,6 +46,8 @@ def accumulate_gradients(net: nn.Module,
         timesteps (Sequence[int]): Timesteps in the order they are visited.
         stop_threshold (float, optional): Stop after the first loss below
             ``stop_threshold * max_loss_so_far`` (diff-pruning). None visits all.
+        progress (bool): Show a progress bar over the timesteps (stderr). Defaults to
+            True.
 
     Returns:
         list[int]: The timesteps whose gradients were accumulated.
@@ -57,8 +61,9 @@ def accumulate_gradients(net: nn.Module,
         param.requires_grad_(True)
         param.grad = None
     used, max_loss = [], 0.0
+    bar = tqdm(timesteps, desc='pruning gradients', unit='t', disable=not progress)
     try:
-        for t in timesteps:
+        for t in bar:
             loss = loss_fn(torch.tensor(int(t), dtype=torch.long, device=device))
             if loss.dim() != 0:
                 raise ValueError(f'loss_fn must return a scalar, got shape {tuple(loss.shape)}.')
@@ -69,6 +74,7 @@ def accumulate_gradients(net: nn.Module,
             if stop_threshold is not None and value < stop_threshold * max_loss:
                 break
     finally:
+        bar.close()
         net.train(was_training)
         for param, flag in requires_grad.items():
             param.requires_grad_(flag)

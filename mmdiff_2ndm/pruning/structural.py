@@ -12,7 +12,8 @@ to a GroupNorm are pruned per norm group (each of the G groups of n/G channels k
 CIFAR-10 size (19.8M / 3.4G from 35.7M / 6.1G) is ``ratio=0.3, groupnorm_ratio=0.25``.
 """
 import copy
-from typing import Callable, Dict, Iterable, Optional, Sequence, Tuple, Union
+import functools
+from typing import Callable, Dict, Iterable, Optional, Sequence, Tuple, TypeVar, Union
 
 import torch
 import torch_pruning as tp
@@ -28,6 +29,23 @@ from .rules import (current_heads, fix_module_attributes, ignored_layers_for,
                     num_heads_for)
 
 LayerRef = Union[str, nn.Module]
+_Fn = TypeVar('_Fn', bound=Callable)
+
+
+def _with_autograd(fn: _Fn) -> _Fn:
+    """Runs ``fn`` with autograd on, also inside ``torch.no_grad()`` / ``inference_mode()``.
+
+    torch-pruning builds its dependency graph by tracing ``grad_fn`` of a forward pass,
+    and the gradient criteria backpropagate: under the usual inference contexts the trace
+    is empty ("Dependency graph relies on autograd for tracing"). Parameters created
+    inside ``inference_mode`` are inference tensors and cannot be traced: build the
+    model outside it.
+    """
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with torch.inference_mode(False), torch.enable_grad():
+            return fn(*args, **kwargs)
+    return wrapper  # type: ignore[return-value]
 
 
 class _DenoiserCall(nn.Module):
@@ -102,6 +120,7 @@ def _groupnorm_roots(net: nn.Module, inputs: Dict[str, Tensor],
     return roots
 
 
+@_with_autograd
 def prune_denoiser(model: nn.Module,
                    ratio: float = 0.3,
                    importance: str = 'magnitude',
@@ -118,6 +137,9 @@ def prune_denoiser(model: nn.Module,
                    with_macs: bool = True,
                    seed: int = 0) -> Tuple[nn.Module, dict]:
     """Structurally prunes a denoiser in place and returns it with its pruning record.
+
+    Works inside ``torch.no_grad()`` / ``inference_mode()`` (autograd is switched on for
+    the dependency trace and the gradient criteria).
 
     Args:
         model (nn.Module): A supported denoiser (see ``denoiser_family``), possibly
@@ -224,11 +246,14 @@ def _check_ratio(name: str, value: float) -> None:
         raise ValueError(f'{name}={value} must lie in [0, 1) (fraction of channels removed).')
 
 
+@_with_autograd
 def rebuild_pruned(model: nn.Module, record: dict) -> nn.Module:
     """Replays a pruning record on a dense denoiser of the same config (in place).
 
     No importance is computed: the record names every removed channel. A net that
     already has the record's shapes is left as is, so rebuilding twice is harmless.
+    Works inside ``torch.no_grad()`` / ``inference_mode()`` (autograd is switched on
+    for the trace).
 
     Args:
         model (nn.Module): A dense denoiser built from the same config, possibly wrapped.
