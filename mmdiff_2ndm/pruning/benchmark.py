@@ -6,7 +6,8 @@ from typing import Dict, List
 import torch
 from torch import nn
 
-from mmdiff_2ndm.models.denoisers import example_denoiser_inputs, run_denoiser
+from mmdiff_2ndm.models.denoisers import example_denoiser_inputs
+from mmdiff_2ndm.models.distillers.sampler import denoise
 from .structural import count_params_macs
 
 
@@ -14,14 +15,9 @@ from .structural import count_params_macs
 def sample_ddim(model: nn.Module, batch_size: int, num_steps: int, seed: int = 0) -> torch.Tensor:
     """Draws a batch with DDIM (eta 0) from pure noise; returns x_0 (B, C, H, W)."""
     from diffusers import DDIMScheduler
-    scheduler = DDIMScheduler(num_train_timesteps=1000)
-    scheduler.set_timesteps(num_steps)
     inputs = example_denoiser_inputs(model, batch_size=batch_size, seed=seed)
-    x_t, condition = inputs['x_t'], inputs['condition']
-    for t in scheduler.timesteps:
-        eps = run_denoiser(model, x_t, t.expand(batch_size).to(x_t.device), condition)
-        x_t = scheduler.step(eps, t, x_t).prev_sample
-    return x_t
+    return denoise(model, inputs['x_t'], DDIMScheduler(num_train_timesteps=1000), num_steps,
+                   inputs['condition'])
 
 
 def benchmark_models(models: Dict[str, nn.Module],
