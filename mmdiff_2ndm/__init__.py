@@ -5,6 +5,7 @@ safe local checkpoint loader (see :mod:`mmdiff_2ndm.utils.checkpoint`).
 """
 from . import utils  # noqa: F401  (first: checkpoint loading must be safe before anything loads)
 from . import datasets, engine, evaluation, models, pruning  # noqa: F401  (registration)
+from .apis import load_student
 from .version import __version__
 
-__all__ = ['__version__']
+__all__ = ['__version__', 'load_student']

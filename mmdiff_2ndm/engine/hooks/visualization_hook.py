@@ -10,6 +10,7 @@ from torch import Tensor, nn
 from mmagic.engine.hooks import VisualizationHook
 from mmagic.registry import HOOKS
 from mmagic.structures import DataSample
+from ...apis.inference import sample_prompts_of
 
 SAMPLE_MODELS = ('orig', 'ema', 'teacher')
 
@@ -112,7 +113,7 @@ class DistillerVisualizationHook(VisualizationHook):
         if self.num_inference_steps is not None:
             kwargs['num_inference_steps'] = int(self.num_inference_steps)
         if getattr(model, 'text_encoder', None) is not None:
-            prompts = _sample_prompts(model)
+            prompts = sample_prompts_of(model)
             if not prompts:
                 raise ValueError('DistillerVisualizationHook on a text-conditioned distiller '
                                  'needs model.sample_prompts.')
@@ -129,15 +130,6 @@ def _has_model(model: nn.Module, sample_model: str) -> bool:
     if sample_model == 'ema':
         return getattr(model, 'student_ema', None) is not None
     return True
-
-
-def _sample_prompts(model: nn.Module) -> Optional[List[str]]:
-    """The distiller's ``sample_prompts`` (kept by its conditioner, or by itself)."""
-    for owner in (getattr(model, 'conditioner', None), model):
-        prompts = getattr(owner, 'sample_prompts', None)
-        if prompts:
-            return list(prompts)
-    return None
 
 
 @contextlib.contextmanager

@@ -1,0 +1,143 @@
+"""The pruned student as a self-contained diffusers folder, and loading it back.
+
+A pruned student has non-uniform widths, which no diffusers ``config.json`` can describe.
+The folder keeps what rebuilds it exactly:
+
+* ``config.json``: the *dense* diffusers config the student was pruned from;
+* ``pruning_record.json``: the pruning record (absent for a dense student), replayed on
+  the dense model by :func:`mmdiff_2ndm.pruning.rebuild_pruned`;
+* ``diffusion_pytorch_model.safetensors``: the student's (pruned) weights;
+* ``scheduler/scheduler_config.json``: the distiller's sampling scheduler;
+* ``vae/``, ``text_encoder/``, ``tokenizer/``: the frozen parts of latent / text models,
+  as diffusers / transformers save them, so a pipeline needs nothing else;
+* ``mmdiff_2ndm.json``: what was exported (model, steps, guidance, classes, source).
+"""
+import json
+import os
+import os.path as osp
+from typing import Optional, Union
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from ..models.denoisers import unwrap_denoiser
+from ..pruning import check_record, rebuild_pruned
+
+WEIGHTS_NAME = 'diffusion_pytorch_model.safetensors'
+RECORD_NAME = 'pruning_record.json'
+MANIFEST_NAME = 'mmdiff_2ndm.json'
+EXPORT_FORMAT = 'mmdiff_2ndm.student/v1'
+EXPORT_MODELS = ('orig', 'ema')
+
+
+def export_student(model: nn.Module,
+                   out_dir: str,
+                   record: Optional[dict] = None,
+                   sample_model: str = 'ema',
+                   source: Optional[dict] = None,
+                   progress: bool = True) -> str:
+    """Writes the distiller's student (or its EMA) as a self-contained folder (module doc).
+
+    Args:
+        model (nn.Module): A ``DiffusionDistiller`` with a diffusers student.
+        out_dir (str): Output folder (created; existing files are overwritten).
+        record (dict, optional): The student's pruning record (``init_distiller``
+            returns it). None for a dense student.
+        sample_model (str): ``'ema'`` (falls back to the student without an EMA) or
+            ``'orig'``. Defaults to ``'ema'``.
+        source (dict, optional): Extra provenance for the manifest (config, checkpoint).
+        progress (bool): Show a progress bar over the parts written. Defaults to True.
+
+    Returns:
+        str: ``out_dir``.
+    """
+    if sample_model not in EXPORT_MODELS:
+        raise ValueError(f'sample_model must be one of {EXPORT_MODELS}, got {sample_model!r}.')
+    from diffusers import ModelMixin
+    from safetensors.torch import save_file
+    ema = getattr(model, 'student_ema', None)
+    exported = 'ema' if sample_model == 'ema' and ema is not None else 'orig'
+    net = unwrap_denoiser(ema.module if exported == 'ema' else model.student)
+    if not isinstance(net, ModelMixin):
+        raise TypeError(f'Export writes diffusers models; the student is a '
+                        f'{type(net).__name__}.')
+    if record is not None:
+        check_record(record)
+    os.makedirs(out_dir, exist_ok=True)
+    parts = [('config', lambda: net.save_config(out_dir)),
+             ('weights', lambda: save_file(
+                 {k: v.detach().cpu().contiguous().clone() for k, v in net.state_dict().items()},
+                 osp.join(out_dir, WEIGHTS_NAME), metadata={'format': 'pt'})),
+             ('scheduler', lambda: model.test_scheduler.save_config(
+                 osp.join(out_dir, 'scheduler')))]
+    record_path = osp.join(out_dir, RECORD_NAME)
+    if record is not None:
+        parts.append(('pruning record', lambda: _dump_json(record, record_path)))
+    elif osp.exists(record_path):
+        os.remove(record_path)  # a dense export over an old pruned one
+    for name in ('vae', 'text_encoder', 'tokenizer'):
+        part = getattr(model, name, None)
+        if part is not None:
+            part = unwrap_denoiser(part) if isinstance(part, nn.Module) else part
+            parts.append((name, lambda p=part, n=name: p.save_pretrained(osp.join(out_dir, n))))
+    manifest = dict(format=EXPORT_FORMAT, sample_model=exported, family=type(net).__name__,
+                    pruned=record is not None,
+                    num_inference_steps=int(getattr(model, 'num_inference_steps', 0)) or None,
+                    guidance_scale=getattr(model, 'guidance_scale', None),
+                    num_classes=getattr(model, 'num_classes', None), source=source or {})
+    parts.append(('manifest', lambda: _dump_json(manifest, osp.join(out_dir, MANIFEST_NAME))))
+    for _, write in tqdm(parts, desc='export', unit='part', disable=not progress):
+        write()
+    return out_dir
+
+
+def load_student(folder: str,
+                 device: Union[str, torch.device, None] = None,
+                 dtype: Optional[torch.dtype] = None) -> nn.Module:
+    """Loads a student written by :func:`export_student` as a diffusers model.
+
+    The dense model is built from ``config.json``, the pruning record replayed on it, and
+    the weights loaded strictly; the result is ready for diffusers pipelines, e.g.
+    ``DDIMPipeline(unet=load_student(d), scheduler=DDIMScheduler.from_pretrained(d,
+    subfolder='scheduler'))``, ``DiTPipeline`` (with ``vae/``) or
+    ``StableDiffusionPipeline`` (with ``vae/``, ``text_encoder/``, ``tokenizer/``).
+
+    Args:
+        folder (str): The exported folder.
+        device (str | torch.device, optional): Where to put the model. Defaults to None
+            (CPU).
+        dtype (torch.dtype, optional): Cast the weights (e.g. ``torch.float16``).
+            Defaults to None (as saved).
+
+    Returns:
+        nn.Module: The diffusers model (``UNet2DModel``, ``DiTTransformer2DModel``,
+        ``UNet2DConditionModel``, ...) in eval mode.
+    """
+    import diffusers
+    from safetensors.torch import load_file
+    config_path = osp.join(folder, 'config.json')
+    if not osp.isfile(config_path):
+        raise FileNotFoundError(f'{folder!r} holds no config.json; export it with '
+                                'tools/export.py CONFIG CHECKPOINT OUT.')
+    with open(config_path, encoding='utf-8') as f:
+        class_name = json.load(f).get('_class_name')
+    cls = getattr(diffusers, str(class_name), None)
+    if cls is None:
+        raise ValueError(f'config.json names class {class_name!r}, which diffusers '
+                         f'{diffusers.__version__} does not have.')
+    net = cls.from_config(cls.load_config(folder))
+    record_path = osp.join(folder, RECORD_NAME)
+    if osp.isfile(record_path):
+        with open(record_path, encoding='utf-8') as f:
+            rebuild_pruned(net, json.load(f))
+    net.load_state_dict(load_file(osp.join(folder, WEIGHTS_NAME)), strict=True)
+    net.eval()
+    if device is not None or dtype is not None:
+        net.to(device=device, dtype=dtype)
+    return net
+
+
+def _dump_json(data: dict, path: str) -> None:
+    with open(path, 'w', encoding='utf-8') as f:
+        json.dump(data, f, indent=1)
