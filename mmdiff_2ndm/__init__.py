@@ -3,9 +3,14 @@
 Importing the package registers every component into MMagic's registries and installs the
 safe local checkpoint loader (see :mod:`mmdiff_2ndm.utils.checkpoint`).
 """
-from . import utils  # noqa: F401  (first: checkpoint loading must be safe before anything loads)
-from . import datasets, engine, evaluation, models, pruning  # noqa: F401  (registration)
-from .apis import load_student
+from .utils.warning_filters import known_import_warnings_ignored
+
+# Third-party packages print known harmless deprecations while we import them (see
+# utils/warning_filters.py); only those, and only during these imports, are silenced.
+with known_import_warnings_ignored():
+    from . import utils  # noqa: F401  (first: checkpoint loading must be safe before anything loads)
+    from . import datasets, engine, evaluation, models, pruning  # noqa: F401  (registration)
+    from .apis import load_student
 from .version import __version__
 
 __all__ = ['__version__', 'load_student']
