@@ -56,15 +56,10 @@ def build_unet(args) -> nn.Module:
     return UNet2DModel(**layout)
 
 
-def pixel_sum_mse(a: Tensor, b: Tensor) -> Tensor:
-    """MSE summed over pixels, mean over the batch (the authors' convention)."""
-    return (a.float() - b.float()).pow(2).flatten(1).sum(1).mean()
-
-
 def make_step(variant: str, student: nn.Module, teacher: nn.Module,
               optimizer: torch.optim.Optimizer) -> Callable[[Tensor, Tensor, Tensor], None]:
     """Returns one training iteration of ``variant`` as a function of (x_t, t, eps)."""
-    from mmdiff_2ndm.models.losses import SecondOrderMatchLoss
+    from mmdiff_2ndm.models.losses import DSMLoss, KDLoss, SecondOrderMatchLoss, squared_error
 
     def student_fn(x, t):
         return student(x, t, return_dict=False)[0]
@@ -72,6 +67,8 @@ def make_step(variant: str, student: nn.Module, teacher: nn.Module,
     def teacher_fn(x, t):
         return teacher(x, t, return_dict=False)[0]
 
+    # The distiller's defaults: pixel-summed, batch-averaged, weight 1.
+    dsm_loss, kd_loss = DSMLoss(), KDLoss()
     jac_loss = None
     if variant in ('2ndm_jvp', '2ndm_vjp'):
         jac_loss = SecondOrderMatchLoss(mode=variant.split('_')[1], loss_weight=0.1)
@@ -79,17 +76,17 @@ def make_step(variant: str, student: nn.Module, teacher: nn.Module,
     def step(x_t: Tensor, t: Tensor, eps: Tensor) -> None:
         optimizer.zero_grad(set_to_none=True)
         if variant == 'dsm':
-            loss = pixel_sum_mse(student_fn(x_t, t), eps)
+            loss = dsm_loss(student_fn(x_t, t), eps)
         elif variant == 'dsm_kd':
             out_s = student_fn(x_t, t)
             with torch.no_grad():
                 out_t = teacher_fn(x_t, t)
-            loss = pixel_sum_mse(out_s, eps) + pixel_sum_mse(out_s, out_t)
+            loss = dsm_loss(out_s, eps) + kd_loss(out_s, out_t)
         elif jac_loss is not None:
             out = jac_loss(lambda x: student_fn(x, t), lambda x: teacher_fn(x, t), x_t,
                            return_outputs=True)
-            loss = (pixel_sum_mse(out.student_out, eps) +
-                    pixel_sum_mse(out.student_out, out.teacher_out) + out.loss)
+            loss = (dsm_loss(out.student_out, eps) + kd_loss(out.student_out, out.teacher_out) +
+                    out.loss)
         else:  # reference: both graphs kept, double backward through both
             with sdpa_kernel([SDPBackend.MATH]):
                 x_ref = x_t.detach().requires_grad_(True)
@@ -100,7 +97,8 @@ def make_step(variant: str, student: nn.Module, teacher: nn.Module,
                 (jtv_t, ) = torch.autograd.grad((out_t * v).sum(), x_ref, create_graph=True)
                 jac = (jtv_s.pow(2).flatten(1).sum(1) -
                        jtv_t.pow(2).flatten(1).sum(1)).pow(2).mean()
-                loss = pixel_sum_mse(out_s, eps) + pixel_sum_mse(out_s, out_t) + 0.1 * jac
+                # KD without detaching the teacher: its graph is kept, as the authors'.
+                loss = dsm_loss(out_s, eps) + squared_error(out_s, out_t) + 0.1 * jac
         loss.backward()
         optimizer.step()
 
