@@ -1,10 +1,16 @@
 """Installs mmdiff-2ndm, an MMagic plugin for 2ndMatch finetuning of pruned diffusion models."""
+import os
 import os.path as osp
 import re
+import shutil
+import sys
 
 from setuptools import find_packages, setup
 
 HERE = osp.dirname(osp.abspath(__file__))
+# Shipped inside the package the OpenMMLab way (mmagic/mmdet: <package>/.mim/), so that an
+# installed plugin's configs resolve as `mmdiff_2ndm::<path>.py` and `mim` finds the tools.
+MIM_FILES = ('configs', 'tools')
 
 
 def read_requirements(name: str) -> list:
@@ -20,6 +26,29 @@ def read_version() -> str:
         return re.search(r"__version__ = '([^']+)'", f.read()).group(1)
 
 
+def add_mim_extension() -> None:
+    """Copies ``configs/`` and ``tools/`` into ``mmdiff_2ndm/.mim/`` (with an empty
+    ``model-index.yml``) for sdists and wheels; an editable install reads them from the
+    checkout (use relative ``_base_`` paths there)."""
+    if not any(cmd in sys.argv for cmd in ('sdist', 'bdist_wheel', 'build', 'install')):
+        return
+    mim_path = osp.join(HERE, 'mmdiff_2ndm', '.mim')
+    os.makedirs(mim_path, exist_ok=True)
+    for name in MIM_FILES:
+        src, dst = osp.join(HERE, name), osp.join(mim_path, name)
+        if osp.islink(dst) or osp.isfile(dst):
+            os.remove(dst)
+        elif osp.isdir(dst):
+            shutil.rmtree(dst)
+        if osp.isdir(src):
+            shutil.copytree(src, dst, ignore=shutil.ignore_patterns('__pycache__', '*.pyc'))
+    # MMEngine reads .mim/model-index.yml before falling back to .mim/configs/<path>; no
+    # model-zoo metafiles: every `mmdiff_2ndm::` path is a config path.
+    with open(osp.join(mim_path, 'model-index.yml'), 'w', encoding='utf-8') as f:
+        f.write('Import: []\n')
+
+
+add_mim_extension()
 setup(
     name='mmdiff_2ndm',
     version=read_version(),
@@ -27,6 +56,10 @@ setup(
     long_description=open(osp.join(HERE, 'README.md'), encoding='utf-8').read(),
     long_description_content_type='text/markdown',
     packages=find_packages(exclude=('configs', 'tools', 'tests', 'benchmarks')),
+    include_package_data=True,
+    package_data={'mmdiff_2ndm': ['.mim/model-index.yml', '.mim/configs/**/*.py',
+                                  '.mim/configs/**/*.md', '.mim/tools/*.py',
+                                  '.mim/tools/*.sh']},
     python_requires='>=3.8',
     # mmcv/mmengine/mmagic are installed by tools/setup_env.sh or `mim install` (OpenMMLab
     # convention): mmcv needs a build matching the user's torch.
