@@ -31,10 +31,9 @@ class _GroupNormFloat32Mode(TorchFunctionMode):
     """Feeds ``F.group_norm`` a float32 input, as autocast itself would.
 
     Under autocast, forward AD through an affine group norm whose input arrives in
-    bf16/fp16 leaves a reduced-precision tangent on a float32 primal, and the next
-    convolution fails ("Input type (torch.FloatTensor) and weight type
-    (CPUBFloat16Type)"; torch 2.14.1). Autocast runs group_norm in float32 anyway,
-    so casting first changes no value.
+    bf16/fp16 leaves a reduced-precision tangent on a float32 primal, which the next
+    convolution refuses (input and weight types differ). Autocast runs group_norm in
+    float32 anyway, so casting first changes no value.
     """
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
@@ -57,20 +56,16 @@ _SOFTMAX = (F.softmax, torch.softmax, torch.Tensor.softmax)
 # Elementwise arithmetic with one dual operand and one plain tensor or Python number
 # (``h + temb``, ``h / output_scale_factor``, ``query * scale``): torch's forward AD
 # pairs the plain operand with a zero tangent, and arithmetic on zero tensors runs
-# through Python reference implementations, about 0.25-0.75 ms of host time per op
-# (torch 2.14.1; 100x a plain op), several hundred times per training iteration. The
-# tangent is one op here: t, -t, t * b or t / b.
-_BINARY = {}
-for _kind, _funcs in (('add', (torch.add, torch.Tensor.add, torch.Tensor.__add__,
-                               torch.Tensor.__radd__)),
-                      ('sub', (torch.sub, torch.Tensor.sub, torch.Tensor.__sub__)),
-                      ('rsub', (torch.Tensor.__rsub__, )),
-                      ('mul', (torch.mul, torch.Tensor.mul, torch.Tensor.__mul__,
-                               torch.Tensor.__rmul__)),
-                      ('div', (torch.div, torch.true_divide, torch.Tensor.div,
-                               torch.Tensor.__truediv__))):
-    for _func in _funcs:
-        _BINARY[_func] = _kind
+# through slow Python reference implementations, for hundreds of ops per iteration.
+# The tangent is one op here: t, -t, t * b or t / b.
+_BINARY_FUNCS = {
+    'add': (torch.add, torch.Tensor.add, torch.Tensor.__add__, torch.Tensor.__radd__),
+    'sub': (torch.sub, torch.Tensor.sub, torch.Tensor.__sub__),
+    'rsub': (torch.Tensor.__rsub__, ),
+    'mul': (torch.mul, torch.Tensor.mul, torch.Tensor.__mul__, torch.Tensor.__rmul__),
+    'div': (torch.div, torch.true_divide, torch.Tensor.div, torch.Tensor.__truediv__),
+}
+_BINARY = {func: kind for kind, funcs in _BINARY_FUNCS.items() for func in funcs}
 
 
 def _tangent(tensor) -> Optional[Tensor]:
@@ -179,8 +174,8 @@ class _GroupNormTangent(torch.autograd.Function):
 
     Per (sample, group) of n elements, with ``xhat = (x - mean) * rstd``. The hand-written
     backward (w.r.t. x and t) replaces autograd's record of the dozen elementwise ops
-    and reductions above, about halving the kernels of the reverse pass through it;
-    ``xhat`` is recomputed there rather than saved. ``mean`` and ``rstd`` come in
+    and reductions above with fewer kernels; ``xhat`` is recomputed there rather than
+    saved. ``mean`` and ``rstd`` come in
     detached from the native kernel; their dependence on x is part of the backward.
     """
 
@@ -266,8 +261,8 @@ class _ForwardADKernelMode(TorchFunctionMode):
     """Routes the ops whose stock forward-AD rules fail or are slow, for dual inputs.
 
     * Softmax and ``F.scaled_dot_product_attention``: the stock softmax tangent
-      cannot be backpropagated (reverse-over-forward fails with "modified by an
-      inplace operation", torch 2.14.1); an exp-normalise composition can.
+      cannot be backpropagated (reverse-over-forward fails: a tensor it saved is
+      modified in place); an exp-normalise composition can.
     * Convolution / linear with a constant weight: the tangent is one more
       evaluation of the op (see ``_LINEAR_IN_INPUT``).
     * Group norm: native primal plus a closed-form tangent, float32 under autocast
@@ -369,9 +364,9 @@ def jacobian_vector_product(fn: Callable[[Tensor], Tensor], x: Tensor, v: Tensor
         ValueError: If the output does not depend on x.
         TypeError: If fn does not return a Tensor.
     """
-    # Raw dual tensors rather than torch.func.jvp: no functorch wrapper per op (about
-    # a quarter less dispatch time); the mode makes softmax backpropagatable and
-    # skips the slow stock conv / group-norm tangent rules.
+    # Raw dual tensors rather than torch.func.jvp: no functorch wrapper per op; the mode
+    # makes softmax backpropagatable and skips the slow stock conv / group-norm
+    # tangent rules.
     out = None
     with fwAD.dual_level(), _ForwardADKernelMode():
         out = fn(fwAD.make_dual(x.contiguous(), v.contiguous().to(x.dtype)))

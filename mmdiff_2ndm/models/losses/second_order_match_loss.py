@@ -201,58 +201,93 @@ class SecondOrderMatchLoss(nn.Module):
         directions = self._check_directions(directions, x)  # (K, B, ...) or None
         gen = self._generator(x.device)
 
+        selected, rest = self._select_samples(batch, x.device, gen)
+        repeat_index, x_projected, v_projected = self._projection_batch(
+            x, selected, directions, student_fn, teacher_fn)
+        student_out, teacher_out, term = self._jacobian_terms(
+            student_fn, teacher_fn, x_projected, repeat_index, gen, v_projected)  # (K*N,)
+        num_selected = batch if selected is None else selected.numel()
+        # The first of the K copies of each selected sample provides its output.
+        student_out, teacher_out = student_out[:num_selected], teacher_out[:num_selected]
+        loss = self._reduce(term, scale, weight, selected, batch)
+        loss = self._check_finite(loss, student_out)
+
+        if not return_outputs:
+            return loss
+        if selected is None:
+            return JacobianMatchOutput(loss, student_out, teacher_out)
+        student_rest = student_fn(x[rest], batch_index=rest)
+        with torch.no_grad():
+            teacher_rest = teacher_fn(x[rest], batch_index=rest)
+        inverse = torch.argsort(torch.cat([selected, rest]))
+        student_out = torch.cat([student_out, student_rest.to(student_out.dtype)])[inverse]
+        teacher_out = torch.cat([teacher_out, teacher_rest.to(teacher_out.dtype)])[inverse]
+        return JacobianMatchOutput(loss, student_out, teacher_out.detach())
+
+    def _select_samples(self, batch: int, device: torch.device,
+                        gen: Optional[torch.Generator]
+                        ) -> Tuple[Optional[Tensor], Optional[Tensor]]:
+        """The samples that get the Jacobian term (``batch_fraction``) and the rest.
+
+        Returns:
+            tuple[Tensor | None, Tensor | None]: Indices (N,) and (B - N,) into the
+            batch, or ``(None, None)`` when every sample is selected.
+        """
         num_selected = max(1, int(round(self.batch_fraction * batch)))
-        if num_selected < batch:
-            perm = torch.randperm(batch, generator=gen, device=x.device)
-            selected, rest = perm[:num_selected], perm[num_selected:]
-        else:
-            selected = rest = None
+        if num_selected == batch:
+            return None, None
+        order = torch.randperm(batch, generator=gen, device=device)
+        return order[:num_selected], order[num_selected:]
+
+    def _projection_batch(self, x: Tensor, selected: Optional[Tensor],
+                          directions: Optional[Tensor], student_fn, teacher_fn
+                          ) -> Tuple[Optional[Tensor], Tensor, Optional[Tensor]]:
+        """The batch of the Jacobian pass: each selected sample once per projection.
+
+        Args:
+            x (Tensor): The full batch (B, ...).
+            selected (Tensor, optional): Selected sample indices (N,); None for all.
+            directions (Tensor, optional): Caller-given directions (K, B, ...).
+            student_fn, teacher_fn: Checked to accept ``batch_index`` when the pass
+                runs another batch than x.
+
+        Returns:
+            tuple: ``batch_index`` (K*N,) of the rows into x (None when the pass runs x
+            itself), the inputs (K*N, ...) and their directions (K*N, ...) or None;
+            rows are projection-major.
+        """
         num_proj = self.num_projections
         if selected is None and num_proj == 1:
-            jac_index, x_jac = None, x
+            repeat_index, x_projected = None, x
         else:
-            sel = torch.arange(batch, device=x.device) if selected is None else selected
-            jac_index = sel.repeat(num_proj)  # (K*N,), projection-major
-            x_jac = x[jac_index]
+            rows = torch.arange(x.shape[0], device=x.device) if selected is None else selected
+            repeat_index = rows.repeat(num_proj)
+            x_projected = x[repeat_index]
             for fn, role in ((student_fn, 'student'), (teacher_fn, 'teacher')):
                 _require_batch_index(fn, role, num_proj, self.batch_fraction)
+        if directions is None:
+            return repeat_index, x_projected, None
+        selected_directions = directions if selected is None else directions[:, selected]
+        return repeat_index, x_projected, selected_directions.reshape(-1, *x.shape[1:])
 
-        v_jac = None
-        if directions is not None:
-            v_sel = directions if selected is None else directions[:, selected]
-            v_jac = v_sel.reshape(-1, *x.shape[1:])  # (K*N, ...), projection-major
-        student_j, teacher_j, term = self._jacobian_terms(
-            student_fn, teacher_fn, x_jac, jac_index, gen, v_jac)  # term: (K*N,)
-        n_sel = batch if selected is None else num_selected
-        # The first of the K copies of each selected sample provides its output.
-        student_j, teacher_j = student_j[:n_sel], teacher_j[:n_sel]
-
+    def _reduce(self, term: Tensor, scale: Optional[Tensor], weight: Optional[Tensor],
+                selected: Optional[Tensor], batch: int) -> Tensor:
+        """Scales, averages over the K projections, weights and reduces ``term`` (K*N,)."""
+        num_proj = self.num_projections
+        num_selected = batch if selected is None else selected.numel()
         if scale is not None:
-            sel_scale = scale if selected is None else scale[selected]
-            factor = sel_scale.to(term.dtype).pow(2).repeat(num_proj)
+            selected_scale = scale if selected is None else scale[selected]
+            factor = selected_scale.to(term.dtype).pow(2).repeat(num_proj)
             term = term * (factor.pow(2) if self.mode != 'first_order' else factor)
-        per_sample = term.view(num_proj, n_sel).mean(dim=0)  # (N,)
+        per_sample = term.view(num_proj, num_selected).mean(dim=0)  # (N,)
         if weight is not None:
             per_sample = per_sample * (
                 weight if selected is None else weight[selected]).to(per_sample.dtype)
         if self.reduction == 'mean':
             loss = per_sample.mean()
         else:
-            loss = per_sample.sum() * (batch / n_sel)
-        loss = self.loss_weight * loss
-        loss = self._check_finite(loss, student_j)
-
-        if not return_outputs:
-            return loss
-        if selected is None:
-            return JacobianMatchOutput(loss, student_j, teacher_j)
-        student_rest = student_fn(x[rest], batch_index=rest)
-        with torch.no_grad():
-            teacher_rest = teacher_fn(x[rest], batch_index=rest)
-        inverse = torch.argsort(torch.cat([selected, rest]))
-        student_out = torch.cat([student_j, student_rest.to(student_j.dtype)])[inverse]
-        teacher_out = torch.cat([teacher_j, teacher_rest.to(teacher_j.dtype)])[inverse]
-        return JacobianMatchOutput(loss, student_out, teacher_out.detach())
+            loss = per_sample.sum() * (batch / num_selected)
+        return self.loss_weight * loss
 
     def _jacobian_terms(self, student_fn, teacher_fn, x: Tensor, index: Optional[Tensor],
                         gen: Optional[torch.Generator],
