@@ -15,7 +15,9 @@ default_hooks = dict(
     # prompts), through MMEngine's visualizer: <work_dir>/<timestamp>/vis_data/vis_image/.
     # TensorBoard (events with the scalars and the grids in the same vis_data/):
     #   --cfg-options visualizer.vis_backends.0.type=TensorboardVisBackend
-    visualization=dict(type='DistillerVisualizationHook', interval=5000, n_samples=8))
+    visualization=dict(type='DistillerVisualizationHook', interval=5000, n_samples=8),
+    # a progress bar while validation / test sample images for FID and the other metrics
+    sampling_progress=dict(type='SamplingProgressHook'))
 
 # Distributed training (tools/dist_train.sh, tools/slurm_train.sh): MMagic's separate DDP
 # wrapper around the student only. DiffusionDistiller.train_step calls the bare student

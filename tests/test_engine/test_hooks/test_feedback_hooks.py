@@ -1,5 +1,6 @@
-"""DistillerVisualizationHook: the digits config trains 2 iterations and logs its grid (local
-PNG and TensorBoard events with the scalars), rows = student / EMA / teacher from one noise."""
+"""What a user sees of a run: DistillerVisualizationHook (the digits config trains 2 iterations
+and logs its grid, as a local PNG and in TensorBoard events with the scalars; rows = student /
+EMA / teacher from one noise) and SamplingProgressHook (a bar while metrics sample)."""
 import glob
 import os.path as osp
 
@@ -10,7 +11,7 @@ from mmengine.config import Config
 from mmengine.runner import Runner
 
 import mmdiff_2ndm  # noqa: F401  (registers the hook)
-from mmdiff_2ndm.engine.hooks import DistillerVisualizationHook
+from mmdiff_2ndm.engine.hooks import DistillerVisualizationHook, SamplingProgressHook
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 CONFIG = osp.join(REPO, 'configs', 'digits', '2ndm_digits16.py')
@@ -131,3 +132,17 @@ def test_invalid_arguments_name_the_value():
         DistillerVisualizationHook(sample_models=('student',))
     with pytest.raises(ValueError, match='interval'):
         DistillerVisualizationHook(interval=0)
+
+
+def test_test_sampling_shows_a_progress_bar(tmp_path, teacher_ckpt, capsys):
+    cfg = _digits_cfg(str(tmp_path), 'VisBackend', teacher_ckpt)
+    cfg.merge_from_dict({'test_dataloader.batch_size': 2,
+                         'test_evaluator.metrics': [dict(type='TeacherFidelity', fake_nums=6)],
+                         'model.num_inference_steps': 1})
+    runner = Runner.from_cfg(cfg)
+    assert any(isinstance(h, SamplingProgressHook) for h in runner.hooks)  # from the config
+    capsys.readouterr()
+    runner.test()
+    last = capsys.readouterr().err.split('\r')[-1]
+    # 6 samples in batches of 2 (MMagic's sampler runs a 4th, which the bar counts too)
+    assert last.startswith('test sampling: 100%') and '4/4' in last, last
