@@ -1,6 +1,5 @@
-"""tools/digits_study.py: the tiny preset end to end (every artefact, raw and EMA scored,
-cached evaluations), the paired statistics and the run order."""
-import importlib.util
+"""The digits study end to end through tools/digits_study.py, tiny preset: every
+artefact, raw and EMA scored at every checkpoint, cached evaluations reused."""
 import json
 import math
 import os
@@ -8,18 +7,7 @@ import os.path as osp
 import subprocess
 import sys
 
-import numpy as np
-import torch
-
-REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-
-
-def _study_module():
-    spec = importlib.util.spec_from_file_location('digits_study',
-                                                  osp.join(REPO, 'tools', 'digits_study.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+REPO = osp.dirname(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
 
 def test_tiny_preset_end_to_end(tmp_path):
@@ -76,98 +64,3 @@ def test_tiny_preset_end_to_end(tmp_path):
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     with open(osp.join(work_dir, 'results.json')) as f:
         assert json.load(f)['runs'] == report['runs']
-
-
-def test_bootstrap_interval_and_verdicts():
-    study = _study_module()
-    mean, low, high = study.bootstrap_ci([2.0, 2.0, 2.0])
-    assert (mean, low, high) == (2.0, 2.0, 2.0)
-    mean, low, high = study.bootstrap_ci([-3.0, -1.0, -2.0, -2.5, -1.5])
-    assert mean == -2.0 and -3.0 <= low < -2.0 < high <= -1.0
-    assert math.isnan(study.bootstrap_ci([1.0])[1])
-    assert math.isnan(study.bootstrap_ci([1.0, 3.0])[2])  # 2 seeds: just their range
-    assert study.verdict(low, high) == 'better'  # lower is better: the CI is below 0
-    assert study.verdict(low, high, lower_is_better=False) == 'worse'  # e.g. SSIM
-    assert study.verdict(-1.0, 2.0) == 'no difference shown'
-    assert study.verdict(0.5, 2.0) == 'worse'
-    assert study.verdict(float('nan'), float('nan')) == 'under 3 seeds: no interval'
-
-
-def _run(arm, seed, fid, ssim=0.9):
-    scores = dict(fid=fid, fid_boot=0.1, ssim=ssim, sample_mse=0.01, eps_mse=0.01,
-                  eps_mse_t50=0.02, params=10, ftle=[1.0])
-    return dict(arm=arm, seed=seed, final=dict(raw=scores, ema=dict(scores, fid=fid + 1)),
-                curve={'1': dict(raw=scores, ema=scores)}, s_per_iter=1.0, wall=1.0,
-                record='abc')
-
-
-def test_paired_differences_gap_closed_and_recovery():
-    study = _study_module()
-    dense = dict(final=dict(fid=2.0), curve=dict(fid=2.0))
-    runs = [_run('dsm', 0, 10.0), _run('dsm', 1, 12.0), _run('dsm_kd', 0, 5.0),
-            _run('dsm_kd', 1, 4.0), _run('x', 0, 6.0), _run('x', 1, 2.0), _run('x', 2, 3.0)]
-    arms = study._by_arm(runs)
-    diff = study.paired_differences(arms, 'x', 'raw', dense['final']['fid'])
-    assert diff['seeds'] == [0, 1]  # seed 2 has no DSM+KD partner
-    assert diff['fid'][0] == -0.5  # (6 - 5 + 2 - 4) / 2
-    assert diff['fid_lower_in'] == 1  # seed 1 only
-    # gap closed per seed with a DSM run: (10 - 6) / 8 = 0.5, (12 - 2) / 10 = 1.0
-    assert diff['gap_closed'][0] == 0.75
-    assert study.gap_closed(10.0, 6.0, 2.0) == 0.5
-    summary = study.recovery_summary(arms, dense)
-    assert summary['dsm_kd']['fid'] == 4.5 and not summary['recovered']  # 4.5 > 1.5 * 2
-    assert summary['dsm_gap'] == 9.0
-    arms['dsm_kd'] = {0: _run('dsm_kd', 0, 2.5), 1: _run('dsm_kd', 1, 3.0)}
-    assert study.recovery_summary(arms, dense)['recovered']  # 2.75 <= 3 and SSIM 0.9
-
-
-def test_planned_runs_go_seed_by_seed():
-    study = _study_module()
-    runs = study.planned_runs(study.PRESETS['full'])
-    assert runs[:5] == [(a, 0) for a in study.PRESETS['full']['arms']]
-    seeds = {a: [s for r, s in runs if r == a] for a in study.PRESETS['full']['arms']}
-    assert seeds['dsm_kd'] == seeds['2ndm'] == seeds['2ndm_unscaled'] == [0, 1, 2, 3, 4]
-    assert seeds['dsm'] == seeds['first_order'] == [0, 1, 2]
-    assert runs[-len(study.PRESETS['full']['lever_arms']):] == [
-        (a, 0) for a in study.PRESETS['full']['lever_arms']]
-    assert study.planned_runs(study.PRESETS['full'], seeds=[7], arms=['dsm']) == [('dsm', 7)]
-    assert all(a in study.ARMS for a, _ in runs)
-
-
-def test_feature_net_signature():
-    study = _study_module()
-    # the TorchScript feature net has the StyleGAN-Inception call MMagic's FID makes
-    net = torch.jit.script(study.DigitFeatureNet().eval())
-    images = torch.randint(0, 256, (4, 3, 16, 16), dtype=torch.uint8)
-    assert net(images, return_features=True).shape == (4, 32)
-    assert net(images).shape == (4, 10)
-    assert np.isfinite(net(images, return_features=True).detach().numpy()).all()
-
-
-def test_finished_runs_are_reused_and_interrupted_ones_resume(tmp_path, monkeypatch):
-    study = _study_module()
-    calls = []
-
-    def fake_run(cmd, **kwargs):
-        calls.append(cmd)
-        return subprocess.CompletedProcess(cmd, 0)
-
-    monkeypatch.setattr(study.subprocess, 'run', fake_run)
-    finished = tmp_path / 'finished'
-    finished.mkdir()
-    (finished / 'iter_5.pth').write_bytes(b'')
-    (finished / 'wall.json').write_text(json.dumps(dict(wall_s=12.5, resumed=False)))
-    assert study._train('c.py', str(finished), 5, [], 1, stream=False) == 12.5
-    assert calls == []  # not trained again
-
-    interrupted = tmp_path / 'interrupted'
-    interrupted.mkdir()
-    (interrupted / 'iter_2.pth').write_bytes(b'')
-    (interrupted / 'last_checkpoint').write_text(str(interrupted / 'iter_2.pth'))
-    study._train('c.py', str(interrupted), 5, [], 1, stream=False)
-    assert '--resume' in calls[-1]
-    assert json.loads((interrupted / 'wall.json').read_text())['resumed'] is True
-
-    fresh = tmp_path / 'fresh'
-    study._train('c.py', str(fresh), 5, [], 1, stream=False)
-    assert '--resume' not in calls[-1]

@@ -1,0 +1,62 @@
+"""The proxy-FID feature network: a small digit classifier trained on the study's data.
+
+Its 32-d penultimate features stand in for Inception's (download-free). It ranks models
+by how digit-like and class-balanced their samples are, like Inception features do on
+natural images, but its FID values are not comparable with published FIDs.
+"""
+from typing import Tuple
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+
+class DigitFeatureNet(nn.Module):
+    """Digit classifier whose penultimate features stand in for Inception's.
+
+    Call signature of the StyleGAN TorchScript Inception that MMagic's ``FID`` uses:
+    ``net(img_uint8 (B, 3, H, W), return_features=True) -> (B, 32)``.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.ReLU(),
+            nn.Conv2d(32, 32, 3, stride=2, padding=1), nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.head = nn.Linear(32, 10)
+
+    def forward(self, x: Tensor, return_features: bool = False) -> Tensor:
+        """Class logits (B, 10), or with ``return_features`` the features (B, 32)."""
+        feats = self.body(x.float() / 127.5 - 1.0)
+        return feats if return_features else self.head(feats)
+
+
+def load_digits(image_size: int, split: str) -> Tuple[Tensor, Tensor]:
+    """uint8 images (N, 3, H, W) and labels (N,) of SklearnDigits."""
+    from mmdiff_2ndm.datasets import SklearnDigits
+    data = SklearnDigits(image_size=image_size, split=split, lazy_init=False)
+    items = [data.get_data_info(i) for i in range(len(data))]
+    images = torch.from_numpy(np.stack([it['gt'] for it in items])).permute(0, 3, 1, 2)
+    return images.contiguous(), torch.tensor([it['gt_label'] for it in items])
+
+
+def train_feature_net(path: str, image_size: int, iters: int) -> float:
+    """Trains the proxy feature network, saves it as TorchScript, returns test accuracy."""
+    torch.manual_seed(0)
+    images, labels = load_digits(image_size, 'train')
+    net = DigitFeatureNet()
+    optim = torch.optim.Adam(net.parameters(), lr=3e-3)
+    for _ in range(iters):
+        idx = torch.randint(0, images.shape[0], (128,))
+        loss = nn.functional.cross_entropy(net(images[idx]), labels[idx])
+        optim.zero_grad()
+        loss.backward()
+        optim.step()
+    net.eval().requires_grad_(False)
+    test_images, test_labels = load_digits(image_size, 'test')
+    with torch.no_grad():
+        accuracy = (net(test_images).argmax(1) == test_labels).float().mean().item()
+    torch.jit.script(net).save(path)
+    return accuracy

@@ -1,0 +1,99 @@
+"""Training runs of a study: ``tools/train.py`` in a subprocess, resumed where it stopped.
+
+The study drives the repository's own ``tools/train.py`` and ``configs/digits/``, so it
+runs from a source checkout.
+"""
+import json
+import os
+import os.path as osp
+import subprocess
+import sys
+import time
+from typing import List, Optional
+
+import numpy as np
+
+REPO = osp.dirname(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
+CONFIG_DIR = osp.join(REPO, 'configs', 'digits')
+
+
+def size_options(preset: dict, role: str) -> List[str]:
+    """--cfg-options of the preset (batch size, UNet widths) for the teacher or a student.
+
+    Args:
+        preset (dict): The study's preset.
+        role (str): ``'teacher'`` (the teacher run trains the config's student slot) or
+            ``'student'`` (the student is pruned from the teacher, whose widths are set).
+    """
+    opts = [f'train_dataloader.batch_size={preset["batch_size"]}']
+    if preset['widths'] is not None:
+        key = 'model.student' if role == 'teacher' else 'model.teacher'
+        widths = ','.join(str(w) for w in preset['widths'])
+        opts.append(f'{key}.block_out_channels=({widths})')
+    return opts
+
+
+def is_finished(work_dir: str, iters: int) -> bool:
+    """Whether the run in ``work_dir`` trained all ``iters`` iterations."""
+    return (osp.exists(osp.join(work_dir, 'wall.json'))
+            and osp.exists(osp.join(work_dir, f'iter_{iters}.pth')))
+
+
+def train(config: str, work_dir: str, iters: int, options: List[str], threads: int,
+          stream: bool, ckpt_interval: Optional[int] = None) -> float:
+    """Runs tools/train.py on ``configs/digits/<config>``; returns its wall time (s).
+
+    A finished run (final checkpoint and ``wall.json`` in ``work_dir``) is not run
+    again: its recorded wall time is returned. An interrupted one continues from its
+    last checkpoint (``--resume``); its wall time then counts the resumed part only and
+    ``wall.json`` says so.
+
+    Args:
+        config (str): Config file name in ``configs/digits/``.
+        work_dir (str): The run's folder.
+        iters (int): Training iterations.
+        options (List[str]): Further ``--cfg-options``.
+        threads (int): ``OMP_NUM_THREADS`` of the run.
+        stream (bool): Print the run's output here; otherwise it goes to
+            ``<work_dir>/train_stdout.log``.
+        ckpt_interval (int, optional): Iterations between checkpoints. Defaults to None
+            (only the last).
+
+    Raises:
+        RuntimeError: If training fails.
+    """
+    wall_file = osp.join(work_dir, 'wall.json')
+    if is_finished(work_dir, iters):
+        with open(wall_file) as f:
+            return float(json.load(f)['wall_s'])
+    resume = osp.exists(osp.join(work_dir, 'last_checkpoint'))
+    log_interval = max(1, iters // 10)
+    cmd = [sys.executable, osp.join(REPO, 'tools', 'train.py'), osp.join(CONFIG_DIR, config),
+           '--work-dir', work_dir, *(['--resume'] if resume else []),
+           '--cfg-options', f'train_cfg.max_iters={iters}',
+           f'default_hooks.checkpoint.interval={ckpt_interval or iters}',
+           'default_hooks.checkpoint.max_keep_ckpts=-1',
+           f'default_hooks.logger.interval={log_interval}', *options]
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), PYTHONPATH=REPO)
+    os.makedirs(work_dir, exist_ok=True)
+    log_path = osp.join(work_dir, 'train_stdout.log')
+    start = time.time()
+    with open(log_path, 'a' if resume else 'w') as log:
+        proc = subprocess.run(cmd, cwd=REPO, env=env, stdout=None if stream else log,
+                              stderr=subprocess.STDOUT if not stream else None)
+    wall = time.time() - start
+    if proc.returncode != 0:
+        raise RuntimeError(f'Training failed ({" ".join(cmd)}); see {log_path}.')
+    with open(wall_file, 'w') as f:
+        json.dump(dict(wall_s=wall, resumed=resume), f)
+    return wall
+
+
+def seconds_per_iter(work_dir: str) -> float:
+    """Mean MMEngine 'time' per iteration from the run's scalars.json."""
+    times = []
+    for root, _, files in os.walk(work_dir):
+        if 'scalars.json' in files:
+            with open(osp.join(root, 'scalars.json')) as f:
+                times += [json.loads(line)['time'] for line in f if '"time"' in line]
+    return float(np.mean(times)) if times else float('nan')

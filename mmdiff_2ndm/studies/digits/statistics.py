@@ -1,0 +1,116 @@
+"""What the evaluated runs allow one to say: paired differences to DSM+KD with bootstrap
+intervals over seeds and their verdicts, the recovery criteria, equal wall-clock."""
+from typing import Dict, List, Sequence, Tuple
+
+import numpy as np
+
+from .presets import REFERENCE_ARM, checkpoint_iters
+
+CI_RESAMPLES = 10000  # bootstrap resamples of the seeds for each confidence interval
+# below 3 seeds a percentile bootstrap interval is just the range of the values
+CI_MIN_SEEDS = 3
+# "recovered": proxy FID within this factor of the teacher's and SSIM to it at least this
+RECOVERED_FID_FACTOR, RECOVERED_SSIM = 1.5, 0.8
+METRICS = (  # key, column name, lower is better
+    ('fid', 'proxy FID', True), ('eps_mse', 'eps-MSE to teacher', True),
+    ('eps_mse_t50', 'eps-MSE t<50', True), ('sample_mse', 'sample MSE to teacher', True),
+    ('ssim', 'SSIM to teacher', False))
+
+
+def bootstrap_ci(values: Sequence[float], resamples: int = CI_RESAMPLES,
+                 seed: int = 0) -> Tuple[float, float, float]:
+    """Mean and 95 % percentile-bootstrap interval of the mean (nan with fewer than
+    ``CI_MIN_SEEDS`` values). Over 3-5 seeds it is narrower than a t interval: read a
+    verdict near the edge with care."""
+    values = np.asarray(values, dtype=float)
+    if values.size < CI_MIN_SEEDS:
+        return float(values.mean()) if values.size else float('nan'), np.nan, np.nan
+    idx = np.random.default_rng(seed).integers(0, values.size, (resamples, values.size))
+    means = values[idx].mean(axis=1)
+    return float(values.mean()), float(np.percentile(means, 2.5)), float(
+        np.percentile(means, 97.5))
+
+
+def verdict(low: float, high: float, lower_is_better: bool = True) -> str:
+    """What a 95 % interval of (arm - reference) allows one to say."""
+    if not (np.isfinite(low) and np.isfinite(high)):
+        return f'under {CI_MIN_SEEDS} seeds: no interval'
+    if high < 0:
+        return 'better' if lower_is_better else 'worse'
+    if low > 0:
+        return 'worse' if lower_is_better else 'better'
+    return 'no difference shown'
+
+
+def by_arm(runs: List[dict]) -> Dict[str, Dict[int, dict]]:
+    """arm -> seed -> run, in the order the arms first appear."""
+    arms: Dict[str, Dict[int, dict]] = {}
+    for run in runs:
+        arms.setdefault(run['arm'], {})[run['seed']] = run
+    return arms
+
+
+def gap_closed(dsm_fid: float, arm_fid: float, dense_fid: float) -> float:
+    """Share of the DSM -> dense proxy-FID gap that an arm closes (1: at the teacher)."""
+    return (dsm_fid - arm_fid) / (dsm_fid - dense_fid)
+
+
+def paired_differences(arms: dict, arm: str, model: str, dense_fid: float) -> dict:
+    """Per metric: (mean, low, high) of arm - DSM+KD over the seeds both ran, and the
+    gap to the dense teacher's proxy FID closed relative to DSM (where DSM ran)."""
+    ref = arms[REFERENCE_ARM]
+    seeds = sorted(set(arms[arm]) & set(ref))
+    out = dict(seeds=seeds)
+    for key, _, _ in METRICS:
+        diffs = [arms[arm][s]['final'][model][key] - ref[s]['final'][model][key]
+                 for s in seeds]
+        out[key] = bootstrap_ci(diffs)
+        if key == 'fid':
+            out['fid_lower_in'] = sum(d < 0 for d in diffs)
+    dsm = arms.get('dsm', {})
+    gap_seeds = [s for s in arms[arm] if s in dsm]
+    out['gap_closed'] = bootstrap_ci([gap_closed(dsm[s]['final'][model]['fid'],
+                                                 arms[arm][s]['final'][model]['fid'],
+                                                 dense_fid) for s in gap_seeds])
+    return out
+
+
+def recovery_summary(arms: dict, dense: dict) -> dict:
+    """Whether DSM+KD (raw) recovered and whether DSM leaves a gap above the seed spread."""
+    out = dict(teacher_fid=dense['final']['fid'])
+    for arm in (REFERENCE_ARM, 'dsm'):
+        if arm not in arms:
+            continue
+        finals = [r['final']['raw'] for r in arms[arm].values()]
+        out[arm] = dict(fid=float(np.mean([f['fid'] for f in finals])),
+                        fid_std=float(np.std([f['fid'] for f in finals])),
+                        ssim=float(np.mean([f['ssim'] for f in finals])))
+    if REFERENCE_ARM in out:
+        ref = out[REFERENCE_ARM]
+        out['recovered'] = bool(ref['fid'] <= RECOVERED_FID_FACTOR * out['teacher_fid']
+                                and ref['ssim'] >= RECOVERED_SSIM)
+    if 'dsm' in out:
+        out['dsm_gap'] = out['dsm']['fid'] - out['teacher_fid']
+    return out
+
+
+def equal_wallclock(arms: dict, dense: dict, preset: dict) -> Tuple[float, List[dict]]:
+    """Each arm's raw student at its last checkpoint within the cheapest arm's training
+    time, scored on the curve's samples, with whether it is recovered there."""
+    speeds = {arm: np.mean([r['s_per_iter'] for r in seeds.values()])
+              for arm, seeds in arms.items()}
+    budget = min(speeds.values()) * preset['finetune_iters']
+    teacher_fid = dense['curve']['fid']
+    rows = []
+    for arm, seeds in arms.items():
+        steps = [s for s in checkpoint_iters(preset) if s * speeds[arm] <= budget * 1.0001]
+        if not steps:
+            rows.append(dict(arm=arm, iter=0, recovered=False))
+            continue
+        scores = [r['curve'][str(steps[-1])]['raw'] for r in seeds.values()]
+        fid, ssim = np.mean([s['fid'] for s in scores]), np.mean([s['ssim'] for s in scores])
+        rows.append(dict(arm=arm, iter=steps[-1], fid=float(fid), ssim=float(ssim),
+                         eps_mse=float(np.mean([s['eps_mse'] for s in scores])),
+                         recovered=bool(fid <= RECOVERED_FID_FACTOR * teacher_fid
+                                        and ssim >= RECOVERED_SSIM)))
+    return float(budget), rows

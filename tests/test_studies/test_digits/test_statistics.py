@@ -1,0 +1,48 @@
+"""Bootstrap intervals over seeds, their verdicts, paired differences to DSM+KD, the gap
+closed and the recovery criteria."""
+import math
+
+from mmdiff_2ndm.studies.digits.statistics import (bootstrap_ci, by_arm, gap_closed,
+                                                   paired_differences, recovery_summary,
+                                                   verdict)
+
+
+def test_bootstrap_interval_and_verdicts():
+    mean, low, high = bootstrap_ci([2.0, 2.0, 2.0])
+    assert (mean, low, high) == (2.0, 2.0, 2.0)
+    mean, low, high = bootstrap_ci([-3.0, -1.0, -2.0, -2.5, -1.5])
+    assert mean == -2.0 and -3.0 <= low < -2.0 < high <= -1.0
+    assert math.isnan(bootstrap_ci([1.0])[1])
+    assert math.isnan(bootstrap_ci([1.0, 3.0])[2])  # 2 seeds: just their range
+    assert verdict(low, high) == 'better'  # lower is better: the CI is below 0
+    assert verdict(low, high, lower_is_better=False) == 'worse'  # e.g. SSIM
+    assert verdict(-1.0, 2.0) == 'no difference shown'
+    assert verdict(0.5, 2.0) == 'worse'
+    assert verdict(float('nan'), float('nan')) == 'under 3 seeds: no interval'
+
+
+def _run(arm, seed, fid, ssim=0.9):
+    scores = dict(fid=fid, fid_boot=0.1, ssim=ssim, sample_mse=0.01, eps_mse=0.01,
+                  eps_mse_t50=0.02, params=10, ftle=[1.0])
+    return dict(arm=arm, seed=seed, final=dict(raw=scores, ema=dict(scores, fid=fid + 1)),
+                curve={'1': dict(raw=scores, ema=scores)}, s_per_iter=1.0, wall=1.0,
+                record='abc')
+
+
+def test_paired_differences_gap_closed_and_recovery():
+    dense = dict(final=dict(fid=2.0), curve=dict(fid=2.0))
+    runs = [_run('dsm', 0, 10.0), _run('dsm', 1, 12.0), _run('dsm_kd', 0, 5.0),
+            _run('dsm_kd', 1, 4.0), _run('x', 0, 6.0), _run('x', 1, 2.0), _run('x', 2, 3.0)]
+    arms = by_arm(runs)
+    diff = paired_differences(arms, 'x', 'raw', dense['final']['fid'])
+    assert diff['seeds'] == [0, 1]  # seed 2 has no DSM+KD partner
+    assert diff['fid'][0] == -0.5  # (6 - 5 + 2 - 4) / 2
+    assert diff['fid_lower_in'] == 1  # seed 1 only
+    # gap closed per seed with a DSM run: (10 - 6) / 8 = 0.5, (12 - 2) / 10 = 1.0
+    assert diff['gap_closed'][0] == 0.75
+    assert gap_closed(10.0, 6.0, 2.0) == 0.5
+    summary = recovery_summary(arms, dense)
+    assert summary['dsm_kd']['fid'] == 4.5 and not summary['recovered']  # 4.5 > 1.5 * 2
+    assert summary['dsm_gap'] == 9.0
+    arms['dsm_kd'] = {0: _run('dsm_kd', 0, 2.5), 1: _run('dsm_kd', 1, 3.0)}
+    assert recovery_summary(arms, dense)['recovered']  # 2.75 <= 3 and SSIM 0.9
