@@ -1,7 +1,7 @@
 """Training runs of a study: ``tools/train.py`` in a subprocess, resumed where it stopped.
 
-The study drives the repository's own ``tools/train.py`` and ``configs/digits/``, so it
-runs from a source checkout.
+The study drives the plugin's own ``tools/train.py`` and ``configs/digits/``: those of the
+source checkout, or in an installed package the copies under ``mmdiff_2ndm/.mim/``.
 """
 import json
 import os
@@ -13,8 +13,18 @@ from typing import List, Optional
 
 import numpy as np
 
-REPO = osp.dirname(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
-CONFIG_DIR = osp.join(REPO, 'configs', 'digits')
+
+def _source_root() -> str:
+    """The folder that holds ``tools/train.py`` and ``configs/``."""
+    package = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+    checkout = osp.dirname(package)
+    if osp.exists(osp.join(checkout, 'tools', 'train.py')):
+        return checkout
+    return osp.join(package, '.mim')
+
+
+SOURCE_ROOT = _source_root()
+CONFIG_DIR = osp.join(SOURCE_ROOT, 'configs', 'digits')
 
 
 def size_options(preset: dict, role: str) -> List[str]:
@@ -68,18 +78,19 @@ def train(config: str, work_dir: str, iters: int, options: List[str], threads: i
             return float(json.load(f)['wall_s'])
     resume = osp.exists(osp.join(work_dir, 'last_checkpoint'))
     log_interval = max(1, iters // 10)
-    cmd = [sys.executable, osp.join(REPO, 'tools', 'train.py'), osp.join(CONFIG_DIR, config),
-           '--work-dir', work_dir, *(['--resume'] if resume else []),
+    cmd = [sys.executable, osp.join(SOURCE_ROOT, 'tools', 'train.py'),
+           osp.join(CONFIG_DIR, config), '--work-dir', work_dir, *(['--resume'] if resume else []),
            '--cfg-options', f'train_cfg.max_iters={iters}',
            f'default_hooks.checkpoint.interval={ckpt_interval or iters}',
            'default_hooks.checkpoint.max_keep_ckpts=-1',
            f'default_hooks.logger.interval={log_interval}', *options]
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), PYTHONPATH=REPO)
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), PYTHONPATH=SOURCE_ROOT)
     os.makedirs(work_dir, exist_ok=True)
     log_path = osp.join(work_dir, 'train_stdout.log')
     start = time.time()
     with open(log_path, 'a' if resume else 'w') as log:
-        proc = subprocess.run(cmd, cwd=REPO, env=env, stdout=None if stream else log,
+        proc = subprocess.run(cmd, cwd=SOURCE_ROOT, env=env,
+                              stdout=None if stream else log,
                               stderr=subprocess.STDOUT if not stream else None)
     wall = time.time() - start
     if proc.returncode != 0:

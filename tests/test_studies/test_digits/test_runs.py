@@ -1,8 +1,11 @@
-"""Training runs: finished ones are not trained again, interrupted ones resume."""
+"""Training runs: the tool and configs they run, finished runs are not trained again,
+interrupted ones resume."""
 import json
+import os.path as osp
 import subprocess
 
 from mmdiff_2ndm.studies.digits import runs
+from mmdiff_2ndm.studies.digits.presets import ARMS
 
 
 def test_finished_runs_are_reused_and_interrupted_ones_resume(tmp_path, monkeypatch):
@@ -40,3 +43,10 @@ def test_size_options_set_the_trained_net_and_the_teacher():
     assert runs.size_options(preset, 'student')[1] == 'model.teacher.block_out_channels=(8,16)'
     assert runs.size_options(dict(batch_size=32, widths=None), 'student') == [
         'train_dataloader.batch_size=32']
+
+
+def test_runs_find_the_training_tool_and_every_arm_config():
+    assert osp.isfile(osp.join(runs.SOURCE_ROOT, 'tools', 'train.py'))
+    for config, _ in ARMS.values():
+        assert osp.isfile(osp.join(runs.CONFIG_DIR, config)), config
+    assert osp.isfile(osp.join(runs.CONFIG_DIR, 'teacher_digits16.py'))
