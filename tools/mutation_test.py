@@ -60,6 +60,7 @@ DISTILLER = 'mmdiff_2ndm/models/distillers/diffusion_distiller.py'
 DRAWS = 'mmdiff_2ndm/models/distillers/training_draws.py'
 STEP_GUARD = 'mmdiff_2ndm/models/distillers/student_update.py'
 DSM = 'mmdiff_2ndm/models/losses/dsm_loss.py'
+NOISE_SCHEDULE = 'mmdiff_2ndm/models/distillers/noise_schedule.py'
 EMA = 'mmdiff_2ndm/models/averaged_model.py'
 RECORD = 'mmdiff_2ndm/pruning/record.py'
 PREPROCESSOR = 'mmdiff_2ndm/datasets/data_preprocessor.py'
@@ -75,7 +76,7 @@ MUTANTS: List[Mutant] = [
     Mutant('loss-scale-power', LOSS,
            "term = term * (factor.pow(2) if self.mode != 'first_order' else factor)",
            'term = term * factor', LOSS_TESTS),
-    Mutant('distiller-sigma', DISTILLER,
+    Mutant('distiller-sigma', NOISE_SCHEDULE,
            'return (1.0 - alphas_cumprod[timesteps]).sqrt().float()',
            'return alphas_cumprod[timesteps].sqrt().float()',
            (f'{SCHEDULE_TESTS}::test_sigma_scale_reaches_the_jacobian_loss', )),
@@ -112,14 +113,14 @@ MUTANTS: List[Mutant] = [
            "data_samples = DataSample(metainfo={order_key: 'BGR'})",
            ('tests/test_datasets/test_data_preprocessor.py', )),
     # the distiller's regression targets and reduction
-    Mutant('target-epsilon', DISTILLER,
-           "if prediction_type == 'epsilon':\n            return noise",
-           "if prediction_type == 'epsilon':\n            return x_0", CLOSED_FORMS),
-    Mutant('target-sample', DISTILLER,
-           "if prediction_type == 'sample':\n            return x_0",
-           "if prediction_type == 'sample':\n            return noise", CLOSED_FORMS),
-    Mutant('target-v-prediction', DISTILLER,
-           'return self.noise_scheduler.get_velocity(x_0, noise, timesteps)', 'return noise',
+    Mutant('target-epsilon', NOISE_SCHEDULE,
+           "if prediction_type == 'epsilon':\n        return noise",
+           "if prediction_type == 'epsilon':\n        return x_0", CLOSED_FORMS),
+    Mutant('target-sample', NOISE_SCHEDULE,
+           "if prediction_type == 'sample':\n        return x_0",
+           "if prediction_type == 'sample':\n        return noise", CLOSED_FORMS),
+    Mutant('target-v-prediction', NOISE_SCHEDULE,
+           'return scheduler.get_velocity(x_0, noise, timesteps)', 'return noise',
            ('tests/test_models/test_distillers/test_diffusion_distiller.py::'
             'test_sd_v_prediction_target_and_text_conditioning', )),
     Mutant('target-kd-self', DISTILLER, 'self.kd_loss(student_out, teacher_out)',

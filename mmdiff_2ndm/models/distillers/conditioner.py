@@ -11,7 +11,7 @@ from mmagic.registry import MODELS
 
 from ..denoisers import denoiser_family, unwrap_denoiser
 from . import batch_fields
-from .networks import ModelType, frozen
+from .builders import ModelType, frozen
 
 
 class Conditioner:

@@ -17,7 +17,9 @@ from ..denoisers import example_denoiser_inputs, run_denoiser, strip_model_wrapp
 from ..losses import squared_error
 from . import batch_fields
 from .conditioner import Conditioner
-from .networks import CkptType, ModelType, build_student, build_teacher, frozen
+from .builders import (CkptType, ModelType, build_losses, build_student, build_teacher,
+                       frozen)
+from .noise_schedule import dsm_target, noise_sigmas
 from .sampler import LatentCodec, ddim_like, denoise
 from .student_update import StepGuard, average_gradients, student_optim_wrapper
 from .training_draws import Draws, TrainingDraws, mix_seed
@@ -25,8 +27,6 @@ from .training_state import TrainingState
 from .validation import (check_at_least, check_choice, check_int, check_output_shape,
                          check_probability, check_t_range)
 
-LOSS_KEYS = ('dsm', 'kd', 'jacobian')
-LOSS_TYPES = dict(dsm='DSMLoss', kd='KDLoss', jacobian='2ndMatchLoss')
 PIXEL_REDUCTIONS = ('sum', 'mean')
 JACOBIAN_SCALES = (None, 'sigma')
 SAMPLE_MODELS = ('orig', 'ema', 'teacher')
@@ -183,15 +183,17 @@ class DiffusionDistiller(BaseModel):
         self._checked_optimizer = None
         self._sampling_calls = 0  # val_step calls: seeds each call's fork of the RNG
         self.sample_shape = tuple(sample_shape) if sample_shape else None
-        self._build_losses(losses)
+        built = build_losses(losses, self.pixel_reduction)
+        self.dsm_loss, self.kd_loss, self.jacobian_loss = (built['dsm'], built['kd'],
+                                                           built['jacobian'])
 
-        teacher_losses = [k for k in ('kd', 'jacobian')
-                          if getattr(self, f'{k}_loss') is not None]
+        teacher_losses = [k for k in ('kd', 'jacobian') if built[k] is not None]
         self.teacher = build_teacher(teacher, teacher_ckpt, student, teacher_losses)
         self.student = build_student(student, student_ckpt, self.teacher)
         self.noise_scheduler = build_module(noise_scheduler, DIFFUSION_SCHEDULERS)
-        self.test_scheduler = build_module(test_scheduler or ddim_like(self.noise_scheduler),
-                                           DIFFUSION_SCHEDULERS)
+        if test_scheduler is None:
+            test_scheduler = ddim_like(self.noise_scheduler)
+        self.test_scheduler = build_module(test_scheduler, DIFFUSION_SCHEDULERS)
         self.draws = TrainingDraws(self.noise_scheduler.config.num_train_timesteps,
                                    antithetic_timesteps)
         self.vae = frozen(build_module(vae, MODELS)) if vae is not None else None
@@ -205,34 +207,6 @@ class DiffusionDistiller(BaseModel):
         self.class_embedder = self.conditioner.class_embedder
         self.training_state = TrainingState(ema)
         self.build_student_ema()
-
-    def _build_losses(self, losses: Optional[dict]) -> None:
-        """Builds ``dsm_loss``, ``kd_loss``, ``jacobian_loss`` (None where off)."""
-        if losses is None:
-            losses = dict(dsm=dict(loss_weight=1.0), kd=dict(loss_weight=1.0))
-        if not isinstance(losses, dict):
-            raise TypeError(f'losses must be a dict with keys from {LOSS_KEYS}, '
-                            f'got {type(losses).__name__}.')
-        unknown = sorted(set(losses) - set(LOSS_KEYS))
-        if unknown:
-            raise ValueError(f'Unknown loss key(s) {unknown} in `losses`; allowed keys are '
-                             f'{list(LOSS_KEYS)} (set a value to None to switch it off).')
-        if all(losses.get(k) is None for k in LOSS_KEYS):
-            raise ValueError('All losses are switched off; enable at least one of '
-                             f'{list(LOSS_KEYS)}.')
-        for key in LOSS_KEYS:
-            cfg = losses.get(key)
-            if cfg is not None and not isinstance(cfg, nn.Module):
-                cfg = dict(cfg)
-                cfg.setdefault('type', LOSS_TYPES[key])
-                if key == 'jacobian':
-                    # A non-finite term goes to the step guard, the one place that
-                    # skips updates.
-                    cfg.setdefault('nonfinite', 'return')
-                else:
-                    cfg.setdefault('reduction', self.pixel_reduction)
-                cfg = MODELS.build(cfg)
-            setattr(self, f'{key}_loss', cfg)
 
     def _reference_net(self) -> nn.Module:
         """The teacher, or the student when training without one (shapes, classes)."""
@@ -385,7 +359,8 @@ class DiffusionDistiller(BaseModel):
 
         losses = {}
         if self.jacobian_loss is not None:
-            scale = self._sigmas(timesteps) if self.jacobian_scale == 'sigma' else None
+            scale = (noise_sigmas(self.noise_scheduler, timesteps)
+                     if self.jacobian_scale == 'sigma' else None)
             extra = {} if directions is None else dict(directions=directions)
             jac = self.jacobian_loss(student_fn, teacher_fn, x_t, scale=scale,
                                      weight=self._jacobian_weights(timesteps),
@@ -403,7 +378,7 @@ class DiffusionDistiller(BaseModel):
             check_output_shape(teacher_out, x_t, 'teacher')
         if self.dsm_loss is not None:
             losses['loss_dsm'] = self.dsm_loss(student_out,
-                                               self._dsm_target(x_0, noise, timesteps))
+                                               dsm_target(self.noise_scheduler, x_0, noise, timesteps))
         if self.kd_loss is not None:
             losses['loss_kd'] = self.kd_loss(student_out, teacher_out)
         return losses
@@ -437,7 +412,7 @@ class DiffusionDistiller(BaseModel):
         # wrapped forward would arm a gradient all-reduce the other ranks never join.
         prediction = run_denoiser(self._bare_student(), x_t, timesteps, condition)
         check_output_shape(prediction, x_t, 'student')
-        return squared_error(prediction, self._dsm_target(x_0, noise, timesteps),
+        return squared_error(prediction, dsm_target(self.noise_scheduler, x_0, noise, timesteps),
                              self.pixel_reduction)
 
     def _encode_images(self, images: Tensor) -> Tensor:
@@ -474,23 +449,6 @@ class DiffusionDistiller(BaseModel):
             step = self.training_state.iteration()
             weight = weight * min(1.0, step / self.jacobian_warmup_iters)
         return weight
-
-    def _sigmas(self, timesteps: Tensor) -> Tensor:
-        """sigma_t = sqrt(1 - alpha_bar_t) per sample, (B,)."""
-        alphas_cumprod = self.noise_scheduler.alphas_cumprod.to(timesteps.device)
-        return (1.0 - alphas_cumprod[timesteps]).sqrt().float()
-
-    def _dsm_target(self, x_0: Tensor, noise: Tensor, timesteps: Tensor) -> Tensor:
-        """The regression target of the training scheduler's parametrisation."""
-        prediction_type = self.noise_scheduler.config.prediction_type
-        if prediction_type == 'epsilon':
-            return noise
-        if prediction_type == 'v_prediction':
-            return self.noise_scheduler.get_velocity(x_0, noise, timesteps)
-        if prediction_type == 'sample':
-            return x_0
-        raise ValueError(f'Unknown prediction_type {prediction_type!r} of the noise '
-                         "scheduler; use 'epsilon', 'v_prediction' or 'sample'.")
 
     @torch.no_grad()
     def encode_prompts(self, prompts: List[str], device) -> Tensor:

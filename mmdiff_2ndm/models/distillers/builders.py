@@ -1,8 +1,9 @@
-"""Building the distiller's networks: the frozen teacher (and helpers), the student."""
+"""Building the distiller's parts: the frozen teacher (and helpers), the student, the
+losses."""
 import copy
 import os.path as osp
 import re
-from typing import List, Optional, Union
+from typing import Dict, List, Optional, Union
 
 from mmengine import print_log
 from mmengine.model import BaseModule
@@ -19,6 +20,51 @@ from ..denoisers import denoiser_family, unwrap_denoiser
 
 ModelType = Union[dict, nn.Module]
 CkptType = Union[str, dict, None]
+
+LOSS_KEYS = ('dsm', 'kd', 'jacobian')
+LOSS_TYPES = dict(dsm='DSMLoss', kd='KDLoss', jacobian='2ndMatchLoss')
+
+
+def build_losses(losses: Optional[dict],
+                 pixel_reduction: str = 'sum') -> Dict[str, Optional[nn.Module]]:
+    """Builds the distiller's loss modules from its ``losses`` config.
+
+    Args:
+        losses (dict, optional): Keys from ``LOSS_KEYS``, each a loss config (its
+            ``type`` defaults to ``LOSS_TYPES``), a built module, or None (off). None:
+            ``dsm`` and ``kd`` with weight 1.
+        pixel_reduction (str): The default ``reduction`` of DSM and KD.
+
+    Returns:
+        dict: ``dsm``, ``kd``, ``jacobian`` -> module or None.
+    """
+    if losses is None:
+        losses = dict(dsm=dict(loss_weight=1.0), kd=dict(loss_weight=1.0))
+    if not isinstance(losses, dict):
+        raise TypeError(f'losses must be a dict with keys from {LOSS_KEYS}, '
+                        f'got {type(losses).__name__}.')
+    unknown = sorted(set(losses) - set(LOSS_KEYS))
+    if unknown:
+        raise ValueError(f'Unknown loss key(s) {unknown} in `losses`; allowed keys are '
+                         f'{list(LOSS_KEYS)} (set a value to None to switch it off).')
+    if all(losses.get(k) is None for k in LOSS_KEYS):
+        raise ValueError('All losses are switched off; enable at least one of '
+                         f'{list(LOSS_KEYS)}.')
+    built = {}
+    for key in LOSS_KEYS:
+        cfg = losses.get(key)
+        if cfg is not None and not isinstance(cfg, nn.Module):
+            cfg = dict(cfg)
+            cfg.setdefault('type', LOSS_TYPES[key])
+            if key == 'jacobian':
+                # A non-finite term goes to the distiller's step guard, the one place
+                # that skips updates.
+                cfg.setdefault('nonfinite', 'return')
+            else:
+                cfg.setdefault('reduction', pixel_reduction)
+            cfg = MODELS.build(cfg)
+        built[key] = cfg
+    return built
 
 
 def mark_initialised(module: nn.Module) -> None:
