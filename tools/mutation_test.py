@@ -59,7 +59,7 @@ LOSS = 'mmdiff_2ndm/models/losses/second_order_match_loss.py'
 DISTILLER = 'mmdiff_2ndm/models/distillers/diffusion_distiller.py'
 DRAWS = 'mmdiff_2ndm/models/distillers/training_draws.py'
 STEP_GUARD = 'mmdiff_2ndm/models/distillers/student_update.py'
-DSM = 'mmdiff_2ndm/models/losses/dsm_loss.py'
+SQUARED_ERROR = 'mmdiff_2ndm/models/losses/squared_error.py'
 NOISE_SCHEDULE = 'mmdiff_2ndm/models/distillers/noise_schedule.py'
 EMA = 'mmdiff_2ndm/models/averaged_model.py'
 RECORD = 'mmdiff_2ndm/pruning/record.py'
@@ -125,7 +125,7 @@ MUTANTS: List[Mutant] = [
             'test_sd_v_prediction_target_and_text_conditioning', )),
     Mutant('target-kd-self', DISTILLER, 'self.kd_loss(student_out, teacher_out)',
            'self.kd_loss(student_out, student_out)', CLOSED_FORMS),
-    Mutant('dsm-pixel-mean', DSM, 'return sq_err.flatten(1).sum(1).mean()',
+    Mutant('dsm-pixel-mean', SQUARED_ERROR, 'return sq_err.flatten(1).sum(1).mean()',
            'return sq_err.flatten(1).mean(1).mean()', CLOSED_FORMS),
     # the non-finite step guard
     Mutant('guard-never-skips', STEP_GUARD, 'skip = bool(self.window_nonfinite) and update',

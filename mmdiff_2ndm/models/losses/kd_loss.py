@@ -1,13 +1,13 @@
 """Output distillation: the student's prediction against the frozen teacher's."""
-from torch import Tensor, nn
+from torch import Tensor
 
 from mmagic.registry import MODELS
 
-from .dsm_loss import check_reduction, squared_error
+from .squared_error import SquaredErrorLoss, squared_error
 
 
 @MODELS.register_module()
-class KDLoss(nn.Module):
+class KDLoss(SquaredErrorLoss):
     """Knowledge distillation of the denoiser output, ``loss_weight * ||S - T||^2``.
 
     The teacher's prediction is a constant target: it is detached here, so no gradient
@@ -18,11 +18,6 @@ class KDLoss(nn.Module):
         reduction (str): ``'sum'`` (sum over C, H, W, mean over the batch) or
             ``'mean'``. Defaults to ``'sum'``.
     """
-
-    def __init__(self, loss_weight: float = 1.0, reduction: str = 'sum') -> None:
-        super().__init__()
-        self.loss_weight = float(loss_weight)
-        self.reduction = check_reduction(reduction)
 
     def forward(self, pred_S: Tensor, pred_T: Tensor) -> Tensor:  # noqa: N803 (mmrazor's names)
         """The weighted error.
@@ -35,6 +30,3 @@ class KDLoss(nn.Module):
             Tensor: A scalar.
         """
         return self.loss_weight * squared_error(pred_S, pred_T.detach(), self.reduction)
-
-    def extra_repr(self) -> str:
-        return f'loss_weight={self.loss_weight}, reduction={self.reduction!r}'
