@@ -14,11 +14,11 @@ from mmagic.structures import DataSample
 
 from ...pruning.record import check_shapes
 from ..denoisers import example_denoiser_inputs, run_denoiser, strip_model_wrappers
-from ..losses import squared_error
+from ..losses.squared_error import REDUCTIONS, squared_error
 from . import batch_fields
-from .conditioner import Conditioner
 from .builders import (CkptType, ModelType, build_losses, build_student, build_teacher,
                        frozen)
+from .conditioner import Conditioner
 from .noise_schedule import dsm_target, noise_sigmas
 from .sampler import LatentCodec, ddim_like, denoise
 from .student_update import StepGuard, average_gradients, student_optim_wrapper
@@ -27,7 +27,6 @@ from .training_state import TrainingState
 from .validation import (check_at_least, check_choice, check_int, check_output_shape,
                          check_probability, check_t_range)
 
-PIXEL_REDUCTIONS = ('sum', 'mean')
 JACOBIAN_SCALES = (None, 'sigma')
 SAMPLE_MODELS = ('orig', 'ema', 'teacher')
 
@@ -165,8 +164,7 @@ class DiffusionDistiller(BaseModel):
             data_preprocessor = MODELS.build(data_preprocessor)
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
         label_drop_prob = check_probability('label_drop_prob', label_drop_prob)
-        self.pixel_reduction = check_choice('pixel_reduction', pixel_reduction,
-                                            PIXEL_REDUCTIONS)
+        self.pixel_reduction = check_choice('pixel_reduction', pixel_reduction, REDUCTIONS)
         self.jacobian_scale = check_choice('jacobian_scale', jacobian_scale, JACOBIAN_SCALES)
         self.jacobian_t_range = check_t_range(jacobian_t_range)
         self.jacobian_warmup_iters = check_at_least('jacobian_warmup_iters',
@@ -352,11 +350,31 @@ class DiffusionDistiller(BaseModel):
         condition = self.conditioner.training_condition(
             data_samples, x_0.shape[0], x_0.device, drop_u=drop_u)
         x_t = self.noise_scheduler.add_noise(x_0, noise, timesteps)
+        student_out, teacher_out, losses = self._denoise_both(x_t, timesteps, condition,
+                                                              directions)
+        if self.dsm_loss is not None:
+            target = dsm_target(self.noise_scheduler, x_0, noise, timesteps)
+            losses['loss_dsm'] = self.dsm_loss(student_out, target)
+        if self.kd_loss is not None:
+            losses['loss_kd'] = self.kd_loss(student_out, teacher_out)
+        return losses
+
+    def _denoise_both(self, x_t: Tensor, timesteps: Tensor, condition: Optional[Tensor],
+                      directions: Optional[Tensor]
+                      ) -> Tuple[Tensor, Optional[Tensor], Dict[str, Tensor]]:
+        """Student and teacher outputs (B, C, H, W) on x_t, with the Jacobian term.
+
+        With the Jacobian loss on, its pass doubles as both forwards; otherwise the
+        teacher runs under ``no_grad``, and only for KD.
+
+        Returns:
+            tuple: The student's output, the teacher's (None when not needed) and
+            ``{'loss_jacobian': ...}`` (empty when off).
+        """
         # The bare student: its DDP wrapper's reducer must not see the Jacobian
         # passes (see average_gradients).
         student_fn = _denoiser_fn(self._bare_student(), timesteps, condition)
         teacher_fn = _denoiser_fn(self.teacher, timesteps, condition)
-
         losses = {}
         if self.jacobian_loss is not None:
             scale = (noise_sigmas(self.noise_scheduler, timesteps)
@@ -376,12 +394,7 @@ class DiffusionDistiller(BaseModel):
         check_output_shape(student_out, x_t, 'student')
         if teacher_out is not None:
             check_output_shape(teacher_out, x_t, 'teacher')
-        if self.dsm_loss is not None:
-            losses['loss_dsm'] = self.dsm_loss(student_out,
-                                               dsm_target(self.noise_scheduler, x_0, noise, timesteps))
-        if self.kd_loss is not None:
-            losses['loss_kd'] = self.kd_loss(student_out, teacher_out)
-        return losses
+        return student_out, teacher_out, losses
 
     def pruning_loss(self, data_batch: dict, timesteps: Tensor) -> Tensor:
         """Unweighted student DSM loss of a raw dataloader batch at given timesteps.
@@ -412,8 +425,8 @@ class DiffusionDistiller(BaseModel):
         # wrapped forward would arm a gradient all-reduce the other ranks never join.
         prediction = run_denoiser(self._bare_student(), x_t, timesteps, condition)
         check_output_shape(prediction, x_t, 'student')
-        return squared_error(prediction, dsm_target(self.noise_scheduler, x_0, noise, timesteps),
-                             self.pixel_reduction)
+        target = dsm_target(self.noise_scheduler, x_0, noise, timesteps)
+        return squared_error(prediction, target, self.pixel_reduction)
 
     def _encode_images(self, images: Tensor) -> Tensor:
         """Images (B, 3, H, W) -> the diffusion space (scaled latents, or pixels)."""
