@@ -1,16 +1,20 @@
 """The pruned student as a self-contained diffusers folder, and loading it back.
 
 A pruned student has non-uniform widths, which no diffusers ``config.json`` can describe.
-The folder keeps what rebuilds it exactly:
+The folder follows the diffusers pipeline layout and keeps what rebuilds it exactly:
 
-* ``config.json``: the *dense* diffusers config the student was pruned from;
-* ``pruning_record.json``: the pruning record (absent for a dense student), replayed on
-  the dense model by :func:`mmdiff_2ndm.pruning.rebuild_pruned`;
-* ``diffusion_pytorch_model.safetensors``: the student's (pruned) weights;
+* ``unet/`` (``transformer/`` for DiT): ``config.json``, the *dense* diffusers config the
+  student was pruned from; ``pruning_record.json``, the pruning record (absent for a
+  dense student), replayed on the dense model by :func:`mmdiff_2ndm.pruning.rebuild_pruned`;
+  ``diffusion_pytorch_model.safetensors``, the student's (pruned) weights;
 * ``scheduler/scheduler_config.json``: the distiller's sampling scheduler;
 * ``vae/``, ``text_encoder/``, ``tokenizer/``: the frozen parts of latent / text models,
   as diffusers / transformers save them, so a pipeline needs nothing else;
-* ``mmdiff_2ndm.json``: what was exported (model, steps, guidance, classes, source).
+* ``mmdiff_2ndm.json``: what was exported (model, subfolder, steps, guidance, classes,
+  source).
+
+The student lives in a subfolder because diffusers' ``from_pretrained(folder,
+subfolder='vae')`` prefers weights at the folder's top level over the subfolder's.
 """
 import json
 import os
@@ -64,14 +68,16 @@ def export_student(model: nn.Module,
                         f'{type(net).__name__}.')
     if record is not None:
         check_record(record)
-    os.makedirs(out_dir, exist_ok=True)
-    parts = [('config', lambda: net.save_config(out_dir)),
+    subfolder = 'transformer' if 'Transformer' in type(net).__name__ else 'unet'
+    student_dir = osp.join(out_dir, subfolder)
+    os.makedirs(student_dir, exist_ok=True)
+    parts = [('config', lambda: net.save_config(student_dir)),
              ('weights', lambda: save_file(
                  {k: v.detach().cpu().contiguous().clone() for k, v in net.state_dict().items()},
-                 osp.join(out_dir, WEIGHTS_NAME), metadata={'format': 'pt'})),
+                 osp.join(student_dir, WEIGHTS_NAME), metadata={'format': 'pt'})),
              ('scheduler', lambda: model.test_scheduler.save_config(
                  osp.join(out_dir, 'scheduler')))]
-    record_path = osp.join(out_dir, RECORD_NAME)
+    record_path = osp.join(student_dir, RECORD_NAME)
     if record is not None:
         parts.append(('pruning record', lambda: _dump_json(record, record_path)))
     elif osp.exists(record_path):
@@ -81,7 +87,8 @@ def export_student(model: nn.Module,
         if part is not None:
             part = unwrap_denoiser(part) if isinstance(part, nn.Module) else part
             parts.append((name, lambda p=part, n=name: p.save_pretrained(osp.join(out_dir, n))))
-    manifest = dict(format=EXPORT_FORMAT, sample_model=exported, family=type(net).__name__,
+    manifest = dict(format=EXPORT_FORMAT, sample_model=exported, subfolder=subfolder,
+                    family=type(net).__name__,
                     pruned=record is not None,
                     num_inference_steps=int(getattr(model, 'num_inference_steps', 0)) or None,
                     guidance_scale=getattr(model, 'guidance_scale', None),
@@ -104,7 +111,7 @@ def load_student(folder: str,
     ``StableDiffusionPipeline`` (with ``vae/``, ``text_encoder/``, ``tokenizer/``).
 
     Args:
-        folder (str): The exported folder.
+        folder (str): The exported folder, or its ``unet/`` / ``transformer/``.
         device (str | torch.device, optional): Where to put the model. Defaults to None
             (CPU).
         dtype (torch.dtype, optional): Cast the weights (e.g. ``torch.float16``).
@@ -116,6 +123,7 @@ def load_student(folder: str,
     """
     import diffusers
     from safetensors.torch import load_file
+    folder = _student_folder(folder)
     config_path = osp.join(folder, 'config.json')
     if not osp.isfile(config_path):
         raise FileNotFoundError(f'{folder!r} holds no config.json; export it with '
@@ -136,6 +144,20 @@ def load_student(folder: str,
     if device is not None or dtype is not None:
         net.to(device=device, dtype=dtype)
     return net
+
+
+def _student_folder(folder: str) -> str:
+    """The folder holding the student's ``config.json`` (the export or its subfolder)."""
+    if osp.isfile(osp.join(folder, 'config.json')):
+        return folder
+    manifest_path = osp.join(folder, MANIFEST_NAME)
+    if osp.isfile(manifest_path):
+        with open(manifest_path, encoding='utf-8') as f:
+            return osp.join(folder, json.load(f).get('subfolder', 'unet'))
+    for subfolder in ('unet', 'transformer'):
+        if osp.isfile(osp.join(folder, subfolder, 'config.json')):
+            return osp.join(folder, subfolder)
+    return folder
 
 
 def _dump_json(data: dict, path: str) -> None:

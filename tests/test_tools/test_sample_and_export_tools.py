@@ -125,9 +125,10 @@ def test_sample_tool_rejects_labels_for_unconditional_models(run, tmp_path):
 def test_exported_student_samples_like_the_distiller(run, tmp_path, pipeline_cls):
     out = str(tmp_path / 'student')
     _tool('export').main([run['config'], run['ckpt'], out])
-    assert sorted(os.listdir(out)) == ['config.json', 'diffusion_pytorch_model.safetensors',
-                                       'mmdiff_2ndm.json', 'pruning_record.json', 'scheduler']
-    with open(osp.join(out, 'config.json')) as f:
+    assert sorted(os.listdir(out)) == ['mmdiff_2ndm.json', 'scheduler', 'unet']
+    assert sorted(os.listdir(osp.join(out, 'unet'))) == [
+        'config.json', 'diffusion_pytorch_model.safetensors', 'pruning_record.json']
+    with open(osp.join(out, 'unet', 'config.json')) as f:
         assert json.load(f)['block_out_channels'] == [8, 16]  # the dense config
 
     unet = mmdiff_2ndm.load_student(out)
@@ -152,9 +153,85 @@ def test_exported_student_samples_like_the_distiller(run, tmp_path, pipeline_cls
 
 def test_export_of_the_raw_student(run, tmp_path):
     out = _tool('export').main([run['config'], run['ckpt'], str(tmp_path), '--model', 'orig'])
-    unet = mmdiff_2ndm.load_student(out)
+    unet = mmdiff_2ndm.load_student(osp.join(out, 'unet'))  # the subfolder loads too
     for name, value in run['model'].student.model.state_dict().items():
         assert torch.equal(unet.state_dict()[name], value), name
     with open(osp.join(out, 'mmdiff_2ndm.json')) as f:
         manifest = json.load(f)
     assert manifest['sample_model'] == 'orig' and manifest['pruned']
+
+
+# ------------------------------------------------------------------ class-conditional DiT
+DIT_CONFIG = """
+default_scope = 'mmagic'
+custom_imports = dict(imports=['mmdiff_2ndm'], allow_failed_imports=False)
+model = dict(
+    type='DiffusionDistiller',
+    teacher=dict(type='DiTTransformer2DModel', from_pretrained={dit!r}),
+    vae=dict(type='AutoencoderKL', from_pretrained={vae!r}),
+    noise_scheduler=dict(type='DDPMScheduler', num_train_timesteps=100),
+    num_inference_steps={steps},
+    data_preprocessor=dict(type='DataPreprocessor'))
+"""
+
+
+@pytest.fixture(scope='module')
+def dit_run(tmp_path_factory) -> dict:
+    """A pruned latent DiT run (3 classes, tiny VAE) as config + checkpoint."""
+    from diffusers import AutoencoderKL, DiTTransformer2DModel
+    root = tmp_path_factory.mktemp('dit_run')
+    torch.manual_seed(0)
+    DiTTransformer2DModel(num_attention_heads=2, attention_head_dim=8, in_channels=4,
+                          out_channels=8, num_layers=1, sample_size=4, patch_size=2,
+                          num_embeds_ada_norm=3).save_pretrained(str(root / 'dit'))
+    AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8, 8),
+                  layers_per_block=1, norm_num_groups=4,
+                  down_block_types=('DownEncoderBlock2D',) * 2,
+                  up_block_types=('UpDecoderBlock2D',) * 2,
+                  sample_size=8).save_pretrained(str(root / 'vae'))
+    config = str(root / 'config.py')
+    with open(config, 'w') as f:
+        f.write(DIT_CONFIG.format(dit=str(root / 'dit'), vae=str(root / 'vae'), steps=2))
+    model, _ = init_distiller(config)
+    _, record = prune_denoiser(model.student, 0.5, 'magnitude', with_macs=False)
+    with torch.no_grad():
+        for p in model.student.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    ckpt = str(root / 'iter_2.pth')
+    torch.save(dict(state_dict=model.state_dict(), meta=dict(pruning=record)), ckpt)
+    return dict(config=config, ckpt=ckpt, model=model)
+
+
+def test_sample_tool_cycles_class_labels(dit_run, tmp_path):
+    out = str(tmp_path / 'samples')
+    paths = _tool('sample').main([dit_run['config'], dit_run['ckpt'], '--num', '3', '--out',
+                                  out, '--labels', '2', '0', '--batch-size', '3'])
+    with open(osp.join(out, 'samples.json')) as f:
+        images = json.load(f)['images']
+    assert [images[osp.basename(p)]['label'] for p in paths] == [2, 0, 2]
+    model = dit_run['model']
+    noise = index_noise(1, (4, 4, 4))[None]
+    expected = model.generate(dict(noise=noise, sample_model='orig',
+                                   sample_kwargs=dict(labels=[0])))[0].fake_img
+    written = torch.from_numpy(mmcv.imread(paths[1])).permute(2, 0, 1).int()
+    assert (written - expected.round().int()).abs().max() <= 1
+    other = model.generate(dict(noise=noise, sample_model='orig',
+                                sample_kwargs=dict(labels=[2])))[0].fake_img
+    assert (written - other.round().int()).abs().max() > 1  # the label mattered
+
+
+def test_exported_dit_samples_like_the_distiller_in_dit_pipeline(dit_run, tmp_path):
+    from diffusers import AutoencoderKL, DiTPipeline
+    out = _tool('export').main([dit_run['config'], dit_run['ckpt'], str(tmp_path)])
+    assert sorted(os.listdir(out)) == ['mmdiff_2ndm.json', 'scheduler', 'transformer', 'vae']
+    pipe = DiTPipeline(transformer=mmdiff_2ndm.load_student(out),
+                       vae=AutoencoderKL.from_pretrained(out, subfolder='vae'),
+                       scheduler=DDIMScheduler.from_pretrained(out, subfolder='scheduler'))
+    labels = [2, 0]
+    images = pipe(class_labels=labels, guidance_scale=1.0, num_inference_steps=2,
+                  generator=torch.Generator().manual_seed(3), output_type='np').images
+    model = dit_run['model']
+    noise = torch.randn((2, 4, 4, 4), generator=torch.Generator().manual_seed(3))
+    expected = model.sample(model.student, noise, torch.tensor(labels), num_inference_steps=2)
+    expected = (expected / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).numpy()
+    np.testing.assert_allclose(images, expected, atol=1e-5)
