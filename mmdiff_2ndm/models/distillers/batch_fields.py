@@ -1,11 +1,16 @@
 """Reading a preprocessed batch: images, class labels, prompts and dataset indices."""
-from typing import Any, List, Optional, Union
+from typing import Any, List, Optional, Sequence, Union
 
 import torch
+from mmagic.structures import DataSample
 from torch import Tensor
 
+# Stacked (one DataSample of B) or listed (B DataSamples), as the preprocessor leaves them.
+Samples = Optional[Union[DataSample, Sequence[DataSample]]]
+Device = Union[str, torch.device]
 
-def field(data_samples, key: str) -> Any:
+
+def field(data_samples: Samples, key: str) -> Any:
     """A field of the (stacked or listed) data samples, or None where any lacks it."""
     if data_samples is None:
         return None
@@ -15,7 +20,7 @@ def field(data_samples, key: str) -> Any:
     return getattr(data_samples, key, None)
 
 
-def labels(data_samples, batch: int, device) -> Optional[Tensor]:
+def labels(data_samples: Samples, batch: int, device: Device) -> Optional[Tensor]:
     """Class labels (B,) long from ``gt_label`` of the data samples, or None.
 
     Raises:
@@ -34,7 +39,7 @@ def labels(data_samples, batch: int, device) -> Optional[Tensor]:
     return label_ids
 
 
-def sample_indices(data_samples, batch: int) -> List[int]:
+def sample_indices(data_samples: Samples, batch: int) -> List[int]:
     """Dataset indices (``sample_idx`` of mmengine's metainfo), one per sample.
 
     Raises:
@@ -52,7 +57,7 @@ def sample_indices(data_samples, batch: int) -> List[int]:
     return indices
 
 
-def images(inputs: Union[Tensor, dict, list], data_samples=None) -> Tensor:
+def images(inputs: Union[Tensor, dict, list], data_samples: Samples = None) -> Tensor:
     """The image batch (B, 3, H, W) from preprocessed inputs.
 
     Looked up in ``inputs`` (``'img'``, ``'gt'``, ``'gt_img'``), else in the data

@@ -11,6 +11,7 @@ from mmagic.registry import MODELS
 
 from ..denoisers import denoiser_family, unwrap_denoiser
 from . import batch_fields
+from .batch_fields import Device, Samples
 from .builders import ModelType, frozen
 
 
@@ -97,7 +98,8 @@ class Conditioner:
                     module.dropout_prob = 0.0
         return num_classes
 
-    def training_condition(self, data_samples, batch: int, device, drop: bool = True,
+    def training_condition(self, data_samples: Samples, batch: int, device: Device,
+                           drop: bool = True,
                            drop_u: Optional[Tensor] = None) -> Optional[Tensor]:
         """Labels (B,) or text states (B, L, D), with CFG dropout shared by both nets.
 
@@ -137,7 +139,8 @@ class Conditioner:
                                     label_ids)
         return self.embed_labels(label_ids)
 
-    def sampling_condition(self, data_samples, sample_kwargs: dict, batch: int, device
+    def sampling_condition(self, data_samples: Samples, sample_kwargs: dict, batch: int,
+                           device: Device
                            ) -> Tuple[Optional[Tensor], Optional[Tensor], Optional[List[str]]]:
         """Condition, null condition (None for unconditional) and the prompts (B) used.
 
@@ -190,7 +193,7 @@ class Conditioner:
             return self.class_embedder(label_ids)
 
     @torch.no_grad()
-    def encode_prompts(self, prompts: List[str], device) -> Tensor:
+    def encode_prompts(self, prompts: List[str], device: Device) -> Tensor:
         """Frozen text encoder states (B, L, D) of the prompts."""
         tokens = self.tokenizer(prompts, padding='max_length', truncation=True,
                                 max_length=self.tokenizer.model_max_length,

@@ -1,5 +1,5 @@
 """Teacher -> student finetuning of (pruned) diffusion denoisers: DSM + KD + 2ndMatch."""
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from mmengine.dist import get_dist_info
@@ -16,6 +16,7 @@ from ...pruning.record import check_shapes
 from ..denoisers import example_denoiser_inputs, run_denoiser, strip_model_wrappers
 from ..losses.squared_error import REDUCTIONS, squared_error
 from . import batch_fields
+from .batch_fields import Samples
 from .builders import (CkptType, ModelType, build_losses, build_student, build_teacher,
                        frozen)
 from .conditioner import Conditioner
@@ -432,7 +433,7 @@ class DiffusionDistiller(BaseModel):
         """Images (B, 3, H, W) -> the diffusion space (scaled latents, or pixels)."""
         return self.codec.encode(images)
 
-    def _training_draws(self, x_0: Tensor, data_samples) -> Draws:
+    def _training_draws(self, x_0: Tensor, data_samples: Samples) -> Draws:
         """This iteration's draws: tied to the samples, or from the global RNG."""
         if self.per_sample_noise_seed is not None:
             return self._per_sample_draws(x_0, data_samples)
@@ -443,7 +444,7 @@ class DiffusionDistiller(BaseModel):
         """Timesteps (B,) from the global RNG (antithetic pairs when configured)."""
         return self.draws.timesteps(batch, device)
 
-    def _per_sample_draws(self, x_0: Tensor, data_samples) -> Draws:
+    def _per_sample_draws(self, x_0: Tensor, data_samples: Samples) -> Draws:
         """Draws of this iteration tied to each sample's ``sample_idx``."""
         return self.draws.per_sample(
             x_0, batch_fields.sample_indices(data_samples, x_0.shape[0]),
@@ -596,7 +597,8 @@ class DiffusionDistiller(BaseModel):
         return self.codec.decode(x_0)
 
 
-def _denoiser_fn(net: Optional[nn.Module], timesteps: Tensor, condition: Optional[Tensor]):
+def _denoiser_fn(net: Optional[nn.Module], timesteps: Tensor,
+                 condition: Optional[Tensor]) -> Callable[..., Tensor]:
     """``net`` as a function of x_t for the 2ndMatch loss; with ``batch_index`` (N,) it
     runs the sub-batch of those rows (their timesteps and condition)."""
 

@@ -1,13 +1,14 @@
 """What the training scheduler defines besides ``add_noise``: the regression target of
 its parametrisation and the noise level of each timestep."""
+from diffusers import SchedulerMixin
 from torch import Tensor
 
 
-def dsm_target(scheduler, x_0: Tensor, noise: Tensor, timesteps: Tensor) -> Tensor:
+def dsm_target(scheduler: SchedulerMixin, x_0: Tensor, noise: Tensor, timesteps: Tensor) -> Tensor:
     """The denoising target (B, C, H, W) of the scheduler's ``prediction_type``.
 
     Args:
-        scheduler: A diffusers training scheduler.
+        scheduler (SchedulerMixin): A diffusers training scheduler.
         x_0 (Tensor): Clean inputs (B, C, H, W).
         noise (Tensor): The noise added to them (B, C, H, W).
         timesteps (Tensor): (B,).
@@ -26,7 +27,7 @@ def dsm_target(scheduler, x_0: Tensor, noise: Tensor, timesteps: Tensor) -> Tens
                      "scheduler; use 'epsilon', 'v_prediction' or 'sample'.")
 
 
-def noise_sigmas(scheduler, timesteps: Tensor) -> Tensor:
+def noise_sigmas(scheduler: SchedulerMixin, timesteps: Tensor) -> Tensor:
     """sigma_t = sqrt(1 - alpha_bar_t) per sample, (B,) float32."""
     alphas_cumprod = scheduler.alphas_cumprod.to(timesteps.device)
     return (1.0 - alphas_cumprod[timesteps]).sqrt().float()

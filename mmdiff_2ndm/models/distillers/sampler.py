@@ -3,12 +3,13 @@ import inspect
 from typing import Optional
 
 import torch
+from diffusers import SchedulerMixin
 from torch import Tensor, nn
 
 from ..denoisers import run_denoiser, unwrap_denoiser
 
 
-def ddim_like(scheduler) -> dict:
+def ddim_like(scheduler: SchedulerMixin) -> dict:
     """A DDIM scheduler config with ``scheduler``'s noise schedule."""
     from diffusers import DDIMScheduler
     accepted = inspect.signature(DDIMScheduler.__init__).parameters
@@ -17,7 +18,7 @@ def ddim_like(scheduler) -> dict:
 
 
 @torch.no_grad()
-def denoise(net: nn.Module, noise: Tensor, scheduler, num_inference_steps: int,
+def denoise(net: nn.Module, noise: Tensor, scheduler: SchedulerMixin, num_inference_steps: int,
             condition: Optional[Tensor] = None, uncondition: Optional[Tensor] = None,
             guidance_scale: float = 1.0) -> Tensor:
     """Runs a diffusers scheduler (e.g. DDIM) from ``noise`` to x_0.
@@ -25,7 +26,7 @@ def denoise(net: nn.Module, noise: Tensor, scheduler, num_inference_steps: int,
     Args:
         net (nn.Module): Denoiser (possibly wrapped).
         noise (Tensor): Initial noise (B, C, H, W).
-        scheduler: A diffusers scheduler; its timesteps are set here.
+        scheduler (SchedulerMixin): A diffusers scheduler; its timesteps are set here.
         num_inference_steps (int): Sampling steps.
         condition (Tensor, optional): Labels (B,) or text states (B, L, D).
         uncondition (Tensor, optional): The null condition, for guidance.

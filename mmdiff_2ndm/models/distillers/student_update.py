@@ -1,7 +1,7 @@
 """The student's optimizer step: its wrapper, gradients averaged over ranks, and the
 guard that skips non-finite updates."""
 import logging
-from typing import Dict, Iterable, List, Optional, Tuple
+from typing import Dict, Iterable, List, Optional, Tuple, Union
 
 import torch
 from mmengine import print_log
@@ -10,8 +10,10 @@ from mmengine.optim import OptimWrapper, OptimWrapperDict
 from torch import Tensor, nn
 
 
-def student_optim_wrapper(optim_wrapper, student: nn.Module,
-                          checked_optimizer=None) -> OptimWrapper:
+def student_optim_wrapper(optim_wrapper: Union[OptimWrapperDict, OptimWrapper],
+                          student: nn.Module,
+                          checked_optimizer: Optional[torch.optim.Optimizer] = None
+                          ) -> OptimWrapper:
     """Picks the student's wrapper and checks that it holds student parameters only.
 
     Args:
