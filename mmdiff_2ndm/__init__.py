@@ -9,7 +9,8 @@ from .utils.warning_filters import known_import_warnings_ignored
 # Third-party packages print known harmless deprecations while we import them (see
 # utils/warning_filters.py); only those, and only during these imports, are silenced.
 with known_import_warnings_ignored():
-    from . import utils  # noqa: F401  (first: checkpoint loading must be safe before anything loads)
+    # utils first: checkpoint loading must be safe before anything loads
+    from . import utils  # noqa: F401
     from . import datasets, engine, evaluation, models, pruning  # noqa: F401  (registration)
     from . import registry  # noqa: F401  (the mmdiff_2ndm:: config scope)
     from .apis import load_student

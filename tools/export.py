@@ -10,7 +10,8 @@ Then, in Python (no MMEngine needed)::
     import mmdiff_2ndm
     from diffusers import DDIMPipeline, DDIMScheduler
     unet = mmdiff_2ndm.load_student(OUT)
-    pipe = DDIMPipeline(unet=unet, scheduler=DDIMScheduler.from_pretrained(OUT, subfolder='scheduler'))
+    scheduler = DDIMScheduler.from_pretrained(OUT, subfolder='scheduler')
+    pipe = DDIMPipeline(unet=unet, scheduler=scheduler)
 """
 import argparse
 import os.path as osp

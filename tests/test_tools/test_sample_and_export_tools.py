@@ -24,12 +24,20 @@ default_scope = 'mmagic'
 custom_imports = dict(imports=['mmdiff_2ndm'], allow_failed_imports=False)
 model = dict(
     type='DiffusionDistiller',
-    teacher=dict(type='UNet2DModel', from_pretrained={teacher!r}),
+    teacher=dict(type={teacher_type!r}, from_pretrained={teacher!r}),
     noise_scheduler=dict(type='DDPMScheduler', num_train_timesteps=100),
     num_inference_steps={steps},
-    ema=dict(type='WarmupExponentialMovingAverage', momentum=0.5),
-    data_preprocessor=dict(type='DataPreprocessor'))
+    data_preprocessor=dict(type='DataPreprocessor'),
+    {extra})
 """
+
+
+def _write_config(path: str, teacher_type: str, teacher: str, steps: int, extra: str) -> str:
+    """A distiller config with a local diffusers teacher and ``extra`` model keywords."""
+    with open(path, 'w') as f:
+        f.write(CONFIG.format(teacher_type=teacher_type, teacher=teacher, steps=steps,
+                              extra=extra))
+    return path
 
 pytestmark = pytest.mark.usefixtures('single_thread')
 
@@ -53,9 +61,8 @@ def run(tmp_path_factory) -> dict:
                 down_block_types=('DownBlock2D', 'AttnDownBlock2D'),
                 up_block_types=('AttnUpBlock2D', 'UpBlock2D'),
                 attention_head_dim=4).save_pretrained(str(root / 'teacher'))
-    config = str(root / 'config.py')
-    with open(config, 'w') as f:
-        f.write(CONFIG.format(teacher=str(root / 'teacher'), steps=STEPS))
+    config = _write_config(str(root / 'config.py'), 'UNet2DModel', str(root / 'teacher'), STEPS,
+                           "ema=dict(type='WarmupExponentialMovingAverage', momentum=0.5)")
     model, _ = init_distiller(config)
     _, record = prune_denoiser(model.student, 0.5, 'magnitude', with_macs=False)
     model.build_student_ema()
@@ -146,7 +153,7 @@ def test_exported_student_samples_like_the_distiller(run, tmp_path, pipeline_cls
     noise = torch.randn((2, 3, 16, 16), generator=torch.Generator().manual_seed(7))
     expected = (model.sample(ema, noise, num_inference_steps=STEPS) / 2 + 0.5).clamp(0, 1)
     np.testing.assert_allclose(images, expected.permute(0, 2, 3, 1).numpy(), atol=1e-5)
-    # and not the raw student's or the teacher's
+    # and not the raw student's
     raw = (model.sample(model.student, noise, num_inference_steps=STEPS) / 2 + 0.5).clamp(0, 1)
     assert np.abs(images - raw.permute(0, 2, 3, 1).numpy()).max() > 1e-3
 
@@ -162,17 +169,6 @@ def test_export_of_the_raw_student(run, tmp_path):
 
 
 # ------------------------------------------------------------------ class-conditional DiT
-DIT_CONFIG = """
-default_scope = 'mmagic'
-custom_imports = dict(imports=['mmdiff_2ndm'], allow_failed_imports=False)
-model = dict(
-    type='DiffusionDistiller',
-    teacher=dict(type='DiTTransformer2DModel', from_pretrained={dit!r}),
-    vae=dict(type='AutoencoderKL', from_pretrained={vae!r}),
-    noise_scheduler=dict(type='DDPMScheduler', num_train_timesteps=100),
-    num_inference_steps={steps},
-    data_preprocessor=dict(type='DataPreprocessor'))
-"""
 
 
 @pytest.fixture(scope='module')
@@ -189,9 +185,9 @@ def dit_run(tmp_path_factory) -> dict:
                   down_block_types=('DownEncoderBlock2D',) * 2,
                   up_block_types=('UpDecoderBlock2D',) * 2,
                   sample_size=8).save_pretrained(str(root / 'vae'))
-    config = str(root / 'config.py')
-    with open(config, 'w') as f:
-        f.write(DIT_CONFIG.format(dit=str(root / 'dit'), vae=str(root / 'vae'), steps=2))
+    vae = f"vae=dict(type='AutoencoderKL', from_pretrained={str(root / 'vae')!r})"
+    config = _write_config(str(root / 'config.py'), 'DiTTransformer2DModel', str(root / 'dit'),
+                           2, vae)
     model, _ = init_distiller(config)
     _, record = prune_denoiser(model.student, 0.5, 'magnitude', with_macs=False)
     with torch.no_grad():

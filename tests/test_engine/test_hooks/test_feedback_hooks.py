@@ -86,7 +86,8 @@ def test_local_grid_rows_are_student_ema_teacher_from_one_noise(tmp_path, teache
     model = runner.model
     rows = []
     for net in (model.student, model.student_ema.module, model.teacher):
-        images = model.data_preprocessor.destruct(model.sample(net, hook._noise, num_inference_steps=2))
+        samples = model.sample(net, hook._noise, num_inference_steps=2)
+        images = model.data_preprocessor.destruct(samples)
         # BGR [0, 255] -> the grid's RGB uint8
         rows.append(images.flip(1).round().clamp(0, 255).to(torch.uint8))
     for r, row in enumerate(rows):
