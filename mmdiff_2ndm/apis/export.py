@@ -10,6 +10,11 @@ The folder follows the diffusers pipeline layout and keeps what rebuilds it exac
 * ``scheduler/scheduler_config.json``: the distiller's sampling scheduler;
 * ``vae/``, ``text_encoder/``, ``tokenizer/``: the frozen parts of latent / text models,
   as diffusers / transformers save them, so a pipeline needs nothing else;
+* ``model_index.json``: for a text-conditional latent UNet (Stable Diffusion), the
+  diffusers pipeline index, so that ``StableDiffusionPipeline.from_pretrained(folder,
+  unet=load_student(folder))`` loads the rest (no safety checker nor feature extractor;
+  the pipeline forces ``steps_offset=1`` and ``clip_sample=False`` on the scheduler, so a
+  scheduler with other values must be set on the pipeline after loading);
 * ``mmdiff_2ndm.json``: what was exported (model, subfolder, steps, guidance, classes,
   source).
 
@@ -19,7 +24,7 @@ subfolder='vae')`` prefers weights at the folder's top level over the subfolder'
 import json
 import os
 import os.path as osp
-from typing import Optional, Union
+from typing import List, Optional, Union
 
 import torch
 from torch import nn
@@ -31,6 +36,7 @@ from ..pruning import check_record, rebuild_pruned
 WEIGHTS_NAME = 'diffusion_pytorch_model.safetensors'
 RECORD_NAME = 'pruning_record.json'
 MANIFEST_NAME = 'mmdiff_2ndm.json'
+PIPELINE_INDEX_NAME = 'model_index.json'
 EXPORT_FORMAT = 'mmdiff_2ndm.student/v1'
 EXPORT_MODELS = ('orig', 'ema')
 
@@ -87,6 +93,12 @@ def export_student(model: nn.Module,
         if part is not None:
             part = unwrap_denoiser(part) if isinstance(part, nn.Module) else part
             parts.append((name, lambda p=part, n=name: p.save_pretrained(osp.join(out_dir, n))))
+    index_path = osp.join(out_dir, PIPELINE_INDEX_NAME)
+    index = _pipeline_index(model, net, subfolder)
+    if index is not None:
+        parts.append(('pipeline index', lambda: _dump_json(index, index_path)))
+    elif osp.exists(index_path):
+        os.remove(index_path)  # e.g. an unconditional export over a text-conditional one
     manifest = dict(format=EXPORT_FORMAT, sample_model=exported, subfolder=subfolder,
                     family=type(net).__name__,
                     pruned=record is not None,
@@ -158,6 +170,50 @@ def _student_folder(folder: str) -> str:
         if osp.isfile(osp.join(folder, subfolder, 'config.json')):
             return osp.join(folder, subfolder)
     return folder
+
+
+def _pipeline_index(model: nn.Module, net: nn.Module, subfolder: str) -> Optional[dict]:
+    """The ``model_index.json`` of a Stable Diffusion folder, None for other students.
+
+    Args:
+        model (nn.Module): The distiller.
+        net (nn.Module): The exported student (unwrapped).
+        subfolder (str): The student's subfolder.
+
+    Returns:
+        dict | None: ``StableDiffusionPipeline``'s index (each part as ``[library,
+        class]``; safety checker and feature extractor ``[null, null]``) when the student
+        is a ``UNet2DConditionModel`` with a VAE, text encoder and tokenizer; else None.
+    """
+    import diffusers
+    parts = dict(vae=getattr(model, 'vae', None),
+                 text_encoder=getattr(model, 'text_encoder', None),
+                 tokenizer=getattr(model, 'tokenizer', None))
+    if type(net).__name__ != 'UNet2DConditionModel' or subfolder != 'unet' or \
+            any(part is None for part in parts.values()):
+        return None
+    parts = {name: unwrap_denoiser(part) if isinstance(part, nn.Module) else part
+             for name, part in parts.items()}
+    # MMagic's SchedulerWrapper holds the diffusers scheduler as `.scheduler`
+    scheduler = getattr(model.test_scheduler, 'scheduler', model.test_scheduler)
+    parts.update(unet=net, scheduler=scheduler)
+    index = dict(_class_name='StableDiffusionPipeline',
+                 _diffusers_version=diffusers.__version__)
+    for name, part in sorted(parts.items()):
+        index[name] = _library_class(part)
+    index.update(safety_checker=[None, None], feature_extractor=[None, None],
+                 requires_safety_checker=False)
+    return index
+
+
+def _library_class(part: object) -> List[str]:
+    """``[library, class]`` of the nearest diffusers / transformers class of ``part``."""
+    for cls in type(part).__mro__:
+        library = cls.__module__.split('.')[0]
+        if library in ('diffusers', 'transformers'):
+            return [library, cls.__name__]
+    raise TypeError(f'{type(part).__name__} is no diffusers / transformers class; a '
+                    'pipeline cannot load it.')
 
 
 def _dump_json(data: dict, path: str) -> None:

@@ -231,3 +231,149 @@ def test_exported_dit_samples_like_the_distiller_in_dit_pipeline(dit_run, tmp_pa
     expected = model.sample(model.student, noise, torch.tensor(labels), num_inference_steps=2)
     expected = (expected / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).numpy()
     np.testing.assert_allclose(images, expected, atol=1e-5)
+
+
+# ------------------------------------------------------- text-conditional Stable Diffusion
+
+# Stable Diffusion's DDIM convention, which StableDiffusionPipeline.__init__ imposes on any
+# scheduler it is given (steps_offset=1, clip_sample=False).
+SD_DDIM = ("test_scheduler=dict(type='DDIMScheduler', num_train_timesteps=100, "
+           "clip_sample=False, steps_offset=1, set_alpha_to_one=False)")
+
+
+@pytest.fixture(scope='module')
+def sd_run(tmp_path_factory) -> dict:
+    """A pruned text-conditional latent UNet run (tiny CLIP text encoder, tiny VAE): one
+    checkpoint, two configs: the default test scheduler (DDIM from the DDPM config:
+    steps_offset 0, clip_sample True, as configs/2ndm_mscoco_sd.py) and SD's DDIM."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from helpers.clip import save_clip_tokenizer
+    root = tmp_path_factory.mktemp('sd_run')
+    torch.manual_seed(0)
+    UNet2DConditionModel(sample_size=4, in_channels=4, out_channels=4, layers_per_block=1,
+                         block_out_channels=(8, 16), norm_num_groups=4,
+                         cross_attention_dim=16, attention_head_dim=2,
+                         down_block_types=('CrossAttnDownBlock2D', 'DownBlock2D'),
+                         up_block_types=('UpBlock2D', 'CrossAttnUpBlock2D')
+                         ).save_pretrained(str(root / 'unet'))
+    AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8, 8),
+                  layers_per_block=1, norm_num_groups=4,
+                  down_block_types=('DownEncoderBlock2D',) * 2,
+                  up_block_types=('UpDecoderBlock2D',) * 2,
+                  sample_size=8).save_pretrained(str(root / 'vae'))
+    (root / 'tokenizer').mkdir()
+    vocab_size = save_clip_tokenizer(str(root / 'tokenizer'))
+    CLIPTextModel(CLIPTextConfig(
+        vocab_size=vocab_size, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+        num_attention_heads=2, max_position_embeddings=8, bos_token_id=0, eos_token_id=1,
+        pad_token_id=1)).save_pretrained(str(root / 'text_encoder'))
+    extra = (f"vae=dict(type='AutoencoderKL', from_pretrained={str(root / 'vae')!r}), "
+             f"text_encoder={str(root / 'text_encoder')!r}, "
+             f"tokenizer={str(root / 'tokenizer')!r}, guidance_scale=3.0, "
+             "sample_prompts=['a red cat']")
+    configs = {name: _write_config(str(root / f'{name}.py'), 'UNet2DConditionModel',
+                                   str(root / 'unet'), STEPS, extra + more)
+               for name, more in (('default', ''), ('sd_ddim', ', ' + SD_DDIM))}
+    model, _ = init_distiller(configs['sd_ddim'])
+    _, record = prune_denoiser(model.student, 0.5, 'magnitude', with_macs=False)
+    with torch.no_grad():
+        for p in model.student.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    ckpt = str(root / 'iter_2.pth')
+    torch.save(dict(state_dict=model.state_dict(), meta=dict(pruning=record)), ckpt)
+    return dict(configs=configs, ckpt=ckpt, model=model, record=record)
+
+
+PROMPTS = ['a red cat', 'a blue dog on a tree']
+
+
+def _sd_latents() -> torch.Tensor:
+    """The initial latents (2, 4, 4, 4) of both samplers."""
+    return torch.randn((2, 4, 4, 4), generator=torch.Generator().manual_seed(5))
+
+
+def _distiller_sd_images(model, scale: float) -> np.ndarray:
+    """The distiller's samples (B, H, W, 3) in [0, 1] for PROMPTS from ``_sd_latents``."""
+    expected = model.sample(model.student, _sd_latents(), model.encode_prompts(PROMPTS, 'cpu'),
+                            model.encode_prompts([''] * len(PROMPTS), 'cpu'),
+                            num_inference_steps=STEPS, guidance_scale=scale)
+    return (expected / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).numpy()
+
+
+def _public(config) -> dict:
+    """A diffusers config without its ``_``-prefixed bookkeeping keys."""
+    return {k: v for k, v in config.items() if not k.startswith('_')}
+
+
+def _sd_pipeline_images(pipe, scale: float) -> np.ndarray:
+    """The pipeline's samples (B, H, W, 3) in [0, 1] for PROMPTS from ``_sd_latents``."""
+    return pipe(PROMPTS, latents=_sd_latents(), num_inference_steps=STEPS,
+                guidance_scale=scale, output_type='np').images
+
+
+def test_exported_sd_student_samples_like_the_distiller_in_sd_pipeline(sd_run, tmp_path):
+    """StableDiffusionPipeline.from_pretrained(export, unet=load_student(export)) draws the
+    distiller's samples: same prompts, latents, DDIM steps and guidance.
+
+    Both guide as ``uncond + s * (cond - uncond)`` with the empty prompt (padded to the
+    tokenizer's length) as the null condition, but the pipeline guides only for s > 1
+    while the distiller guides for any s != 1: they agree for s >= 1 (tested at 1 and 3).
+    """
+    from diffusers import StableDiffusionPipeline
+    out = _tool('export').main([sd_run['configs']['sd_ddim'], sd_run['ckpt'], str(tmp_path)])
+    assert sorted(os.listdir(out)) == ['mmdiff_2ndm.json', 'model_index.json', 'scheduler',
+                                       'text_encoder', 'tokenizer', 'unet', 'vae']
+    with open(osp.join(out, 'model_index.json')) as f:
+        index = json.load(f)
+    assert index['_class_name'] == 'StableDiffusionPipeline'
+    assert index['unet'] == ['diffusers', 'UNet2DConditionModel']
+    assert index['scheduler'] == ['diffusers', 'DDIMScheduler']
+    assert index['safety_checker'] == index['feature_extractor'] == [None, None]
+
+    model = sd_run['model']
+    unet = mmdiff_2ndm.load_student(out)
+    student = unwrap_denoiser(model.student)
+    assert parameter_shapes(unet) == parameter_shapes(student) == sd_run['record']['shapes']
+    for name, value in student.state_dict().items():
+        assert torch.equal(unet.state_dict()[name], value), name
+    pipe = StableDiffusionPipeline.from_pretrained(out, unet=unet, safety_checker=None)
+    pipe.set_progress_bar_config(disable=True)
+    assert _public(pipe.scheduler.config) == _public(model.test_scheduler.config)
+    assert pipe.vae.config.scaling_factor == model.vae.config.scaling_factor
+
+    samples = {}
+    for scale in (1.0, 3.0):
+        samples[scale] = _sd_pipeline_images(pipe, scale)
+        np.testing.assert_allclose(samples[scale], _distiller_sd_images(model, scale),
+                                   atol=1e-5)
+    assert np.abs(samples[3.0] - samples[1.0]).max() > 1e-3  # guidance mattered
+
+    # the distiller's own sampling entry point, with the config's guidance scale (3)
+    generated = model.generate(dict(noise=_sd_latents(), sample_model='orig',
+                                    sample_kwargs=dict(prompt=PROMPTS,
+                                                       num_inference_steps=STEPS)))
+    for image, sample, prompt in zip(samples[3.0], generated, PROMPTS):
+        assert sample.prompt == prompt
+        fake = sample.fake_img.permute(1, 2, 0).numpy() / 255  # RGB: no channel flip here
+        np.testing.assert_allclose(image, fake, atol=1e-4)
+
+
+def test_sd_pipeline_rewrites_a_non_sd_ddim_scheduler(sd_run, tmp_path):
+    """StableDiffusionPipeline.__init__ forces steps_offset=1 and clip_sample=False on its
+    scheduler: a distiller sampling with DDIM from a DDPM config (steps_offset 0,
+    clip_sample True) samples differently there unless the exported scheduler is set
+    after loading."""
+    from diffusers import StableDiffusionPipeline
+    out = _tool('export').main([sd_run['configs']['default'], sd_run['ckpt'], str(tmp_path)])
+    model, _ = init_distiller(sd_run['configs']['default'], sd_run['ckpt'])
+    assert model.test_scheduler.config.steps_offset == 0 and \
+        model.test_scheduler.config.clip_sample
+    pipe = StableDiffusionPipeline.from_pretrained(out, unet=mmdiff_2ndm.load_student(out))
+    pipe.set_progress_bar_config(disable=True)
+    assert pipe.scheduler.config.steps_offset == 1 and not pipe.scheduler.config.clip_sample
+    expected = _distiller_sd_images(model, 3.0)
+    assert np.abs(_sd_pipeline_images(pipe, 3.0) - expected).max() > 1e-3
+    pipe.scheduler = DDIMScheduler.from_pretrained(out, subfolder='scheduler')
+    np.testing.assert_allclose(_sd_pipeline_images(pipe, 3.0), expected, atol=1e-5)
