@@ -32,7 +32,8 @@ model = dict(
                  subfolder='transformer'),
     vae=dict(type='AutoencoderKL', from_pretrained=teacher_path, subfolder='vae'),
     noise_scheduler=dict(type='DDPMScheduler', num_train_timesteps=1000,
-                         beta_schedule='linear'),
+                         beta_schedule='linear',
+                         clip_sample=False),  # latents: the sampler must not clip x_0 to [-1, 1]
     num_inference_steps=100,
     label_drop_prob=0.1,
     guidance_scale=1.0,

@@ -38,7 +38,8 @@ model = dict(
     class_embedder=dict(type='ClassEmbedder', num_embeddings=1001, embed_dim=512,
                         checkpoint=f'{ldm_path}/class_embedder.pth'),
     noise_scheduler=dict(type='DDPMScheduler', num_train_timesteps=1000,
-                         beta_schedule='scaled_linear', beta_start=0.0015, beta_end=0.0195),
+                         beta_schedule='scaled_linear', beta_start=0.0015, beta_end=0.0195,
+                         clip_sample=False),  # latents: the sampler must not clip x_0 to [-1, 1]
     # The dense 3.60 is LDM-4-G: 250 DDIM steps with classifier-free guidance 1.5
     # (LDM paper); without guidance the teacher scores 10.56.
     num_inference_steps=250,

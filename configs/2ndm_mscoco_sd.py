@@ -67,6 +67,12 @@ model = dict(
     noise_scheduler=dict(type='DDPMScheduler', num_train_timesteps=1000,
                          beta_schedule='scaled_linear', beta_start=0.00085, beta_end=0.012,
                          prediction_type='epsilon'),
+    # Stable Diffusion's own DDIM: latents are not clipped to [-1, 1] (the DDPM default
+    # clip_sample=True is meant for pixels), steps offset by 1, final alpha not forced to 1
+    test_scheduler=dict(type='DDIMScheduler', num_train_timesteps=1000,
+                        beta_schedule='scaled_linear', beta_start=0.00085, beta_end=0.012,
+                        prediction_type='epsilon', clip_sample=False, set_alpha_to_one=False,
+                        steps_offset=1),
     num_inference_steps=25,
     guidance_scale=7.5,
     label_drop_prob=0.1,  # empty prompt for classifier-free guidance
