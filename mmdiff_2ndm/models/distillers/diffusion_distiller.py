@@ -3,17 +3,17 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from mmengine.dist import get_dist_info
-from mmengine.model import BaseAveragedModel, BaseModel
+from mmengine.model import BaseModel
 from mmengine.optim import OptimWrapper, OptimWrapperDict
 from mmengine.runner.checkpoint import get_state_dict
 from torch import Tensor, nn
 
-from mmagic.models.utils import build_module, get_valid_num_batches
+from mmagic.models.utils import build_module
 from mmagic.registry import DIFFUSION_SCHEDULERS, MODELS
 from mmagic.structures import DataSample
 
 from ...pruning.record import check_shapes
-from ..denoisers import example_denoiser_inputs, run_denoiser, strip_model_wrappers
+from ..denoisers import run_denoiser, strip_model_wrappers
 from ..losses.squared_error import REDUCTIONS, squared_error
 from . import batch_fields
 from .batch_fields import Samples
@@ -21,7 +21,7 @@ from .builders import (CkptType, ModelType, build_losses, build_student, build_t
                        frozen)
 from .conditioner import Conditioner
 from .noise_schedule import dsm_target, noise_sigmas
-from .sampler import LatentCodec, ddim_like, denoise
+from .sampler import DistillerSampler, LatentCodec, SamplingNets, ddim_like
 from .student_update import StepGuard, average_gradients, student_optim_wrapper
 from .training_draws import Draws, TrainingDraws, mix_seed
 from .training_state import TrainingState
@@ -29,24 +29,22 @@ from .validation import (check_at_least, check_choice, check_int, check_output_s
                          check_probability, check_t_range)
 
 JACOBIAN_SCALES = (None, 'sigma')
-SAMPLE_MODELS = ('orig', 'ema', 'teacher')
 
 
 @MODELS.register_module()
 class DiffusionDistiller(BaseModel):
     """Finetunes a (pruned) student denoiser against a frozen dense teacher.
 
-    Per iteration (:meth:`train_step`): encode images (frozen VAE for latent models),
-    draw timesteps (antithetic pairs ``(t, T-1-t)`` by default) and noise, noise the
-    input with the training scheduler, then sum the enabled losses: ``loss_dsm``
-    (:class:`DSMLoss`, the student against the noise, velocity or x_0 target of the
-    scheduler), ``loss_kd`` (:class:`KDLoss`, the student against the teacher) and
-    ``loss_jacobian`` (``2ndMatchLoss``, which also returns both networks' outputs, so
-    that each network runs one forward per iteration).
+    Per iteration (:meth:`train_step`): encode images (:class:`LatentCodec`), draw
+    timesteps, noise and directions (:class:`TrainingDraws`), noise the input with the
+    training scheduler, then sum the enabled losses: ``loss_dsm`` (:class:`DSMLoss`,
+    against the scheduler's target), ``loss_kd`` (:class:`KDLoss`, against the teacher)
+    and ``loss_jacobian`` (``2ndMatchLoss``, which also returns both networks' outputs,
+    so that each network runs one forward per iteration). Labels and prompts become
+    conditions in :class:`Conditioner`; images are sampled by :class:`DistillerSampler`.
 
     Note:
-        ``teacher`` (and ``vae``/``text_encoder``/``class_embedder``) are frozen; only
-        ``student`` is optimised, with MMagic's multi-optimizer constructor keyed by
+        Only ``student`` is optimised, with MMagic's multi-optimizer constructor keyed by
         the submodule name::
 
             optim_wrapper = dict(constructor='MultiOptimWrapperConstructor',
@@ -54,14 +52,11 @@ class DiffusionDistiller(BaseModel):
                                               optimizer=dict(type='AdamW', lr=2e-4)))
 
         Distributed training: MMagic's default ``MMSeparateDistributedDataParallel``
-        (``find_unused_parameters=False``); the student's gradients are averaged by
-        :func:`average_gradients`. Under plain DDP (``forward(mode='loss')``, a single
-        wrapper with ``modules='student'``) ``train_step`` is bypassed, and with it the
-        EMA update and the step guard: use ``ExponentialMovingAverageHook``. Checkpoints
-        have the same keys in one and several processes (:meth:`state_dict`). Draws come
-        from each rank's RNG (keep ``randomness=dict(diff_rank_seed=True)``), or, with
-        ``per_sample_noise_seed``, from the sample itself: then W processes x batch B
-        reproduce one process x batch W*B and ``--resume`` is exact.
+        (gradients averaged by :func:`average_gradients`). Plain DDP
+        (``forward(mode='loss')``) bypasses ``train_step``, and with it the EMA update
+        and the step guard: use ``ExponentialMovingAverageHook``. Checkpoint keys do not
+        depend on the number of processes (:meth:`state_dict`). Keep
+        ``randomness=dict(diff_rank_seed=True)``, or set ``per_sample_noise_seed``.
 
     Args:
         teacher (dict | nn.Module, optional): Teacher denoiser config (``DenoisingUnet``,
@@ -74,15 +69,14 @@ class DiffusionDistiller(BaseModel):
             ``dict(filename=..., prefix='student.model.')`` for a sub-state-dict
             (loaded strictly). Defaults to None (weights from ``from_pretrained``).
         student (dict | nn.Module, optional): Student config/module. Defaults to None:
-            a copy of the teacher (pruned later by the pruning hook). A builder flagged
-            ``derives_from_teacher`` (e.g. ``'BKSDMStudent'``) gets ``teacher=``.
+            a copy of the teacher (see :func:`build_student`).
         student_ckpt (str | dict, optional): Like ``teacher_ckpt``. Defaults to None.
         test_scheduler (dict, optional): Sampling scheduler. Defaults to None: DDIM with
             the training scheduler's config.
         num_inference_steps (int): Sampling steps. Defaults to 100 (authors' DDIM).
         losses (dict, optional): Keys from ``('dsm', 'kd', 'jacobian')``, each a loss
-            config (types default to ``'DSMLoss'``, ``'KDLoss'``, ``'2ndMatchLoss'``)
-            or None (off). Defaults to None: ``dsm`` and ``kd`` with weight 1.
+            config or None (off); see :func:`build_losses`. Defaults to None: ``dsm``
+            and ``kd`` with weight 1.
         jacobian_scale (str, optional): None (the paper's unscaled term) or
             ``'sigma'``: ``sigma_t = sqrt(1 - alpha_bar_t)`` per sample is the loss's
             ``scale`` (tames the ~1/sigma_t^4 growth at small t). Defaults to None.
@@ -94,28 +88,24 @@ class DiffusionDistiller(BaseModel):
             authors') or ``'mean'``, the default reduction of DSM and KD. Defaults to
             ``'sum'``.
         antithetic_timesteps (bool): Pair t with ``T-1-t``. Defaults to True.
-        per_sample_noise_seed (int, optional): Ties every draw of dataset item
-            ``sample_idx`` at iteration i to ``(per_sample_noise_seed, i, sample_idx)``
+        per_sample_noise_seed (int, optional): Ties every draw to the sample
             (:meth:`TrainingDraws.per_sample`); needs ``batch_fraction=1`` in the
             Jacobian loss. Defaults to None (global RNG).
-        ema (dict, optional): Student EMA, e.g. ``dict(momentum=1e-4, start_iter=0)``
-            (MMagic's ``ExponentialMovingAverage``) or
+        ema (dict, optional): Student EMA config (:class:`TrainingState`), e.g.
             ``dict(type='WarmupExponentialMovingAverage', momentum=1e-3)``; updated in
             ``train_step``. Defaults to None (no EMA).
         sample_with_ema (bool): Sample with the EMA when the caller does not say which
             model. Defaults to True.
         max_consecutive_skips (int): Non-finite updates skipped in a row before
-            ``FloatingPointError`` (:class:`StepGuard`; log variable
-            ``nonfinite_skip``). Defaults to 10.
-        vae (dict | nn.Module, optional): Frozen VAE for latent diffusion (latents
-            scaled by ``vae.config.scaling_factor``). Defaults to None (pixel space).
+            ``FloatingPointError`` (:class:`StepGuard`). Defaults to 10.
+        vae (dict | nn.Module, optional): Frozen VAE for latent diffusion. Defaults to
+            None (pixel space).
         text_encoder (str | dict | nn.Module, optional): Frozen text encoder; a string
             is a local ``CLIPTextModel`` folder. Defaults to None.
         tokenizer (str, optional): Local tokenizer folder, required with
             ``text_encoder``. Defaults to None.
-        class_embedder (dict | nn.Module, optional): Frozen label table turning labels
-            into cross-attention context (B, 1, D) (CompVis LDM-4:
-            ``dict(type='ClassEmbedder', checkpoint=...)``). Defaults to None.
+        class_embedder (dict | nn.Module, optional): Frozen label table for
+            cross-attention class conditioning (CompVis LDM-4). Defaults to None.
         num_classes (int, optional): Classes of class conditioning (the null label is
             ``num_classes``); read from DiT or ``class_embedder`` when None.
         label_drop_prob (float): Probability of the null label (empty prompt) in
@@ -172,16 +162,12 @@ class DiffusionDistiller(BaseModel):
                                                     jacobian_warmup_iters, 0)
         self.per_sample_noise_seed = check_int('per_sample_noise_seed',
                                                per_sample_noise_seed, 0, optional=True)
-        self.guidance_scale = float(guidance_scale)
-        self.num_inference_steps = check_at_least('num_inference_steps',
-                                                  num_inference_steps, 1)
-        self.sample_with_ema = sample_with_ema
+        num_inference_steps = check_at_least('num_inference_steps', num_inference_steps, 1)
         self.step_guard = StepGuard(check_int(
             'max_consecutive_skips', max_consecutive_skips, 1,
             hint=' (1: raise at the first non-finite step)'))
         self._checked_optimizer = None
         self._sampling_calls = 0  # val_step calls: seeds each call's fork of the RNG
-        self.sample_shape = tuple(sample_shape) if sample_shape else None
         built = build_losses(losses, self.pixel_reduction)
         self.dsm_loss, self.kd_loss, self.jacobian_loss = (built['dsm'], built['kd'],
                                                            built['jacobian'])
@@ -197,19 +183,19 @@ class DiffusionDistiller(BaseModel):
                                    antithetic_timesteps)
         self.vae = frozen(build_module(vae, MODELS)) if vae is not None else None
         self.codec = LatentCodec(self.vae)
+        nets = self._sampling_nets()
         self.conditioner = Conditioner(
-            self._reference_net(), [n for n in (self.teacher, self.student) if n is not None],
+            nets.reference, [n for n in (self.teacher, self.student) if n is not None],
             text_encoder, tokenizer, class_embedder, num_classes, label_drop_prob,
             sample_prompts)
         self.tokenizer = self.conditioner.tokenizer
         self.text_encoder = self.conditioner.text_encoder
         self.class_embedder = self.conditioner.class_embedder
+        self.sampler = DistillerSampler(
+            self.test_scheduler, self.codec, self.conditioner,
+            num_inference_steps, float(guidance_scale), sample_with_ema, sample_shape)
         self.training_state = TrainingState(ema)
         self.build_student_ema()
-
-    def _reference_net(self) -> nn.Module:
-        """The teacher, or the student when training without one (shapes, classes)."""
-        return self.teacher if self.teacher is not None else self.student
 
     @property
     def num_classes(self) -> Optional[int]:
@@ -492,10 +478,9 @@ class DiffusionDistiller(BaseModel):
         """Same as :meth:`val_step`."""
         return self.val_step(data)
 
-    @torch.no_grad()
     def generate(self, inputs: Union[Tensor, dict],
                  data_samples: Optional[DataSample] = None) -> List[DataSample]:
-        """Samples a batch with the test scheduler.
+        """Samples a batch with the test scheduler (:class:`DistillerSampler`).
 
         Args:
             inputs (Tensor | dict): Noise (B, C, H, W), or a dict with any of
@@ -510,91 +495,26 @@ class DiffusionDistiller(BaseModel):
             data preprocessor, plus ``sample_model`` (and ``teacher_img``; ``prompt``,
             the prompt sampled from, for text-conditioned sampling).
         """
-        if isinstance(inputs, Tensor):
-            inputs = dict(noise=inputs)
-        sample_kwargs = dict(inputs.get('sample_kwargs') or {})
-        noise = inputs.get('noise')
-        num_batches = noise.shape[0] if noise is not None else get_valid_num_batches(
-            inputs, data_samples)
-        noise = self.noise_fn(noise, num_batches)
-        sample_model, net = self._sampling_net(inputs.get('sample_model'))
-        condition, uncondition, prompts = self.conditioner.sampling_condition(
-            data_samples, sample_kwargs, num_batches, noise.device)
-        steps = int(sample_kwargs.get('num_inference_steps', self.num_inference_steps))
-        scale = float(sample_kwargs.get('guidance_scale', self.guidance_scale))
+        return self.sampler.generate(inputs, data_samples, self._sampling_nets(),
+                                     self.data_preprocessor, self.noise_fn, self.sample)
 
-        images = self.sample(net, noise, condition, uncondition, steps, scale)
-        # No `noise` field: VisualizationHook grids every 3-D tensor field, and latent
-        # noise (4 channels) cannot be tiled with RGB images.
-        out = DataSample(fake_img=self.data_preprocessor.destruct(images, data_samples),
-                         sample_model=sample_model)
-        if sample_kwargs.get('with_teacher'):
-            if self.teacher is None:
-                raise ValueError('sample_kwargs["with_teacher"] needs a teacher, but this '
-                                 'distiller has teacher=None.')
-            teacher_images = self.sample(self.teacher, noise, condition, uncondition,
-                                         steps, scale)
-            out.teacher_img = self.data_preprocessor.destruct(teacher_images, data_samples)
-        if isinstance(data_samples, DataSample):
-            out.update(data_samples)
-        if prompts is not None:  # what was sampled from (CLIPScore pairs it with fake_img)
-            out.prompt = prompts
-        return out.split(allow_nonseq_value=True)
-
-    def _sampling_net(self, sample_model: Optional[str]) -> Tuple[str, nn.Module]:
-        """Resolves 'orig' / 'ema' / 'teacher' (None: ``sample_with_ema``)."""
-        ema = getattr(self, 'student_ema', None)
-        if sample_model is None:
-            sample_model = 'ema' if (self.sample_with_ema and ema is not None) else 'orig'
-        check_choice('sample_model', sample_model, SAMPLE_MODELS)
-        if sample_model == 'teacher':
-            if self.teacher is None:
-                raise ValueError("sample_model='teacher' needs a teacher, but this "
-                                 "distiller has teacher=None; sample 'orig' or 'ema'.")
-            return sample_model, self.teacher
-        if sample_model == 'ema' and ema is not None:
-            return sample_model, ema.module if isinstance(ema, BaseAveragedModel) else ema
-        # MMagic metrics ask for 'ema' by default; without an EMA the student is it.
-        return 'orig', self.student
+    def _sampling_nets(self) -> SamplingNets:
+        """The student, its EMA (None without one) and the teacher, as they are now."""
+        return SamplingNets(self.student, getattr(self, 'student_ema', None), self.teacher)
 
     def noise_fn(self, noise: Optional[Tensor] = None, num_batches: int = 1) -> Tensor:
-        """Initial sampling noise (B, C, H, W); a given tensor is returned as is.
+        """Initial sampling noise (B, C, H, W); a given tensor is returned as is (used by
+        ``VisualizationHook`` for fixed inputs)."""
+        return self.sampler.noise(noise, num_batches, self._sampling_nets().reference,
+                                  self.data_preprocessor.device)
 
-        Used by MMagic's ``VisualizationHook`` (``NoiseSampler``) for fixed inputs.
-        """
-        if noise is not None:
-            return noise.to(self.data_preprocessor.device)
-        return torch.randn(num_batches, *self._sample_shape(),
-                           device=self.data_preprocessor.device)
-
-    def _sample_shape(self) -> Tuple[int, ...]:
-        """(C, H, W) of the denoiser input."""
-        if self.sample_shape is None:
-            x_t = example_denoiser_inputs(self._reference_net(), batch_size=1)['x_t']
-            self.sample_shape = tuple(x_t.shape[1:])
-        return self.sample_shape
-
-    @torch.no_grad()
     def sample(self, net: nn.Module, noise: Tensor, condition: Optional[Tensor] = None,
                uncondition: Optional[Tensor] = None, num_inference_steps: Optional[int] = None,
                guidance_scale: float = 1.0) -> Tensor:
-        """Runs the test scheduler from ``noise`` and decodes latents.
-
-        Args:
-            net (nn.Module): Denoiser (student, its EMA or the teacher).
-            noise (Tensor): Initial noise (B, C, H, W).
-            condition (Tensor, optional): Labels (B,) or text states (B, L, D).
-            uncondition (Tensor, optional): Null condition for guidance.
-            num_inference_steps (int, optional): Defaults to ``num_inference_steps``.
-            guidance_scale (float): Classifier-free guidance scale (1: off).
-
-        Returns:
-            Tensor: Images (B, 3, H, W) in the data preprocessor's normalised range.
-        """
-        x_0 = denoise(net, noise, self.test_scheduler,
-                      num_inference_steps or self.num_inference_steps, condition,
-                      uncondition, guidance_scale)
-        return self.codec.decode(x_0)
+        """Images (B, 3, H, W) sampled by ``net`` from ``noise``
+        (:meth:`DistillerSampler.sample`)."""
+        return self.sampler.sample(net, noise, condition, uncondition, num_inference_steps,
+                                   guidance_scale)
 
 
 def _denoiser_fn(net: Optional[nn.Module], timesteps: Tensor,

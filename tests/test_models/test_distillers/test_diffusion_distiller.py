@@ -256,7 +256,7 @@ def test_dit_latent_class_conditional(tmp_path, dit_folders):
     # class-conditional guided sampling from the EMA: the same noise and labels give the
     # same images, other labels other images (the labels reach the sampler)
     model = runner.model
-    noise = torch.randn(2, *model._sample_shape())
+    noise = model.noise_fn(num_batches=2)
 
     def sample(labels):
         out = model.val_step(dict(inputs=dict(noise=noise, sample_model='ema',
