@@ -5,6 +5,8 @@ import importlib.util
 import json
 import os
 import os.path as osp
+from pathlib import Path
+from typing import Tuple
 
 import mmcv
 import numpy as np
@@ -30,6 +32,18 @@ model = dict(
     data_preprocessor=dict(type='DataPreprocessor'),
     {extra})
 """
+
+
+def _save_pruned_run(model, root: Path) -> Tuple[str, dict]:
+    """Prunes the student by half (magnitude), moves its weights off the teacher's and saves
+    a checkpoint as a finished run would; returns (checkpoint path, pruning record)."""
+    _, record = prune_denoiser(model.student, 0.5, 'magnitude', with_macs=False)
+    with torch.no_grad():
+        for p in model.student.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    ckpt = str(root / 'iter_2.pth')
+    torch.save(dict(state_dict=model.state_dict(), meta=dict(pruning=record)), ckpt)
+    return ckpt, record
 
 
 def _write_config(path: str, teacher_type: str, teacher: str, steps: int, extra: str) -> str:
@@ -189,12 +203,7 @@ def dit_run(tmp_path_factory) -> dict:
     config = _write_config(str(root / 'config.py'), 'DiTTransformer2DModel', str(root / 'dit'),
                            2, vae)
     model, _ = init_distiller(config)
-    _, record = prune_denoiser(model.student, 0.5, 'magnitude', with_macs=False)
-    with torch.no_grad():
-        for p in model.student.parameters():
-            p.add_(torch.randn_like(p) * 0.05)
-    ckpt = str(root / 'iter_2.pth')
-    torch.save(dict(state_dict=model.state_dict(), meta=dict(pruning=record)), ckpt)
+    ckpt, _ = _save_pruned_run(model, root)
     return dict(config=config, ckpt=ckpt, model=model)
 
 
@@ -277,12 +286,7 @@ def sd_run(tmp_path_factory) -> dict:
                                    str(root / 'unet'), STEPS, extra + more)
                for name, more in (('default', ''), ('sd_ddim', ', ' + SD_DDIM))}
     model, _ = init_distiller(configs['sd_ddim'])
-    _, record = prune_denoiser(model.student, 0.5, 'magnitude', with_macs=False)
-    with torch.no_grad():
-        for p in model.student.parameters():
-            p.add_(torch.randn_like(p) * 0.05)
-    ckpt = str(root / 'iter_2.pth')
-    torch.save(dict(state_dict=model.state_dict(), meta=dict(pruning=record)), ckpt)
+    ckpt, record = _save_pruned_run(model, root)
     return dict(configs=configs, ckpt=ckpt, model=model, record=record)
 
 
