@@ -36,8 +36,7 @@ PRESETS = {
     # then one seed of each lever; runs go seed by seed, so that an interrupted study has
     # whole seeds to compare. The finetuning length is where DSM+KD recovers while DSM
     # alone still leaves a gap to the teacher for an arm to close (docs/digits_study).
-    # The README table is this preset run with --no-levers; the lever table is from the
-    # 600-iteration version of it (docs/digits_study/600_iterations).
+    # The README tables are this preset (docs/digits_study/results.md).
     'full': dict(teacher_iters=6000, finetune_iters=1500, batch_size=32, widths=None,
                  arms={'dsm_kd': 5, '2ndm_unscaled': 5, '2ndm': 5, 'dsm': 3,
                        'first_order': 3},
