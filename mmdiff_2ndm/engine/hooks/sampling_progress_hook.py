@@ -29,29 +29,23 @@ class SamplingProgressHook(Hook):
         self.enabled = bool(enabled)
         self._bar: Optional[tqdm] = None
 
-    def before_val_iter(self, runner, batch_idx: int, data_batch=None) -> None:
-        """Opens the bar at the first validation batch."""
-        self._open(runner.val_loop, 'val')
+    # MMEngine's Hook routes before/after_{val,test}_iter and after_{val,test}_epoch to these
+    # mode-generic methods; training iterations draw no samples and get no bar.
+    def _before_iter(self, runner, batch_idx: int, data_batch=None, mode: str = 'train') -> None:
+        """Opens the bar at the first validation / test batch."""
+        if mode != 'train':
+            self._open(getattr(runner, f'{mode}_loop'), mode)
 
-    def after_val_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
+    def _after_iter(self, runner, batch_idx: int, data_batch=None, outputs=None,
+                    mode: str = 'train') -> None:
         """Advances the bar by one batch."""
-        self._advance()
+        if mode != 'train':
+            self._advance()
 
-    def after_val_epoch(self, runner, metrics=None) -> None:
+    def _after_epoch(self, runner, mode: str = 'train') -> None:
         """Closes the bar."""
-        self._close()
-
-    def before_test_iter(self, runner, batch_idx: int, data_batch=None) -> None:
-        """Opens the bar at the first test batch."""
-        self._open(runner.test_loop, 'test')
-
-    def after_test_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
-        """Advances the bar by one batch."""
-        self._advance()
-
-    def after_test_epoch(self, runner, metrics=None) -> None:
-        """Closes the bar."""
-        self._close()
+        if mode != 'train':
+            self._close()
 
     def _open(self, loop, mode: str) -> None:
         if self._bar is not None or not self.enabled or not is_main_process():
