@@ -199,6 +199,8 @@ class DiffusionPruningHook(Hook):
         if ema is not None:
             retarget_average(ema, strip_model_wrappers(getattr(model, self.student_key)))
         self.record = record
+        if callable(getattr(model, 'set_pruning_record', None)):
+            model.set_pruning_record(record)  # losses bound to the student's layout
         _swap_optimizer_params(runner, model, old_params)
         _rewrap_model(runner, model)
         for hook in runner.hooks:
