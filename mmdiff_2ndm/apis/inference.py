@@ -16,7 +16,7 @@ from torchvision.utils import make_grid
 from tqdm import tqdm
 
 from mmagic.registry import MODELS
-from ..pruning import check_record, rebuild_pruned
+from ..pruning import prune_model
 
 SAMPLE_MODELS = ('orig', 'ema', 'teacher')
 GRID_FILE = 'grid.png'
@@ -63,9 +63,8 @@ def init_distiller(config: Union[str, Config],
         ckpt = _load_checkpoint(checkpoint, map_location='cpu')
         record = (ckpt.get('meta') or {}).get('pruning')
         if record is not None:
-            check_record(record)
-            rebuild_pruned(model.student, record)
-            model.build_student_ema()  # points the EMA at the pruned student
+            # rebuilds the student, points the EMA at it, hands the record to the model
+            prune_model(model, record=record)
         load_state_dict(model, ckpt.get('state_dict', ckpt), strict=True)
     return model.to(device).eval(), record
 

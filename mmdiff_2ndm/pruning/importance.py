@@ -1,4 +1,5 @@
-"""Channel importance criteria, and the gradient accumulation Taylor criteria need.
+"""Channel importance criteria (a table: name -> criterion), and the gradient
+accumulation Taylor criteria need.
 
 ``taylor`` and ``diff-pruning`` both use torch-pruning's group Taylor score
 ``|w * dL/dw|``; they differ in which denoising losses the gradient accumulates:
@@ -8,27 +9,84 @@
   an eps-predictor's loss is largest), stopping once a loss drops below
   ``thr * max_loss`` so that the near-noise steps, which carry little structure, do not
   dilute the score.
+
+A new criterion is one ``register_importance`` call; ``prune_denoiser``,
+``DiffusionPruningHook`` and ``tools/prune.py`` read the table. The depth selectors (which
+whole blocks to keep) have their own table, ``depth.DEPTH_SELECTORS``.
 """
-from typing import Callable, List, Optional, Sequence
+from typing import Callable, Dict, List, NamedTuple, Optional, Sequence
 
 import torch
 import torch_pruning as tp
 from torch import Tensor, nn
 from tqdm import tqdm
 
-IMPORTANCES = ('magnitude', 'taylor', 'diff-pruning', 'random')
-GRADIENT_IMPORTANCES = ('taylor', 'diff-pruning')
+
+class ImportanceCriterion(NamedTuple):
+    """One channel importance criterion.
+
+    Attributes:
+        build (callable): ``build() -> tp.importance.Importance``, a fresh torch-pruning
+            importance object.
+        needs_gradients (bool): Whether it reads ``.grad`` (accumulated from ``loss_fn``).
+        stops_at_threshold (bool): Whether the accumulation stops at diff-pruning's
+            loss threshold.
+    """
+    build: Callable[[], tp.importance.Importance]
+    needs_gradients: bool = False
+    stops_at_threshold: bool = False
+
+
+IMPORTANCE_CRITERIA: Dict[str, ImportanceCriterion] = {}
+
+
+def register_importance(name: str, build: Callable[[], tp.importance.Importance],
+                        needs_gradients: bool = False,
+                        stops_at_threshold: bool = False) -> ImportanceCriterion:
+    """Adds a criterion to ``IMPORTANCE_CRITERIA``.
+
+    Args:
+        name (str): The name configs use (``importance=name``).
+        build (callable): Returns a fresh torch-pruning importance object.
+        needs_gradients (bool): The criterion reads accumulated gradients.
+        stops_at_threshold (bool): The accumulation stops at diff-pruning's threshold.
+
+    Returns:
+        ImportanceCriterion: The registered entry.
+
+    Raises:
+        ValueError: If ``name`` is already registered.
+    """
+    if name in IMPORTANCE_CRITERIA:
+        raise ValueError(f'Importance {name!r} is already registered.')
+    criterion = ImportanceCriterion(build, needs_gradients, stops_at_threshold)
+    IMPORTANCE_CRITERIA[name] = criterion
+    return criterion
+
+
+register_importance('magnitude', lambda: tp.importance.GroupMagnitudeImportance(p=2))
+register_importance('taylor', tp.importance.GroupTaylorImportance, needs_gradients=True)
+register_importance('diff-pruning', tp.importance.GroupTaylorImportance,
+                    needs_gradients=True, stops_at_threshold=True)
+register_importance('random', tp.importance.RandomImportance)
+
+
+def get_importance(name: str) -> ImportanceCriterion:
+    """The registered criterion ``name``.
+
+    Raises:
+        ValueError: If no criterion has that name (the message lists them).
+    """
+    if name not in IMPORTANCE_CRITERIA:
+        raise ValueError(f'Unknown importance {name!r}; choose one of '
+                         f'{tuple(IMPORTANCE_CRITERIA)} or register one with '
+                         'mmdiff_2ndm.pruning.register_importance.')
+    return IMPORTANCE_CRITERIA[name]
 
 
 def build_importance(name: str) -> tp.importance.Importance:
-    """Returns the torch-pruning importance object for ``name`` (one of ``IMPORTANCES``)."""
-    if name == 'magnitude':
-        return tp.importance.GroupMagnitudeImportance(p=2)
-    if name in GRADIENT_IMPORTANCES:
-        return tp.importance.GroupTaylorImportance()
-    if name == 'random':
-        return tp.importance.RandomImportance()
-    raise ValueError(f'Unknown importance {name!r}; choose one of {IMPORTANCES}.')
+    """Returns a fresh torch-pruning importance object for the criterion ``name``."""
+    return get_importance(name).build()
 
 
 def accumulate_gradients(net: nn.Module,

@@ -11,11 +11,15 @@ it loads with ``torch.load(weights_only=True)``. Keys:
 * ``shapes``: parameter name -> shape of the pruned net (rebuild check, mismatch errors).
 * ``settings``: how it was made (ratio, importance, ...), for people.
 * ``stats``: params / MACs before and after.
+* ``depth`` (only for depth pruning): ``dict(module='transformer_blocks', kept=[teacher
+  block indices kept, ascending], num_blocks=M)``; replayed before ``history`` (whose
+  module names are the depth-pruned net's). Student block ``i`` is teacher block
+  ``kept[i]`` (:func:`kept_blocks`).
 
 In an mmengine checkpoint the record of ``model.<student_key>`` lives at
 ``checkpoint['meta']['pruning']`` (see ``DiffusionPruningHook``).
 """
-from typing import Dict, List, Mapping
+from typing import Dict, List, Mapping, Optional
 
 import torch
 from torch import nn
@@ -50,6 +54,41 @@ def check_record(record: Mapping) -> None:
     if record['format'] != RECORD_FORMAT:
         raise ValueError(f"Pruning record format {record['format']!r} is not "
                          f'{RECORD_FORMAT!r}; re-prune with this version.')
+    if record.get('depth') is not None:
+        _check_depth(record['depth'])
+
+
+def _check_depth(depth: Mapping) -> None:
+    """Raises ValueError unless ``depth`` is a well-formed depth part of a record."""
+    if not isinstance(depth, Mapping) or set(depth) != {'module', 'kept', 'num_blocks'}:
+        raise ValueError(f'The depth part of a pruning record must be dict(module=..., '
+                         f'kept=[...], num_blocks=M), got {depth!r}.')
+    kept, num_blocks = depth['kept'], depth['num_blocks']
+    if not isinstance(num_blocks, int) or num_blocks < 1:
+        raise ValueError(f'Pruning record: depth num_blocks={num_blocks!r} must be a '
+                         'positive int.')
+    if not kept or any(not isinstance(i, int) for i in kept) or \
+            list(kept) != sorted(set(kept)) or kept[0] < 0 or kept[-1] >= num_blocks:
+        raise ValueError(
+            f'Pruning record: depth kept={kept!r} must be ascending, distinct block '
+            f'indices in [0, {num_blocks}) (the teacher has {num_blocks} '
+            f"{depth['module']}); the record is corrupt or for another model.")
+
+
+def kept_blocks(record: Optional[Mapping]) -> Optional[List[int]]:
+    """Teacher block index of each student block (``kept[i]`` for student block ``i``).
+
+    Args:
+        record (Mapping, optional): A pruning record, or None (dense student).
+
+    Returns:
+        list[int] | None: The kept teacher blocks, ascending; None when the record
+        removes no blocks (no depth pruning, or no record).
+    """
+    if record is None or record.get('depth') is None:
+        return None
+    _check_depth(record['depth'])
+    return list(record['depth']['kept'])
 
 
 def shape_mismatches(expected: Mapping[str, List[int]],
@@ -107,6 +146,7 @@ def check_shapes(expected: Mapping[str, List[int]],
         key[len(prefix):]: list(value.shape)
         for key, value in state_dict.items() if key.startswith(prefix) and torch.is_tensor(value)
     }
+    _check_block_counts(expected, actual, prefix, what)
     expected = {name: shape for name, shape in expected.items() if name in actual}
     mismatches = shape_mismatches(expected, actual)
     if mismatches:
@@ -124,3 +164,38 @@ def check_shapes(expected: Mapping[str, List[int]],
             f'{what} does not fit the model ({prefix or "root"!r}): {len(mismatches)} '
             f'tensor shapes differ ({numel_ckpt} vs {numel_model} values); {hint}. '
             'First mismatches: ' + '; '.join(f'{prefix}{line}' for line in mismatches[:3]))
+
+
+def _block_indices(names, module: str) -> set:
+    """Indices ``i`` of the ``<...>.<module>.<i>.`` blocks named in ``names``."""
+    found = set()
+    for name in names:
+        parts = name.split('.')
+        for j, part in enumerate(parts[:-1]):
+            if part == module and parts[j + 1].isdigit():
+                found.add(int(parts[j + 1]))
+    return found
+
+
+def _check_block_counts(expected: Mapping[str, List[int]], actual: Mapping[str, List[int]],
+                        prefix: str, what: str) -> None:
+    """Raises when the weights hold another number of transformer blocks than the model.
+
+    A depth-pruned checkpoint loaded into the dense model fits shape for shape on the
+    blocks both have: only the block count tells them apart.
+    """
+    model_blocks = _block_indices(expected, 'transformer_blocks')
+    ckpt_blocks = _block_indices(actual, 'transformer_blocks')
+    if not model_blocks or not ckpt_blocks or len(model_blocks) == len(ckpt_blocks):
+        return
+    hint = ('a depth-pruned checkpoint loaded into a dense model; add custom_hooks=[dict('
+            "type='DiffusionPruningHook')], which rebuilds the pruned student from the "
+            "checkpoint's record (meta['pruning']) before the weights load (outside a "
+            'Runner: rebuild_pruned(student, record) first)'
+            if len(ckpt_blocks) < len(model_blocks) else
+            'a checkpoint with more blocks than the (depth-pruned) model; load dense weights '
+            'before pruning, or a checkpoint that holds its pruning record')
+    raise ValueError(f'{what} does not fit the model ({prefix or "root"!r}): it holds '
+                     f'{len(ckpt_blocks)} transformer_blocks, the model {len(model_blocks)}; '
+                     f'{hint}.')
+

@@ -21,8 +21,8 @@ from torch import Tensor, nn
 
 from mmdiff_2ndm.models.denoisers import (denoiser_family, example_denoiser_inputs,
                                           run_denoiser, unwrap_denoiser)
-from .importance import (GRADIENT_IMPORTANCES, IMPORTANCES, accumulate_gradients,
-                         build_importance)
+from .depth import apply_depth
+from .importance import accumulate_gradients, get_importance
 from .record import (RECORD_FORMAT, check_record, parameter_shapes, shape_mismatches,
                      to_plain_history)
 from .rules import (current_heads, fix_module_attributes, ignored_layers_for,
@@ -146,8 +146,9 @@ def prune_denoiser(model: nn.Module,
             wrapped; the bare net is pruned in place and wrappers are kept.
         ratio (float): Fraction of channels removed in each prunable group (module
             docstring), in [0, 1). Defaults to 0.3.
-        importance (str): ``'magnitude'`` (L2 of the group's weights), ``'taylor'``,
-            ``'diff-pruning'`` or ``'random'``. Defaults to ``'magnitude'``.
+        importance (str): A name in ``IMPORTANCE_CRITERIA``: ``'magnitude'`` (L2 of the
+            group's weights), ``'taylor'``, ``'diff-pruning'``, ``'random'`` or one
+            registered with ``register_importance``. Defaults to ``'magnitude'``.
         groupnorm_ratio (float, optional): Ratio for groups tied to a GroupNorm.
             Defaults to ``ratio``.
         ignored_layers (Iterable[str | nn.Module]): Extra layers (names in the bare net
@@ -173,12 +174,11 @@ def prune_denoiser(model: nn.Module,
         tuple: ``(model, record)``: the same (now pruned) model object and the plain-data
         pruning record (``record.py``).
     """
-    if importance not in IMPORTANCES:
-        raise ValueError(f'importance={importance!r}; choose one of {IMPORTANCES}.')
+    criterion = get_importance(importance)
     _check_ratio('ratio', ratio)
     groupnorm_ratio = ratio if groupnorm_ratio is None else groupnorm_ratio
     _check_ratio('groupnorm_ratio', groupnorm_ratio)
-    if importance in GRADIENT_IMPORTANCES and loss_fn is None:
+    if criterion.needs_gradients and loss_fn is None:
         raise ValueError(f'importance={importance!r} needs loss_fn(t) -> scalar loss on real '
                          "training data; pass one or use 'magnitude'/'random'.")
     if target is not None:
@@ -195,9 +195,9 @@ def prune_denoiser(model: nn.Module,
     ignored = ignored_layers_for(net, family) + list(user_ignored.values())
 
     used_timesteps = []
-    if importance in GRADIENT_IMPORTANCES:
+    if criterion.needs_gradients:
         schedule = list(range(0, 1000, 10)) if timesteps is None else list(timesteps)
-        thr = diff_pruning_thr if importance == 'diff-pruning' else None
+        thr = diff_pruning_thr if criterion.stops_at_threshold else None
         used_timesteps = accumulate_gradients(net, loss_fn, schedule, thr)
 
     num_heads = num_heads_for(net)
@@ -207,7 +207,7 @@ def prune_denoiser(model: nn.Module,
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         pruner = tp.pruner.MetaPruner(
-            net, inputs, build_importance(importance),
+            net, inputs, criterion.build(),
             pruning_ratio=ratio, pruning_ratio_dict=ratio_dict,
             ignored_layers=ignored, round_to=round_to,
             num_heads=num_heads, prune_num_heads=prune_num_heads,
@@ -250,8 +250,9 @@ def _check_ratio(name: str, value: float) -> None:
 def rebuild_pruned(model: nn.Module, record: dict) -> nn.Module:
     """Replays a pruning record on a dense denoiser of the same config (in place).
 
-    No importance is computed: the record names every removed channel. A net that
-    already has the record's shapes is left as is, so rebuilding twice is harmless.
+    No importance is computed: the record names every removed block and channel. Removed
+    blocks (``record['depth']``) go first, then channels. A net that already has the
+    record's shapes is left as is, so rebuilding twice is harmless.
     Works inside ``torch.no_grad()`` / ``inference_mode()`` (autograd is switched on
     for the trace).
 
@@ -273,6 +274,8 @@ def rebuild_pruned(model: nn.Module, record: dict) -> nn.Module:
     if record['family'] != family:
         raise ValueError(f"Pruning record is for a {record['family']!r} denoiser, the model "
                          f'is {family!r}.')
+    if record.get('depth') is not None:  # depth first: the history names the shallow net
+        apply_depth(net, record['depth'])
     if not shape_mismatches(record['shapes'], parameter_shapes(net)):
         return model
     inputs = example_denoiser_inputs(net, batch_size=1)

@@ -1,9 +1,6 @@
 """DiffusionPruningHook: prunes the student before training and rebuilds it on load."""
-import json
-import os.path as osp
 from typing import Dict, Optional, Sequence
 
-import torch
 from mmengine.dist import broadcast_object_list, get_rank, is_main_process
 from mmengine.hooks import Hook
 from mmengine.logging import print_log
@@ -11,20 +8,20 @@ from mmengine.model import is_model_wrapper
 from mmengine.optim import OptimWrapper, OptimWrapperDict
 from mmengine.runner.checkpoint import find_latest_checkpoint
 from torch import nn
-from torch.utils.data import DataLoader
 
 from mmagic.registry import HOOKS
-from mmdiff_2ndm.models.averaged_model import retarget_average
 from mmdiff_2ndm.models.denoisers import strip_model_wrappers, unwrap_denoiser
-from mmdiff_2ndm.pruning import (GRADIENT_IMPORTANCES, IMPORTANCES, check_record,
-                                 check_state_dict_shapes, prune_denoiser, rebuild_pruned)
-
-SUMMARY_FILE = 'pruning_summary.json'
+from mmdiff_2ndm.pruning import (check_prune_settings, check_record, check_state_dict_shapes,
+                                 data_losses, format_stats, get_importance, prune_model,
+                                 write_summary)
 
 
 @HOOKS.register_module()
 class DiffusionPruningHook(Hook):
     """Structurally prunes ``model.<student_key>`` at the start of a run.
+
+    Channels (``method='width'``), whole DiT blocks (``'depth'``) or both (``'depth+width'``,
+    blocks first), all through :func:`mmdiff_2ndm.pruning.prune_model`.
 
     Fresh run: in ``before_run`` rank 0 computes the pruning (importance, indices),
     broadcasts the plain-data record and every other rank replays it, so all ranks hold
@@ -51,9 +48,10 @@ class DiffusionPruningHook(Hook):
 
     Args:
         ratio (float): Channel pruning ratio (see ``mmdiff_2ndm.pruning``). Defaults to 0.3.
-        importance (str): ``'magnitude'``, ``'taylor'``, ``'diff-pruning'`` or
-            ``'random'``. Gradient criteria call ``model.pruning_loss(data_batch,
-            timesteps)`` on one training batch. Defaults to ``'diff-pruning'``.
+        importance (str): A name in ``IMPORTANCE_CRITERIA`` (``'magnitude'``,
+            ``'taylor'``, ``'diff-pruning'``, ``'random'``). Gradient criteria call
+            ``model.pruning_loss(data_batch, timesteps)`` on one training batch.
+            Defaults to ``'diff-pruning'``.
         student_key (str): Attribute of the model holding the student (bare diffusers
             model, DenoisingUnet or mmagic ``DiffusersWrapper``). Defaults to ``'student'``.
         ema_key (str): Attribute holding the student's EMA copy, if any. Defaults to
@@ -61,6 +59,14 @@ class DiffusionPruningHook(Hook):
         prune_cfg (dict, optional): Further ``prune_denoiser`` keywords
             (``groupnorm_ratio``, ``ignored_layers``, ``round_to``, ``prune_num_heads``,
             ``head_ratio``, ``timesteps``, ``diff_pruning_thr``, ``target``, ``seed``).
+            Defaults to None.
+        method (str): ``'width'``, ``'depth'`` or ``'depth+width'``. Defaults to
+            ``'width'``.
+        depth_cfg (dict, optional): For depth pruning: ``keep`` and ``group_size`` (keep
+            N of every M blocks), ``selector`` (``'output'``, ``'cosine'`` or TinyFusion's
+            ``'learnable'``, whose search draws a new training batch per step),
+            ``timesteps``, ``seed`` and the selector's options (``select_blocks``).
+            Calibration inputs come from ``model.pruning_loss`` on training batches.
             Defaults to None.
     """
 
@@ -72,18 +78,26 @@ class DiffusionPruningHook(Hook):
                  importance: str = 'diff-pruning',
                  student_key: str = 'student',
                  ema_key: str = 'student_ema',
-                 prune_cfg: Optional[dict] = None):
-        if importance not in IMPORTANCES:
-            raise ValueError(f'importance={importance!r}; choose one of {IMPORTANCES}.')
-        if not 0.0 <= ratio < 1.0:
-            raise ValueError(f'ratio={ratio} must lie in [0, 1).')
+                 prune_cfg: Optional[dict] = None,
+                 method: str = 'width',
+                 depth_cfg: Optional[dict] = None):
         prune_cfg = dict(prune_cfg or {})
         for key in ('loss_fn', 'ratio', 'importance'):
             if key in prune_cfg:
                 raise ValueError(f'prune_cfg must not set {key!r}; it is an argument of the '
                                  'hook (or, for loss_fn, comes from model.pruning_loss).')
+        depth_cfg = dict(depth_cfg or {})
+        if 'loss_fn' in depth_cfg:
+            raise ValueError('depth_cfg must not set loss_fn; it comes from '
+                             'model.pruning_loss.')
+        self.width_cfg = (dict(ratio=ratio, importance=importance, **prune_cfg)
+                          if 'width' in method else None)
+        get_importance(importance)
+        check_prune_settings(method, self.width_cfg, depth_cfg or None)
         self.ratio = ratio
         self.importance = importance
+        self.method = method
+        self.depth_cfg = depth_cfg or None
         self.student_key = student_key
         self.ema_key = ema_key
         self.prune_cfg = prune_cfg
@@ -169,38 +183,19 @@ class DiffusionPruningHook(Hook):
         return None if ema is None else unwrap_denoiser(ema.module)
 
     def _compute_record(self, runner, model: nn.Module) -> dict:
-        loss_fn = None
-        if self.importance in GRADIENT_IMPORTANCES:
-            loss_fn = self._loss_fn(runner, model)
-        _, record = prune_denoiser(self._student_net(model), self.ratio, self.importance,
-                                   loss_fn=loss_fn, **self.prune_cfg)
-        return record
-
-    def _loss_fn(self, runner, model: nn.Module):
-        if not callable(getattr(model, 'pruning_loss', None)):
-            raise TypeError(
-                f'importance={self.importance!r} needs {type(model).__name__}.pruning_loss'
-                '(data_batch, timesteps) -> scalar (the student DSM loss); the model has '
-                "none. Use importance='magnitude' or 'random', or add the method.")
-        data_batch = _first_batch(runner.train_dataloader)
-        batch_size = _batch_size(data_batch)
-
-        def loss_fn(t: torch.Tensor) -> torch.Tensor:
-            timesteps = t.repeat(batch_size) if batch_size else t
-            return model.pruning_loss(data_batch, timesteps)
-
-        return loss_fn
+        loss_fn, depth_cfg = data_losses(model, self.method, self.width_cfg, self.depth_cfg,
+                                         lambda: runner.train_dataloader)
+        return prune_model(model, self.method, width=self.width_cfg, depth=depth_cfg,
+                           loss_fn=loss_fn, student_key=self.student_key,
+                           ema_key=self.ema_key)
 
     def _apply_record(self, runner, record: dict, old_params: Dict[int, str]) -> None:
         """Replays ``record`` where needed, then rebuilds what held the old parameters."""
         model = self._model(runner)
-        rebuild_pruned(self._student_net(model), record)
-        ema = getattr(model, self.ema_key, None)
-        if ema is not None:
-            retarget_average(ema, strip_model_wrappers(getattr(model, self.student_key)))
+        # rebuilds the student (a no-op where it is pruned already), re-points its EMA and
+        # hands the record to model.set_pruning_record
+        prune_model(model, record=record, student_key=self.student_key, ema_key=self.ema_key)
         self.record = record
-        if callable(getattr(model, 'set_pruning_record', None)):
-            model.set_pruning_record(record)  # losses bound to the student's layout
         _swap_optimizer_params(runner, model, old_params)
         _rewrap_model(runner, model)
         for hook in runner.hooks:
@@ -208,17 +203,9 @@ class DiffusionPruningHook(Hook):
                 hook.before_run(runner)  # rebuilds its copy from the pruned model
 
     def _report(self, runner, record: dict) -> None:
-        stats = record['stats']
-        lines = ['Pruning (student):', f'{"":8}{"dense":>16}{"pruned":>16}{"kept":>8}']
-        for key in ('params', 'macs'):
-            before, after = stats[f'{key}_before'], stats[f'{key}_after']
-            if before:
-                lines.append(f'{key:8}{before:16,.0f}{after:16,.0f}{after / before:8.3f}')
-        print_log('\n'.join(lines), logger='current')
+        print_log(format_stats(record), logger='current')
         if is_main_process():
-            summary = dict(stats=stats, settings=record['settings'], heads=record['heads'])
-            with open(osp.join(runner.work_dir, SUMMARY_FILE), 'w', encoding='utf-8') as f:
-                json.dump(summary, f, indent=2)
+            write_summary(record, runner.work_dir)
 
 
 def _named_param_ids(model: nn.Module) -> Dict[int, str]:
@@ -241,31 +228,6 @@ def _prefix_of(model: nn.Module, sub: nn.Module) -> str:
     raise ValueError(f'{type(sub).__name__} is not a submodule of {type(model).__name__}.')
 
 
-def _first_batch(dataloader: DataLoader) -> dict:
-    """The dataset's first batch, read without touching the training iterator.
-
-    ``next(iter(dataloader))`` would share MMEngine's ``InfiniteSampler`` index generator
-    with the train loop, and closing that throwaway iterator ends the loop's data. A loader
-    of its own (same dataset, batch size, collate function and worker count, no shuffling)
-    also leaves the training data order exactly as in an unpruned or resumed run.
-    """
-    loader = DataLoader(dataloader.dataset, batch_size=dataloader.batch_size, shuffle=False,
-                        num_workers=dataloader.num_workers, collate_fn=dataloader.collate_fn)
-    return next(iter(loader))
-
-
-def _batch_size(data_batch) -> Optional[int]:
-    """Batch size of a dataloader batch (``inputs`` tensor, list or dict of them)."""
-    inputs = data_batch.get('inputs') if isinstance(data_batch, dict) else None
-    if isinstance(inputs, dict) and inputs:
-        inputs = next(iter(inputs.values()))
-    if torch.is_tensor(inputs):
-        return inputs.shape[0]
-    if isinstance(inputs, (list, tuple)):
-        return len(inputs)
-    return None
-
-
 def _broadcast(record: Optional[dict]) -> dict:
     """Rank 0's record on every rank (no-op without distributed training)."""
     holder = [record]
@@ -285,21 +247,25 @@ def _optim_wrappers(runner) -> Sequence[OptimWrapper]:
 
 
 def _swap_optimizer_params(runner, model: nn.Module, old_params: Dict[int, str]) -> None:
-    """Points optimizer param groups at the pruned parameters, keeping group settings."""
-    new_params = dict(model.named_parameters())
+    """Points optimizer param groups at the pruned parameters, keeping group settings.
+
+    A group gets the model's parameters under the names it held, in the model's order:
+    what building the optimizer on the pruned model gives (depth pruning renumbers the
+    kept blocks and removes the names of the last ones). The state of every replaced or
+    removed parameter (e.g. Adam moments of the dense shape) is dropped; on resume
+    mmengine loads the pruned state right after this hook.
+    """
+    new_params = list(model.named_parameters())
     for wrapper in _optim_wrappers(runner):
         optimizer = wrapper.optimizer
         for group in optimizer.param_groups:
-            swapped = []
+            names = {old_params[id(p)] for p in group['params'] if id(p) in old_params}
+            others = [p for p in group['params'] if id(p) not in old_params]
+            swapped = [p for name, p in new_params if name in names] + others
+            kept = {id(p) for p in swapped}
             for param in group['params']:
-                name = old_params.get(id(param))
-                new = new_params.get(name) if name is not None else None
-                if new is not None and new is not param:
-                    # The state (e.g. Adam moments) has the dense shape: drop it. On
-                    # resume mmengine loads the pruned state right after this hook.
+                if id(param) not in kept:
                     optimizer.state.pop(param, None)
-                    param = new
-                swapped.append(param)
             group['params'] = swapped
 
 
