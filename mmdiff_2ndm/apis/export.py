@@ -6,13 +6,19 @@ The folder follows the diffusers pipeline layout and keeps what rebuilds it exac
 * ``unet/`` (``transformer/`` for DiT): ``config.json``, the *dense* diffusers config the
   student was pruned from; ``pruning_record.json``, the pruning record (absent for a
   dense student), replayed on the dense model by :func:`mmdiff_2ndm.pruning.rebuild_pruned`;
-  ``diffusion_pytorch_model.safetensors``, the student's (pruned) weights;
+  ``diffusion_pytorch_model.safetensors``, the student's (pruned) weights. A DiT pruned
+  in depth only (whole blocks, no channels) is a plain shallower DiT: its
+  ``config.json`` is the real one (``num_layers`` = kept blocks, weights numbered
+  0..N-1), so ``DiTTransformer2DModel.from_pretrained`` loads it without this plugin
+  (the record stays beside it for provenance; replaying it there changes nothing);
 * ``scheduler/scheduler_config.json``: the distiller's sampling scheduler;
 * ``vae/``, ``text_encoder/``, ``tokenizer/``: the frozen parts of latent / text models,
   as diffusers / transformers save them, so a pipeline needs nothing else;
-* ``model_index.json``: for a text-conditional latent UNet (Stable Diffusion), the
-  diffusers pipeline index, so that ``StableDiffusionPipeline.from_pretrained(folder,
-  unet=load_student(folder))`` loads the rest (no safety checker nor feature extractor;
+* ``model_index.json``: for a dense or depth-only pruned latent DiT, ``DiTPipeline``'s
+  index (``DiTPipeline.from_pretrained(folder)``); for a text-conditional latent UNet
+  (Stable Diffusion), the diffusers pipeline index, so that
+  ``StableDiffusionPipeline.from_pretrained(folder, unet=load_student(folder))`` loads
+  the rest (no safety checker nor feature extractor;
   the pipeline forces ``steps_offset=1`` and ``clip_sample=False`` on the scheduler, so a
   scheduler with other values must be set on the pipeline after loading);
 * ``mmdiff_2ndm.json``: what was exported (model, subfolder, steps, guidance, classes,
@@ -77,7 +83,7 @@ def export_student(model: nn.Module,
     subfolder = 'transformer' if 'Transformer' in type(net).__name__ else 'unet'
     student_dir = osp.join(out_dir, subfolder)
     os.makedirs(student_dir, exist_ok=True)
-    parts = [('config', lambda: net.save_config(student_dir)),
+    parts = [('config', lambda: _save_config(net, student_dir, record)),
              ('weights', lambda: save_file(
                  {k: v.detach().cpu().contiguous().clone() for k, v in net.state_dict().items()},
                  osp.join(student_dir, WEIGHTS_NAME), metadata={'format': 'pt'})),
@@ -94,7 +100,7 @@ def export_student(model: nn.Module,
             part = unwrap_denoiser(part) if isinstance(part, nn.Module) else part
             parts.append((name, lambda p=part, n=name: p.save_pretrained(osp.join(out_dir, n))))
     index_path = osp.join(out_dir, PIPELINE_INDEX_NAME)
-    index = _pipeline_index(model, net, subfolder)
+    index = _pipeline_index(model, net, subfolder) or _dit_pipeline_index(model, net, record)
     if index is not None:
         parts.append(('pipeline index', lambda: _dump_json(index, index_path)))
     elif osp.exists(index_path):
@@ -156,6 +162,42 @@ def load_student(folder: str,
     if device is not None or dtype is not None:
         net.to(device=device, dtype=dtype)
     return net
+
+
+def is_depth_only(record: Optional[dict]) -> bool:
+    """Whether ``record`` removes whole blocks and no channels: the student is then a
+    plain, shallower model of its class, which an ordinary diffusers config describes."""
+    return record is not None and record.get('depth') is not None and not record['history']
+
+
+def _save_config(net: nn.Module, folder: str, record: Optional[dict]) -> None:
+    """Writes ``config.json``: the dense config, or for a depth-only pruned DiT the real
+    one (``num_layers`` = kept blocks), which diffusers loads without this plugin."""
+    if not is_depth_only(record):
+        net.save_config(folder)
+        return
+    if 'num_layers' not in net.config:
+        raise ValueError(f'{type(net).__name__} has no num_layers in its config; a '
+                         'depth-pruned export needs one.')
+    config = json.loads(net.to_json_string())
+    config['num_layers'] = len(record['depth']['kept'])
+    _dump_json(config, osp.join(folder, 'config.json'))
+
+
+def _dit_pipeline_index(model: nn.Module, net: nn.Module,
+                        record: Optional[dict]) -> Optional[dict]:
+    """``DiTPipeline``'s ``model_index.json`` for a latent DiT whose exported config
+    describes it (dense or depth-only pruned), so that ``DiTPipeline.from_pretrained``
+    loads the folder with no plugin; None otherwise."""
+    import diffusers
+    vae = getattr(model, 'vae', None)
+    if type(net).__name__ != 'DiTTransformer2DModel' or vae is None or \
+            (record is not None and not is_depth_only(record)):
+        return None
+    scheduler = getattr(model.test_scheduler, 'scheduler', model.test_scheduler)
+    return dict(_class_name='DiTPipeline', _diffusers_version=diffusers.__version__,
+                transformer=_library_class(net), vae=_library_class(unwrap_denoiser(vae)),
+                scheduler=_library_class(scheduler))
 
 
 def _student_folder(folder: str) -> str:
