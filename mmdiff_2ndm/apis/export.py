@@ -95,7 +95,7 @@ def export_student(model: nn.Module,
     elif osp.exists(record_path):
         os.remove(record_path)  # a dense export over an old pruned one
     for name in ('vae', 'text_encoder', 'tokenizer'):
-        part = getattr(model, name, None)
+        part = getattr(model, name)
         if part is not None:
             part = unwrap_denoiser(part) if isinstance(part, nn.Module) else part
             parts.append((name, lambda p=part, n=name: p.save_pretrained(osp.join(out_dir, n))))
@@ -108,9 +108,9 @@ def export_student(model: nn.Module,
     manifest = dict(format=EXPORT_FORMAT, sample_model=exported, subfolder=subfolder,
                     family=type(net).__name__,
                     pruned=record is not None,
-                    num_inference_steps=int(getattr(model, 'num_inference_steps', 0)) or None,
-                    guidance_scale=getattr(model, 'guidance_scale', None),
-                    num_classes=getattr(model, 'num_classes', None), source=source or {})
+                    num_inference_steps=int(model.num_inference_steps),
+                    guidance_scale=float(model.guidance_scale),
+                    num_classes=model.num_classes, source=source or {})
     parts.append(('manifest', lambda: _dump_json(manifest, osp.join(out_dir, MANIFEST_NAME))))
     for _, write in tqdm(parts, desc='export', unit='part', disable=not progress):
         write()
@@ -228,9 +228,7 @@ def _pipeline_index(model: nn.Module, net: nn.Module, subfolder: str) -> Optiona
         is a ``UNet2DConditionModel`` with a VAE, text encoder and tokenizer; else None.
     """
     import diffusers
-    parts = dict(vae=getattr(model, 'vae', None),
-                 text_encoder=getattr(model, 'text_encoder', None),
-                 tokenizer=getattr(model, 'tokenizer', None))
+    parts = dict(vae=model.vae, text_encoder=model.text_encoder, tokenizer=model.tokenizer)
     if type(net).__name__ != 'UNet2DConditionModel' or subfolder != 'unet' or \
             any(part is None for part in parts.values()):
         return None

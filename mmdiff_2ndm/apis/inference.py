@@ -165,13 +165,13 @@ def sample_to_folder(model: nn.Module,
 def _conditions(model: nn.Module, num: int, labels: Optional[Sequence[int]],
                 prompts: Optional[Sequence[str]]) -> Optional[Tuple[str, list]]:
     """``('labels', [...])``, ``('prompt', [...])`` per index, or None (unconditional)."""
-    if getattr(model, 'text_encoder', None) is not None:
-        prompts = list(prompts or sample_prompts_of(model) or [])
+    if model.text_encoder is not None:
+        prompts = list(prompts or model.sample_prompts or [])
         if not prompts:
             raise ValueError('A text-conditioned distiller needs prompts: pass them '
                              '(--prompts / --prompt-file) or set model.sample_prompts.')
         return 'prompt', [prompts[i % len(prompts)] for i in range(num)]
-    num_classes = getattr(model, 'num_classes', None)
+    num_classes = model.num_classes
     if num_classes is None:
         if labels or prompts:
             raise ValueError('The model is unconditional; labels / prompts do not apply.')
@@ -181,15 +181,6 @@ def _conditions(model: nn.Module, num: int, labels: Optional[Sequence[int]],
     if bad:
         raise ValueError(f'Labels {bad} are outside [0, {num_classes}).')
     return 'labels', [labels[i % len(labels)] for i in range(num)]
-
-
-def sample_prompts_of(model: nn.Module) -> Optional[List[str]]:
-    """The distiller's ``sample_prompts`` (kept by its conditioner, or by itself)."""
-    for owner in (getattr(model, 'conditioner', None), model):
-        prompts = getattr(owner, 'sample_prompts', None)
-        if prompts:
-            return list(prompts)
-    return None
 
 
 def _to_uint8_hwc(image: Tensor) -> 'numpy.ndarray':  # noqa: F821

@@ -182,6 +182,29 @@ def test_export_of_the_raw_student(run, tmp_path):
     assert manifest['sample_model'] == 'orig' and manifest['pruned']
 
 
+def _manifest(folder: str) -> dict:
+    with open(osp.join(folder, 'mmdiff_2ndm.json')) as f:
+        return json.load(f)
+
+
+def test_export_manifest_records_every_field(run, tmp_path):
+    out = _tool('export').main([run['config'], run['ckpt'], str(tmp_path)])
+    assert _manifest(out) == dict(
+        format='mmdiff_2ndm.student/v1', sample_model='ema', subfolder='unet',
+        family='UNet2DModel', pruned=True, num_inference_steps=STEPS, guidance_scale=1.0,
+        num_classes=None, source=dict(config=osp.abspath(run['config']),
+                                      checkpoint=osp.abspath(run['ckpt'])))
+
+
+def test_sampling_defaults_are_read_only_distiller_properties(run):
+    model = run['model']
+    assert (model.num_inference_steps, model.guidance_scale, model.sample_prompts) == (
+        STEPS, 1.0, None)
+    for name in ('num_inference_steps', 'guidance_scale', 'sample_prompts', 'num_classes'):
+        with pytest.raises(AttributeError):
+            setattr(model, name, 1)
+
+
 # ------------------------------------------------------------------ class-conditional DiT
 
 
@@ -240,6 +263,18 @@ def test_exported_dit_samples_like_the_distiller_in_dit_pipeline(dit_run, tmp_pa
     expected = model.sample(model.student, noise, torch.tensor(labels), num_inference_steps=2)
     expected = (expected / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).numpy()
     np.testing.assert_allclose(images, expected, atol=1e-5)
+
+
+def test_export_manifest_of_a_guided_class_conditional_student(dit_run, tmp_path):
+    out = _tool('export').main([dit_run['config'], dit_run['ckpt'], str(tmp_path), '--model',
+                                'orig', '--cfg-options', 'model.num_inference_steps=7',
+                                'model.guidance_scale=2.5'])
+    assert _manifest(out) == dict(
+        format='mmdiff_2ndm.student/v1', sample_model='orig', subfolder='transformer',
+        family='DiTTransformer2DModel', pruned=True, num_inference_steps=7,
+        guidance_scale=2.5, num_classes=3,
+        source=dict(config=osp.abspath(dit_run['config']),
+                    checkpoint=osp.abspath(dit_run['ckpt'])))
 
 
 # ------------------------------------------------------- text-conditional Stable Diffusion

@@ -10,7 +10,6 @@ from torch import Tensor, nn
 from mmagic.engine.hooks import VisualizationHook
 from mmagic.registry import HOOKS
 from mmagic.structures import DataSample
-from ...apis.inference import sample_prompts_of
 
 SAMPLE_MODELS = ('orig', 'ema', 'teacher')
 
@@ -112,13 +111,13 @@ class DistillerVisualizationHook(VisualizationHook):
         kwargs = {}
         if self.num_inference_steps is not None:
             kwargs['num_inference_steps'] = int(self.num_inference_steps)
-        if getattr(model, 'text_encoder', None) is not None:
-            prompts = sample_prompts_of(model)
+        if model.text_encoder is not None:
+            prompts = model.sample_prompts
             if not prompts:
                 raise ValueError('DistillerVisualizationHook on a text-conditioned distiller '
                                  'needs model.sample_prompts.')
             kwargs['prompt'] = [prompts[i % len(prompts)] for i in range(self.n_samples)]
-        elif getattr(model, 'num_classes', None) is not None:
+        elif model.num_classes is not None:
             kwargs['labels'] = [i % int(model.num_classes) for i in range(self.n_samples)]
         return kwargs
 
@@ -126,7 +125,7 @@ class DistillerVisualizationHook(VisualizationHook):
 def _has_model(model: nn.Module, sample_model: str) -> bool:
     """Whether the distiller holds the network ``sample_model`` names."""
     if sample_model == 'teacher':
-        return getattr(model, 'teacher', None) is not None
+        return model.teacher is not None
     if sample_model == 'ema':
         return getattr(model, 'student_ema', None) is not None
     return True

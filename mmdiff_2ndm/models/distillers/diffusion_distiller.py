@@ -203,6 +203,22 @@ class DiffusionDistiller(BaseModel):
         return self.conditioner.num_classes
 
     @property
+    def num_inference_steps(self) -> int:
+        """Default sampling steps (kept by :class:`DistillerSampler`)."""
+        return self.sampler.num_inference_steps
+
+    @property
+    def guidance_scale(self) -> float:
+        """Default classifier-free guidance scale, 1: none (kept by
+        :class:`DistillerSampler`)."""
+        return self.sampler.guidance_scale
+
+    @property
+    def sample_prompts(self) -> Optional[List[str]]:
+        """Prompts cycled for sampling, None without (kept by :class:`Conditioner`)."""
+        return self.conditioner.sample_prompts
+
+    @property
     def num_skipped_steps(self) -> int:
         """Updates the step guard skipped, in all."""
         return self.step_guard.num_skipped_steps
