@@ -103,6 +103,42 @@ def shape_mismatches(expected: Mapping[str, List[int]],
     return lines
 
 
+def key_prefixes(expected: Mapping[str, List[int]],
+                 state_dict: Mapping[str, torch.Tensor]) -> Dict[str, bool]:
+    """Key prefixes under which ``state_dict`` holds every tensor of ``expected``.
+
+    A checkpoint of a whole distiller holds a denoiser several times (e.g.
+    ``student.model.``, ``student_ema.module.model.``); these are the prefixes to load
+    it with.
+
+    Args:
+        expected (Mapping): Tensor name -> shape of the model.
+        state_dict (Mapping): Weights.
+
+    Returns:
+        dict: Prefix (``''`` or ending in ``'.'``) -> whether every shape matches too,
+        in the order the prefixes first occur in ``state_dict``. Empty when
+        ``expected`` is.
+    """
+    names = set(expected)
+    counts: Dict[str, int] = {}
+    for key, value in state_dict.items():
+        if not torch.is_tensor(value):
+            continue
+        for start in [0] + [i + 1 for i, char in enumerate(key) if char == '.']:
+            if key[start:] in names:
+                counts[key[:start]] = counts.get(key[:start], 0) + 1
+    return {prefix: not shape_mismatches(expected, {
+        name: list(state_dict[prefix + name].shape) for name in names})
+            for prefix, count in counts.items() if names and count == len(names)}
+
+
+def describe_prefixes(prefixes: Mapping[str, bool]) -> str:
+    """``"'a.' (fits), 'b.' (other shapes)"`` for :func:`key_prefixes`' result."""
+    return ', '.join(f'{prefix!r} ({"fits" if fits else "other shapes"})'
+                     for prefix, fits in prefixes.items())
+
+
 def check_state_dict_shapes(net: nn.Module,
                             state_dict: Mapping[str, torch.Tensor],
                             prefix: str = '',
@@ -120,7 +156,8 @@ def check_state_dict_shapes(net: nn.Module,
         what (str): Name of the source, for the message.
 
     Raises:
-        ValueError: If any of ``net``'s parameters has another shape in ``state_dict``.
+        ValueError: If any of ``net``'s parameters has another shape in ``state_dict``,
+            or if none is under ``prefix`` while all are under another prefix.
     """
     check_shapes(parameter_shapes(net), state_dict, prefix, what)
 
@@ -140,12 +177,20 @@ def check_shapes(expected: Mapping[str, List[int]],
 
     Raises:
         ValueError: If a tensor of ``expected`` has another shape in ``state_dict``;
-            the message names the first keys and the fix.
+            the message names the first keys and the fix. Also if none of them is under
+            ``prefix`` while all are under another prefix (the message names it).
     """
     actual = {
         key[len(prefix):]: list(value.shape)
         for key, value in state_dict.items() if key.startswith(prefix) and torch.is_tensor(value)
     }
+    if expected and actual and not any(name in actual for name in expected):
+        found = key_prefixes(expected, state_dict)
+        if found:
+            raise ValueError(
+                f'{what} holds none of the model\'s {len(expected)} tensors under '
+                f'{prefix or "root"!r}, but all of them under another key prefix: '
+                f'{describe_prefixes(found)}; load the sub-state-dict under a fitting one.')
     _check_block_counts(expected, actual, prefix, what)
     expected = {name: shape for name, shape in expected.items() if name in actual}
     mismatches = shape_mismatches(expected, actual)

@@ -7,14 +7,13 @@ from typing import Dict, List, Optional, Union
 
 from mmengine import print_log
 from mmengine.model import BaseModule
-from mmengine.runner.checkpoint import _load_checkpoint, _load_checkpoint_with_prefix, \
-    load_state_dict
+from mmengine.runner.checkpoint import _load_checkpoint, load_state_dict
 from torch import nn
 
 from mmagic.models.utils import build_module
 from mmagic.registry import MODELS
 
-from ...pruning.record import check_state_dict_shapes
+from ...pruning.record import check_state_dict_shapes, describe_prefixes, key_prefixes
 from ...utils import checkpoint as _safe_checkpoint  # noqa: F401  (registers the safe loader)
 from ..denoisers import denoiser_family, unwrap_denoiser
 
@@ -168,6 +167,11 @@ def load_weights(module: nn.Module, ckpt: Union[str, dict], role: str) -> None:
         ckpt (str | dict): Path, or ``dict(filename=..., prefix=...)`` to take a
             sub-state-dict (e.g. ``prefix='student.model.'``).
         role (str): Name of the config key, for error messages.
+
+    Raises:
+        ValueError: If the weights do not load as given but do under a key prefix of
+            the file (the message names the prefixes and the config to write), or if
+            their shapes do not fit.
     """
     if isinstance(ckpt, dict):
         unknown = set(ckpt) - {'filename', 'prefix'}
@@ -185,12 +189,26 @@ def load_weights(module: nn.Module, ckpt: Union[str, dict], role: str) -> None:
                                 'MMEngine checkpoint (or use from_pretrained for a '
                                 'diffusers folder).')
     net = unwrap_denoiser(module)
+    checkpoint = _load_checkpoint(filename, map_location='cpu')
+    whole = checkpoint.get('state_dict', checkpoint)
     if prefix:
-        state_dict = _load_checkpoint_with_prefix(prefix, filename, map_location='cpu')
+        prefix = prefix if prefix.endswith('.') else prefix + '.'
+        state_dict = {key[len(prefix):]: value for key, value in whole.items()
+                      if key.startswith(prefix)}
     else:
-        checkpoint = _load_checkpoint(filename, map_location='cpu')
-        state_dict = checkpoint.get('state_dict', checkpoint)
-        state_dict = {re.sub(r'^module\.', '', key): value for key, value in state_dict.items()}
+        state_dict = {re.sub(r'^module\.', '', key): value for key, value in whole.items()}
+    expected = {key: list(value.shape) for key, value in net.state_dict().items()}
+    if set(state_dict) != set(expected):
+        found = key_prefixes(expected, whole)
+        fits = [p for p, fit in found.items() if fit]
+        if fits and (prefix or '') not in fits:
+            # the EMA first: it is what a finished run is scored as
+            best = next((p for p in fits if 'ema' in p), fits[0])
+            given = f'prefix {prefix!r}' if prefix else 'no prefix'
+            raise ValueError(
+                f'{role} {filename!r} does not fit the network with {given}: its keys carry '
+                f'a prefix; found {describe_prefixes(found)}; {best!r} fits: write '
+                f'{role}=dict(filename={filename!r}, prefix={best!r}).')
     try:
         check_state_dict_shapes(net, state_dict, what=f'{role} {filename!r}')
     except ValueError as error:
