@@ -4,51 +4,33 @@ Example:
     python tools/test.py configs/2ndm_cifar10.py work_dirs/2ndm_cifar10/iter_100000.pth
 """
 import argparse
-import os
 import os.path as osp
 import sys
+from typing import List, Optional
 
 import mmengine
-from mmengine.config import Config, DictAction
+from mmengine.config import Config
 from mmengine.hooks import Hook
 from mmengine.logging import print_log
 from mmengine.runner import Runner
 
 sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..'))
 import mmdiff_2ndm  # noqa: E402,F401  (registers components and the safe checkpoint loader)
-from mmdiff_2ndm.utils import check_local_paths, prepare_cpu_distributed  # noqa: E402
+from mmdiff_2ndm.utils import (apply_runner_args, check_local_paths,  # noqa: E402
+                               parse_runner_args, prepare_cpu_distributed, runner_arg_parser)
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     """Parses the command line (MMagic's arguments)."""
-    parser = argparse.ArgumentParser(description='Test (and eval) a model')
-    parser.add_argument('config', help='test config file path')
+    parser = runner_arg_parser('Test (and eval) a model', 'test config file path')
     parser.add_argument('checkpoint', help='checkpoint file')
     parser.add_argument('--out', help='the file to save metric results.')
-    parser.add_argument(
-        '--work-dir', help='the directory to save the file containing evaluation metrics')
-    parser.add_argument(
-        '--cfg-options',
-        nargs='+',
-        action=DictAction,
-        help='override some settings in the used config, the key-value pair in xxx=yyy format '
-        'will be merged into config file. If the value to be overwritten is a list, it should '
-        'be like key="[a,b]" or key=a,b. It also allows nested list/tuple values, e.g. '
-        'key="[(a,b),(c,d)]". Note that the quotation marks are necessary and that no white '
-        'space is allowed.')
     parser.add_argument(
         '--sample-model', choices=['orig', 'ema', 'teacher'], default=None,
         help="which network every metric samples: the raw student ('orig'), its EMA "
         "('ema') or the teacher; sets each test metric's sample_model (MMagic's "
         'convention). Defaults to what the config says (usually the EMA).')
-    parser.add_argument(
-        '--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none',
-        help='job launcher')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args()
-    if 'LOCAL_RANK' not in os.environ:
-        os.environ['LOCAL_RANK'] = str(args.local_rank)
-    return args
+    return parse_runner_args(parser, argv)
 
 
 class SaveMetricHook(Hook):
@@ -79,14 +61,7 @@ def main() -> None:
     args = parse_args()
     if not osp.isfile(args.checkpoint):
         raise FileNotFoundError(f'Checkpoint {args.checkpoint!r} does not exist.')
-    cfg = Config.fromfile(args.config)
-    cfg.launcher = args.launcher
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir', None) is None:
-        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+    cfg = apply_runner_args(Config.fromfile(args.config), args)
     cfg.load_from = args.checkpoint
     if args.sample_model is not None:
         set_sample_model(cfg, args.sample_model)

@@ -8,11 +8,11 @@ Examples:
 """
 import argparse
 import logging
-import os
 import os.path as osp
 import sys
+from typing import List, Optional
 
-from mmengine.config import Config, ConfigDict, DictAction
+from mmengine.config import Config, ConfigDict
 from mmengine.logging import print_log
 from mmengine.runner import Runner
 
@@ -20,15 +20,14 @@ from mmengine.runner import Runner
 sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..'))
 import mmdiff_2ndm  # noqa: E402,F401  (registers components and the safe checkpoint loader)
 from mmdiff_2ndm.engine.hooks import RNGStateHook  # noqa: E402
-from mmdiff_2ndm.utils import (check_local_paths, has_accelerator,  # noqa: E402
-                               prepare_cpu_distributed)
+from mmdiff_2ndm.utils import (apply_runner_args, check_local_paths,  # noqa: E402
+                               has_accelerator, parse_runner_args, prepare_cpu_distributed,
+                               runner_arg_parser)
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     """Parses the command line (MMagic's arguments; ``--resume`` also takes a path)."""
-    parser = argparse.ArgumentParser(description='Train a model')
-    parser.add_argument('config', help='train config file path')
-    parser.add_argument('--work-dir', help='the dir to save logs and models')
+    parser = runner_arg_parser('Train a model', 'train config file path')
     parser.add_argument(
         '--resume',
         nargs='?',
@@ -41,24 +40,7 @@ def parse_args() -> argparse.Namespace:
         help='enable automatic-mixed-precision training')
     parser.add_argument(
         '--auto-scale-lr', action='store_true', help='enable automatically scaling LR.')
-    parser.add_argument(
-        '--cfg-options',
-        nargs='+',
-        action=DictAction,
-        help='override some settings in the used config, the key-value pair in xxx=yyy format '
-        'will be merged into config file. If the value to be overwritten is a list, it should '
-        'be like key="[a,b]" or key=a,b. It also allows nested list/tuple values, e.g. '
-        'key="[(a,b),(c,d)]". Note that the quotation marks are necessary and that no white '
-        'space is allowed.')
-    parser.add_argument(
-        '--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none',
-        help='job launcher')
-    # torch.distributed launchers pass ``--local-rank`` (torch >= 2.0) or ``--local_rank``.
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args()
-    if 'LOCAL_RANK' not in os.environ:
-        os.environ['LOCAL_RANK'] = str(args.local_rank)
-    return args
+    return parse_runner_args(parser, argv)
 
 
 def _to_amp(wrapper_cfg: ConfigDict, where: str) -> None:
@@ -91,14 +73,7 @@ def enable_amp(cfg: Config) -> None:
 
 def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
     """Applies the command-line arguments to ``cfg`` as MMagic's train tool does."""
-    cfg.launcher = args.launcher
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
-    # work_dir priority: CLI > config > config file name.
-    if args.work_dir:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir', None) is None:
-        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+    apply_runner_args(cfg, args)
     if args.amp:
         if not has_accelerator():
             raise ValueError('--amp needs a CUDA, NPU or MLU device (mmengine\'s '
