@@ -27,9 +27,9 @@ def read_version() -> str:
 
 
 def add_mim_extension() -> None:
-    """Copies ``configs/`` and ``tools/`` into ``mmdiff_2ndm/.mim/`` (with an empty
-    ``model-index.yml``) for sdists and wheels; an editable install reads them from the
-    checkout (use relative ``_base_`` paths there)."""
+    """Copies ``configs/`` (with its ``metafile.yml`` files), ``tools/`` and
+    ``model-index.yml`` into ``mmdiff_2ndm/.mim/`` for sdists and wheels; an editable
+    install reads them from the checkout (use relative ``_base_`` paths there)."""
     if not any(cmd in sys.argv for cmd in ('sdist', 'bdist_wheel', 'build', 'install')):
         return
     mim_path = osp.join(HERE, 'mmdiff_2ndm', '.mim')
@@ -42,10 +42,9 @@ def add_mim_extension() -> None:
             shutil.rmtree(dst)
         if osp.isdir(src):
             shutil.copytree(src, dst, ignore=shutil.ignore_patterns('__pycache__', '*.pyc'))
-    # MMEngine reads .mim/model-index.yml before falling back to .mim/configs/<path>; no
-    # model-zoo metafiles: every `mmdiff_2ndm::` path is a config path.
-    with open(osp.join(mim_path, 'model-index.yml'), 'w', encoding='utf-8') as f:
-        f.write('Import: []\n')
+    # `mim search` lists the configs from it; MMEngine looks a `mmdiff_2ndm::` path up in
+    # it and falls back to .mim/configs/<path> (the metafiles name no weights).
+    shutil.copy(osp.join(HERE, 'model-index.yml'), osp.join(mim_path, 'model-index.yml'))
 
 
 add_mim_extension()
@@ -58,8 +57,8 @@ setup(
     packages=find_packages(exclude=('configs', 'tools', 'tests', 'benchmarks')),
     include_package_data=True,
     package_data={'mmdiff_2ndm': ['.mim/model-index.yml', '.mim/configs/**/*.py',
-                                  '.mim/configs/**/*.md', '.mim/tools/*.py',
-                                  '.mim/tools/*.sh']},
+                                  '.mim/configs/**/*.md', '.mim/configs/**/*.yml',
+                                  '.mim/tools/*.py', '.mim/tools/*.sh']},
     python_requires='>=3.8',
     # mmcv/mmengine/mmagic are installed by tools/setup_env.sh or `mim install` (OpenMMLab
     # convention): mmcv needs a build matching the user's torch.

@@ -9,11 +9,12 @@ import sys
 
 import pytest
 import torch
+import yaml
 from mmengine.config import Config
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-SOURCES = ('setup.py', 'MANIFEST.in', 'README.md', 'requirements', 'mmdiff_2ndm', 'configs',
-           'tools')
+SOURCES = ('setup.py', 'MANIFEST.in', 'README.md', 'model-index.yml', 'requirements',
+           'mmdiff_2ndm', 'configs', 'tools')
 
 USER_CONFIG = """
 _base_ = ['mmdiff_2ndm::digits/2ndm_digits16.py']
@@ -79,6 +80,17 @@ def test_wheel_ships_every_config(installed):
                     for p in glob.glob(osp.join(shipped, '**', '*.py'), recursive=True))
     assert theirs == ours
     assert osp.isfile(osp.join(installed, 'mmdiff_2ndm', '.mim', 'tools', 'train.py'))
+    # mim's model index: every shipped config, each metafile shipped beside its configs
+    mim = osp.join(installed, 'mmdiff_2ndm', '.mim')
+    with open(osp.join(mim, 'model-index.yml'), encoding='utf-8') as f:
+        index = yaml.safe_load(f)
+    listed = []
+    for metafile in index['Import']:
+        with open(osp.join(mim, metafile), encoding='utf-8') as f:
+            listed += [model['Config'] for model in yaml.safe_load(f)['Models']]
+    assert sorted(osp.relpath(p, 'configs') for p in listed if '_base_' not in p) == sorted(
+        p for p in ours if not p.startswith('_base_'))
+    assert all(osp.isfile(osp.join(mim, p)) for p in listed)
 
 
 def test_user_project_inherits_installed_config(installed, tmp_path):
