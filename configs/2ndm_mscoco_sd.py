@@ -35,7 +35,7 @@
 #   checkpoints/clip-vit-large-patch14` (`clip_path`; a transformers CLIP folder with its
 #   tokenizer, never downloaded by the metric). BK-SDM's published CLIP scores use
 #   OpenCLIP ViT-g/14 (laion2b_s34b_b88k), so ViT-L/14 scores are not comparable to them.
-# Recipe: loss weights for SD are not published (the CIFAR-10 ones are used), nor is the
+# Recipe: 2ndM's loss weights for SD are not published (the CIFAR-10 ones are used), nor is the
 #   paper's SD finetuning recipe (the authors' release is CIFAR-10 only); lr and length
 #   follow BK-SDM's scripts/kd_train.sh: AdamW 5e-5, grad-clip 1, 512x512 centre crop +
 #   flip, 50k iterations. Differs on purpose:
@@ -77,9 +77,15 @@ model = dict(
     guidance_scale=7.5,
     label_drop_prob=0.1,  # empty prompt for classifier-free guidance
     sample_prompts=['a photo of an astronaut riding a horse on mars'],
+    # BK-SDM's recipe (DSM + output KD + feature KD at the 8 down/up block outputs,
+    # 1 / 1 / 1 as element means) with 2ndM on top, as the paper. DSM and KD are
+    # pixel-summed here (4 x 64 x 64 = 16384 latent elements), so the element-mean
+    # feature term gets weight 16384 to keep BK-SDM's proportions.
     losses=dict(
         dsm=dict(loss_weight=1.0),
         kd=dict(loss_weight=1.0),
+        feat=dict(type='FeatureKDLoss', layers='bk-sdm', reduction='mean',
+                  loss_weight=16384.0),
         jacobian=dict(type='2ndMatchLoss', loss_weight=0.1, num_projections=1, mode='jvp')),
     pixel_reduction='sum',
     ema=None,  # see the header (BK-SDM's script keeps an EMA)

@@ -35,6 +35,8 @@ SCHEDULE_TESTS = 'tests/test_models/test_distillers/test_distiller_schedules.py'
 CLOSED_FORMS = (f'{SCHEDULE_TESTS}::test_dsm_and_kd_equal_their_closed_forms', )
 ANTITHETIC_TESTS = ('tests/test_distributed/test_sample_tied_noise.py', )
 EMA_TESTS = ('tests/test_models/test_averaged_model.py', )
+FEATURE_TESTS = ('tests/test_models/test_losses/test_feature_kd_loss.py', )
+LOSS_SET_TESTS = ('tests/test_models/test_distillers/test_open_loss_set.py', )
 GUARD_TESTS = ('tests/test_models/test_distillers/test_nonfinite_guard.py', )
 
 
@@ -60,6 +62,10 @@ DISTILLER = 'mmdiff_2ndm/models/distillers/diffusion_distiller.py'
 DRAWS = 'mmdiff_2ndm/models/distillers/training_draws.py'
 STEP_GUARD = 'mmdiff_2ndm/models/distillers/student_update.py'
 SQUARED_ERROR = 'mmdiff_2ndm/models/losses/squared_error.py'
+KD = 'mmdiff_2ndm/models/losses/kd_loss.py'
+FEATURE_KD = 'mmdiff_2ndm/models/losses/feature_kd_loss.py'
+FEATURE_POINTS = 'mmdiff_2ndm/models/losses/feature_points.py'
+RECORDER = 'mmdiff_2ndm/models/feature_recorder.py'
 NOISE_SCHEDULE = 'mmdiff_2ndm/models/distillers/noise_schedule.py'
 EMA = 'mmdiff_2ndm/models/averaged_model.py'
 RECORD = 'mmdiff_2ndm/pruning/record.py'
@@ -73,6 +79,8 @@ MUTANTS: List[Mutant] = [
            'term = (student_jac - teacher_jac).pow(2).flatten(1).sum(1)',
            'term = (student_jac - teacher_jac).pow(2).flatten(1).mean(1)', LOSS_TESTS),
     # the sigma_t scaling: s^4 on the squared difference of squared norms, s^2 first-order
+    Mutant('loss-log-ratio-unsquared', LOSS, '- teacher_sq.clamp_min(tiny).log()).pow(2)',
+           '- teacher_sq.clamp_min(tiny).log()).abs()', LOSS_TESTS),
     Mutant('loss-scale-power', LOSS,
            "term = term * (factor.pow(2) if self.mode != 'first_order' else factor)",
            'term = term * factor', LOSS_TESTS),
@@ -123,8 +131,19 @@ MUTANTS: List[Mutant] = [
            'return scheduler.get_velocity(x_0, noise, timesteps)', 'return noise',
            ('tests/test_models/test_distillers/test_diffusion_distiller.py::'
             'test_sd_v_prediction_target_and_text_conditioning', )),
-    Mutant('target-kd-self', DISTILLER, 'self.kd_loss(student_out, teacher_out)',
-           'self.kd_loss(student_out, student_out)', CLOSED_FORMS),
+    Mutant('target-kd-self', KD, "pred_T='teacher_out')", "pred_T='student_out')",
+           CLOSED_FORMS),
+    # feature distillation: the kept channels of a width-pruned student, the points, the
+    # rows of a sub-batch forward, the mask
+    Mutant('feature-kept-first-channels', FEATURE_POINTS, 'index = rows.round().long()',
+           'index = torch.arange(n_s)', FEATURE_TESTS),
+    Mutant('feature-tiny-up-offset', FEATURE_POINTS, 'offset = n_up_t - n_up_s',
+           'offset = 0', FEATURE_TESTS),
+    Mutant('feature-rows-unordered', RECORDER, 'out[name] = values[first]',
+           'out[name] = values[:batch]', LOSS_SET_TESTS),
+    Mutant('feature-mask-student-only', FEATURE_KD,
+           'mask = (_within_sigma(teacher, self.mask_sigma)',
+           'mask = (_within_sigma(student.detach(), self.mask_sigma)', FEATURE_TESTS),
     Mutant('dsm-pixel-mean', SQUARED_ERROR, 'return sq_err.flatten(1).sum(1).mean()',
            'return sq_err.flatten(1).mean(1).mean()', CLOSED_FORMS),
     # the non-finite step guard

@@ -1,4 +1,5 @@
-"""2 processes (gloo) == 1 process with the double batch, and exact kill-and-resume."""
+"""2 processes (gloo) == 1 process with the double batch, and exact kill-and-resume
+(DSM + KD + feature KD + the Jacobian term)."""
 import os
 import os.path as osp
 import subprocess
@@ -24,7 +25,10 @@ model = dict(
     teacher=dict(type='UNet2DModel', from_pretrained={teacher_path!r}),
     noise_scheduler=dict(type='DDPMScheduler', num_train_timesteps=100),
     num_inference_steps=2,
+    # Feature KD of the width-pruned student (kept channels from the pruning record):
+    # its gradients too must be one process's, its resume exact.
     losses=dict(dsm=dict(loss_weight=1.0), kd=dict(loss_weight=1.0),
+                feat=dict(type='FeatureKDLoss', layers='bk-sdm', loss_weight=10.0),
                 jacobian=dict(type='2ndMatchLoss', loss_weight=0.1, mode={mode!r},
                               batch_fraction={batch_fraction})),
     per_sample_noise_seed={noise_seed},

@@ -25,8 +25,10 @@ model = dict(
     teacher=dict(type='UNet2DModel', from_pretrained=teacher_path),
     noise_scheduler=dict(type='DDPMScheduler', num_train_timesteps=100),
     num_inference_steps=2,
+    # any names: BK-SDM's feature KD and the sigma-scaled Jacobian term beside DSM and KD
     losses=dict(dsm=dict(loss_weight=1.0), kd=dict(loss_weight=1.0),
-                jacobian=dict(type='2ndMatchLoss', loss_weight=0.1, mode='vjp')),
+                feat=dict(type='FeatureKDLoss', layers='bk-sdm', loss_weight=10.0),
+                jac=dict(type='2ndMatchLoss', loss_weight=0.1, mode='vjp', scale='sigma')),
     ema=dict(type='WarmupExponentialMovingAverage', momentum=0.1),
     data_preprocessor=dict(type='DataPreprocessor'))
 custom_hooks = [dict(type='DiffusionPruningHook', ratio=0.5, importance='magnitude')]
@@ -83,7 +85,9 @@ def _check(result):
 
 def test_train_resume_and_test_through_tools(user_config, tmp_path):
     work_dir = str(tmp_path / 'work')
-    _check(_tool('tools/train.py', user_config, '--work-dir', work_dir))
+    logged = _check(_tool('tools/train.py', user_config, '--work-dir', work_dir))
+    assert all(f'{key}: ' in logged.stdout + logged.stderr
+               for key in ('loss_dsm', 'loss_kd', 'loss_feat', 'loss_jac'))
     ckpt2 = safe_torch_load(osp.join(work_dir, 'iter_2.pth'), map_location='cpu')
     assert ckpt2['meta']['iter'] == 2
     assert 'pruning' in ckpt2['meta'], 'pruned checkpoint must carry its pruning record'

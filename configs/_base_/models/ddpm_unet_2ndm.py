@@ -16,8 +16,9 @@ model = dict(
         dsm=dict(loss_weight=1.0),
         kd=dict(loss_weight=1.0),
         # mode='jvp': the paper's J^T J; 'vjp' reproduces the released double backward.
-        jacobian=dict(type='2ndMatchLoss', loss_weight=0.1, num_projections=1, mode='jvp')),
-    jacobian_scale=None,  # the paper's unscaled term; 'sigma' tames small-t samples
+        # scale=None: the paper's unscaled term; 'sigma' tames small-t samples.
+        jacobian=dict(type='2ndMatchLoss', loss_weight=0.1, num_projections=1, mode='jvp',
+                      scale=None)),
     pixel_reduction='sum',
     antithetic_timesteps=True,
     ema=dict(momentum=1e-4, start_iter=0),  # decay 0.9999

@@ -1,8 +1,10 @@
 """Building the distiller's parts: the frozen teacher (and helpers), the student, the
 losses."""
 import copy
+import logging
 import os.path as osp
 import re
+import warnings
 from typing import Dict, List, Optional, Union
 
 from mmengine import print_log
@@ -16,54 +18,126 @@ from mmagic.registry import MODELS
 from ...pruning.record import check_state_dict_shapes, describe_prefixes, key_prefixes
 from ...utils import checkpoint as _safe_checkpoint  # noqa: F401  (registers the safe loader)
 from ..denoisers import denoiser_family, unwrap_denoiser
+from ..losses.loss_inputs import FORWARD_RUNNER_INPUT, loss_inputs
+from ..losses.second_order_match_loss import SecondOrderMatchLoss
+from ..losses.squared_error import SquaredErrorLoss
 
 ModelType = Union[dict, nn.Module]
 CkptType = Union[str, dict, None]
 
-LOSS_KEYS = ('dsm', 'kd', 'jacobian')
-LOSS_TYPES = dict(dsm='DSMLoss', kd='KDLoss', jacobian='2ndMatchLoss')
+# Loss names whose config may leave out ``type`` (the historical trio).
+DEFAULT_LOSS_TYPES = dict(dsm='DSMLoss', kd='KDLoss', jacobian='2ndMatchLoss')
+# Distiller arguments of the Jacobian term's schedule, now options of its loss.
+DEPRECATED_JACOBIAN_ARGS = dict(jacobian_scale='scale', jacobian_t_range='t_range',
+                                jacobian_warmup_iters='warmup_iters')
 
 
 def build_losses(losses: Optional[dict],
-                 pixel_reduction: str = 'sum') -> Dict[str, Optional[nn.Module]]:
-    """Builds the distiller's loss modules from its ``losses`` config.
+                 pixel_reduction: str = 'sum',
+                 legacy_jacobian: Optional[dict] = None) -> Dict[str, nn.Module]:
+    """Builds the distiller's open set of loss modules from its ``losses`` config.
 
     Args:
-        losses (dict, optional): Keys from ``LOSS_KEYS``, each a loss config (its
-            ``type`` defaults to ``LOSS_TYPES``), a built module, or None (off). None:
-            ``dsm`` and ``kd`` with weight 1.
-        pixel_reduction (str): The default ``reduction`` of DSM and KD.
+        losses (dict, optional): Any names, each a loss config (``type`` may be left
+            out for ``DEFAULT_LOSS_TYPES``' names; ``inputs=dict(argument=field)``
+            overrides what the loss consumes, see ``loss_inputs.py``), a built module,
+            or None (off). None: ``dsm`` and ``kd`` with weight 1.
+        pixel_reduction (str): The default ``reduction`` of DSM and KD (and of any
+            other ``SquaredErrorLoss``).
+        legacy_jacobian (dict, optional): Deprecated distiller arguments
+            (``DEPRECATED_JACOBIAN_ARGS``) to move into the loss that runs the
+            forwards.
 
     Returns:
-        dict: ``dsm``, ``kd``, ``jacobian`` -> module or None.
+        dict: Name -> module, the loss that runs the forwards (if any) first, the
+        others in config order.
     """
     if losses is None:
         losses = dict(dsm=dict(loss_weight=1.0), kd=dict(loss_weight=1.0))
     if not isinstance(losses, dict):
-        raise TypeError(f'losses must be a dict with keys from {LOSS_KEYS}, '
-                        f'got {type(losses).__name__}.')
-    unknown = sorted(set(losses) - set(LOSS_KEYS))
-    if unknown:
-        raise ValueError(f'Unknown loss key(s) {unknown} in `losses`; allowed keys are '
-                         f'{list(LOSS_KEYS)} (set a value to None to switch it off).')
-    if all(losses.get(k) is None for k in LOSS_KEYS):
-        raise ValueError('All losses are switched off; enable at least one of '
-                         f'{list(LOSS_KEYS)}.')
+        raise TypeError(f'losses must be a dict name -> loss config, got '
+                        f'{type(losses).__name__}.')
+    enabled = {name: cfg for name, cfg in losses.items() if cfg is not None}
+    if not enabled:
+        raise ValueError(f'All losses are switched off ({sorted(losses)}); enable at '
+                         'least one.')
     built = {}
-    for key in LOSS_KEYS:
-        cfg = losses.get(key)
-        if cfg is not None and not isinstance(cfg, nn.Module):
-            cfg = dict(cfg)
-            cfg.setdefault('type', LOSS_TYPES[key])
-            if key == 'jacobian':
-                # A non-finite term goes to the distiller's step guard, the one place
-                # that skips updates.
-                cfg.setdefault('nonfinite', 'return')
-            else:
-                cfg.setdefault('reduction', pixel_reduction)
-            cfg = MODELS.build(cfg)
-        built[key] = cfg
-    return built
+    for name, cfg in enabled.items():
+        if not isinstance(name, str) or not name.isidentifier():
+            raise ValueError(f'Loss name {name!r} must be an identifier (it is logged as '
+                             f'loss_<name>).')
+        module = cfg if isinstance(cfg, nn.Module) else _build_loss(name, cfg,
+                                                                    pixel_reduction)
+        loss_inputs(module, name)  # declares what it consumes, in the known fields
+        built[name] = module
+    runners = [n for n, m in built.items() if FORWARD_RUNNER_INPUT in loss_inputs(m)]
+    if len(runners) > 1:
+        raise ValueError(f'Losses {runners} each run the forwards (they consume '
+                         f"'{FORWARD_RUNNER_INPUT}'); keep one.")
+    _migrate_legacy_jacobian(legacy_jacobian or {}, built, runners, enabled)
+    return {name: built[name] for name in runners + [n for n in built if n not in runners]}
+
+
+def _build_loss(name: str, cfg: dict, pixel_reduction: str) -> nn.Module:
+    """Builds one loss config (defaults: type by name, DSM/KD reduction, and a
+    non-finite Jacobian term returned to the distiller's step guard)."""
+    cfg = dict(cfg)
+    inputs = cfg.pop('inputs', None)
+    if 'type' not in cfg:
+        if name not in DEFAULT_LOSS_TYPES:
+            raise ValueError(f'losses.{name} needs a `type` (a registered loss, e.g. '
+                             "'FeatureKDLoss'); only "
+                             f'{sorted(DEFAULT_LOSS_TYPES)} have a default type.')
+        cfg['type'] = DEFAULT_LOSS_TYPES[name]
+    loss_cls = MODELS.get(cfg['type']) if isinstance(cfg['type'], str) else cfg['type']
+    if loss_cls is None:
+        raise KeyError(f"losses.{name}: {cfg['type']!r} is not a registered loss; import "
+                       'the module that registers it (custom_imports).')
+    if isinstance(loss_cls, type) and issubclass(loss_cls, SquaredErrorLoss):
+        cfg.setdefault('reduction', pixel_reduction)
+    if isinstance(loss_cls, type) and issubclass(loss_cls, SecondOrderMatchLoss):
+        # A non-finite term goes to the distiller's step guard, the one place that
+        # skips updates.
+        cfg.setdefault('nonfinite', 'return')
+    module = MODELS.build(cfg)
+    if inputs is not None:
+        if not isinstance(inputs, dict):
+            raise TypeError(f'losses.{name}.inputs must be a dict argument -> field, got '
+                            f'{type(inputs).__name__}.')
+        module.loss_inputs = dict(inputs)
+    return module
+
+
+def _migrate_legacy_jacobian(legacy: dict, built: Dict[str, nn.Module], runners: List[str],
+                             configs: dict) -> None:
+    """Moves deprecated distiller arguments of the Jacobian schedule into its loss."""
+    if not legacy:
+        return
+    names = ', '.join(f'{arg}={value!r}' for arg, value in legacy.items())
+    if not runners or not isinstance(built[runners[0]], SecondOrderMatchLoss):
+        warnings.warn(f'DiffusionDistiller({names}) is deprecated and ignored: there is no '
+                      '2ndMatchLoss in `losses`.', DeprecationWarning, stacklevel=3)
+        print_log(f'Ignored the deprecated {names}: no 2ndMatchLoss in `losses`.',
+                  'current', logging.WARNING)
+        return
+    name = runners[0]
+    options = {DEPRECATED_JACOBIAN_ARGS[arg]: value for arg, value in legacy.items()}
+    given = configs[name] if isinstance(configs[name], dict) else {}
+    clashes = [opt for opt in options if opt in given]
+    if clashes:
+        raise ValueError(f'{names} clashes with losses.{name}.{clashes[0]}; set it in the '
+                         'loss config only.')
+    message = (f'DiffusionDistiller({names}) is deprecated: configure the Jacobian term in '
+               f"its loss, losses.{name}=dict(type='2ndMatchLoss', "
+               + ', '.join(f'{opt}={value!r}' for opt, value in options.items()) + ', ...).')
+    warnings.warn(message, DeprecationWarning, stacklevel=3)
+    print_log(message, 'current', logging.WARNING)
+    loss = built[name]
+    merged = dict(scale=loss.scale, t_range=loss.t_range, warmup_iters=loss.warmup_iters)
+    merged.update(options)
+    checked = SecondOrderMatchLoss(**merged)  # validates them as the loss does
+    loss.scale, loss.t_range, loss.warmup_iters = (checked.scale, checked.t_range,
+                                                   checked.warmup_iters)
 
 
 def mark_initialised(module: nn.Module) -> None:

@@ -1,4 +1,5 @@
 """Teacher -> student finetuning of (pruned) diffusion denoisers: DSM + KD + 2ndMatch."""
+import contextlib
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -13,22 +14,25 @@ from mmagic.registry import DIFFUSION_SCHEDULERS, MODELS
 from mmagic.structures import DataSample
 
 from ...pruning.record import check_shapes
-from ..denoisers import run_denoiser, strip_model_wrappers
+from ..denoisers import run_denoiser, strip_model_wrappers, unwrap_denoiser
+from ..feature_recorder import FeatureRecorder
+from ..losses.loss_inputs import FORWARD_RUNNER_INPUT, TEACHER_INPUTS, loss_inputs
 from ..losses.squared_error import REDUCTIONS, squared_error
 from . import batch_fields
 from .batch_fields import Samples
-from .builders import (CkptType, ModelType, build_losses, build_student, build_teacher,
-                       frozen)
+from .builders import (DEPRECATED_JACOBIAN_ARGS, CkptType, ModelType, build_losses,
+                       build_student, build_teacher, frozen)
 from .conditioner import Conditioner
 from .noise_schedule import dsm_target, noise_sigmas
 from .sampler import DistillerSampler, LatentCodec, SamplingNets, ddim_like
-from .student_update import StepGuard, average_gradients, student_optim_wrapper
+from .student_update import (StepGuard, average_gradients, loss_optim_wrapper,
+                             student_optim_wrapper)
 from .training_draws import Draws, TrainingDraws, mix_seed
 from .training_state import TrainingState
 from .validation import (check_at_least, check_choice, check_int, check_output_shape,
-                         check_probability, check_t_range)
+                         check_probability)
 
-JACOBIAN_SCALES = (None, 'sigma')
+FEATURE_INPUTS = ('student_feats', 'teacher_feats')
 
 
 @MODELS.register_module()
@@ -37,11 +41,14 @@ class DiffusionDistiller(BaseModel):
 
     Per iteration (:meth:`train_step`): encode images (:class:`LatentCodec`), draw
     timesteps, noise and directions (:class:`TrainingDraws`), noise the input with the
-    training scheduler, then sum the enabled losses: ``loss_dsm`` (:class:`DSMLoss`,
-    against the scheduler's target), ``loss_kd`` (:class:`KDLoss`, against the teacher)
-    and ``loss_jacobian`` (``2ndMatchLoss``, which also returns both networks' outputs,
-    so that each network runs one forward per iteration). Labels and prompts become
-    conditions in :class:`Conditioner`; images are sampled by :class:`DistillerSampler`.
+    training scheduler, then sum the losses, an open set ``losses=dict(name=cfg)``
+    logged as ``loss_<name>``: e.g. ``dsm`` (:class:`DSMLoss`, against the scheduler's
+    target), ``kd`` (:class:`KDLoss`, against the teacher), ``feat``
+    (:class:`FeatureKDLoss`, intermediate features) and ``jacobian`` (``2ndMatchLoss``,
+    which also returns both networks' outputs, so that each network runs one forward
+    per iteration). Each loss declares the inputs it consumes (``loss_inputs.py``);
+    each input is computed once. Labels and prompts become conditions in
+    :class:`Conditioner`; images are sampled by :class:`DistillerSampler`.
 
     Note:
         Only ``student`` is optimised, with MMagic's multi-optimizer constructor keyed by
@@ -74,16 +81,16 @@ class DiffusionDistiller(BaseModel):
         test_scheduler (dict, optional): Sampling scheduler. Defaults to None: DDIM with
             the training scheduler's config.
         num_inference_steps (int): Sampling steps. Defaults to 100 (authors' DDIM).
-        losses (dict, optional): Keys from ``('dsm', 'kd', 'jacobian')``, each a loss
-            config or None (off); see :func:`build_losses`. Defaults to None: ``dsm``
-            and ``kd`` with weight 1.
-        jacobian_scale (str, optional): None (the paper's unscaled term) or
-            ``'sigma'``: ``sigma_t = sqrt(1 - alpha_bar_t)`` per sample is the loss's
-            ``scale`` (tames the ~1/sigma_t^4 growth at small t). Defaults to None.
-        jacobian_t_range (Sequence[int], optional): ``(t_min, t_max)``, inclusive; the
-            Jacobian term is 0 for timesteps outside. Defaults to None (all).
-        jacobian_warmup_iters (int): Ramps the Jacobian term's weight linearly from 0
-            to 1 over this many iterations. Defaults to 0.
+        losses (dict, optional): Name -> loss config (or module, or None: off), any
+            names and any registered losses; ``dsm``, ``kd`` and ``jacobian`` may leave
+            out ``type``. See :func:`build_losses` and ``models/losses/loss_inputs.py``.
+            Defaults to None: ``dsm`` and ``kd`` with weight 1.
+        jacobian_scale (str, optional): Deprecated: ``scale`` of the ``2ndMatchLoss``
+            config. Defaults to None.
+        jacobian_t_range (Sequence[int], optional): Deprecated: ``t_range`` of the
+            ``2ndMatchLoss`` config. Defaults to None.
+        jacobian_warmup_iters (int, optional): Deprecated: ``warmup_iters`` of the
+            ``2ndMatchLoss`` config. Defaults to None.
         pixel_reduction (str): ``'sum'`` (over C, H, W, mean over the batch; the
             authors') or ``'mean'``, the default reduction of DSM and KD. Defaults to
             ``'sum'``.
@@ -132,7 +139,7 @@ class DiffusionDistiller(BaseModel):
                  losses: Optional[dict] = None,
                  jacobian_scale: Optional[str] = None,
                  jacobian_t_range: Optional[Sequence[int]] = None,
-                 jacobian_warmup_iters: int = 0,
+                 jacobian_warmup_iters: Optional[int] = None,
                  pixel_reduction: str = 'sum',
                  antithetic_timesteps: bool = True,
                  per_sample_noise_seed: Optional[int] = None,
@@ -156,10 +163,6 @@ class DiffusionDistiller(BaseModel):
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
         label_drop_prob = check_probability('label_drop_prob', label_drop_prob)
         self.pixel_reduction = check_choice('pixel_reduction', pixel_reduction, REDUCTIONS)
-        self.jacobian_scale = check_choice('jacobian_scale', jacobian_scale, JACOBIAN_SCALES)
-        self.jacobian_t_range = check_t_range(jacobian_t_range)
-        self.jacobian_warmup_iters = check_at_least('jacobian_warmup_iters',
-                                                    jacobian_warmup_iters, 0)
         self.per_sample_noise_seed = check_int('per_sample_noise_seed',
                                                per_sample_noise_seed, 0, optional=True)
         num_inference_steps = check_at_least('num_inference_steps', num_inference_steps, 1)
@@ -168,13 +171,19 @@ class DiffusionDistiller(BaseModel):
             hint=' (1: raise at the first non-finite step)'))
         self._checked_optimizer = None
         self._sampling_calls = 0  # val_step calls: seeds each call's fork of the RNG
-        built = build_losses(losses, self.pixel_reduction)
-        self.dsm_loss, self.kd_loss, self.jacobian_loss = (built['dsm'], built['kd'],
-                                                           built['jacobian'])
-
-        teacher_losses = [k for k in ('kd', 'jacobian') if built[k] is not None]
+        legacy = dict(jacobian_scale=jacobian_scale, jacobian_t_range=jacobian_t_range,
+                      jacobian_warmup_iters=jacobian_warmup_iters)
+        self.losses = nn.ModuleDict(build_losses(
+            losses, self.pixel_reduction,
+            {k: v for k, v in legacy.items() if k in DEPRECATED_JACOBIAN_ARGS and v is not None}))
+        self._loss_inputs = {name: loss_inputs(loss, name) for name, loss in self.losses.items()}
+        self._check_feature_losses()
+        teacher_losses = [name for name, inputs in self._loss_inputs.items()
+                          if set(inputs.values()) & set(TEACHER_INPUTS)]
         self.teacher = build_teacher(teacher, teacher_ckpt, student, teacher_losses)
         self.student = build_student(student, student_ckpt, self.teacher)
+        self.pruning_record: Optional[dict] = None
+        self._bind_losses()
         self.noise_scheduler = build_module(noise_scheduler, DIFFUSION_SCHEDULERS)
         if test_scheduler is None:
             test_scheduler = ddim_like(self.noise_scheduler)
@@ -196,6 +205,47 @@ class DiffusionDistiller(BaseModel):
             num_inference_steps, float(guidance_scale), sample_with_ema, sample_shape)
         self.training_state = TrainingState(ema)
         self.build_student_ema()
+
+    @property
+    def forward_runner(self) -> Optional[str]:
+        """Name of the loss that runs the forwards (consumes ``student_fn``), or None."""
+        first = next(iter(self._loss_inputs))
+        return first if FORWARD_RUNNER_INPUT in self._loss_inputs[first].values() else None
+
+    def _consumed(self) -> set:
+        """Every input field some loss consumes."""
+        return {field for inputs in self._loss_inputs.values() for field in inputs.values()}
+
+    def _check_feature_losses(self) -> None:
+        """Losses that consume features must name their layers (``feature_layers``)."""
+        for name, inputs in self._loss_inputs.items():
+            if set(inputs.values()) & set(FEATURE_INPUTS) and \
+                    not callable(getattr(self.losses[name], 'feature_layers', None)):
+                raise ValueError(f'losses.{name} consumes recorded features but has no '
+                                 '`feature_layers()` saying which; use FeatureKDLoss or '
+                                 'give the loss bind() and feature_layers().')
+
+    def set_pruning_record(self, record: Optional[dict]) -> None:
+        """Tells the losses that the student was pruned (or rebuilt) by ``record``.
+
+        Called by ``DiffusionPruningHook`` and ``init_distiller`` after a record is
+        applied to the student; losses that depend on the student's layout (e.g.
+        :class:`FeatureKDLoss`' points and kept channels) are bound anew.
+
+        Args:
+            record (dict, optional): The pruning record (plain data), None for a dense
+                student.
+        """
+        self.pruning_record = record
+        self._bind_losses()
+
+    def _bind_losses(self) -> None:
+        """Binds the losses that resolve layers against the current nets."""
+        for loss in self.losses.values():
+            if callable(getattr(loss, 'bind', None)):
+                loss.bind(unwrap_denoiser(self.student),
+                          None if self.teacher is None else unwrap_denoiser(self.teacher),
+                          self.pruning_record)
 
     @property
     def num_classes(self) -> Optional[int]:
@@ -292,6 +342,7 @@ class DiffusionDistiller(BaseModel):
         """
         wrapper = student_optim_wrapper(optim_wrapper, self.student, self._checked_optimizer)
         self._checked_optimizer = wrapper.optimizer
+        losses_wrapper = loss_optim_wrapper(optim_wrapper, self.losses)
         data = self.data_preprocessor(data, True)
         with wrapper.optim_context(self.student):
             losses = self.compute_losses(data['inputs'], data.get('data_samples'))
@@ -300,15 +351,21 @@ class DiffusionDistiller(BaseModel):
         update = wrapper.should_update()
         if update:
             average_gradients(self._bare_student())
+            if losses_wrapper is not None:
+                average_gradients(self.losses)
         nonfinite, skip = self.step_guard.check(losses, wrapper,
                                                 self._bare_student().parameters(), update)
         if update:
-            if not skip:
-                wrapper.step()
-            wrapper.zero_grad()
+            for each in (wrapper, losses_wrapper):
+                if each is not None:
+                    if not skip:
+                        each.step()
+                    each.zero_grad()
         self._end_step(average=not (nonfinite or skip))
         if update:
-            self.step_guard.count(skip, getattr(self.jacobian_loss, 'last_nonfinite', None))
+            runner = self.forward_runner
+            self.step_guard.count(
+                skip, getattr(self.losses[runner], 'last_nonfinite', None) if runner else None)
         log_vars['nonfinite_skip'] = torch.tensor(float(skip))
         return log_vars
 
@@ -338,7 +395,7 @@ class DiffusionDistiller(BaseModel):
 
     def compute_losses(self, inputs: Union[Tensor, dict],
                        data_samples: Optional[DataSample]) -> Dict[str, Tensor]:
-        """The enabled, weighted losses for one preprocessed batch.
+        """The weighted losses for one preprocessed batch.
 
         Args:
             inputs (Tensor | dict): Images (B, 3, H, W) in the preprocessor's range,
@@ -346,58 +403,86 @@ class DiffusionDistiller(BaseModel):
             data_samples (DataSample, optional): Stacked samples with labels/prompts.
 
         Returns:
-            dict: ``loss_dsm`` / ``loss_kd`` / ``loss_jacobian`` as enabled.
+            dict: ``loss_<name>`` per loss: the one that runs the forwards first, the
+            others in config order.
         """
         x_0 = self._encode_images(batch_fields.images(inputs, data_samples))
         timesteps, noise, directions, drop_u = self._training_draws(x_0, data_samples)
         condition = self.conditioner.training_condition(
             data_samples, x_0.shape[0], x_0.device, drop_u=drop_u)
         x_t = self.noise_scheduler.add_noise(x_0, noise, timesteps)
-        student_out, teacher_out, losses = self._denoise_both(x_t, timesteps, condition,
-                                                              directions)
-        if self.dsm_loss is not None:
-            target = dsm_target(self.noise_scheduler, x_0, noise, timesteps)
-            losses['loss_dsm'] = self.dsm_loss(student_out, target)
-        if self.kd_loss is not None:
-            losses['loss_kd'] = self.kd_loss(student_out, teacher_out)
+        consumed = self._consumed()
+        fields = dict(x_0=x_0, noise=noise, x_t=x_t, timesteps=timesteps,
+                      condition=condition, directions=directions,
+                      iteration=self.training_state.iteration())
+        if 'sigma_t' in consumed:
+            fields['sigma_t'] = noise_sigmas(self.noise_scheduler, timesteps)
+        if 'target' in consumed:
+            fields['target'] = dsm_target(self.noise_scheduler, x_0, noise, timesteps)
+        losses = self._run_forwards(fields)
+        for name, inputs_of in self._loss_inputs.items():
+            if name != self.forward_runner:
+                losses[f'loss_{name}'] = self.losses[name](
+                    **{arg: fields[field] for arg, field in inputs_of.items()})
         return losses
 
-    def _denoise_both(self, x_t: Tensor, timesteps: Tensor, condition: Optional[Tensor],
-                      directions: Optional[Tensor]
-                      ) -> Tuple[Tensor, Optional[Tensor], Dict[str, Tensor]]:
-        """Student and teacher outputs (B, C, H, W) on x_t, with the Jacobian term.
+    def _run_forwards(self, fields: dict) -> Dict[str, Tensor]:
+        """Student and teacher forwards on x_t, once each, with the features recorded.
 
-        With the Jacobian loss on, its pass doubles as both forwards; otherwise the
-        teacher runs under ``no_grad``, and only for KD.
+        With a loss that runs the forwards (the Jacobian term) its pass doubles as both;
+        otherwise the teacher runs under ``no_grad``, and only when a loss consumes its
+        output or features. Adds ``student_out``, ``teacher_out`` (None when not
+        needed), ``student_feats`` / ``teacher_feats`` and the nets as functions of x_t
+        to ``fields``.
 
         Returns:
-            tuple: The student's output, the teacher's (None when not needed) and
-            ``{'loss_jacobian': ...}`` (empty when off).
+            dict: ``{'loss_<runner>': ...}``, empty without a runner.
         """
-        # The bare student: its DDP wrapper's reducer must not see the Jacobian
-        # passes (see average_gradients).
-        student_fn = _denoiser_fn(self._bare_student(), timesteps, condition)
-        teacher_fn = _denoiser_fn(self.teacher, timesteps, condition)
+        x_t, timesteps, condition = fields['x_t'], fields['timesteps'], fields['condition']
+        student_layers, teacher_layers = self._feature_layers()
         losses = {}
-        if self.jacobian_loss is not None:
-            scale = (noise_sigmas(self.noise_scheduler, timesteps)
-                     if self.jacobian_scale == 'sigma' else None)
-            extra = {} if directions is None else dict(directions=directions)
-            jac = self.jacobian_loss(student_fn, teacher_fn, x_t, scale=scale,
-                                     weight=self._jacobian_weights(timesteps),
-                                     return_outputs=True, **extra)
-            student_out, teacher_out = jac.student_out, jac.teacher_out
-            losses['loss_jacobian'] = jac.loss
-        else:
-            student_out = student_fn(x_t)
-            teacher_out = None
-            if self.kd_loss is not None:
-                with torch.no_grad():
-                    teacher_out = teacher_fn(x_t)
+        with contextlib.ExitStack() as stack:
+            # The bare student: its DDP wrapper's reducer must not see the Jacobian
+            # passes (see average_gradients).
+            student_rec = stack.enter_context(FeatureRecorder(
+                self._bare_student(), student_layers)) if student_layers else None
+            teacher_rec = stack.enter_context(FeatureRecorder(
+                self.teacher, teacher_layers, detach=True)) if teacher_layers else None
+            fields['student_fn'] = _denoiser_fn(self._bare_student(), timesteps, condition,
+                                                student_rec)
+            fields['teacher_fn'] = _denoiser_fn(self.teacher, timesteps, condition,
+                                                teacher_rec)
+            runner = self.forward_runner
+            if runner is not None:
+                out = self.losses[runner](
+                    **{arg: fields[field] for arg, field in self._loss_inputs[runner].items()},
+                    return_outputs=True)
+                student_out, teacher_out = out.student_out, out.teacher_out
+                losses[f'loss_{runner}'] = out.loss
+            else:
+                student_out = fields['student_fn'](x_t)
+                teacher_out = None
+                if self.teacher is not None and set(TEACHER_INPUTS) & self._consumed():
+                    with torch.no_grad():
+                        teacher_out = fields['teacher_fn'](x_t)
+        batch = x_t.shape[0]
+        fields['student_feats'] = student_rec.features(batch) if student_rec else {}
+        fields['teacher_feats'] = teacher_rec.features(batch) if teacher_rec else {}
         check_output_shape(student_out, x_t, 'student')
         if teacher_out is not None:
             check_output_shape(teacher_out, x_t, 'teacher')
-        return student_out, teacher_out, losses
+        fields['student_out'], fields['teacher_out'] = student_out, teacher_out
+        return losses
+
+    def _feature_layers(self) -> Tuple[List[str], List[str]]:
+        """The student and teacher layers some loss consumes the features of."""
+        student_layers, teacher_layers = [], []
+        for name, inputs_of in self._loss_inputs.items():
+            if set(inputs_of.values()) & set(FEATURE_INPUTS):
+                s_names, t_names = self.losses[name].feature_layers()
+                student_layers += s_names
+                teacher_layers += t_names
+        return student_layers, teacher_layers
 
     def pruning_loss(self, data_batch: dict, timesteps: Tensor) -> Tensor:
         """Unweighted student DSM loss of a raw dataloader batch at given timesteps.
@@ -448,23 +533,11 @@ class DiffusionDistiller(BaseModel):
 
     def _per_sample_draws(self, x_0: Tensor, data_samples: Samples) -> Draws:
         """Draws of this iteration tied to each sample's ``sample_idx``."""
+        runner = self.forward_runner
         return self.draws.per_sample(
             x_0, batch_fields.sample_indices(data_samples, x_0.shape[0]),
             self.per_sample_noise_seed, self.training_state.iteration(),
-            getattr(self.jacobian_loss, 'num_projections', None))
-
-    def _jacobian_weights(self, timesteps: Tensor) -> Optional[Tensor]:
-        """Per-sample Jacobian weights (B,) from the t range and warm-up, or None."""
-        if self.jacobian_t_range is None and self.jacobian_warmup_iters == 0:
-            return None
-        weight = torch.ones(timesteps.shape[0], device=timesteps.device)
-        if self.jacobian_t_range is not None:
-            t_min, t_max = self.jacobian_t_range
-            weight = weight * ((timesteps >= t_min) & (timesteps <= t_max)).float()
-        if self.jacobian_warmup_iters > 0:
-            step = self.training_state.iteration()
-            weight = weight * min(1.0, step / self.jacobian_warmup_iters)
-        return weight
+            getattr(self.losses[runner], 'num_projections', None) if runner else None)
 
     @torch.no_grad()
     def encode_prompts(self, prompts: List[str], device) -> Tensor:
@@ -533,15 +606,17 @@ class DiffusionDistiller(BaseModel):
                                    guidance_scale)
 
 
-def _denoiser_fn(net: Optional[nn.Module], timesteps: Tensor,
-                 condition: Optional[Tensor]) -> Callable[..., Tensor]:
+def _denoiser_fn(net: Optional[nn.Module], timesteps: Tensor, condition: Optional[Tensor],
+                 recorder: Optional[FeatureRecorder] = None) -> Callable[..., Tensor]:
     """``net`` as a function of x_t for the 2ndMatch loss; with ``batch_index`` (N,) it
-    runs the sub-batch of those rows (their timesteps and condition)."""
+    runs the sub-batch of those rows (their timesteps and condition), and tells the
+    feature ``recorder`` which rows it runs."""
 
     def fn(x: Tensor, batch_index: Optional[Tensor] = None) -> Tensor:
-        if batch_index is None:
-            return run_denoiser(net, x, timesteps, condition)
-        return run_denoiser(net, x, timesteps[batch_index],
-                            None if condition is None else condition[batch_index])
+        with recorder.rows(batch_index) if recorder else contextlib.nullcontext():
+            if batch_index is None:
+                return run_denoiser(net, x, timesteps, condition)
+            return run_denoiser(net, x, timesteps[batch_index],
+                                None if condition is None else condition[batch_index])
 
     return fn

@@ -45,6 +45,32 @@ def student_optim_wrapper(optim_wrapper: Union[OptimWrapperDict, OptimWrapper],
     return optim_wrapper
 
 
+def loss_optim_wrapper(optim_wrapper: Union[OptimWrapperDict, OptimWrapper],
+                       losses: nn.Module) -> Optional[OptimWrapper]:
+    """The wrapper of the losses' own trainable parameters (e.g. feature connectors).
+
+    Args:
+        optim_wrapper (OptimWrapperDict | OptimWrapper): The Runner's wrapper(s).
+        losses (nn.Module): The distiller's ``losses``.
+
+    Returns:
+        OptimWrapper | None: ``optim_wrapper['losses']``; None when the losses hold no
+        trainable parameter.
+
+    Raises:
+        KeyError: If they do and there is no such wrapper.
+    """
+    if not any(p.requires_grad for p in losses.parameters()):
+        return None
+    if not isinstance(optim_wrapper, OptimWrapperDict) or 'losses' not in optim_wrapper:
+        raise KeyError(
+            'The losses hold trainable parameters (e.g. FeatureKDLoss connectors) but '
+            "optim_wrapper has no key 'losses'; add one beside 'student': "
+            "dict(constructor='MultiOptimWrapperConstructor', student=dict(...), "
+            "losses=dict(optimizer=dict(type='Adam', lr=...))).")
+    return optim_wrapper['losses']
+
+
 def average_gradients(student: nn.Module) -> None:
     """Averages the bare student's gradients over all ranks (no-op in one process).
 
@@ -153,7 +179,7 @@ class StepGuard:
                 f'Non-finite {", ".join(terms)}{detail} in {self.consecutive_skips} '
                 'training step(s) in a row, each skipped: the run has diverged. '
                 'Lower the learning rate, clip gradients (optim_wrapper clip_grad), use '
-                "jacobian_scale='sigma' or smaller loss weights, or resume from an earlier "
+                "2ndMatchLoss scale='sigma' or smaller loss weights, or resume from an earlier "
                 'checkpoint; max_consecutive_skips sets how many are tolerated.')
         print_log(f'Skipped the update: non-finite {", ".join(terms)}{detail} '
                   f'({self.consecutive_skips} in a row, {self.num_skipped_steps} in all; '

@@ -1,5 +1,5 @@
 """Checks of the distiller's arguments, each raising ValueError that names the bad value."""
-from typing import Any, Optional, Sequence, Tuple
+from typing import Any, Optional, Sequence
 
 from torch import Tensor
 
@@ -58,20 +58,6 @@ def check_probability(name: str, value: Any) -> float:
     if not 0.0 <= float(value) < 1.0:
         raise ValueError(f'{name} must be in [0, 1), got {value!r}.')
     return float(value)
-
-
-def check_t_range(t_range: Optional[Sequence[int]]) -> Optional[Tuple[int, int]]:
-    """Validates ``jacobian_t_range`` as (t_min, t_max) with 0 <= t_min <= t_max.
-
-    Raises:
-        ValueError: For another length or order.
-    """
-    if t_range is None:
-        return None
-    if len(t_range) != 2 or not 0 <= int(t_range[0]) <= int(t_range[1]):
-        raise ValueError('jacobian_t_range must be (t_min, t_max) with 0 <= t_min <= t_max, '
-                         f'got {t_range!r}.')
-    return int(t_range[0]), int(t_range[1])
 
 
 def check_output_shape(output: Tensor, x_t: Tensor, role: str) -> None:

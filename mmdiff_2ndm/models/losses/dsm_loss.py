@@ -19,6 +19,8 @@ class DSMLoss(SquaredErrorLoss):
             ``'mean'``. Defaults to ``'sum'``.
     """
 
+    loss_inputs = dict(pred='student_out', target='target')  # see loss_inputs.py
+
     def forward(self, pred: Tensor, target: Tensor) -> Tensor:
         """The weighted error.
 

@@ -19,6 +19,8 @@ class KDLoss(SquaredErrorLoss):
             ``'mean'``. Defaults to ``'sum'``.
     """
 
+    loss_inputs = dict(pred_S='student_out', pred_T='teacher_out')  # see loss_inputs.py
+
     def forward(self, pred_S: Tensor, pred_T: Tensor) -> Tensor:  # noqa: N803 (mmrazor's names)
         """The weighted error.
 

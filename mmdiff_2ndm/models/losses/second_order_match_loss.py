@@ -1,7 +1,7 @@
 """The 2ndMatch loss: second-order Jacobian matching by random projections."""
 import contextlib
 import inspect
-from typing import Callable, Dict, NamedTuple, Optional, Tuple
+from typing import Callable, Dict, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 from mmagic.registry import MODELS
@@ -13,6 +13,8 @@ from .jacobian_products import (jacobian_safe_kernels, jacobian_vector_product,
 MODES = ('jvp', 'vjp', 'first_order')
 REDUCTIONS = ('mean', 'sum')
 NONFINITE = ('raise', 'return')
+SCALES = (None, 'sigma')
+FORMS = ('squared', 'log_ratio')
 
 
 class JacobianMatchOutput(NamedTuple):
@@ -101,7 +103,25 @@ class SecondOrderMatchLoss(nn.Module):
             inside ``jacobian_safe_kernels`` (math SDPA kernel). Disable only for
             models without fused attention. Forward mode needs no such switch.
             Defaults to True.
+        scale (str, optional): The term's own per-sample scale when the caller passes
+            none: None (the paper's unscaled term) or ``'sigma'``: ``sigma_t =
+            sqrt(1 - alpha_bar_t)`` (the ``sigma_t`` argument) scales each sample's
+            products, which tames the ~1/sigma_t^4 growth at small t. Defaults to None.
+        t_range (Sequence[int], optional): ``(t_min, t_max)``, inclusive: samples whose
+            timestep (the ``timesteps`` argument) lies outside get weight 0. Defaults
+            to None (all).
+        warmup_iters (int): Ramps the weight linearly from 0 to 1 over this many
+            iterations (the ``iteration`` argument). Defaults to 0.
+        form (str): How 'jvp'/'vjp' compare the squared norms: ``'squared'`` (the
+            paper's ``(||J_S v||^2 - ||J_D v||^2)^2``) or ``'log_ratio'``, the scale-free
+            ``(log ||J_S v||^2 - log ||J_D v||^2)^2`` (a per-sample ``scale`` cancels in
+            it, so every timestep weighs alike without one). Defaults to ``'squared'``.
     """
+
+    # What DiffusionDistiller hands to forward (see models/losses/loss_inputs.py).
+    loss_inputs = dict(student_fn='student_fn', teacher_fn='teacher_fn', x='x_t',
+                       directions='directions', timesteps='timesteps', sigma_t='sigma_t',
+                       iteration='iteration')
 
     def __init__(self,
                  loss_weight: float = 0.1,
@@ -111,7 +131,11 @@ class SecondOrderMatchLoss(nn.Module):
                  batch_fraction: float = 1.0,
                  seed: Optional[int] = None,
                  nonfinite: str = 'raise',
-                 safe_kernels: bool = True) -> None:
+                 safe_kernels: bool = True,
+                 scale: Optional[str] = None,
+                 t_range: Optional[Sequence[int]] = None,
+                 warmup_iters: int = 0,
+                 form: str = 'squared') -> None:
         super().__init__()
         if mode not in MODES:
             raise ValueError(f'mode must be one of {MODES}, got {mode!r}.')
@@ -134,6 +158,20 @@ class SecondOrderMatchLoss(nn.Module):
             raise ValueError(f'nonfinite must be one of {NONFINITE}, got {nonfinite!r}.')
         if seed is not None and not isinstance(seed, int):
             raise ValueError(f'seed must be an int or None, got {seed!r}.')
+        if form not in FORMS:
+            raise ValueError(f'form must be one of {FORMS}, got {form!r}.')
+        if form == 'log_ratio' and mode == 'first_order':
+            raise ValueError("form='log_ratio' compares squared norms; mode='first_order' "
+                             "matches J v itself: use form='squared' with it.")
+        if scale not in SCALES:
+            raise ValueError(f'scale must be one of {SCALES}, got {scale!r}.')
+        if isinstance(warmup_iters, bool) or not isinstance(warmup_iters, int) \
+                or warmup_iters < 0:
+            raise ValueError(f'warmup_iters must be an int >= 0, got {warmup_iters!r}.')
+        self.scale = scale
+        self.form = form
+        self.t_range = _check_t_range(t_range)
+        self.warmup_iters = warmup_iters
         self.loss_weight = float(loss_weight)
         self.num_projections = num_projections
         self.mode = mode
@@ -150,7 +188,9 @@ class SecondOrderMatchLoss(nn.Module):
         return (f'mode={self.mode!r}, loss_weight={self.loss_weight}, '
                 f'num_projections={self.num_projections}, reduction={self.reduction!r}, '
                 f'batch_fraction={self.batch_fraction}, seed={self.seed}, '
-                f'nonfinite={self.nonfinite!r}')
+                f'nonfinite={self.nonfinite!r}, scale={self.scale!r}, '
+                f't_range={self.t_range}, warmup_iters={self.warmup_iters}, '
+                f'form={self.form!r}')
 
     def _generator(self, device: torch.device) -> Optional[torch.Generator]:
         """Private per-device generator, created on first use from ``seed``."""
@@ -167,7 +207,10 @@ class SecondOrderMatchLoss(nn.Module):
                 scale: Optional[Tensor] = None,
                 weight: Optional[Tensor] = None,
                 return_outputs: bool = False,
-                directions: Optional[Tensor] = None):
+                directions: Optional[Tensor] = None,
+                timesteps: Optional[Tensor] = None,
+                sigma_t: Optional[Tensor] = None,
+                iteration: Optional[int] = None):
         """Computes the weighted Jacobian matching term.
 
         Args:
@@ -187,6 +230,9 @@ class SecondOrderMatchLoss(nn.Module):
                 have x's shape, for 'vjp'). Lets the caller tie v to the sample,
                 e.g. for 2 processes x B == 1 process x 2B. Defaults to None: drawn
                 here (``seed`` / global RNG).
+            timesteps (Tensor, optional): (B,), for ``t_range``.
+            sigma_t (Tensor, optional): (B,), the scale of ``scale='sigma'``.
+            iteration (int, optional): The training iteration, for ``warmup_iters``.
 
         Returns:
             Tensor | JacobianMatchOutput: The scalar loss, or
@@ -196,6 +242,16 @@ class SecondOrderMatchLoss(nn.Module):
             raise ValueError('x must be a Tensor (B, ...) with B >= 1, got '
                              f'{getattr(x, "shape", type(x).__name__)}.')
         batch = x.shape[0]
+        if self.scale == 'sigma':
+            if scale is not None or sigma_t is None:
+                raise ValueError("scale='sigma' takes the per-sample scale from sigma_t: "
+                                 'pass sigma_t (B,) and no scale.')
+            scale = sigma_t
+        if self.t_range is not None or self.warmup_iters > 0:
+            if weight is not None:
+                raise ValueError('t_range / warmup_iters make the per-sample weight; pass '
+                                 'no weight.')
+            weight = self.schedule_weights(timesteps, iteration)
         scale = self._per_sample(scale, 'scale', x)
         weight = self._per_sample(weight, 'weight', x)
         directions = self._check_directions(directions, x)  # (K, B, ...) or None
@@ -223,6 +279,32 @@ class SecondOrderMatchLoss(nn.Module):
         student_out = torch.cat([student_out, student_rest.to(student_out.dtype)])[inverse]
         teacher_out = torch.cat([teacher_out, teacher_rest.to(teacher_out.dtype)])[inverse]
         return JacobianMatchOutput(loss, student_out, teacher_out.detach())
+
+    def schedule_weights(self, timesteps: Optional[Tensor],
+                         iteration: Optional[int]) -> Optional[Tensor]:
+        """Per-sample weights (B,) of ``t_range`` and ``warmup_iters``, or None (off).
+
+        Args:
+            timesteps (Tensor): The samples' timesteps (B,).
+            iteration (int, optional): The training iteration (needed by the warm-up).
+
+        Returns:
+            Tensor | None: 0 outside ``t_range``, times ``min(1, iteration /
+            warmup_iters)``.
+        """
+        if self.t_range is None and self.warmup_iters == 0:
+            return None
+        if timesteps is None:
+            raise ValueError('t_range / warmup_iters need the timesteps (B,) of the batch.')
+        weight = torch.ones(timesteps.shape[0], device=timesteps.device)
+        if self.t_range is not None:
+            t_min, t_max = self.t_range
+            weight = weight * ((timesteps >= t_min) & (timesteps <= t_max)).float()
+        if self.warmup_iters > 0:
+            if iteration is None:
+                raise ValueError('warmup_iters needs the training iteration.')
+            weight = weight * min(1.0, iteration / self.warmup_iters)
+        return weight
 
     def _select_samples(self, batch: int, device: torch.device,
                         gen: Optional[torch.Generator]
@@ -275,7 +357,7 @@ class SecondOrderMatchLoss(nn.Module):
         """Scales, averages over the K projections, weights and reduces ``term`` (K*N,)."""
         num_proj = self.num_projections
         num_selected = batch if selected is None else selected.numel()
-        if scale is not None:
+        if scale is not None and self.form != 'log_ratio':  # it cancels in a log ratio
             selected_scale = scale if selected is None else scale[selected]
             factor = selected_scale.to(term.dtype).pow(2).repeat(num_proj)
             term = term * (factor.pow(2) if self.mode != 'first_order' else factor)
@@ -338,7 +420,12 @@ class SecondOrderMatchLoss(nn.Module):
             teacher_sq = teacher_jac.pow(2).flatten(1).sum(1)
             # Kept (detached) only to name the culprit of a non-finite loss.
             self._last_sq_norms = (student_sq.detach(), teacher_sq)
-            term = (student_sq - teacher_sq).pow(2)
+            if self.form == 'log_ratio':
+                tiny = torch.finfo(student_sq.dtype).tiny  # a zero norm is not -inf
+                term = (student_sq.clamp_min(tiny).log()
+                        - teacher_sq.clamp_min(tiny).log()).pow(2)
+            else:
+                term = (student_sq - teacher_sq).pow(2)
         return student_out, teacher_out.detach(), term
 
     def _check_finite(self, loss: Tensor, student_out: Tensor) -> Tensor:
@@ -392,6 +479,16 @@ class SecondOrderMatchLoss(nn.Module):
             raise ValueError(f'{name} must have shape (B,) = ({x.shape[0]},), got '
                              f'{tuple(value.shape)}.')
         return value.detach()
+
+
+def _check_t_range(t_range: Optional[Sequence[int]]) -> Optional[Tuple[int, int]]:
+    """Validates ``t_range`` as (t_min, t_max) with 0 <= t_min <= t_max."""
+    if t_range is None:
+        return None
+    if len(t_range) != 2 or not 0 <= int(t_range[0]) <= int(t_range[1]):
+        raise ValueError('t_range must be (t_min, t_max) with 0 <= t_min <= t_max, '
+                         f'got {t_range!r}.')
+    return int(t_range[0]), int(t_range[1])
 
 
 def _upcast(tensor: Tensor) -> Tensor:

@@ -5,6 +5,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 ARMS: Dict[str, Tuple[str, List[str]]] = {
     'dsm': ('2ndm_digits16_dsm.py', []),
     'dsm_kd': ('2ndm_digits16_dsm_kd.py', []),
+    'dsm_kd_feat': ('2ndm_digits16_dsm_kd_feat.py', []),  # BK-SDM's recipe
     'first_order': ('2ndm_digits16_first_order.py', []),
     '2ndm_unscaled': ('2ndm_digits16_unscaled.py', []),  # the paper's form
     '2ndm': ('2ndm_digits16.py', []),  # sigma_t-scaled, w = 10, quarter batch
@@ -13,8 +14,9 @@ ARMS: Dict[str, Tuple[str, List[str]]] = {
     '2ndm_full_batch': ('2ndm_digits16.py', ['model.losses.jacobian.batch_fraction=1.0']),
     '2ndm_w1': ('2ndm_digits16.py', ['model.losses.jacobian.loss_weight=1.0']),
     '2ndm_w100': ('2ndm_digits16.py', ['model.losses.jacobian.loss_weight=100.0']),
-    '2ndm_small_t': ('2ndm_digits16.py', ['model.jacobian_t_range=(0,99)']),
-    '2ndm_unscaled_small_t': ('2ndm_digits16_unscaled.py', ['model.jacobian_t_range=(0,99)']),
+    '2ndm_small_t': ('2ndm_digits16.py', ['model.losses.jacobian.t_range=(0,99)']),
+    '2ndm_unscaled_small_t': ('2ndm_digits16_unscaled.py',
+                              ['model.losses.jacobian.t_range=(0,99)']),
 }
 REFERENCE_ARM = 'dsm_kd'  # every arm is compared with it, paired by seed
 MODELS = ('raw', 'ema')  # the student as trained, and its EMA

@@ -392,10 +392,24 @@ def test_teacher_from_mmengine_checkpoint(tmp_path, unet2d_folder):
     assert all(torch.equal(v, loaded[k]) for k, v in net.state_dict().items())
 
 
-def test_error_unknown_loss_key(unet2d_folder):
-    with pytest.raises(ValueError, match=r"\['foo'\].*allowed keys are \['dsm', 'kd', "
-                                         r"'jacobian'\]"):
+def test_error_loss_without_type_or_inputs(unet2d_folder):
+    """Names outside dsm / kd / jacobian need a type; a loss must say what it consumes."""
+    with pytest.raises(ValueError, match=r"losses.foo needs a `type`.*\['dsm', 'jacobian', "
+                                         r"'kd'\] have a default type"):
         MODELS.build(_pixel_model(unet2d_folder, losses=dict(dsm=dict(), foo=dict())))
+    with pytest.raises(ValueError, match=r"losses.l1 \(L1Loss\) does not say what it "
+                                         r"consumes.*inputs=dict"):
+        MODELS.build(_pixel_model(unet2d_folder, losses=dict(l1=dict(type='L1Loss'))))
+    with pytest.raises(ValueError, match=r"losses.l1 consumes unknown input field\(s\) "
+                                         r"\['teacher_output'\]"):
+        MODELS.build(_pixel_model(unet2d_folder, losses=dict(l1=dict(
+            type='L1Loss', inputs=dict(pred='student_out', target='teacher_output')))))
+    with pytest.raises(ValueError, match=r"Losses \['jacobian', 'jac2'\] each run the "
+                                         r'forwards'):
+        MODELS.build(_pixel_model(unet2d_folder, losses=dict(
+            jacobian=dict(type='2ndMatchLoss'), jac2=dict(type='2ndMatchLoss'))))
+    with pytest.raises(KeyError, match="'NoSuchLoss' is not a registered loss"):
+        MODELS.build(_pixel_model(unet2d_folder, losses=dict(x=dict(type='NoSuchLoss'))))
 
 
 def test_error_missing_teacher_weights(tmp_path, unet2d_folder):

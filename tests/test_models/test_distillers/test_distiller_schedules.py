@@ -92,36 +92,78 @@ def _distiller(**overrides):
     return MODELS.build(cfg)
 
 
+def _jacobian(**schedule) -> dict:
+    """The 2ndMatch loss config with its schedule options."""
+    return dict(dsm=dict(loss_weight=1.0), kd=dict(loss_weight=1.0),
+                jacobian=dict(JACOBIAN, **schedule))
+
+
 def test_jacobian_t_range_zeroes_weights_outside():
-    model = _distiller(jacobian_t_range=(10, 50))
-    weights = model._jacobian_weights(torch.tensor([0, 9, 10, 30, 50, 51, 99]))
+    model = _distiller(losses=_jacobian(t_range=(10, 50)))
+    weights = model.losses['jacobian'].schedule_weights(
+        torch.tensor([0, 9, 10, 30, 50, 51, 99]), 0)
     assert weights.tolist() == [0, 0, 1, 1, 1, 0, 0]
     # No timestep of a 100-step schedule is in range: the term is 0, DSM is unaffected.
-    empty = _distiller(jacobian_t_range=(200, 300))
+    empty = _distiller(losses=_jacobian(t_range=(200, 300)))
     data = empty.data_preprocessor(_batch(), True)
     losses = empty.compute_losses(data['inputs'], data['data_samples'])
     assert losses['loss_jacobian'].item() == 0.0
     assert losses['loss_dsm'].item() > 0.0
 
 
-def test_jacobian_warmup_ramps_linearly():
-    model = _distiller(jacobian_warmup_iters=10)
-    hub = MessageHub.get_instance('test_jacobian_warmup')
+def test_jacobian_warmup_ramps_linearly(monkeypatch):
+    model = _distiller(losses=_jacobian(warmup_iters=10))
+    loss = model.losses['jacobian']
     t = torch.tensor([5, 94])
     for it, expected in [(0, 0.0), (5, 0.5), (10, 1.0), (40, 1.0)]:
-        hub.update_info('iter', it)
-        assert model._jacobian_weights(t).tolist() == [expected, expected]
-    assert _distiller()._jacobian_weights(t) is None  # off by default: the paper's form
+        assert loss.schedule_weights(t, it).tolist() == [expected, expected]
+    # off by default: the paper's form
+    assert _distiller().losses['jacobian'].schedule_weights(t, 5) is None
+    # The distiller hands the loss the Runner's iteration (message hub 'iter').
+    seen = {}
+    schedule_weights = loss.schedule_weights
+
+    def recording(timesteps, iteration):
+        seen['iteration'] = iteration
+        return schedule_weights(timesteps, iteration)
+    monkeypatch.setattr(loss, 'schedule_weights', recording)
+    MessageHub.get_instance('test_jacobian_warmup').update_info('iter', 7)
+    data = model.data_preprocessor(_batch(), True)
+    model.compute_losses(data['inputs'], data['data_samples'])
+    assert seen['iteration'] == 7
 
 
-@pytest.mark.parametrize('kwargs, match', [
-    (dict(jacobian_t_range=(50, 10)), 'jacobian_t_range'),
-    (dict(jacobian_t_range=(1, 2, 3)), 'jacobian_t_range'),
-    (dict(jacobian_warmup_iters=-1), 'jacobian_warmup_iters'),
+@pytest.mark.parametrize('schedule, match', [
+    (dict(t_range=(50, 10)), 't_range'),
+    (dict(t_range=(1, 2, 3)), 't_range'),
+    (dict(warmup_iters=-1), 'warmup_iters'),
+    (dict(scale='sigma2'), 'scale'),
 ])
-def test_error_bad_jacobian_schedule(kwargs, match):
+def test_error_bad_jacobian_schedule(schedule, match):
     with pytest.raises(ValueError, match=match):
-        _distiller(**kwargs)
+        _distiller(losses=_jacobian(**schedule))
+
+
+def test_deprecated_distiller_schedule_moves_into_the_loss():
+    """jacobian_scale / _t_range / _warmup_iters still work, with a warning, and give the
+    loss-config form's numbers bit for bit."""
+    with pytest.warns(DeprecationWarning, match="scale='sigma'"):
+        old = _distiller(jacobian_scale='sigma', jacobian_t_range=(0, 60),
+                         jacobian_warmup_iters=0)
+    new = _distiller(losses=_jacobian(scale='sigma', t_range=(0, 60)))
+    assert (old.losses['jacobian'].scale, old.losses['jacobian'].t_range) == ('sigma', (0, 60))
+    results = []
+    for model in (old, new):
+        data = model.data_preprocessor(_batch(), True)
+        torch.manual_seed(0)
+        results.append(model.compute_losses(data['inputs'], data['data_samples']))
+    assert list(results[0]) == list(results[1]) == ['loss_jacobian', 'loss_dsm', 'loss_kd']
+    for key in results[0]:
+        assert torch.equal(results[0][key], results[1][key]), key
+    with pytest.raises(ValueError, match='clashes with losses.jacobian.scale'):
+        _distiller(jacobian_scale='sigma', losses=_jacobian(scale='sigma'))
+    with pytest.raises(ValueError, match='t_range'):
+        _distiller(jacobian_t_range=(5, 1))
 
 
 def _fixed_draws(model, monkeypatch, timesteps):
@@ -141,15 +183,16 @@ def _alpha_bar(timesteps):
 
 
 def test_sigma_scale_reaches_the_jacobian_loss(monkeypatch):
-    """jacobian_scale='sigma' hands sqrt(1 - alpha_bar_t) per sample to the loss."""
-    model = _distiller(jacobian_scale='sigma')
+    """scale='sigma' scales the terms by sqrt(1 - alpha_bar_t) per sample."""
+    model = _distiller(losses=_jacobian(scale='sigma'))
     seen = {}
-    forward = model.jacobian_loss.forward
+    loss = model.losses['jacobian']
+    reduce = loss._reduce
 
-    def recording(*args, **kwargs):
-        seen['scale'] = kwargs['scale']
-        return forward(*args, **kwargs)
-    monkeypatch.setattr(model.jacobian_loss, 'forward', recording)
+    def recording(term, scale, *args, **kwargs):
+        seen['scale'] = scale
+        return reduce(term, scale, *args, **kwargs)
+    monkeypatch.setattr(loss, '_reduce', recording)
     timesteps = torch.tensor([0, 10, 50, 99])
     _fixed_draws(model, monkeypatch, timesteps)
     torch.testing.assert_close(seen['scale'], (1 - _alpha_bar(timesteps)).sqrt().flatten())
@@ -160,8 +203,8 @@ def test_dsm_and_kd_equal_their_closed_forms(monkeypatch, prediction_type):
     """loss_dsm = ||eps_S(x_t) - target||^2 (target: the noise, or x_0) and
     loss_kd = ||eps_S(x_t) - eps_D(x_t)||^2, pixel-summed and batch-averaged, with
     x_t = sqrt(abar) x_0 + sqrt(1 - abar) eps by hand."""
-    model = _distiller(noise_scheduler=dict(SCHEDULER, prediction_type=prediction_type))
-    model.jacobian_loss = None  # the plain forward path
+    model = _distiller(noise_scheduler=dict(SCHEDULER, prediction_type=prediction_type),
+                       losses=dict(dsm=dict(loss_weight=1.0), kd=dict(loss_weight=1.0)))
     with torch.no_grad():  # a student that is not its teacher's copy
         for param in model.student.parameters():
             param.add_(0.01 * torch.randn_like(param))

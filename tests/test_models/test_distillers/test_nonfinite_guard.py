@@ -125,13 +125,13 @@ def test_consecutive_skips_stop_the_run_naming_the_term(teacher, monkeypatch):
 def test_jacobian_overflow_reaches_the_guard_with_its_culprit(teacher, monkeypatch):
     """The loss hands its own non-finite term on (nonfinite='return'); the guard names it."""
     model = _model(teacher, max_consecutive_skips=1)
-    assert model.jacobian_loss.nonfinite == 'return'
-    jacobian_terms = model.jacobian_loss._jacobian_terms
+    assert model.losses['jacobian'].nonfinite == 'return'
+    jacobian_terms = model.losses['jacobian']._jacobian_terms
 
     def overflowing(*args, **kwargs):
         student_out, teacher_out, term = jacobian_terms(*args, **kwargs)
         return student_out, teacher_out, term * float('inf')
-    monkeypatch.setattr(model.jacobian_loss, '_jacobian_terms', overflowing)
+    monkeypatch.setattr(model.losses['jacobian'], '_jacobian_terms', overflowing)
     with pytest.raises(FloatingPointError,
                        match=r'Non-finite loss_jacobian.*\(2ndMatchLoss: non-finite Jacobian'):
         model.train_step(_batch(), _optim(model))

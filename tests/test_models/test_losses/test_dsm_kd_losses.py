@@ -58,7 +58,7 @@ def test_distiller_builds_them_with_its_pixel_reduction():
         type='DiffusionDistiller', teacher=teacher, pixel_reduction='mean',
         noise_scheduler=dict(type='DDPMScheduler', num_train_timesteps=10),
         losses=dict(dsm=dict(loss_weight=2.0), kd=dict(reduction='sum'))))
-    assert isinstance(model.dsm_loss, DSMLoss) and isinstance(model.kd_loss, KDLoss)
-    assert (model.dsm_loss.loss_weight, model.dsm_loss.reduction) == (2.0, 'mean')
-    assert (model.kd_loss.loss_weight, model.kd_loss.reduction) == (1.0, 'sum')
-    assert model.jacobian_loss is None
+    assert isinstance(model.losses['dsm'], DSMLoss) and isinstance(model.losses['kd'], KDLoss)
+    assert (model.losses['dsm'].loss_weight, model.losses['dsm'].reduction) == (2.0, 'mean')
+    assert (model.losses['kd'].loss_weight, model.losses['kd'].reduction) == (1.0, 'sum')
+    assert 'jacobian' not in model.losses

@@ -284,3 +284,39 @@ def test_safe_attention_is_scoped():
         assert fwAD.unpack_dual(out).tangent is not None
     assert (torch.backends.cuda.flash_sdp_enabled(),
             torch.backends.cuda.mem_efficient_sdp_enabled()) == flags
+
+
+@pytest.mark.parametrize('mode', ['jvp', 'vjp'])
+def test_log_ratio_form_closed_form_and_scale_free(mode):
+    """form='log_ratio': (log ||J_S v||^2 - log ||J_D v||^2)^2 per direction; a student
+    that is c times its teacher gives (2 log c)^2 for every v; a scale cancels."""
+    a_s, a_d = _pair()
+    x = torch.randn(*X_SHAPE, dtype=torch.float64)
+    gen = torch.Generator().manual_seed(3)
+    v = torch.randn(*X_SHAPE, generator=gen, dtype=torch.float64)
+    v = v / v.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
+    student, teacher = LinearDenoiser(a_s), LinearDenoiser(a_d)
+    loss_fn = SecondOrderMatchLoss(mode=mode, loss_weight=1.0, form='log_ratio')
+    loss = loss_fn(student, teacher, x, directions=v)
+    flat_v = v.flatten(1)
+    prod_s = flat_v @ (a_s if mode == 'jvp' else a_s.T).T  # J v (jvp) or J^T v (vjp)
+    prod_d = flat_v @ (a_d if mode == 'jvp' else a_d.T).T
+    expected = (prod_s.pow(2).sum(1).log() - prod_d.pow(2).sum(1).log()).pow(2).mean()
+    torch.testing.assert_close(loss, expected)
+
+    scaled = SecondOrderMatchLoss(mode=mode, loss_weight=1.0, form='log_ratio', scale='sigma')
+    sigma = torch.tensor([0.01, 0.9], dtype=torch.float64)
+    torch.testing.assert_close(scaled(student, teacher, x, directions=v, sigma_t=sigma), loss)
+
+    c = 3.0
+    tripled = LinearDenoiser(c * a_d)
+    value = SecondOrderMatchLoss(mode=mode, loss_weight=1.0, form='log_ratio', seed=0)(
+        tripled, teacher, x)
+    assert value.item() == pytest.approx((2 * math.log(c))**2, rel=1e-9)
+
+
+def test_log_ratio_form_is_refused_with_first_order():
+    with pytest.raises(ValueError, match="mode='first_order' matches J v itself"):
+        SecondOrderMatchLoss(mode='first_order', form='log_ratio')
+    with pytest.raises(ValueError, match='form must be one of'):
+        SecondOrderMatchLoss(form='log')
