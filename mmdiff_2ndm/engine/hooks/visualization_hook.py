@@ -2,6 +2,7 @@
 import contextlib
 from typing import Dict, Iterator, List, Optional, Sequence
 
+import numpy as np
 import torch
 from mmengine.model import is_model_wrapper
 from mmengine.runner import Runner
@@ -10,14 +11,18 @@ from torch import Tensor, nn
 from mmagic.engine.hooks import VisualizationHook
 from mmagic.registry import HOOKS
 from mmagic.structures import DataSample
+from ...utils.image_grid import labelled_rows
 
 SAMPLE_MODELS = ('orig', 'ema', 'teacher')
+ROW_LABELS = dict(orig='student', ema='EMA', teacher='teacher')
 
 
 @HOOKS.register_module()
 class DistillerVisualizationHook(VisualizationHook):
     """MMagic's ``VisualizationHook`` for ``DiffusionDistiller``: one grid per interval,
-    a row each for the student, its EMA and the teacher, all sampled from the same noise.
+    a row each for the student, its EMA and the teacher, all sampled from the same noise,
+    labelled (student / EMA / teacher) and titled with the iteration; tiles are upscaled
+    (nearest) to at least 64 px, so 16x16 digits stay readable.
 
     Note:
         The noise (and, for conditional models, the class labels ``i % num_classes`` or
@@ -76,13 +81,35 @@ class DistillerVisualizationHook(VisualizationHook):
     @torch.no_grad()
     def vis_sample(self, runner: Runner, batch_idx: int, data_batch: dict = None,
                    outputs: Optional[dict] = None) -> None:
-        """Samples every model from the fixed noise and adds the grid to the visualizer."""
+        """Samples every model from the fixed noise and adds the labelled grid to the
+        visualizer."""
         model = runner.model.module if is_model_wrapper(runner.model) else runner.model
-        samples = self.sample_grid(model)
-        keys = [key for key in (f'{m}_img' for m in self.sample_models) if key in samples[0]]
-        self._visualizer.add_datasample(
-            name=self.name, gen_samples=samples, target_keys=keys,
-            n_row=self.n_row or self.n_samples, step=batch_idx + 1)
+        image = self.labelled_grid(self.sample_grid(model), batch_idx + 1)
+        self._visualizer.add_image(self.name, image, step=batch_idx + 1)
+
+    def labelled_grid(self, samples: List[DataSample], iteration: int) -> np.ndarray:
+        """The picture of :meth:`sample_grid`'s samples: per model ``n_row`` images a row
+        (upscaled, nearest, to tiles of at least 64 px), labelled student / EMA / teacher,
+        titled with the iteration.
+
+        Args:
+            samples (list[DataSample]): From :meth:`sample_grid` (MMagic's BGR).
+            iteration (int): The training iteration, for the title.
+
+        Returns:
+            np.ndarray: (H, W, 3) RGB uint8, as MMEngine's ``add_image`` takes it.
+        """
+        n_row = self.n_row or self.n_samples
+        rows = []
+        for sample_model in self.sample_models:
+            key = f'{sample_model}_img'
+            if key not in samples[0]:
+                continue
+            images = torch.stack([s.get(key) for s in samples]).flip(1)  # BGR -> RGB
+            for start in range(0, len(samples), n_row):
+                label = ROW_LABELS[sample_model] if start == 0 else ''
+                rows.append((label, images[start:start + n_row]))
+        return labelled_rows(rows, f'iteration {iteration}')
 
     def sample_grid(self, model: nn.Module) -> List[DataSample]:
         """One ``DataSample`` per noise with ``<model>_img`` (3, H, W) in [0, 255] for each

@@ -6,24 +6,76 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .presets import MODELS
+from ...utils.image_grid import labelled_panels, tile_grid
+from .presets import ARMS, MODELS
 from .statistics import RECOVERED_FID_FACTOR, by_arm
 
 LINE_STYLES = dict(raw='-', ema='--')  # how each scored model is drawn in the plots
+FIGURE_SAMPLES = 16  # samples per panel of the comparison figure (a 4 x 4 grid)
+ARM_TITLES = {'dsm': 'DSM', 'dsm_kd': 'DSM+KD', 'dsm_kd_feat': 'DSM+KD+feature KD',
+              'first_order': 'first-order',
+              '2ndm_unscaled': '2ndM paper form', '2ndm': '2ndM sigma_t-scaled',
+              '2ndm_k4': '2ndM K=4', '2ndm_full_batch': '2ndM whole batch',
+              '2ndm_w1': '2ndM weight 1', '2ndm_w100': '2ndM weight 100',
+              '2ndm_small_t': '2ndM t<100', '2ndm_unscaled_small_t': '2ndM paper, t<100'}
 
 
 def _grid(samples: Tensor, path: str) -> None:
-    """Saves uint8 samples (N, 3, H, W) as one square PNG grid."""
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
+    """Saves uint8 samples (N, 3, H, W) as one square PNG grid, tiles upscaled (nearest)
+    to at least 64 px."""
     n = int(np.ceil(np.sqrt(samples.shape[0])))
-    c, h, w = samples.shape[1:]
-    canvas = np.zeros((n * h, n * w, c), dtype=np.uint8)
-    for i, img in enumerate(samples):
-        r, col = divmod(i, n)
-        canvas[r * h:(r + 1) * h, col * w:(col + 1) * w] = img.permute(1, 2, 0).numpy()
-    plt.imsave(path, canvas)
+    _write_rgb(tile_grid(samples, n), path)
+
+
+def _write_rgb(image: np.ndarray, path: str) -> None:
+    """Writes an RGB uint8 (H, W, 3) picture as PNG (OpenCV writes BGR)."""
+    import mmcv
+    mmcv.imwrite(np.ascontiguousarray(image[..., ::-1]), path, auto_mkdir=True)
+
+
+def arm_title(arm: str) -> str:
+    """The arm's name as the README writes it (the key itself for unnamed arms)."""
+    return ARM_TITLES.get(arm, arm)
+
+
+def comparison_figure(study: dict, preset: dict, path: str, num: int = FIGURE_SAMPLES) -> None:
+    """The study's figure: the teacher | each arm's raw student, from the same noise.
+
+    Each panel is the first ``num`` samples of the arm's lowest seed (the teacher's from
+    the same noises), with the arm's name, proxy FID and SSIM to the teacher under it;
+    arms in the order of :data:`~.presets.ARMS`.
+
+    Args:
+        study (dict): ``dense`` and ``runs`` (each with ``arm``, ``seed``, ``dir``, and
+            ``final['raw']`` scores), as :class:`~.study.Study` evaluates them; samples
+            are read from ``teacher_samples.pt`` next to ``path`` and each run's
+            ``samples_raw.pt``.
+        preset (dict): The study's preset (iterations and DDIM steps for the title).
+        path (str): The PNG to write.
+        num (int): Samples per panel. Defaults to ``FIGURE_SAMPLES``.
+    """
+    dense = study['dense']['final']
+    teacher = torch.load(osp.join(osp.dirname(path), 'teacher_samples.pt'))[:num]
+    panels = [(teacher, ['dense teacher', f'proxy FID {dense["fid"]:.1f}', 'SSIM 1'])]
+    seeds_used = set()
+    arms = by_arm(study['runs'])
+    order = list(ARMS)  # DSM, DSM+KD, first-order, both 2ndM forms, then the levers
+    for arm in sorted(arms, key=lambda a: order.index(a) if a in order else len(order)):
+        seeds = arms[arm]
+        seed = min(seeds)
+        seeds_used.add(seed)
+        final = seeds[seed]['final']['raw']
+        samples = torch.load(osp.join(seeds[seed]['dir'], 'samples_raw.pt'))[:num]
+        panels.append((samples, [f'{arm_title(arm)} (raw)', f'proxy FID {final["fid"]:.1f}',
+                                 f'SSIM {final["ssim"]:.3f}']))
+    seed_text = ', '.join(str(s) for s in sorted(seeds_used))
+    title = [f'The dense teacher and each arm\'s raw student after '
+             f'{preset["finetune_iters"]} finetuning iterations (seed {seed_text}), '
+             f'DDIM-{preset["sample_steps"]} from the same noise.',
+             f'Proxy FID over all {preset["num_samples"]} samples; SSIM to the teacher\'s '
+             'samples from the same noise.']
+    n_cols = int(np.ceil(np.sqrt(num)))
+    _write_rgb(labelled_panels(panels, n_cols, title), path)
 
 
 def _style(arms: Sequence[str]) -> Dict[str, str]:
@@ -90,9 +142,11 @@ def _ftle_plot(arms: dict, dense: dict, timesteps: Sequence[int], path: str) -> 
 
 
 def write_figures(study: dict, preset: dict, work_dir: str) -> None:
-    """``grid_dense.png``, ``grid_<arm>_<raw|ema>.png`` (each arm's lowest seed),
-    ``recovery.png`` and ``ftle.png`` in ``work_dir``."""
+    """``figure.png`` (:func:`comparison_figure`), ``grid_dense.png``,
+    ``grid_<arm>_<raw|ema>.png`` (each arm's lowest seed), ``recovery.png`` and
+    ``ftle.png`` in ``work_dir``."""
     arms = by_arm(study['runs'])
+    comparison_figure(study, preset, osp.join(work_dir, 'figure.png'))
     _grid(torch.load(osp.join(work_dir, 'teacher_samples.pt'))[:64],
           osp.join(work_dir, 'grid_dense.png'))
     for arm, seeds in arms.items():

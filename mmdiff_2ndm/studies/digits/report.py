@@ -145,7 +145,9 @@ def write_report(study: dict, meta: dict, preset: dict, path: str) -> dict:
              f'{meta["feature_accuracy"]:.3f}) as feature network. `raw` = the student as '
              'trained, `ema` = its WarmupExponentialMovingAverage. Runs finished: '
              f'{len(study["runs"])} of {meta["planned_runs"]} planned. Study wall time (this '
-             f'invocation): {meta["wall_s"]:.0f} s.', '', '## Recovery', '']
+             f'invocation): {meta["wall_s"]:.0f} s.', '',
+             '![The dense teacher and each arm\'s raw student from the same noise, with '
+             'proxy FID and SSIM](figure.png)', '', '## Recovery', '']
     summary = recovery_summary(arms, dense)
     lines += _recovery_lines(summary) + _pairing_lines(arms)
     lines += ['', '## Every arm at the last iteration (mean +- std over seeds)', '']

@@ -5,6 +5,7 @@ import glob
 import os.path as osp
 
 import mmcv
+import numpy as np
 import pytest
 import torch
 from mmengine.config import Config
@@ -12,6 +13,7 @@ from mmengine.runner import Runner
 
 import mmdiff_2ndm  # noqa: F401  (registers the hook)
 from mmdiff_2ndm.engine.hooks import DistillerVisualizationHook, SamplingProgressHook
+from mmdiff_2ndm.utils.image_grid import LINE_HEIGHT, PAD, text_block, text_width
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 CONFIG = osp.join(REPO, 'configs', 'digits', '2ndm_digits16.py')
@@ -77,9 +79,13 @@ def test_local_grid_rows_are_student_ema_teacher_from_one_noise(tmp_path, teache
     pngs = glob.glob(str(tmp_path / '*' / 'vis_data' / 'vis_image' / '*.png'))
     assert [osp.basename(p) for p in pngs] == ['student_ema_teacher_2.png']
     grid = mmcv.imread(pngs[0], channel_order='rgb')
-    # make_grid: 2 px padding around each of 3 rows x N_SAMPLES columns of 16x16 images
-    cell = IMAGE_SIZE + 2
-    assert grid.shape == (3 * cell + 2, N_SAMPLES * cell + 2, 3)
+    # a title line, then per model a label and N_SAMPLES tiles of 16x16 upscaled 4x
+    # (nearest) to 64 px, 2 px apart
+    label_w = text_width(['student', 'EMA', 'teacher'])
+    tile, cell, row_h = 4 * IMAGE_SIZE, 4 * IMAGE_SIZE + PAD, 4 * IMAGE_SIZE + 2 * PAD
+    assert grid.shape == (LINE_HEIGHT + 3 * row_h, label_w + N_SAMPLES * cell + PAD, 3)
+    np.testing.assert_array_equal(grid[:LINE_HEIGHT],
+                                  text_block(['iteration 2'], grid.shape[1], 'left'))
 
     # Each row is the model's own sample from the hook's fixed noise (teacher == teacher).
     hook = next(h for h in runner.hooks if isinstance(h, DistillerVisualizationHook))
@@ -90,11 +96,18 @@ def test_local_grid_rows_are_student_ema_teacher_from_one_noise(tmp_path, teache
         images = model.data_preprocessor.destruct(samples)
         # BGR [0, 255] -> the grid's RGB uint8
         rows.append(images.flip(1).round().clamp(0, 255).to(torch.uint8))
-    for r, row in enumerate(rows):
+    for r, (label, row) in enumerate(zip(('student', 'EMA', 'teacher'), rows)):
+        top = LINE_HEIGHT + r * row_h
+        offset = (row_h - LINE_HEIGHT) // 2
+        np.testing.assert_array_equal(grid[top + offset:top + offset + LINE_HEIGHT, :label_w],
+                                      text_block([label], label_w, 'left'))
         for c in range(N_SAMPLES):
-            top, left = 2 + r * cell, 2 + c * cell
-            tile = torch.from_numpy(grid[top:top + IMAGE_SIZE, left:left + IMAGE_SIZE])
-            diff = (tile.permute(2, 0, 1).int() - row[c].int()).abs().max()
+            y, x = top + PAD, label_w + PAD + c * cell
+            upscaled = torch.from_numpy(grid[y:y + tile, x:x + tile]).permute(2, 0, 1)
+            # each pixel a 4 x 4 square of one value
+            assert torch.equal(upscaled, upscaled[:, ::4, ::4].repeat_interleave(
+                4, 1).repeat_interleave(4, 2)), (r, c)
+            diff = (upscaled[:, ::4, ::4].int() - row[c].int()).abs().max()
             assert diff <= 1, (r, c, diff)
     assert not torch.equal(rows[0], rows[2])  # the pruned student is not the teacher
 
@@ -111,7 +124,7 @@ def test_tensorboard_events_hold_scalars_and_the_grid(tmp_path, teacher_ckpt):
     assert [e.step for e in acc.Scalars('loss')] == [1, 2]
     assert tags['images'] == ['student_ema_teacher']
     image = acc.Images('student_ema_teacher')[0]
-    assert image.step == 2 and image.height == 3 * (IMAGE_SIZE + 2) + 2
+    assert image.step == 2 and image.height == LINE_HEIGHT + 3 * (4 * IMAGE_SIZE + 2 * PAD)
 
 
 def test_visualisation_leaves_the_training_rng_alone(tmp_path, teacher_ckpt):

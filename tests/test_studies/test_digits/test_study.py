@@ -24,7 +24,7 @@ def test_tiny_preset_end_to_end(tmp_path):
     arms = ['dsm_kd', '2ndm']
     grids = [f'grid_{a}_{m}.png' for a in arms for m in ('raw', 'ema')]
     for name in ['results.md', 'results.json', 'ftle.png', 'recovery.png', 'feature_net.pt',
-                 'grid_dense.png', *grids]:
+                 'grid_dense.png', 'figure.png', *grids]:
         path = osp.join(work_dir, name)
         assert osp.isfile(path) and osp.getsize(path) > 0, name
     for arm in arms:  # trained through tools/train.py: a checkpoint per curve point
@@ -56,6 +56,7 @@ def test_tiny_preset_end_to_end(tmp_path):
     assert '## Paired by seed: arm - dsm_kd' in table
     assert '| 2ndm | raw | 1 |' in table and 'under 3 seeds: no interval' in table
     assert '## Equal training wall-clock' in table
+    assert '](figure.png)' in table  # the labelled teacher | arms figure
     assert 'Same pruned channels in every arm of seeds [0]' in table  # paired by seed
 
     # --eval-only reuses every cached evaluation: the same numbers, nothing retrained
