@@ -65,9 +65,10 @@ def write_config_assets(root: Path, clip_folder: str, compvis_ldm: dict) -> dict
                               num_embeds_ada_norm=10, norm_num_groups=4
                               ).save_pretrained(out[key])
 
-    out['dit_pipeline'] = str(root / 'dit_pipeline')  # facebook/DiT-XL-2-256 layout
+    # facebook/DiT-XL-2-256 layout; 4 blocks, so that the D14 config can keep 2 of 4
+    out['dit_pipeline'] = str(root / 'dit_pipeline')
     DiTTransformer2DModel(num_attention_heads=2, attention_head_dim=8, in_channels=4,
-                          out_channels=8, num_layers=1, sample_size=IMG // 2, patch_size=2,
+                          out_channels=8, num_layers=4, sample_size=IMG // 2, patch_size=2,
                           num_embeds_ada_norm=NUM_CLASSES, norm_num_groups=4
                           ).save_pretrained(osp.join(out['dit_pipeline'], 'transformer'))
     tiny_vae(4).save_pretrained(osp.join(out['dit_pipeline'], 'vae'))

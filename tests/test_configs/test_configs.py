@@ -172,6 +172,8 @@ def tiny_config(path: str, assets: dict, work_dir: str) -> Config:
     for hook in cfg.get('custom_hooks', []):
         if hook['type'] == 'DiffusionPruningHook':  # 3 gradient timesteps instead of 100
             hook['prune_cfg'] = dict(hook.get('prune_cfg') or {}, timesteps=[0, 500, 999])
+            if (hook.get('depth_cfg') or {}).get('selector') == 'learnable':
+                hook['depth_cfg'] = dict(hook['depth_cfg'], steps=2)  # not hundreds
     for evaluator in (cfg.val_evaluator, cfg.test_evaluator):
         for metric in (evaluator or {}).get('metrics', []):
             metric['fake_nums'] = 4
