@@ -118,6 +118,15 @@ def test_train_resume_and_test_through_tools(user_config, tmp_path):
     assert int(ckpt2['state_dict']['student_ema.steps']) == 2
     assert int(ckpt4['state_dict']['student_ema.steps']) == 4
 
+    # tools/export.py writes the (pruned) student of a run with an open loss set for
+    # diffusers; the loss modules stay behind.
+    export_dir = str(tmp_path / 'export')
+    _check(_tool('tools/export.py', user_config, osp.join(work_dir, 'iter_4.pth'),
+                 export_dir))
+    from mmdiff_2ndm import load_student
+    exported = load_student(export_dir)
+    assert exported.conv_in.weight.shape[0] == pruned_width
+
     # tools/test.py rebuilds the pruned student from the checkpoint before loading it.
     out_file = str(tmp_path / 'metrics.json')
     _check(_tool('tools/test.py', user_config, osp.join(work_dir, 'iter_4.pth'), '--work-dir',
