@@ -38,6 +38,7 @@ EMA_TESTS = ('tests/test_models/test_averaged_model.py', )
 FEATURE_TESTS = ('tests/test_models/test_losses/test_feature_kd_loss.py', )
 LOSS_SET_TESTS = ('tests/test_models/test_distillers/test_open_loss_set.py', )
 GUARD_TESTS = ('tests/test_models/test_distillers/test_nonfinite_guard.py', )
+DEPTH_TESTS = 'tests/test_pruning/test_depth.py'
 
 
 class Mutant(NamedTuple):
@@ -70,6 +71,8 @@ NOISE_SCHEDULE = 'mmdiff_2ndm/models/distillers/noise_schedule.py'
 EMA = 'mmdiff_2ndm/models/averaged_model.py'
 RECORD = 'mmdiff_2ndm/pruning/record.py'
 PREPROCESSOR = 'mmdiff_2ndm/datasets/data_preprocessor.py'
+DEPTH = 'mmdiff_2ndm/pruning/depth.py'
+STRUCTURAL = 'mmdiff_2ndm/pruning/structural.py'
 
 MUTANTS: List[Mutant] = [
     # the 2ndMatch loss
@@ -151,6 +154,25 @@ MUTANTS: List[Mutant] = [
            'skip = False', GUARD_TESTS),
     Mutant('guard-rank-local', STEP_GUARD, "all_reduce(flags, op='max')", 'flags = flags',
            ('tests/test_distributed/test_nonfinite_guard_ddp.py', )),
+    # depth pruning: the one-shot criteria, the learnable search, the record and its replay
+    Mutant('depth-keep-least-important', DEPTH,
+           'ranked = sorted(group, key=lambda i: (-scores[i], i))',
+           'ranked = sorted(group, key=lambda i: (scores[i], i))',
+           (f'{DEPTH_TESTS}::test_one_shot_selectors_drop_the_identity_block_first', )),
+    Mutant('depth-cosine-similarity-not-change', DEPTH,
+           'totals[index] += float((1.0 - cos).sum())', 'totals[index] += float(cos.sum())',
+           (f'{DEPTH_TESTS}::test_one_shot_selectors_drop_the_identity_block_first', )),
+    Mutant('depth-learnable-argmin', DEPTH, 'best = logits.detach().argmax(dim=1).tolist()',
+           'best = logits.detach().argmin(dim=1).tolist()',
+           (f'{DEPTH_TESTS}::test_learnable_search_picks_the_clearly_best_pattern', )),
+    Mutant('depth-search-keeps-trained-weights', DEPTH, 'net.load_state_dict(snapshot)',
+           'snapshot = None',
+           (f'{DEPTH_TESTS}::test_learnable_search_picks_the_clearly_best_pattern', )),
+    Mutant('record-depth-index-bound', RECORD, 'kept[0] < 0 or kept[-1] >= num_blocks',
+           'kept[0] < 0 or kept[-1] > num_blocks', (f'{DEPTH_TESTS}::test_depth_errors', )),
+    Mutant('rebuild-skips-depth', STRUCTURAL,
+           "if record.get('depth') is not None:  # depth first", 'if False:  # depth first',
+           (f'{DEPTH_TESTS}::test_depth_and_width_records_rebuild_the_same_model', )),
 ]
 
 
