@@ -23,6 +23,7 @@ from mmengine.config import DictAction
 # The tools work from a source checkout without installing the package.
 sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..'))
 from mmdiff_2ndm.apis import export_student, init_distiller  # noqa: E402
+from mmdiff_2ndm.models.sampling import STUDENT_MODELS  # noqa: E402
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -31,7 +32,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument('config', help='the run\'s config file')
     parser.add_argument('checkpoint', help='the run\'s checkpoint')
     parser.add_argument('out', help='output folder')
-    parser.add_argument('--model', choices=['orig', 'ema'], default='ema',
+    parser.add_argument('--model', choices=list(STUDENT_MODELS), default='ema',
                         help='export the student\'s EMA (default; the student without one) '
                         'or the raw student')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,

@@ -21,6 +21,7 @@ from mmengine.config import DictAction
 # The tools work from a source checkout without installing the package.
 sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..'))
 from mmdiff_2ndm.apis import init_distiller, sample_to_folder  # noqa: E402
+from mmdiff_2ndm.models.sampling import SAMPLE_MODELS  # noqa: E402
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -30,7 +31,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument('checkpoint', help='the run\'s checkpoint')
     parser.add_argument('--num', type=int, required=True, help='number of images')
     parser.add_argument('--out', required=True, help='output folder')
-    parser.add_argument('--model', choices=['orig', 'ema', 'teacher'], default=None,
+    parser.add_argument('--model', choices=list(SAMPLE_MODELS), default=None,
                         help='sample the raw student, its EMA or the teacher '
                         '(default: the EMA when the run has one)')
     parser.add_argument('--batch-size', type=int, default=16, help='images per call')

@@ -16,6 +16,7 @@ from mmengine.runner import Runner
 
 sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..'))
 import mmdiff_2ndm  # noqa: E402,F401  (registers components and the safe checkpoint loader)
+from mmdiff_2ndm.models.sampling import SAMPLE_MODELS  # noqa: E402
 from mmdiff_2ndm.utils import (apply_runner_args, check_local_paths,  # noqa: E402
                                parse_runner_args, prepare_cpu_distributed, runner_arg_parser)
 
@@ -26,7 +27,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument('checkpoint', help='checkpoint file')
     parser.add_argument('--out', help='the file to save metric results.')
     parser.add_argument(
-        '--sample-model', choices=['orig', 'ema', 'teacher'], default=None,
+        '--sample-model', choices=list(SAMPLE_MODELS), default=None,
         help="which network every metric samples: the raw student ('orig'), its EMA "
         "('ema') or the teacher; sets each test metric's sample_model (MMagic's "
         'convention). Defaults to what the config says (usually the EMA).')

@@ -37,6 +37,7 @@ from torch import nn
 from tqdm import tqdm
 
 from ..models.denoisers import unwrap_denoiser
+from ..models.sampling import STUDENT_MODELS
 from ..pruning import check_record, rebuild_pruned
 
 WEIGHTS_NAME = 'diffusion_pytorch_model.safetensors'
@@ -44,7 +45,6 @@ RECORD_NAME = 'pruning_record.json'
 MANIFEST_NAME = 'mmdiff_2ndm.json'
 PIPELINE_INDEX_NAME = 'model_index.json'
 EXPORT_FORMAT = 'mmdiff_2ndm.student/v1'
-EXPORT_MODELS = ('orig', 'ema')
 
 
 def export_student(model: nn.Module,
@@ -68,8 +68,8 @@ def export_student(model: nn.Module,
     Returns:
         str: ``out_dir``.
     """
-    if sample_model not in EXPORT_MODELS:
-        raise ValueError(f'sample_model must be one of {EXPORT_MODELS}, got {sample_model!r}.')
+    if sample_model not in STUDENT_MODELS:
+        raise ValueError(f'sample_model must be one of {STUDENT_MODELS}, got {sample_model!r}.')
     from diffusers import ModelMixin
     from safetensors.torch import save_file
     ema = getattr(model, 'student_ema', None)

@@ -16,9 +16,9 @@ from torchvision.utils import make_grid
 from tqdm import tqdm
 
 from mmagic.registry import MODELS
+from ..models.sampling import SAMPLE_MODELS
 from ..pruning import prune_model
 
-SAMPLE_MODELS = ('orig', 'ema', 'teacher')
 GRID_FILE = 'grid.png'
 METADATA_FILE = 'samples.json'
 

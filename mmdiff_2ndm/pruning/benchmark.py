@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from mmdiff_2ndm.models.denoisers import example_denoiser_inputs
-from mmdiff_2ndm.models.distillers.sampler import denoise
+from mmdiff_2ndm.models.sampling import denoise
 from .structural import count_params_macs
 
 

@@ -393,7 +393,7 @@ def test_latent_sampler_does_not_clip():
     """Latent configs sample with clip_sample=False: DDPM's default clips the predicted x_0
     to [-1, 1], which suits pixels but cuts VAE latents; the distiller's DDIM sampler takes
     the noise scheduler's settings unless a test_scheduler is given."""
-    from mmdiff_2ndm.models.distillers.sampler import ddim_like
+    from mmdiff_2ndm.models.sampling import ddim_like
     from mmagic.registry import DIFFUSION_SCHEDULERS
     latent = {}
     for path in ALL_CONFIGS:

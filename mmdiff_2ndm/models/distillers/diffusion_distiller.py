@@ -18,13 +18,14 @@ from ..denoisers import run_denoiser, strip_model_wrappers, unwrap_denoiser
 from ..feature_recorder import FeatureRecorder
 from ..losses.loss_inputs import FORWARD_RUNNER_INPUT, TEACHER_INPUTS, loss_inputs
 from ..losses.squared_error import REDUCTIONS, squared_error
+from ..sampling import LatentCodec, ddim_like
 from . import batch_fields
 from .batch_fields import Samples
 from .builders import (DEPRECATED_JACOBIAN_ARGS, CkptType, ModelType, build_losses,
                        build_student, build_teacher, frozen)
 from .conditioner import Conditioner
 from .noise_schedule import dsm_target, noise_sigmas
-from .sampler import DistillerSampler, LatentCodec, SamplingNets, ddim_like
+from .sampler import DistillerSampler, SamplingNets
 from .student_update import (StepGuard, average_gradients, loss_optim_wrapper,
                              student_optim_wrapper)
 from .training_draws import Draws, TrainingDraws, mix_seed
