@@ -43,8 +43,8 @@ from .record import kept_blocks
 # Family -> attribute of the ModuleList whose blocks depth pruning removes.
 DEPTH_MODULES = {'dit': 'transformer_blocks'}
 
-# (args, kwargs) of one call of the bare net, replayed by the one-shot selectors.
-Call = Tuple[tuple, dict]
+# One calibration call: runs the given (bare) net on fixed inputs, returns its prediction.
+Call = Callable[[nn.Module], Tensor]
 
 
 def depth_blocks(model: nn.Module) -> Tuple[str, nn.ModuleList]:
@@ -149,16 +149,16 @@ def capture_calls(model: nn.Module, loss_fn: Callable[[Tensor], Tensor],
             the noise ``loss_fn`` draws is reproducible.
 
     Returns:
-        list: One ``(args, kwargs)`` per call of the net, tensors detached.
+        list: One replayable call per call of the net (its inputs detached).
     """
     net = unwrap_denoiser(model)
     device = next(net.parameters()).device
     calls: List[Call] = []
 
     def record(module, args, kwargs):
-        detach = lambda v: v.detach() if torch.is_tensor(v) else v  # noqa: E731
-        calls.append((tuple(detach(a) for a in args),
-                      {k: detach(v) for k, v in kwargs.items()}))
+        args = tuple(_detach(a) for a in args)
+        kwargs = {k: _detach(v) for k, v in kwargs.items()}
+        calls.append(lambda net: _output(net(*args, **kwargs)))
 
     handle = net.register_forward_pre_hook(record, with_kwargs=True)
     try:
@@ -175,17 +175,14 @@ def capture_calls(model: nn.Module, loss_fn: Callable[[Tensor], Tensor],
     return calls
 
 
+def _detach(value):
+    return value.detach() if torch.is_tensor(value) else value
+
+
 def calls_from_inputs(inputs: Sequence[Dict[str, Optional[Tensor]]]) -> List[Call]:
     """Calibration calls from ``run_denoiser`` keywords (``x_t``, ``timesteps``,
     ``condition``), as ``capture_calls`` returns them."""
-    return [((), dict(_run_denoiser_inputs=dict(item))) for item in inputs]
-
-
-def _replay(net: nn.Module, call: Call) -> Tensor:
-    args, kwargs = call
-    if '_run_denoiser_inputs' in kwargs:
-        return run_denoiser(net, **kwargs['_run_denoiser_inputs'])
-    return _output(net(*args, **kwargs))
+    return [lambda net, item=dict(item): run_denoiser(net, **item) for item in inputs]
 
 
 class DepthSelector(NamedTuple):
@@ -234,14 +231,14 @@ def select_by_output_change(net: nn.Module, name: str, groups: List[List[int]], 
     _no_options('output', options)
     blocks = getattr(net, name)
     with torch.no_grad():
-        reference = [_replay(net, call) for call in calls]
+        reference = [call(net) for call in calls]
         norm = sum(float(ref.pow(2).sum()) for ref in reference) or 1.0
         scores = []
         try:
             for i in tqdm(range(len(blocks)), desc='depth: drop one block', unit='block',
                           disable=not progress):
                 setattr(net, name, nn.ModuleList([b for j, b in enumerate(blocks) if j != i]))
-                change = sum(float((_replay(net, call) - ref).pow(2).sum())
+                change = sum(float((call(net) - ref).pow(2).sum())
                              for call, ref in zip(calls, reference))
                 scores.append(change / norm)
         finally:
@@ -275,7 +272,7 @@ def select_by_block_influence(net: nn.Module, name: str, groups: List[List[int]]
         with torch.no_grad():
             for call in tqdm(calls, desc='depth: block influence', unit='call',
                              disable=not progress):
-                _replay(net, call)
+                call(net)
     finally:
         for handle in handles:
             handle.remove()
