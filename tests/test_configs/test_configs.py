@@ -334,8 +334,8 @@ def test_red_reaches_teacher_and_fid_as_red(path, assets, red_data, monkeypatch,
     batch = next(iter(torch.utils.data.DataLoader(train_set, batch_size=2, num_workers=1,
                                                   collate_fn=pseudo_collate)))
     encoded = []
-    encode = model._encode_images
-    monkeypatch.setattr(model, '_encode_images',
+    encode = model.codec.encode
+    monkeypatch.setattr(model.codec, 'encode',
                         lambda images: encoded.append(images.detach().clone()) or encode(images))
     model.train_step(batch, OptimWrapper(torch.optim.SGD(model.student.parameters(), lr=0.0)))
     assert encoded and _is_red_rgb(encoded[0], low=-0.8, high=0.8), \

@@ -40,8 +40,8 @@ def test_draws_follow_the_sample_not_the_batch_position():
     hub.update_info('iter', 0)
     model = _distiller()
     x_0 = torch.zeros(3, 3, 8, 8)
-    t_a, noise_a, dirs_a, drop_a = model._per_sample_draws(x_0, _samples([3, 6, 7]))
-    t_b, noise_b, dirs_b, drop_b = model._per_sample_draws(x_0[:2], _samples([7, 3]))
+    t_a, noise_a, dirs_a, drop_a = model._training_draws(x_0, _samples([3, 6, 7]))
+    t_b, noise_b, dirs_b, drop_b = model._training_draws(x_0[:2], _samples([7, 3]))
     assert dirs_a.shape == (2, 3, 3, 8, 8)  # (K, B, C, H, W)
     for pos_a, pos_b in ((0, 1), (2, 0)):
         assert t_a[pos_a] == t_b[pos_b]
@@ -53,7 +53,7 @@ def test_draws_follow_the_sample_not_the_batch_position():
     torch.testing.assert_close(dirs_a.flatten(2).norm(dim=2), torch.ones(2, 3))
     # Another iteration gives other draws for the same sample.
     hub.update_info('iter', 1)
-    t_c, noise_c, _, _ = model._per_sample_draws(x_0, _samples([3, 6, 7]))
+    t_c, noise_c, _, _ = model._training_draws(x_0, _samples([3, 6, 7]))
     assert not torch.equal(noise_c, noise_a)
 
 
@@ -68,10 +68,10 @@ def test_antithetic_pairing_is_on_exactly_when_asked(antithetic):
     batch half (k, B/2 + k) with the global RNG; switched off, no pair is mirrored
     (for these seeds; by chance one pair in 100 is)."""
     model = _distiller(antithetic_timesteps=antithetic)
-    tied = model._per_sample_draws(torch.zeros(8, 3, 8, 8), _samples(range(8)))[0]
+    tied = model._training_draws(torch.zeros(8, 3, 8, 8), _samples(range(8)))[0]
     torch.manual_seed(0)
     model.per_sample_noise_seed = None
-    drawn = model._sample_timesteps(8, 'cpu')
+    drawn = model.draws.timesteps(8, 'cpu')
     even, halves = torch.arange(0, 8, 2), torch.arange(4)
     for ts, first, second in ((tied, even, even + 1), (drawn, halves, halves + 4)):
         assert ts.min() >= 0 and ts.max() < NUM_T
@@ -96,7 +96,7 @@ def test_errors():
         _distiller(per_sample_noise_seed=1.5)
     model = _distiller()
     with pytest.raises(ValueError, match='sample_idx'):
-        model._per_sample_draws(torch.zeros(2, 3, 8, 8), [DataSample(), DataSample()])
+        model._training_draws(torch.zeros(2, 3, 8, 8), [DataSample(), DataSample()])
 
 
 @pytest.mark.parametrize('mode', ['jvp', 'vjp', 'first_order'])

@@ -122,13 +122,14 @@ def test_distiller_retargets_its_warmup_ema_after_pruning():
         ema=dict(type='WarmupExponentialMovingAverage', momentum=1e-3))
     ema = distiller.student_ema
     assert isinstance(ema, WarmupExponentialMovingAverage)
-    distiller._end_step(average=True)
-    distiller._end_step(average=True)
+    for _ in range(2):
+        distiller.training_state.end_step(distiller.student, ema, average=True)
     prune_denoiser(distiller.student, 0.5, 'magnitude', with_macs=False)
     distiller.build_student_ema()
     assert distiller.student_ema is ema and int(ema.steps) == 2
     student_shapes = {k: v.shape for k, v in distiller.student.state_dict().items()}
     assert {k: v.shape for k, v in ema.module.state_dict().items()} == student_shapes
     assert ema.module.conv_in.weight.shape[0] < 8  # the pruned width
-    distiller._end_step(average=True)  # averages the pruned student with decay d_2 = 3/12
+    # averages the pruned student with decay d_2 = 3/12
+    distiller.training_state.end_step(distiller.student, ema, average=True)
     assert int(ema.steps) == 3

@@ -335,8 +335,9 @@ def _sd_latents() -> torch.Tensor:
 
 def _distiller_sd_images(model, scale: float) -> np.ndarray:
     """The distiller's samples (B, H, W, 3) in [0, 1] for PROMPTS from ``_sd_latents``."""
-    expected = model.sample(model.student, _sd_latents(), model.encode_prompts(PROMPTS, 'cpu'),
-                            model.encode_prompts([''] * len(PROMPTS), 'cpu'),
+    encode = model.conditioner.encode_prompts
+    expected = model.sample(model.student, _sd_latents(), encode(PROMPTS, 'cpu'),
+                            encode([''] * len(PROMPTS), 'cpu'),
                             num_inference_steps=STEPS, guidance_scale=scale)
     return (expected / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).numpy()
 

@@ -269,11 +269,6 @@ class DiffusionDistiller(BaseModel):
         """Prompts cycled for sampling, None without (kept by :class:`Conditioner`)."""
         return self.conditioner.sample_prompts
 
-    @property
-    def num_skipped_steps(self) -> int:
-        """Updates the step guard skipped, in all."""
-        return self.step_guard.num_skipped_steps
-
     def build_student_ema(self) -> None:
         """Builds ``student_ema`` from the ``ema`` config, or points an existing one at
         the current (e.g. pruned) student, keeping its settings and step count."""
@@ -362,18 +357,15 @@ class DiffusionDistiller(BaseModel):
                     if not skip:
                         each.step()
                     each.zero_grad()
-        self._end_step(average=not (nonfinite or skip))
+        # Counts the step; the EMA is not updated on a skipped update.
+        self.training_state.end_step(self._bare_student(), getattr(self, 'student_ema', None),
+                                     not (nonfinite or skip))
         if update:
             runner = self.forward_runner
             self.step_guard.count(
                 skip, getattr(self.losses[runner], 'last_nonfinite', None) if runner else None)
         log_vars['nonfinite_skip'] = torch.tensor(float(skip))
         return log_vars
-
-    def _end_step(self, average: bool) -> None:
-        """Counts a training step; updates the student EMA unless the update was skipped."""
-        self.training_state.end_step(self._bare_student(), getattr(self, 'student_ema', None),
-                                     average)
 
     def forward(self,
                 inputs: Union[Tensor, dict],
@@ -407,7 +399,7 @@ class DiffusionDistiller(BaseModel):
             dict: ``loss_<name>`` per loss: the one that runs the forwards first, the
             others in config order.
         """
-        x_0 = self._encode_images(batch_fields.images(inputs, data_samples))
+        x_0 = self.codec.encode(batch_fields.images(inputs, data_samples))
         timesteps, noise, directions, drop_u = self._training_draws(x_0, data_samples)
         condition = self.conditioner.training_condition(
             data_samples, x_0.shape[0], x_0.device, drop_u=drop_u)
@@ -497,8 +489,7 @@ class DiffusionDistiller(BaseModel):
             w.r.t. the student's parameters.
         """
         data = self.data_preprocessor(data_batch, True)
-        x_0 = self._encode_images(batch_fields.images(data['inputs'],
-                                                      data.get('data_samples')))
+        x_0 = self.codec.encode(batch_fields.images(data['inputs'], data.get('data_samples')))
         batch = x_0.shape[0]
         condition = self.conditioner.training_condition(data.get('data_samples'), batch,
                                                         x_0.device, drop=False)
@@ -517,33 +508,16 @@ class DiffusionDistiller(BaseModel):
         target = dsm_target(self.noise_scheduler, x_0, noise, timesteps)
         return squared_error(prediction, target, self.pixel_reduction)
 
-    def _encode_images(self, images: Tensor) -> Tensor:
-        """Images (B, 3, H, W) -> the diffusion space (scaled latents, or pixels)."""
-        return self.codec.encode(images)
-
     def _training_draws(self, x_0: Tensor, data_samples: Samples) -> Draws:
         """This iteration's draws: tied to the samples, or from the global RNG."""
-        if self.per_sample_noise_seed is not None:
-            return self._per_sample_draws(x_0, data_samples)
-        return Draws(self._sample_timesteps(x_0.shape[0], x_0.device), torch.randn_like(x_0),
+        if self.per_sample_noise_seed is not None:  # tied to each sample's sample_idx
+            runner = self.forward_runner
+            return self.draws.per_sample(
+                x_0, batch_fields.sample_indices(data_samples, x_0.shape[0]),
+                self.per_sample_noise_seed, self.training_state.iteration(),
+                getattr(self.losses[runner], 'num_projections', None) if runner else None)
+        return Draws(self.draws.timesteps(x_0.shape[0], x_0.device), torch.randn_like(x_0),
                      None, None)
-
-    def _sample_timesteps(self, batch: int, device) -> Tensor:
-        """Timesteps (B,) from the global RNG (antithetic pairs when configured)."""
-        return self.draws.timesteps(batch, device)
-
-    def _per_sample_draws(self, x_0: Tensor, data_samples: Samples) -> Draws:
-        """Draws of this iteration tied to each sample's ``sample_idx``."""
-        runner = self.forward_runner
-        return self.draws.per_sample(
-            x_0, batch_fields.sample_indices(data_samples, x_0.shape[0]),
-            self.per_sample_noise_seed, self.training_state.iteration(),
-            getattr(self.losses[runner], 'num_projections', None) if runner else None)
-
-    @torch.no_grad()
-    def encode_prompts(self, prompts: List[str], device) -> Tensor:
-        """Frozen text encoder states (B, L, D) of the prompts."""
-        return self.conditioner.encode_prompts(prompts, device)
 
     # ------------------------------------------------------------------ sampling
     def val_step(self, data: dict) -> List[DataSample]:

@@ -67,7 +67,7 @@ def test_labels_become_cross_attention_context(ldm):
     # VQ first stage: the pre-quantisation latents (scale 1), as LDM trains on.
     images = batch_images(data['inputs'])
     expected = ldm['vqvae'].encode(images).latents
-    torch.testing.assert_close(model._encode_images(images), expected)
+    torch.testing.assert_close(model.codec.encode(images), expected)
     assert expected.shape == (4, 3, LDM_IMG // 2, LDM_IMG // 2)
 
 

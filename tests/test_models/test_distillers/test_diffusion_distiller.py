@@ -301,7 +301,7 @@ def test_sd_v_prediction_target_and_text_conditioning(sd_folders, monkeypatch):
         data_preprocessor=dict(type='DataPreprocessor')))
     batch = model.data_preprocessor(_batch(size=8), True)
     timesteps = torch.tensor([0, 30, 60, 99])
-    monkeypatch.setattr(model, '_sample_timesteps', lambda batch, device: timesteps)
+    monkeypatch.setattr(model.draws, 'timesteps', lambda batch, device: timesteps)
     torch.manual_seed(0)
     loss = model.compute_losses(batch['inputs'], batch['data_samples'])['loss_dsm']
 
@@ -311,7 +311,7 @@ def test_sd_v_prediction_target_and_text_conditioning(sd_folders, monkeypatch):
     alpha_bar = torch.cumprod(1 - torch.linspace(1e-4, 0.02, 100), 0)[timesteps]
     a, s = alpha_bar.sqrt().view(-1, 1, 1, 1), (1 - alpha_bar).sqrt().view(-1, 1, 1, 1)
     velocity = a * noise - s * x_0
-    text = model.encode_prompts(list(batch['data_samples'].prompt), 'cpu')
+    text = model.conditioner.encode_prompts(list(batch['data_samples'].prompt), 'cpu')
     with torch.no_grad():
         prediction = unwrap_denoiser(model.student)(a * x_0 + s * noise, timesteps,
                                                     encoder_hidden_states=text).sample

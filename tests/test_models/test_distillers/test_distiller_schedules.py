@@ -168,7 +168,7 @@ def test_deprecated_distiller_schedule_moves_into_the_loss():
 
 def _fixed_draws(model, monkeypatch, timesteps):
     """Fixes the timesteps; the noise is then compute_losses' first draw after a seed."""
-    monkeypatch.setattr(model, '_sample_timesteps', lambda batch, device: timesteps)
+    monkeypatch.setattr(model.draws, 'timesteps', lambda batch, device: timesteps)
     data = model.data_preprocessor(_batch(), True)
     torch.manual_seed(0)
     losses = model.compute_losses(data['inputs'], data['data_samples'])

@@ -95,7 +95,7 @@ def test_nonfinite_term_skips_the_whole_update(teacher, monkeypatch, target):
     _poison(model, monkeypatch, target)
     log_vars = model.train_step(batch, optim)
     assert log_vars['nonfinite_skip'].item() == 1.0
-    assert model.num_skipped_steps == 1
+    assert model.step_guard.num_skipped_steps == 1
     _assert_same(before, _state(model, optim))
     assert all(p.grad is None or not p.grad.any() for p in model.student.parameters())
 
@@ -106,7 +106,7 @@ def test_nonfinite_term_skips_the_whole_update(teacher, monkeypatch, target):
                            after['student']['conv_in.weight'])
     assert not torch.equal(before['ema']['module.conv_in.weight'],
                            after['ema']['module.conv_in.weight'])
-    assert model.step_guard.consecutive_skips == 0 and model.num_skipped_steps == 1
+    assert model.step_guard.consecutive_skips == 0 and model.step_guard.num_skipped_steps == 1
 
 
 def test_consecutive_skips_stop_the_run_naming_the_term(teacher, monkeypatch):
