@@ -127,6 +127,7 @@ def prune_model(model: nn.Module,
         dict: The plain-data pruning record (``record.py``), also for a replayed one.
 
     Raises:
+        TypeError: If ``model`` is neither a distiller nor a supported denoiser.
         ValueError: For bad settings (the message names the fix), or a record that does
             not fit the model.
     """
