@@ -1,0 +1,192 @@
+"""The axes of the regime map: pruning levels, recipes, samplers, and the presets.
+
+A *cell* is (level, recipe); a *run* is (level, recipe, seed): one finetuning run, scored
+with every sampler on the same checkpoint. Everything here is plain data, so that a
+later sitting can add a level or a recipe without touching the driver.
+"""
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
+
+# Layers whose output is 16 channels wide in the digits teacher (block_out_channels (16, 32),
+# 4 GroupNorm groups: 4 channels per group). Ignored by the harder levels: a 4-channel
+# group keeps >= 3 channels only at a ratio <= 0.25, and prune_denoiser has one
+# groupnorm_ratio for every GroupNorm-tied group, so pruning the 32-wide stage harder
+# than 0.25 would cut these groups to 2 or 1 channels.
+STAGE16_LAYERS = ('conv_in', 'down_blocks.0.resnets.0.conv1', 'down_blocks.0.resnets.0.conv2',
+                  'down_blocks.0.downsamplers.0.conv', 'up_blocks.1.resnets.0.conv1',
+                  'up_blocks.1.resnets.0.conv2', 'up_blocks.1.resnets.0.conv_shortcut',
+                  'up_blocks.1.resnets.1.conv1', 'up_blocks.1.resnets.1.conv2',
+                  'up_blocks.1.resnets.1.conv_shortcut')
+MIN_GROUP_CHANNELS = 3  # the map's rule: no GroupNorm group pruned below 3 channels
+
+
+class Level(NamedTuple):
+    """A pruning level: DiffusionPruningHook settings and what they give on the teacher.
+
+    Attributes:
+        ratio (float): The hook's ``ratio`` (groups not tied to a GroupNorm).
+        groupnorm_ratio (float): ``prune_cfg.groupnorm_ratio``.
+        ignored (Tuple[str, ...]): ``prune_cfg.ignored_layers`` (kept at full width).
+        params (int): Student parameters on the 177,427-parameter teacher (measured by
+            ``tests/test_studies/test_regime_map/test_axes.py``).
+        min_group (int): Fewest channels of any GroupNorm group of the student.
+        note (str): How the level is reached and where the 3-channel rule binds.
+    """
+    ratio: float
+    groupnorm_ratio: float
+    ignored: Tuple[str, ...]
+    params: int
+    min_group: int
+    note: str
+
+
+TEACHER_PARAMS = 177427
+# Where the 3-channel rule binds (the report prints this)
+RULE_NOTE = (
+    'The teacher\'s GroupNorm groups hold 4 channels in the 16-wide stage and 8 in the '
+    '32-wide stage (more where skip connections are concatenated). prune_denoiser prunes '
+    'every GroupNorm-tied group at one ratio, keeping int(n (1 - r)) of each group\'s n '
+    'channels, so a 4-channel group keeps 3 only for r <= 0.25 and an 8-channel group only '
+    'for r <= 0.625. At r = 0.25 everywhere the student is 56.7 % of the teacher; pruning '
+    'the 32-wide stage harder needs the 16-wide stage left out (ignored_layers, 4 of 4 '
+    'kept), and 3 of 8 in the 32-wide stage is that stage\'s floor: 26.9 % is the smallest '
+    'student that keeps >= 3 channels per group (with per-stage ratios, which '
+    'prune_denoiser does not offer, 3 of 4 in the 16-wide stage would take it a little '
+    'lower). About 15 % breaks the rule: ratio 0.55 everywhere gives 13.6 % with 1 channel '
+    'per group in the 16-wide stage (level p14, defined, not screened). The map\'s levels: '
+    '56.7 %, 36.8 % and 26.9 %.')
+LEVELS: Dict[str, Level] = {
+    # today's study: 3 of 4 / 6 of 8 channels in every group
+    'p57': Level(0.25, 0.25, (), 100671, 3, 'ratio 0.25 everywhere (the README study)'),
+    'p37': Level(0.5, 0.5, STAGE16_LAYERS, 65219, 4,
+                 '16-wide stage kept (4 of 4), 32-wide stage 4 of 8'),
+    # the smallest student this teacher allows with >= 3 channels per GroupNorm group
+    # through prune_denoiser: 3 of 8 channels is the floor of the 32-wide stage's groups
+    'p27': Level(0.625, 0.625, STAGE16_LAYERS, 47727, 3,
+                 '16-wide stage kept (4 of 4), 32-wide stage 3 of 8: the 3-channel floor '
+                 'of both stages'),
+    # ~15 % breaks the rule: 1 channel per group in the 16-wide stage (instance norm);
+    # defined for a later sitting to decide on, not screened
+    'p14': Level(0.55, 0.55, (), 24067, 1,
+                 'ratio 0.55 everywhere: 16-wide stage 1 of 4 (breaks the 3-channel rule)'),
+}
+
+
+def level_options(name: str) -> List[str]:
+    """--cfg-options that set the pruning hook (custom_hooks.0 of configs/digits/) to a level."""
+    level = LEVELS[name]
+    opts = [f'custom_hooks.0.ratio={level.ratio}',
+            f'custom_hooks.0.prune_cfg.groupnorm_ratio={level.groupnorm_ratio}']
+    if level.ignored:
+        opts.append(f'custom_hooks.0.prune_cfg.ignored_layers=[{",".join(level.ignored)}]')
+    return opts
+
+
+class Recipe(NamedTuple):
+    """A finetuning recipe.
+
+    Attributes:
+        config (str): Config file in configs/digits/.
+        options (Tuple[str, ...]): Further --cfg-options.
+        reference (str): The recipe it is compared with, paired by seed.
+        batch_size (int, optional): Overrides the preset's batch size; the run then
+            trains ``preset batch / batch_size`` times as many iterations (as many
+            samples seen). Defaults to None.
+        label (str): Column label of the heatmaps.
+    """
+    config: str
+    options: Tuple[str, ...] = ()
+    reference: str = 'dsm_kd'
+    batch_size: Optional[int] = None
+    label: str = ''
+
+
+_LOG_RATIO = ('model.losses.jacobian.form=log_ratio', 'model.losses.jacobian.scale=None')
+# configs/digits/2ndm_digits16_dsm_kd_feat.py's feature term, added to a 2ndM config
+_FEAT = ('model.losses.feat.type=FeatureKDLoss', 'model.losses.feat.layers=bk-sdm',
+         'model.losses.feat.reduction=mean', 'model.losses.feat.loss_weight=768.0')
+# the authors' released CIFAR-10 run: unscaled, weight 0.1, one projection, whole batch,
+# J^T v by double backward, lr 2e-4, global batch 2
+_AUTHORS = ('model.losses.jacobian.mode=vjp', 'optim_wrapper.student.optimizer.lr=0.0002')
+RECIPES: Dict[str, Recipe] = {
+    'dsm_kd': Recipe('2ndm_digits16_dsm_kd.py', reference='', label='DSM+KD'),
+    'dsm': Recipe('2ndm_digits16_dsm.py', label='DSM'),
+    'dsm_kd_feat': Recipe('2ndm_digits16_dsm_kd_feat.py', label='+feat KD'),
+    '2ndm': Recipe('2ndm_digits16.py', label='+2ndM sigma'),  # w 10, quarter batch
+    '2ndm_log': Recipe('2ndm_digits16.py', _LOG_RATIO, label='+2ndM log'),  # w 10, quarter
+    'feat_2ndm': Recipe('2ndm_digits16.py', _FEAT, label='+feat +2ndM sigma'),
+    'feat_2ndm_log': Recipe('2ndm_digits16.py', _LOG_RATIO + _FEAT, label='+feat +2ndM log'),
+    'dsm_kd_b2': Recipe('2ndm_digits16_dsm_kd.py',
+                        ('optim_wrapper.student.optimizer.lr=0.0002',), batch_size=2,
+                        label='DSM+KD b2'),
+    'authors_b2': Recipe('2ndm_digits16_unscaled.py', _AUTHORS, reference='dsm_kd_b2',
+                         batch_size=2, label="authors' b2"),
+}
+REFERENCE = 'dsm_kd'
+
+SAMPLERS: Dict[str, int] = {'ddim50': 50, 'ddim10': 10}  # name -> DDIM steps
+MODELS = ('raw', 'ema')  # scored at the last checkpoint; the heatmaps show 'raw'
+
+PRESETS = {
+    # smoke test, not a measurement
+    'tiny': dict(teacher_iters=4, finetune_iters=None, plateau_iters=4, plateau_interval=2,
+                 batch_size=8, widths=(8, 16), num_samples=24, eval_images=8,
+                 ftle_timesteps=(0, 100, 999), feature_iters=20, bootstrap=10,
+                 samplers={'ddim50': 3, 'ddim10': 2}, levels=('p27',),
+                 recipes=('dsm_kd', '2ndm_log'), seeds=(0,), plateau_level='p27'),
+    # the screen: 3 paired seeds per cell, hardest level first; finetune_iters is DSM+KD's
+    # plateau on seed 0 at the hardest level (docs/regime_map/plateau.json); None = not
+    # measured yet
+    'screen': dict(teacher_iters=6000, finetune_iters=None, plateau_iters=8000,
+                   plateau_interval=500, batch_size=32, widths=None, num_samples=500,
+                   eval_images=128,
+                   ftle_timesteps=(0, 2, 5, 10, 25, 50, 100, 250, 500, 750, 999),
+                   feature_iters=1000, bootstrap=200, samplers=SAMPLERS,
+                   levels=('p27', 'p37', 'p57'),
+                   recipes=('dsm_kd', '2ndm_log', '2ndm', 'dsm_kd_feat', 'dsm'),
+                   seeds=(0, 1, 2), plateau_level='p27'),
+}
+
+
+def planned_runs(preset: dict, levels: Optional[Sequence[str]] = None,
+                 recipes: Optional[Sequence[str]] = None,
+                 seeds: Optional[Sequence[int]] = None) -> List[Tuple[str, str, int]]:
+    """(level, recipe, seed) in training order: level by level (the preset's order,
+    hardest first), seed by seed within a level, so that an interrupted screen leaves
+    whole seeds to compare; a recipe's reference is trained before it.
+
+    Args:
+        preset (dict): One of :data:`PRESETS`.
+        levels, recipes, seeds: Override the preset's. Defaults to None.
+
+    Raises:
+        ValueError: On an unknown level or recipe.
+    """
+    levels = list(levels or preset['levels'])
+    recipes = list(recipes or preset['recipes'])
+    for name in levels:
+        if name not in LEVELS:
+            raise ValueError(f'Unknown level {name!r}; known: {sorted(LEVELS)}.')
+    for name in recipes:
+        if name not in RECIPES:
+            raise ValueError(f'Unknown recipe {name!r}; known: {sorted(RECIPES)}.')
+    ordered: List[str] = []
+    for name in recipes:  # references first
+        ref = RECIPES[name].reference
+        if ref and ref in recipes and ref not in ordered:
+            ordered.append(ref)
+        if name not in ordered:
+            ordered.append(name)
+    seeds = list(seeds if seeds is not None else preset['seeds'])
+    return [(level, recipe, seed) for level in levels for seed in seeds for recipe in ordered]
+
+
+def run_iters(preset: dict, recipe: str, finetune_iters: int) -> Tuple[int, int]:
+    """(batch size, iterations) of a recipe's runs: a smaller batch trains proportionally
+    more iterations, so every recipe sees as many samples."""
+    batch = RECIPES[recipe].batch_size or preset['batch_size']
+    return batch, finetune_iters * preset['batch_size'] // batch
+
+
+def run_name(level: str, recipe: str, seed: int) -> str:
+    """The folder / result-file stem of a run."""
+    return f'{level}/{recipe}_seed{seed}'

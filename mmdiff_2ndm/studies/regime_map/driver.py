@@ -1,0 +1,253 @@
+"""The regime map's driver: teacher, plateau run, then the screen, run by run.
+
+Everything is resumable. The training runs live in the work dir (git-ignored: checkpoints);
+every result lives in the results dir (``docs/regime_map/``, committed): one JSON per
+evaluated run (``runs/<level>/<recipe>_seed<seed>.json``), written as soon as the run is
+scored; a run whose JSON exists is neither trained nor scored again, an interrupted
+training resumes from its last checkpoint (:func:`~..digits.runs.train`).
+"""
+import json
+import os
+import os.path as osp
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from typing import Dict, List, Optional, Tuple
+
+import torch
+
+from ..digits.evaluation import load_distiller, record_hash
+from ..digits.feature_net import train_feature_net
+from ..digits.progress import say
+from ..digits.runs import seconds_per_iter, size_options, train
+from .axes import (MODELS, PRESETS, RECIPES, REFERENCE, level_options, run_iters,
+                   run_name)
+from .plateau import PLATEAU_TOL, plateau_iteration
+from .scoring import MapScorer
+
+Run = Tuple[str, str, int]  # (level, recipe, seed)
+
+
+def write_json(data: dict, path: str) -> None:
+    """Writes ``data`` atomically (a reader never sees half a file)."""
+    os.makedirs(osp.dirname(path), exist_ok=True)
+    tmp = path + '.tmp'
+    with open(tmp, 'w') as f:
+        json.dump(data, f, indent=1)
+    os.replace(tmp, path)
+
+
+class RegimeMap:
+    """One regime map: a work dir for runs, a results dir for what they measured.
+
+    Args:
+        preset_name (str): A key of :data:`~.axes.PRESETS`.
+        work_dir (str): Training runs, teacher, feature network (absolute).
+        results_dir (str): Per-run JSON, plateau, report and figures.
+        threads (int): Torch threads of each training run and of scoring.
+    """
+
+    def __init__(self, preset_name: str, work_dir: str, results_dir: str,
+                 threads: int) -> None:
+        self.preset_name, self.preset = preset_name, dict(PRESETS[preset_name])
+        self.work_dir, self.results_dir, self.threads = work_dir, results_dir, threads
+        self.feature_net = osp.join(work_dir, 'feature_net.pt')
+        self.teacher_ckpt = osp.join(work_dir, 'teacher',
+                                     f'iter_{self.preset["teacher_iters"]}.pth')
+        self.scorer: Optional[MapScorer] = None
+
+    # ----------------------------------------------------------------- paths, options
+    def run_dir(self, run: Run) -> str:
+        """The training folder of a run."""
+        return osp.join(self.work_dir, run_name(*run))
+
+    def result_path(self, run: Run) -> str:
+        """The JSON of an evaluated run (its existence means: done)."""
+        return osp.join(self.results_dir, 'runs', run_name(*run) + '.json')
+
+    def is_done(self, run: Run) -> bool:
+        """Whether the run is trained and scored."""
+        return osp.exists(self.result_path(run))
+
+    def options(self, run: Run, iters: int, batch: int) -> List[str]:
+        """--cfg-options of a run: teacher, seed (pairs the recipes), length, level, recipe."""
+        level, recipe, seed = run
+        return [f'model.teacher_ckpt.filename={self.teacher_ckpt}', f'randomness.seed={seed}',
+                f'model.per_sample_noise_seed={seed}', f'param_scheduler.T_max={iters}',
+                *level_options(level), *RECIPES[recipe].options,
+                *size_options(dict(self.preset, batch_size=batch), 'student')]
+
+    # ----------------------------------------------------------------- teacher
+    def prepare(self) -> None:
+        """Trains the proxy feature network and the dense teacher (each once)."""
+        os.makedirs(self.work_dir, exist_ok=True)
+        if not osp.exists(osp.join(self.work_dir, 'feature_net.json')):
+            say(f'[map] feature network -> {self.feature_net}')
+            accuracy = train_feature_net(self.feature_net, 16, self.preset['feature_iters'])
+            write_json(dict(test_accuracy=accuracy),
+                       osp.join(self.work_dir, 'feature_net.json'))
+        say(f'[map] dense teacher, {self.preset["teacher_iters"]} iterations')
+        train('teacher_digits16.py', osp.join(self.work_dir, 'teacher'),
+              self.preset['teacher_iters'],
+              ['randomness.seed=0', *size_options(self.preset, 'teacher')], self.threads,
+              stream=False)
+
+    def _scorer(self, distiller) -> MapScorer:
+        """The scorer, created (with the teacher's scores, cached) on first use."""
+        if self.scorer is None:
+            torch.set_num_threads(self.threads)
+            self.scorer = MapScorer(self.preset, self.feature_net, self.work_dir)
+            teacher = self.scorer.score_teacher(distiller)
+            with open(osp.join(self.work_dir, 'feature_net.json')) as f:
+                teacher['feature_accuracy'] = json.load(f)['test_accuracy']
+            write_json(teacher, osp.join(self.results_dir, 'teacher.json'))
+            torch.save(self.scorer.last_samples, osp.join(self.work_dir, 'teacher_grid.pt'))
+        return self.scorer
+
+    # ----------------------------------------------------------------- plateau
+    def plateau_path(self) -> str:
+        return osp.join(self.results_dir, 'plateau.json')
+
+    def finetune_iters(self) -> Optional[int]:
+        """The run length: the preset's, or the measured plateau (None: not measured)."""
+        if self.preset['finetune_iters'] is not None:
+            return int(self.preset['finetune_iters'])
+        if osp.exists(self.plateau_path()):
+            with open(self.plateau_path()) as f:
+                return int(json.load(f)['plateau']['iters'])
+        return None
+
+    def measure_plateau(self) -> dict:
+        """One long DSM+KD run on seed 0 at the preset's plateau level, scored (raw) at
+        every checkpoint; writes ``plateau.json`` with the length it implies."""
+        if osp.exists(self.plateau_path()):
+            with open(self.plateau_path()) as f:
+                return json.load(f)
+        preset, level = self.preset, self.preset['plateau_level']
+        iters, interval = preset['plateau_iters'], preset['plateau_interval']
+        run = (level, REFERENCE, 0)
+        run_dir = osp.join(self.work_dir, 'plateau', run_name(*run))
+        batch, _ = run_iters(preset, REFERENCE, iters)
+        options = self.options(run, iters, batch)
+        say(f'[map] plateau: {REFERENCE} at {level}, seed 0, {iters} iterations, scored every '
+            f'{interval} (log: {run_dir}/train_stdout.log)')
+        wall = train(RECIPES[REFERENCE].config, run_dir, iters, options, self.threads,
+                     stream=False, ckpt_interval=interval)
+        cache_path = osp.join(run_dir, 'curve.json')
+        curve: Dict[str, dict] = {}
+        if osp.exists(cache_path):
+            with open(cache_path) as f:
+                curve = json.load(f)
+        steps = list(range(interval, iters + 1, interval))
+        for step in steps:
+            if str(step) in curve:
+                continue
+            distiller = load_distiller(RECIPES[REFERENCE].config, options,
+                                       osp.join(run_dir, f'iter_{step}.pth'),
+                                       osp.join(run_dir, 'eval'))
+            scorer = self._scorer(distiller)
+            curve[str(step)] = scorer.score(distiller, distiller.student, with_jacobian=False)
+            say(f'[map]   plateau iter {step}: proxy FID '
+                f'{curve[str(step)]["samplers"]["ddim50"]["fid"]:.1f}')
+            write_json(curve, cache_path)
+        fids = [curve[str(s)]['samplers']['ddim50']['fid'] for s in steps]
+        eps = [curve[str(s)]['eps_mse'] for s in steps]
+        data = dict(level=level, recipe=REFERENCE, seed=0, iters=iters, interval=interval,
+                    sampler='ddim50', model='raw', tol=PLATEAU_TOL, wall_s=wall,
+                    curve={str(s): curve[str(s)] for s in steps},
+                    plateau=plateau_iteration(steps, fids),
+                    eps_plateau=plateau_iteration(steps, eps))
+        write_json(data, self.plateau_path())
+        say(f'[map] plateau: proxy FID stops falling at {data["plateau"]["iters"]} iterations '
+            f'(reached within the run: {data["plateau"]["reached"]})')
+        return data
+
+    # ----------------------------------------------------------------- screen
+    def train_run(self, run: Run, finetune_iters: int) -> float:
+        """Trains one run (a finished one is not trained again); returns its wall time."""
+        batch, iters = run_iters(self.preset, run[1], finetune_iters)
+        run_dir = self.run_dir(run)
+        say(f'[map]   start {run_name(*run)}: {iters} iterations at batch {batch} '
+            f'(log: {run_dir}/train_stdout.log)')
+        wall = train(RECIPES[run[1]].config, run_dir, iters, self.options(run, iters, batch),
+                     self.threads, stream=False, ckpt_interval=max(1, iters // 2))
+        say(f'[map]   trained {run_name(*run)} in {wall:.0f} s')
+        return wall
+
+    def score_run(self, run: Run, finetune_iters: int) -> dict:
+        """Scores a trained run (raw and EMA, every sampler; the raw student also halfway
+        and before finetuning) and writes its JSON."""
+        level, recipe, seed = run
+        batch, iters = run_iters(self.preset, recipe, finetune_iters)
+        run_dir, options = self.run_dir(run), self.options(run, iters, batch)
+        ckpt = osp.join(run_dir, f'iter_{iters}.pth')
+        distiller = load_distiller(RECIPES[recipe].config, options, ckpt,
+                                   osp.join(run_dir, 'eval'))
+        scorer = self._scorer(distiller)
+        final = {}
+        for model in MODELS:
+            net = distiller.student if model == 'raw' else distiller.student_ema.module
+            final[model] = scorer.score(distiller, net, with_jacobian=model == 'raw')
+            torch.save(scorer.last_samples, osp.join(run_dir, f'grid_{model}.pt'))
+        from mmdiff_2ndm.utils import safe_torch_load
+        record = safe_torch_load(ckpt, map_location='cpu')['meta']['pruning']
+        pruned = scorer.score_pruned(distiller, record)
+        half = max(1, iters // 2)
+        halfway = None
+        if half != iters and osp.exists(osp.join(run_dir, f'iter_{half}.pth')):
+            mid = load_distiller(RECIPES[recipe].config, options,
+                                 osp.join(run_dir, f'iter_{half}.pth'),
+                                 osp.join(run_dir, 'eval'))
+            halfway = dict(iters=half, raw=scorer.score(mid, mid.student, with_jacobian=False))
+        with open(osp.join(run_dir, 'wall.json')) as f:
+            wall = float(json.load(f)['wall_s'])
+        data = dict(level=level, recipe=recipe, seed=seed, iters=iters, batch_size=batch,
+                    finetune_iters=finetune_iters, preset=self.preset_name,
+                    num_samples=self.preset['num_samples'],
+                    samplers=self.preset['samplers'], record=record_hash(ckpt),
+                    params=final['raw']['params'], wall_s=wall,
+                    s_per_iter=seconds_per_iter(run_dir), options=options,
+                    final=final, halfway=halfway, pruned=pruned)
+        write_json(data, self.result_path(run))
+        raw = final['raw']['samplers']
+        say(f'[map]   scored {run_name(*run)}: ' + ', '.join(
+            f'{name} proxy FID {s["fid"]:.1f} SSIM {s["ssim"]:.4f}' for name, s in raw.items()))
+        return data
+
+    def screen(self, runs: List[Run], jobs: int, on_scored=None) -> None:
+        """Trains and scores the runs not done yet, ``jobs`` trainings at a time; each run
+        is scored (in this process) as soon as its training finishes.
+
+        Args:
+            runs (List[Run]): Planned runs, in order.
+            jobs (int): Trainings in parallel.
+            on_scored (callable, optional): Called after every scored run (the report).
+        """
+        finetune_iters = self.finetune_iters()
+        if finetune_iters is None:
+            finetune_iters = int(self.measure_plateau()['plateau']['iters'])
+        todo = [run for run in runs if not self.is_done(run)]
+        say(f'[map] {len(runs) - len(todo)} of {len(runs)} runs done; {len(todo)} to go at '
+            f'{finetune_iters} iterations (batch {self.preset["batch_size"]}), {jobs} at a time')
+        with ThreadPoolExecutor(max_workers=jobs) as pool:
+            futures = {pool.submit(self.train_run, run, finetune_iters): run for run in todo}
+            for future in as_completed(futures):
+                future.result()
+                self.score_run(futures[future], finetune_iters)
+                if on_scored is not None:
+                    on_scored()
+
+
+def load_results(results_dir: str) -> Tuple[Optional[dict], List[dict]]:
+    """The teacher's scores and every evaluated run in a results dir."""
+    teacher = None
+    path = osp.join(results_dir, 'teacher.json')
+    if osp.exists(path):
+        with open(path) as f:
+            teacher = json.load(f)
+    runs = []
+    root = osp.join(results_dir, 'runs')
+    for level in sorted(os.listdir(root)) if osp.isdir(root) else []:
+        for name in sorted(os.listdir(osp.join(root, level))):
+            if name.endswith('.json'):
+                with open(osp.join(root, level, name)) as f:
+                    runs.append(json.load(f))
+    return teacher, runs

@@ -1,0 +1,342 @@
+"""The regime map's report: which runs are done, paired differences to DSM+KD, heatmaps.
+
+Everything is read back from the results dir (``teacher.json``, ``plateau.json``,
+``runs/<level>/<recipe>_seed<seed>.json``), so the report can be rewritten at any time, by
+any sitting, from what is committed.
+"""
+import os.path as osp
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from ..digits.statistics import CI_MIN_SEEDS, bootstrap_ci, verdict
+from .axes import LEVELS, RECIPES, REFERENCE, RULE_NOTE, TEACHER_PARAMS
+
+# key, title, lower is better, relative (% of the reference's value, per seed)
+HEATMAP_METRICS = (('fid', 'd proxy FID', True, False), ('ssim', 'd SSIM to teacher', False, False),
+                   ('sample_mse', 'd sample MSE to teacher, %', True, True))
+JACOBIAN_T = (0, 10, 50, 250, 999)  # timesteps shown in the mechanism table
+
+
+def index_runs(runs: List[dict]) -> Dict[Tuple[str, str], Dict[int, dict]]:
+    """(level, recipe) -> seed -> run."""
+    cells: Dict[Tuple[str, str], Dict[int, dict]] = {}
+    for run in runs:
+        cells.setdefault((run['level'], run['recipe']), {})[run['seed']] = run
+    return cells
+
+
+def reference_of(recipe: str) -> str:
+    """The recipe a recipe is compared with."""
+    return RECIPES[recipe].reference or REFERENCE
+
+
+def paired(cells: dict, level: str, recipe: str, sampler: str, key: str,
+           relative: bool = False, model: str = 'raw') -> dict:
+    """recipe - reference at one level and sampler, paired by seed: mean, 95 % bootstrap
+    interval, the seeds, and whether every pair started from the same pruned channels."""
+    ref = cells.get((level, reference_of(recipe)), {})
+    arm = cells.get((level, recipe), {})
+    seeds = sorted(set(ref) & set(arm))
+    diffs = []
+    for s in seeds:
+        a, r = (x['final'][model]['samplers'][sampler][key] for x in (arm[s], ref[s]))
+        diffs.append(100.0 * (a - r) / r if relative else a - r)
+    mean, low, high = bootstrap_ci(diffs) if diffs else (np.nan, np.nan, np.nan)
+    return dict(mean=mean, low=low, high=high, seeds=seeds, diffs=diffs,
+                same_channels=all(arm[s]['record'] == ref[s]['record'] for s in seeds))
+
+
+def _excludes_zero(cell: dict) -> bool:
+    return bool(np.isfinite(cell['low']) and (cell['low'] > 0 or cell['high'] < 0))
+
+
+def heatmap(cells: dict, teacher: dict, levels: Sequence[str], recipes: Sequence[str],
+            sampler: str, path: str) -> None:
+    """One PNG per sampler: a panel per metric of :data:`HEATMAP_METRICS`, rows = pruning
+    levels, columns = recipes, colour = paired mean difference to the recipe's reference
+    (blue: better, red: worse), a black frame and '*' where the 95 % interval excludes 0,
+    grey where no pair is done yet."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+    columns = [r for r in recipes if r != REFERENCE]
+    width = 2.4 + max(2.6, 1.35 * len(columns)) * len(HEATMAP_METRICS)
+    fig, axes = plt.subplots(1, len(HEATMAP_METRICS), figsize=(width, 1.6 + 0.95 * len(levels)),
+                             squeeze=False)
+    t_fid = teacher['samplers'][sampler]['fid'] if teacher else np.nan
+    for k, (ax, metric) in enumerate(zip(axes[0], HEATMAP_METRICS)):
+        key, title, lower_better, relative = metric
+        table = [[paired(cells, lv, rc, sampler, key, relative) for rc in columns]
+                 for lv in levels]
+        means = np.array([[c['mean'] for c in row] for row in table], dtype=float)
+        sign = 1.0 if lower_better else -1.0  # colour: positive = worse
+        vmax = 1.3 * np.nanmax(np.abs(means)) if np.isfinite(means).any() else 1.0
+        vmax = vmax if vmax > 0 else 1.0
+        shown = np.ma.masked_invalid(sign * means)
+        cmap = matplotlib.colormaps['RdBu_r'].with_extremes(bad='0.88')
+        ax.imshow(shown, cmap=cmap, vmin=-vmax, vmax=vmax, aspect='auto')
+        for i, row in enumerate(table):
+            for j, c in enumerate(row):
+                if not c['seeds']:
+                    ax.text(j, i, 'not run', ha='center', va='center', fontsize=7,
+                            color='0.35')
+                    continue
+                fmt = '{:+.1f}' if key == 'fid' or relative else '{:+.4f}'
+                lines = [fmt.format(c['mean'])]
+                if np.isfinite(c['low']):
+                    lines.append('[' + fmt.format(c['low']) + ', ' + fmt.format(c['high']) + ']')
+                lines.append(f'n={len(c["seeds"])}' + ('' if c['same_channels'] else ' (*ch)'))
+                star = _excludes_zero(c)
+                if len(c['seeds']) < CI_MIN_SEEDS:  # no interval yet: hatched
+                    ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1.0, 1.0, fill=False,
+                                           hatch='///', edgecolor='0.55', linewidth=0))
+                if star:
+                    lines[0] += ' *'
+                    ax.add_patch(Rectangle((j - 0.47, i - 0.47), 0.94, 0.94, fill=False,
+                                           edgecolor='black', linewidth=2.2))
+                dark = abs(c['mean']) > 0.6 * vmax
+                ax.text(j, i, '\n'.join(lines), ha='center', va='center', fontsize=7,
+                        fontweight='bold' if star else 'normal',
+                        color='white' if dark else 'black')
+        ax.set_xticks(range(len(columns)))
+        ax.set_xticklabels([RECIPES[r].label or r for r in columns], rotation=30, ha='right',
+                           fontsize=8)
+        ax.set_yticks(range(len(levels)))
+        ax.set_yticklabels(_level_labels(cells, levels, sampler, t_fid) if k == 0 else [],
+                           fontsize=8)
+        ax.set_title(title + (' (lower = better)' if lower_better else ' (higher = better)'),
+                     fontsize=9)
+    fig.suptitle(f'Recipe minus its reference (DSM+KD), paired by seed; raw students, '
+                 f'{sampler}; teacher proxy FID {t_fid:.1f}.\nBlue = better, red = worse; '
+                 '* and frame: 95 % bootstrap interval excludes 0; (*ch): pruned channels '
+                 'differ; hatched: under 3 seeds (no interval); grey: not run', fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _level_labels(cells: dict, levels: Sequence[str], sampler: str,
+                  t_fid: float) -> List[str]:
+    """Row labels: the level, its parameter share and DSM+KD's proxy FID there."""
+    labels = []
+    for lv in levels:
+        ref = cells.get((lv, REFERENCE), {})
+        label = f'{lv}: {100.0 * LEVELS[lv].params / TEACHER_PARAMS:.1f} % params'
+        if ref:
+            fid = np.mean([r['final']['raw']['samplers'][sampler]['fid'] for r in ref.values()])
+            label += f'\nDSM+KD {fid:.1f} ({fid / t_fid:.2f}x teacher)'
+        labels.append(label)
+    return labels
+
+
+def plateau_figure(plateau: dict, teacher: Optional[dict], path: str) -> None:
+    """Proxy FID (every sampler) and eps-MSE of the plateau run vs iteration."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    steps = sorted(int(s) for s in plateau['curve'])
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(10, 3.6))
+    for name in plateau['curve'][str(steps[0])]['samplers']:
+        fids = [plateau['curve'][str(s)]['samplers'][name]['fid'] for s in steps]
+        line, = ax.plot(steps, fids, 'o-', label=f'DSM+KD raw, {name}')
+        if teacher:
+            ax.axhline(teacher['samplers'][name]['fid'], color=line.get_color(), ls=':',
+                       label=f'teacher, {name}')
+    p = plateau['plateau']
+    ax.axvline(p['iters'], color='black', ls='--',
+               label=f'plateau: {p["iters"]} (tol {plateau["tol"]:.0%})')
+    ax.set_xlabel('iteration')
+    ax.set_ylabel('proxy FID')
+    ax.legend(fontsize=7)
+    ax.set_title(f'{plateau["recipe"]} at {plateau["level"]}, seed {plateau["seed"]}, '
+                 f'cosine lr over {plateau["iters"]}', fontsize=9)
+    ax2.plot(steps, [plateau['curve'][str(s)]['eps_mse'] for s in steps], 'o-')
+    ax2.axvline(plateau['eps_plateau']['iters'], color='black', ls='--',
+                label=f'eps-MSE plateau: {plateau["eps_plateau"]["iters"]}')
+    ax2.set_xlabel('iteration')
+    ax2.set_ylabel('eps-MSE to the teacher')
+    ax2.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _fmt(mean: float, low: float, high: float, digits: int) -> str:
+    if not np.isfinite(mean):
+        return '-'
+    text = f'{mean:+.{digits}f}'
+    if np.isfinite(low):
+        text += f' [{low:+.{digits}f}, {high:+.{digits}f}]'
+    return text
+
+
+def _mean_std(values: List[float], digits: int) -> str:
+    if not values:
+        return '-'
+    if len(values) == 1:
+        return f'{values[0]:.{digits}f}'
+    return f'{np.mean(values):.{digits}f} +- {np.std(values):.{digits}f}'
+
+
+def write_report(results_dir: str, teacher: Optional[dict], runs: List[dict],
+                 planned: Sequence[Tuple[str, str, int]], preset: dict,
+                 plateau: Optional[dict] = None, figures: bool = True) -> str:
+    """Writes ``README.md`` (and the heatmaps, the plateau figure) into the results dir;
+    returns the markdown's path.
+
+    Args:
+        results_dir (str): The results dir.
+        teacher (dict, optional): ``teacher.json``.
+        runs (List[dict]): Every evaluated run.
+        planned (Sequence[tuple]): The planned (level, recipe, seed) runs.
+        preset (dict): The map's preset (samplers, seeds).
+        plateau (dict, optional): ``plateau.json``.
+        figures (bool): Write the PNGs. Defaults to True.
+    """
+    cells = index_runs(runs)
+    levels = [lv for lv in dict.fromkeys([p[0] for p in planned] + [r['level'] for r in runs])]
+    recipes = [rc for rc in dict.fromkeys([p[1] for p in planned] + [r['recipe'] for r in runs])]
+    samplers = list(preset['samplers'])
+    done = {(r['level'], r['recipe'], r['seed']) for r in runs}
+    lines = ['# Regime map of recovery recipes (digits 16x16) - in progress', '',
+             f'Runs done: **{len(done & set(planned))} of {len(planned)} planned** '
+             f'({len(runs)} evaluated in all). Regenerate: `python tools/regime_map.py '
+             '--report-only`. Every number below is read from the committed JSON in '
+             '`runs/`; no conclusion is drawn here before the map is complete.', '']
+    lines += ['## Design', '',
+              '* Teacher: the digits study\'s dense DDPM (`configs/digits/teacher_digits16.py`, '
+              f'6000 iterations, {TEACHER_PARAMS:,} parameters), scored as its EMA.',
+              '* Pruning levels (diff-pruning importance through `DiffusionPruningHook`; rule: '
+              'no GroupNorm group below 3 channels):', '',
+              '| level | params | share | fewest channels in a GroupNorm group | settings |',
+              '|---|---|---|---|---|']
+    for name, lv in LEVELS.items():
+        lines.append(f'| {name} | {lv.params:,} | {100 * lv.params / TEACHER_PARAMS:.1f} % | '
+                     f'{lv.min_group} | {lv.note} |')
+    lines += ['', RULE_NOTE]
+    lines += ['', '* Recipes (each compared with its reference, paired by seed: same pruned '
+              'channels, data order and per-sample noise):', '',
+              '| recipe | config | changes | reference | batch |', '|---|---|---|---|---|']
+    for name in recipes:
+        rc = RECIPES[name]
+        changes = ', '.join(f'`{o}`' for o in rc.options) or '-'
+        lines.append(f'| {name} | `{rc.config}` | {changes} | {rc.reference or "-"} | '
+                     f'{rc.batch_size or preset["batch_size"]} |')
+    sampler_text = ', '.join(f'{k} (DDIM, {v} steps)' for k, v in preset['samplers'].items())
+    lines += ['', '* Samplers: ' + sampler_text +
+              f', on the same checkpoint and the same {preset["num_samples"]} noises; fidelity '
+              'compares with the teacher\'s samples from the same noise and sampler.',
+              '* Scores: proxy FID (digit-classifier features, as the digits study), SSIM / '
+              'MSE to the teacher\'s samples, eps-MSE to the teacher; raw student (heatmaps) '
+              'and its EMA (JSON); the Jacobian statistics before and after finetuning.', '']
+    lines += ['## Run length', '']
+    if plateau:
+        p = plateau['plateau']
+        lines += [f'DSM+KD, raw, seed 0, level {plateau["level"]}: one run of '
+                  f'{plateau["iters"]} iterations (cosine lr over the whole run), proxy FID '
+                  f'({plateau["sampler"]}, {preset["num_samples"]} samples) every '
+                  f'{plateau["interval"]} iterations. Rule: the first checkpoint after which '
+                  f'the FID never falls more than {plateau["tol"]:.0%} below its value there. '
+                  f'**Plateau: {p["iters"]} iterations** (FID {p["fid"]:.1f}, lowest later '
+                  f'{p["best"]:.1f}; reached inside the run: {p["reached"]}); eps-MSE by the '
+                  f'same rule: {plateau["eps_plateau"]["iters"]}. Every run of the map trains '
+                  f'that many iterations at batch {preset["batch_size"]} (a recipe with a smaller '
+                  'batch proportionally more: as many samples seen), cosine lr annealed over '
+                  'its own length.', '', '![plateau](plateau.png)', '']
+    else:
+        lines += ['Not measured yet.', '']
+    lines += ['## Runs done', '', '| level | ' + ' | '.join(recipes) + ' |',
+              '|---|' + '---|' * len(recipes)]
+    for lv in levels:
+        row = []
+        for rc in recipes:
+            want = sorted(s for (pl, pr, s) in planned if (pl, pr) == (lv, rc))
+            have = sorted(cells.get((lv, rc), {}))
+            seeds_text = f' (seeds {",".join(map(str, have))})' if have else ''
+            row.append(f'{len(have)}/{len(want)}{seeds_text}')
+        lines.append(f'| {lv} | ' + ' | '.join(row) + ' |')
+    lines.append('')
+    if teacher:
+        lines += ['## Scores (raw students, mean +- std over seeds)', '',
+                  '| level | recipe | sampler | seeds | proxy FID | x teacher | SSIM | sample MSE '
+                  '| eps-MSE t<50 | s/iter |', '|---|---|---|---|---|---|---|---|---|---|']
+        for name in samplers:
+            lines.append(f'| teacher | - | {name} | 1 | {teacher["samplers"][name]["fid"]:.1f} '
+                         '| 1 | 1 | 0 | 0 | - |')
+        for lv in levels:
+            for rc in recipes:
+                seeds = cells.get((lv, rc), {})
+                if not seeds:
+                    continue
+                for name in samplers:
+                    fin = [r['final']['raw'] for r in seeds.values()]
+                    fids = [f['samplers'][name]['fid'] for f in fin]
+                    ratio = np.mean(fids) / teacher['samplers'][name]['fid']
+                    lines.append(
+                        f'| {lv} | {rc} | {name} | {len(seeds)} | {_mean_std(fids, 1)} | '
+                        f'{ratio:.2f} | '
+                        f'{_mean_std([f["samplers"][name]["ssim"] for f in fin], 4)} | '
+                        f'{_mean_std([f["samplers"][name]["sample_mse"] for f in fin], 5)} | '
+                        f'{_mean_std([f["eps_mse_t50"] for f in fin], 5)} | '
+                        f'{_mean_std([r["s_per_iter"] for r in seeds.values()], 3)} |')
+        lines.append('')
+        lines += ['## Paired differences to the reference (raw; mean [95 % bootstrap interval '
+                  f'over seeds], none under {CI_MIN_SEEDS} seeds)', '',
+                  '| level | recipe - reference | sampler | seeds | d proxy FID | d SSIM | '
+                  'd sample MSE % | verdict FID / SSIM |', '|---|---|---|---|---|---|---|---|']
+        for lv in levels:
+            for rc in recipes:
+                if rc == REFERENCE or not cells.get((lv, rc)):
+                    continue
+                for name in samplers:
+                    f, s, m = (paired(cells, lv, rc, name, k, rel)
+                               for k, _, _, rel in HEATMAP_METRICS)
+                    if not f['seeds']:
+                        continue
+                    note = '' if f['same_channels'] else ' (pruned channels differ)'
+                    lines.append(
+                        f'| {lv} | {rc} - {reference_of(rc)}{note} | {name} | '
+                        f'{len(f["seeds"])} | {_fmt(f["mean"], f["low"], f["high"], 1)} | '
+                        f'{_fmt(s["mean"], s["low"], s["high"], 4)} | '
+                        f'{_fmt(m["mean"], m["low"], m["high"], 1)} | '
+                        f'{verdict(f["low"], f["high"], True)} / '
+                        f'{verdict(s["low"], s["high"], False)} |')
+        lines.append('')
+        lines += ['## Mechanism: ||J_S v||^2 vs the teacher\'s (relative error, mean over '
+                  f'{preset["eval_images"]} fixed x_t and v; mean over seeds)', '',
+                  '| level | recipe | ' + ' | '.join(f't={t} before -> after' for t in JACOBIAN_T)
+                  + ' |', '|---|---|' + '---|' * len(JACOBIAN_T)]
+        ts = list(preset['ftle_timesteps'])
+        for lv in levels:
+            for rc in recipes:
+                seeds = cells.get((lv, rc), {})
+                if not seeds:
+                    continue
+                row = []
+                for t in JACOBIAN_T:
+                    if t not in ts:
+                        row.append('-')
+                        continue
+                    i = ts.index(t)
+                    before = np.mean([r['pruned']['jacobian']['jv_rel_err'][i]
+                                      for r in seeds.values()])
+                    after = np.mean([r['final']['raw']['jacobian']['jv_rel_err'][i]
+                                     for r in seeds.values()])
+                    row.append(f'{before:.3f} -> {after:.3f}')
+                lines.append(f'| {lv} | {rc} | ' + ' | '.join(row) + ' |')
+        lines.append('')
+    lines += ['## Heatmaps', '']
+    for name in samplers:
+        lines += [f'![{name}](heatmap_{name}.png)', '']
+    path = osp.join(results_dir, 'README.md')
+    with open(path, 'w') as f:
+        f.write('\n'.join(lines))
+    if figures and teacher:
+        for name in samplers:
+            heatmap(cells, teacher, levels, recipes, name,
+                    osp.join(results_dir, f'heatmap_{name}.png'))
+    if figures and plateau:
+        plateau_figure(plateau, teacher, osp.join(results_dir, 'plateau.png'))
+    return path

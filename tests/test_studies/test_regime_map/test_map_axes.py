@@ -1,0 +1,92 @@
+"""The regime map's axes: each pruning level gives the parameters and GroupNorm group
+sizes it states on the digits teacher, every recipe's options merge into its config,
+and the run order."""
+import argparse
+import copy
+import os.path as osp
+
+import pytest
+import torch
+from mmengine.config import Config, DictAction
+
+from mmdiff_2ndm.studies.digits.runs import CONFIG_DIR
+from mmdiff_2ndm.studies.regime_map.axes import (LEVELS, MIN_GROUP_CHANNELS, PRESETS,
+                                                 RECIPES, TEACHER_PARAMS, level_options,
+                                                 planned_runs, run_iters)
+
+
+def merged(config, options):
+    cfg = Config.fromfile(osp.join(CONFIG_DIR, config))
+    parser = argparse.ArgumentParser()
+    parser.add_argument('--o', nargs='+', action=DictAction)
+    cfg.merge_from_dict(parser.parse_args(['--o', *options]).o)
+    return cfg
+
+
+def test_levels_give_the_stated_size_and_group_sizes_on_the_teacher():
+    from diffusers import UNet2DModel
+
+    from mmdiff_2ndm.pruning import prune_denoiser
+    unet = dict(Config.fromfile(osp.join(CONFIG_DIR, 'teacher_digits16.py')).unet)
+    unet.pop('type')
+    teacher = UNet2DModel(**unet)
+    assert sum(p.numel() for p in teacher.parameters()) == TEACHER_PARAMS
+    for name, level in LEVELS.items():
+        net, record = prune_denoiser(copy.deepcopy(teacher), level.ratio, 'magnitude',
+                                     groupnorm_ratio=level.groupnorm_ratio,
+                                     ignored_layers=level.ignored, with_macs=False)
+        assert record['stats']['params_after'] == level.params, name
+        groups = [m.num_channels // m.num_groups for m in net.modules()
+                  if isinstance(m, torch.nn.GroupNorm)]
+        assert min(groups) == level.min_group, name
+    # the screened levels keep the rule; the 15 % level is the one that breaks it
+    assert all(LEVELS[lv].min_group >= MIN_GROUP_CHANNELS for lv in PRESETS['screen']['levels'])
+    assert LEVELS['p14'].min_group < MIN_GROUP_CHANNELS
+
+
+@pytest.mark.parametrize('recipe', sorted(RECIPES))
+def test_recipe_and_level_options_merge_into_the_config(recipe):
+    spec = RECIPES[recipe]
+    cfg = merged(spec.config, [*level_options('p27'), *spec.options])
+    hook = cfg.custom_hooks[0]
+    assert hook.type == 'DiffusionPruningHook' and hook.ratio == 0.625
+    assert hook.prune_cfg.groupnorm_ratio == 0.625
+    assert list(hook.prune_cfg.ignored_layers) == list(LEVELS['p27'].ignored)
+    losses = cfg.model.losses
+    jac = losses.get('jacobian')
+    if recipe.endswith('log'):
+        assert jac.form == 'log_ratio' and jac.loss_weight == 10.0
+        assert jac.batch_fraction == 0.25
+    if recipe in ('2ndm', 'feat_2ndm'):
+        assert jac.scale == 'sigma' and jac.get('form', 'squared') == 'squared'
+    if recipe == 'authors_b2':
+        assert (jac.mode, jac.loss_weight, jac.scale) == ('vjp', 0.1, None)
+        assert jac.batch_fraction == 1.0
+        assert cfg.optim_wrapper.student.optimizer.lr == 2e-4
+    if 'feat' in recipe:
+        assert losses.feat.type == 'FeatureKDLoss' and losses.feat.layers == 'bk-sdm'
+    if recipe in ('dsm_kd', 'dsm', 'dsm_kd_feat', 'dsm_kd_b2'):
+        assert jac is None
+    assert spec.reference in ('', 'dsm_kd', 'dsm_kd_b2')
+    if recipe == 'authors_b2':  # compared at its own batch
+        assert RECIPES[spec.reference].batch_size == spec.batch_size == 2
+
+
+def test_smaller_batches_see_as_many_samples():
+    preset = PRESETS['screen']
+    assert run_iters(preset, 'dsm_kd', 3000) == (32, 3000)
+    assert run_iters(preset, 'authors_b2', 3000) == (2, 48000)
+
+
+def test_run_order_references_first_seed_by_seed():
+    preset = PRESETS['screen']
+    runs = planned_runs(preset, levels=['p27'], recipes=['authors_b2', '2ndm'], seeds=[0, 1])
+    # seed by seed; authors_b2's reference is not planned, so the given order stays
+    assert runs == [('p27', 'authors_b2', 0), ('p27', '2ndm', 0), ('p27', 'authors_b2', 1),
+                    ('p27', '2ndm', 1)]
+    runs = planned_runs(preset, levels=['p27'], recipes=['authors_b2', 'dsm_kd_b2'], seeds=[0])
+    assert runs == [('p27', 'dsm_kd_b2', 0), ('p27', 'authors_b2', 0)]
+    full = planned_runs(preset)
+    assert full[0] == ('p27', 'dsm_kd', 0) and len(full) == 3 * 5 * 3
+    with pytest.raises(ValueError, match='Unknown level'):
+        planned_runs(preset, levels=['p99'])

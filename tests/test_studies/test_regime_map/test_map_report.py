@@ -1,0 +1,74 @@
+"""The regime map's report, from synthetic run JSON: which runs are done, paired
+differences (the interval excludes 0 only where every seed agrees), heatmaps."""
+import numpy as np
+import pytest
+
+from mmdiff_2ndm.studies.regime_map import paired, planned_runs, write_report
+from mmdiff_2ndm.studies.regime_map.axes import PRESETS
+from mmdiff_2ndm.studies.regime_map.report import index_runs
+
+TIMESTEPS = PRESETS['screen']['ftle_timesteps']
+
+
+def fake_run(level, recipe, seed, fid, ssim, record='abc'):
+    scores = dict(samplers={name: dict(fid=fid + (steps == 10) * 5.0, fid_boot=1.0, ssim=ssim,
+                                       sample_mse=0.01 * (1.0 - ssim))
+                            for name, steps in PRESETS['screen']['samplers'].items()},
+                  eps_mse=0.002, eps_mse_t50=0.01, params=47727,
+                  jacobian=dict(jv=[1.0] * len(TIMESTEPS), jv_rel_err=[0.2] * len(TIMESTEPS),
+                                jv_log_ratio=[0.0] * len(TIMESTEPS)))
+    return dict(level=level, recipe=recipe, seed=seed, record=record, s_per_iter=0.2,
+                final=dict(raw=scores, ema=scores),
+                pruned=dict(jacobian=dict(jv_rel_err=[0.9] * len(TIMESTEPS))))
+
+
+def fake_results():
+    teacher = dict(samplers=dict(ddim50=dict(fid=90.0), ddim10=dict(fid=95.0)))
+    runs = []
+    for seed in range(3):
+        runs += [fake_run('p27', 'dsm_kd', seed, 150.0 + seed, 0.90),
+                 # better FID in every seed (by 8-12), SSIM noise around 0
+                 fake_run('p27', '2ndm_log', seed, 150.0 + seed - 8 - 2 * seed,
+                          0.90 + (0.002 if seed == 1 else -0.001)),
+                 fake_run('p57', 'dsm_kd', seed, 120.0, 0.95)]
+    runs.append(fake_run('p57', '2ndm', 0, 121.0, 0.951))
+    return teacher, runs
+
+
+def test_paired_differences_and_their_interval():
+    _, runs = fake_results()
+    cells = index_runs(runs)
+    fid = paired(cells, 'p27', '2ndm_log', 'ddim50', 'fid')
+    assert fid['seeds'] == [0, 1, 2]
+    assert fid['diffs'] == pytest.approx([-8.0, -10.0, -12.0])
+    assert fid['high'] < 0  # every seed better: the interval excludes 0
+    ssim = paired(cells, 'p27', '2ndm_log', 'ddim50', 'ssim')
+    assert ssim['low'] < 0 < ssim['high']
+    rel = paired(cells, 'p27', '2ndm_log', 'ddim50', 'sample_mse', relative=True)
+    assert rel['diffs'][1] == pytest.approx(100 * (0.098 - 0.1) / 0.1, abs=1e-3)
+    one = paired(cells, 'p57', '2ndm', 'ddim50', 'fid')  # one seed: no interval
+    assert one['seeds'] == [0] and np.isnan(one['low'])
+    assert paired(cells, 'p37', '2ndm', 'ddim50', 'fid')['seeds'] == []
+
+
+def test_channels_that_differ_are_flagged():
+    _, runs = fake_results()
+    runs.append(fake_run('p57', 'dsm', 0, 130.0, 0.93, record='other'))
+    assert not paired(index_runs(runs), 'p57', 'dsm', 'ddim10', 'fid')['same_channels']
+
+
+def test_report_lists_done_runs_and_writes_heatmaps(tmp_path):
+    teacher, runs = fake_results()
+    preset = PRESETS['screen']
+    planned = planned_runs(preset)
+    path = write_report(str(tmp_path), teacher, runs, planned, preset)
+    text = open(path).read()
+    assert f'**{len(runs)} of {len(planned)} planned**' in text
+    assert '| p27 | 3/3 (seeds 0,1,2) | 3/3 (seeds 0,1,2) | 0/3 |' in text
+    assert '| p37 | 0/3 | 0/3 |' in text
+    assert '| p27 | 2ndm_log - dsm_kd | ddim50 | 3 | -10.0 [' in text
+    assert 'better / no difference shown' in text
+    assert '0.900 -> 0.200' in text  # Jacobian relative error before -> after
+    for name in preset['samplers']:
+        png = tmp_path / f'heatmap_{name}.png'
+        assert png.is_file() and png.stat().st_size > 5000

@@ -1,0 +1,94 @@
+"""Regime map of recovery recipes on the digits study (issue 24): pruning level x recipe x
+sampler, runs as long as DSM+KD's plateau, 3 paired seeds per cell to screen.
+
+Steps (each resumable; re-running the same command continues where it stopped):
+
+1. the proxy feature network and the dense teacher (as ``tools/digits_study.py``);
+2. the run length: one long DSM+KD run on seed 0 at the hardest level, scored every
+   ``plateau_interval`` iterations (``<results>/plateau.json``), unless done;
+3. the screen: every planned (level, recipe, seed) not done yet is trained, scored with
+   every sampler (raw student and EMA; the raw student also halfway and before
+   finetuning) and written to ``<results>/runs/<level>/<recipe>_seed<seed>.json``; the
+   report (``<results>/README.md``, ``heatmap_<sampler>.png``, ``plateau.png``) is
+   rewritten after every run.
+
+Usage::
+
+    python tools/regime_map.py --preset screen --jobs 1      # teacher, plateau, screen
+    python tools/regime_map.py --plateau-only                # stop after step 2
+    python tools/regime_map.py --levels p27 --recipes dsm_kd 2ndm_log --seeds 0 1 2
+    python tools/regime_map.py --report-only                 # rewrite the report
+"""
+import argparse
+import json
+import os
+import os.path as osp
+import sys
+from typing import Optional, Sequence
+
+import torch
+
+sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..'))
+from mmdiff_2ndm.studies.regime_map import (LEVELS, PRESETS, RECIPES,  # noqa: E402
+                                            RegimeMap, load_results, planned_runs,
+                                            write_report)
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    """The command line (see the module docstring)."""
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--preset', choices=sorted(PRESETS), default='screen')
+    parser.add_argument('--work-dir', default='work_dirs/regime_map',
+                        help='training runs (checkpoints; git-ignored)')
+    parser.add_argument('--results-dir', default='docs/regime_map',
+                        help='per-run JSON, report and figures (committed)')
+    parser.add_argument('--levels', nargs='+', choices=sorted(LEVELS), default=None)
+    parser.add_argument('--recipes', nargs='+', choices=sorted(RECIPES), default=None)
+    parser.add_argument('--seeds', type=int, nargs='+', default=None)
+    parser.add_argument('--jobs', type=int, default=1, help='training runs in parallel')
+    parser.add_argument('--threads-per-run', type=int, default=None,
+                        help='torch threads of each run (default: CPU cores // jobs)')
+    parser.add_argument('--plateau-only', action='store_true',
+                        help='stop once the run length is measured')
+    parser.add_argument('--report-only', action='store_true',
+                        help='train and score nothing: rewrite the report')
+    return parser.parse_args(argv)
+
+
+def report(args: argparse.Namespace, planned) -> str:
+    """Rewrites the results dir's report from its JSON."""
+    teacher, runs = load_results(args.results_dir)
+    plateau_path = osp.join(args.results_dir, 'plateau.json')
+    plateau = None
+    if osp.exists(plateau_path):
+        with open(plateau_path) as f:
+            plateau = json.load(f)
+    return write_report(args.results_dir, teacher, runs, planned, PRESETS[args.preset],
+                        plateau)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> str:
+    """Runs what is asked and not done yet; returns the report's path."""
+    args = parse_args(argv)
+    if args.jobs < 1:
+        raise ValueError(f'--jobs must be >= 1, got {args.jobs}.')
+    args.work_dir, args.results_dir = osp.abspath(args.work_dir), osp.abspath(args.results_dir)
+    os.makedirs(args.results_dir, exist_ok=True)
+    planned = planned_runs(PRESETS[args.preset], args.levels, args.recipes, args.seeds)
+    if not args.report_only:
+        threads = args.threads_per_run or max(1, (os.cpu_count() or 1) // args.jobs)
+        torch.set_num_threads(threads)
+        regime_map = RegimeMap(args.preset, args.work_dir, args.results_dir, threads)
+        regime_map.prepare()
+        if regime_map.finetune_iters() is None:
+            regime_map.measure_plateau()
+        report(args, planned)
+        if not args.plateau_only:
+            regime_map.screen(planned, args.jobs, on_scored=lambda: report(args, planned))
+    path = report(args, planned)
+    print(f'[map] report: {path}', flush=True)
+    return path
+
+
+if __name__ == '__main__':
+    main()
