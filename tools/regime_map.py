@@ -15,6 +15,7 @@ Steps (each resumable; re-running the same command continues where it stopped):
 Usage::
 
     python tools/regime_map.py --preset screen --jobs 1      # teacher, plateau, screen
+    python tools/regime_map.py --preset screen_b2            # authors' recipe at batch 2
     python tools/regime_map.py --plateau-only                # stop after step 2
     python tools/regime_map.py --levels p27 --recipes dsm_kd 2ndm_log --seeds 0 1 2
     python tools/regime_map.py --report-only                 # rewrite the report
@@ -32,6 +33,7 @@ sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..'))
 from mmdiff_2ndm.studies.regime_map import (LEVELS, PRESETS, RECIPES,  # noqa: E402
                                             RegimeMap, load_results, planned_runs,
                                             write_report)
+from mmdiff_2ndm.studies.regime_map.axes import MAP_PRESETS  # noqa: E402
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -56,7 +58,11 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 
 def report(args: argparse.Namespace, planned) -> str:
-    """Rewrites the results dir's report from its JSON."""
+    """Rewrites the results dir's report from its JSON; the runs planned are those of
+    every preset of the map (``MAP_PRESETS``) when this is one of them."""
+    if args.preset in MAP_PRESETS and not (args.levels or args.recipes or args.seeds):
+        planned = list(dict.fromkeys(run for name in MAP_PRESETS
+                                     for run in planned_runs(PRESETS[name])))
     teacher, runs = load_results(args.results_dir)
     plateau_path = osp.join(args.results_dir, 'plateau.json')
     plateau = None

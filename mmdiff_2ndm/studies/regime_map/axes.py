@@ -145,6 +145,12 @@ PRESETS = {
                    recipes=('dsm_kd', '2ndm_log', '2ndm', 'dsm_kd_feat', 'dsm'),
                    seeds=(0, 1, 2), plateau_level='p27'),
 }
+# The authors' recipe at its batch of 2 against DSM+KD at batch 2, at the hardest level
+# (16x the iterations: as many samples seen). Not in 'screen' for its cost.
+PRESETS['screen_b2'] = dict(PRESETS['screen'], levels=('p27',),
+                            recipes=('dsm_kd_b2', 'authors_b2'))
+# The presets of one map: they share the results dir, the plateau and the report.
+MAP_PRESETS = ('screen', 'screen_b2')
 
 
 def planned_runs(preset: dict, levels: Optional[Sequence[str]] = None,

@@ -225,6 +225,10 @@ def write_report(results_dir: str, teacher: Optional[dict], runs: List[dict],
         lines.append(f'| {name} | `{rc.config}` | {changes} | {rc.reference or "-"} | '
                      f'{rc.batch_size or preset["batch_size"]} |')
     sampler_text = ', '.join(f'{k} (DDIM, {v} steps)' for k, v in preset['samplers'].items())
+    later = [name for name in RECIPES if name not in recipes]
+    if later:
+        lines += ['', 'Defined, not planned yet: ' + ', '.join(f'`{n}`' for n in later) +
+                  ' (feature KD + 2ndM: in the form the screen finds better).']
     lines += ['', '* Samplers: ' + sampler_text +
               f', on the same checkpoint and the same {preset["num_samples"]} noises; fidelity '
               'compares with the teacher\'s samples from the same noise and sampler.',

@@ -88,5 +88,7 @@ def test_run_order_references_first_seed_by_seed():
     assert runs == [('p27', 'dsm_kd_b2', 0), ('p27', 'authors_b2', 0)]
     full = planned_runs(preset)
     assert full[0] == ('p27', 'dsm_kd', 0) and len(full) == 3 * 5 * 3
+    assert planned_runs(PRESETS['screen_b2'])[:2] == [('p27', 'dsm_kd_b2', 0),
+                                                      ('p27', 'authors_b2', 0)]
     with pytest.raises(ValueError, match='Unknown level'):
         planned_runs(preset, levels=['p99'])
