@@ -70,7 +70,8 @@ RECORDER = 'mmdiff_2ndm/models/feature_recorder.py'
 NOISE_SCHEDULE = 'mmdiff_2ndm/models/distillers/noise_schedule.py'
 EMA = 'mmdiff_2ndm/models/averaged_model.py'
 RECORD = 'mmdiff_2ndm/pruning/record.py'
-PREPROCESSOR = 'mmdiff_2ndm/datasets/data_preprocessor.py'
+STATE_DICT = 'mmdiff_2ndm/utils/state_dict.py'
+PREPROCESSOR = 'mmdiff_2ndm/models/data_preprocessors/diffusion_data_preprocessor.py'
 DEPTH = 'mmdiff_2ndm/pruning/depth.py'
 STRUCTURAL = 'mmdiff_2ndm/pruning/structural.py'
 
@@ -110,7 +111,7 @@ MUTANTS: List[Mutant] = [
            'plain.append([str(module_name), bool(is_out), [int(i) for i in idxs]])',
            'plain.append([str(module_name), not bool(is_out), [int(i) for i in idxs]])',
            ('tests/test_pruning/test_structural.py::test_importances_prune_and_rebuild', )),
-    Mutant('record-shapes-unchecked', RECORD, 'elif list(actual[name]) != list(shape):',
+    Mutant('record-shapes-unchecked', STATE_DICT, 'elif list(actual[name]) != list(shape):',
            'elif False:',
            ('tests/test_pruning/test_structural.py::test_record_mismatch_errors',
             'tests/test_models/test_distillers/test_strict_loads.py')),
@@ -122,7 +123,7 @@ MUTANTS: List[Mutant] = [
     Mutant('preprocessor-output-order', PREPROCESSOR,
            'data_samples = DataSample(metainfo={order_key: self.output_channel_order})',
            "data_samples = DataSample(metainfo={order_key: 'BGR'})",
-           ('tests/test_datasets/test_data_preprocessor.py', )),
+           ('tests/test_models/test_data_preprocessors/test_diffusion_data_preprocessor.py', )),
     # the distiller's regression targets and reduction
     Mutant('target-epsilon', NOISE_SCHEDULE,
            "if prediction_type == 'epsilon':\n        return noise",

@@ -1,5 +1,4 @@
 from .coco_caption_dataset import CocoCaptionDataset
-from .data_preprocessor import DiffusionDataPreprocessor
 from .digits_dataset import SklearnDigits
 
-__all__ = ['CocoCaptionDataset', 'DiffusionDataPreprocessor', 'SklearnDigits']
+__all__ = ['CocoCaptionDataset', 'SklearnDigits']

@@ -11,9 +11,9 @@ from torch import Tensor, nn
 from mmagic.engine.hooks import VisualizationHook
 from mmagic.registry import HOOKS
 from mmagic.structures import DataSample
+from ...models.sampling import SAMPLE_MODELS
 from ...utils.image_grid import labelled_rows
 
-SAMPLE_MODELS = ('orig', 'ema', 'teacher')
 ROW_LABELS = dict(orig='student', ema='EMA', teacher='teacher')
 
 

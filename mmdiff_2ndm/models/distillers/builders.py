@@ -15,8 +15,8 @@ from torch import nn
 from mmagic.models.utils import build_module
 from mmagic.registry import MODELS
 
-from ...pruning.record import check_state_dict_shapes, describe_prefixes, key_prefixes
 from ...utils import checkpoint as _safe_checkpoint  # noqa: F401  (registers the safe loader)
+from ...utils.state_dict import check_state_dict_shapes, describe_prefixes, key_prefixes
 from ..denoisers import denoiser_family, unwrap_denoiser
 from ..losses.loss_inputs import FORWARD_RUNNER_INPUT, loss_inputs
 from ..losses.second_order_match_loss import SecondOrderMatchLoss

@@ -13,7 +13,7 @@ from mmagic.models.utils import build_module
 from mmagic.registry import DIFFUSION_SCHEDULERS, MODELS
 from mmagic.structures import DataSample
 
-from ...pruning.record import check_shapes
+from ...utils.state_dict import check_shapes
 from ..denoisers import run_denoiser, strip_model_wrappers, unwrap_denoiser
 from ..feature_recorder import FeatureRecorder
 from ..losses.loss_inputs import FORWARD_RUNNER_INPUT, TEACHER_INPUTS, loss_inputs

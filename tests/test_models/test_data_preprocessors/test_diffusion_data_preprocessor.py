@@ -4,7 +4,7 @@ import torch
 from mmagic.models.data_preprocessors import DataPreprocessor
 from mmagic.structures import DataSample
 
-from mmdiff_2ndm.datasets import DiffusionDataPreprocessor
+from mmdiff_2ndm.models import DiffusionDataPreprocessor
 
 
 def _red(order: str, batch: int = 2) -> torch.Tensor:

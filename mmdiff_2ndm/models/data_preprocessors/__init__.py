@@ -1,0 +1,3 @@
+from .diffusion_data_preprocessor import DiffusionDataPreprocessor
+
+__all__ = ['DiffusionDataPreprocessor']
