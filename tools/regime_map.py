@@ -34,6 +34,7 @@ from mmdiff_2ndm.studies.regime_map import (LEVELS, PRESETS, RECIPES,  # noqa: E
                                             RegimeMap, load_results, planned_runs,
                                             write_report)
 from mmdiff_2ndm.studies.regime_map.axes import MAP_PRESETS  # noqa: E402
+from mmdiff_2ndm.studies.regime_map.report import samples_figure  # noqa: E402
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -69,8 +70,12 @@ def report(args: argparse.Namespace, planned) -> str:
     if osp.exists(plateau_path):
         with open(plateau_path) as f:
             plateau = json.load(f)
-    return write_report(args.results_dir, teacher, runs, planned, PRESETS[args.preset],
-                        plateau)
+    path = write_report(args.results_dir, teacher, runs, planned, PRESETS[args.preset], plateau)
+    if teacher and osp.isdir(args.work_dir):  # sample figures need the kept samples
+        for level in dict.fromkeys(run['level'] for run in runs):
+            samples_figure(args.work_dir, args.results_dir, level,
+                           list(dict.fromkeys(p[1] for p in planned)), runs, teacher)
+    return path
 
 
 def main(argv: Optional[Sequence[str]] = None) -> str:

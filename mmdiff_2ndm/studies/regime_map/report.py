@@ -331,7 +331,9 @@ def write_report(results_dir: str, teacher: Optional[dict], runs: List[dict],
                     row.append(f'{before:.3f} -> {after:.3f}')
                 lines.append(f'| {lv} | {rc} | ' + ' | '.join(row) + ' |')
         lines.append('')
-    lines += ['## Heatmaps', '']
+    lines += ['## Figures', '', 'Samples of seed 0 (teacher and each recipe, every sampler): '
+              + ', '.join(f'[`samples_{lv}.png`](samples_{lv}.png)' for lv in levels
+                          if any(r['level'] == lv for r in runs)) + '.', '']
     for name in samplers:
         lines += [f'![{name}](heatmap_{name}.png)', '']
     path = osp.join(results_dir, 'README.md')
@@ -343,4 +345,60 @@ def write_report(results_dir: str, teacher: Optional[dict], runs: List[dict],
                     osp.join(results_dir, f'heatmap_{name}.png'))
     if figures and plateau:
         plateau_figure(plateau, teacher, osp.join(results_dir, 'plateau.png'))
+    return path
+
+
+def _tile(samples, cols: int = 8) -> np.ndarray:
+    """uint8 samples (N, 3, H, W) -> one (rows * H, cols * W, 3) picture, 1 px gaps."""
+    images = np.asarray(samples).transpose(0, 2, 3, 1)
+    n, h, w, c = images.shape
+    rows = -(-n // cols)
+    out = np.full((rows * (h + 1) - 1, cols * (w + 1) - 1, c), 255, dtype=np.uint8)
+    for i, image in enumerate(images):
+        r, k = divmod(i, cols)
+        out[r * (h + 1):r * (h + 1) + h, k * (w + 1):k * (w + 1) + w] = image
+    return out
+
+
+def samples_figure(work_dir: str, results_dir: str, level: str, recipes: Sequence[str],
+                   runs: List[dict], teacher: dict, seed: int = 0) -> Optional[str]:
+    """``samples_<level>.png``: the teacher and every recipe's raw student (one seed),
+    each sampler a column, from the same noise, with proxy FID and SSIM under each panel.
+    Reads the samples kept in the work dir; returns None where none are there."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    import torch
+    teacher_path = osp.join(work_dir, 'teacher_grid.pt')
+    cells = index_runs(runs)
+    rows = [(name, osp.join(work_dir, level, f'{name}_seed{seed}', 'grid_raw.pt'))
+            for name in recipes if seed in cells.get((level, name), {})]
+    rows = [(n, p) for n, p in rows if osp.exists(p)]
+    if not rows or not osp.exists(teacher_path):
+        return None
+    samplers = list(teacher['samplers'])
+    fig, axes = plt.subplots(len(rows) + 1, len(samplers),
+                             figsize=(3.3 * len(samplers), 1.95 * (len(rows) + 1)),
+                             squeeze=False)
+    panels = [('teacher', torch.load(teacher_path), None)]
+    panels += [(name, torch.load(path), cells[(level, name)][seed]) for name, path in rows]
+    for i, (name, grids, run) in enumerate(panels):
+        for j, sampler in enumerate(samplers):
+            ax = axes[i][j]
+            ax.imshow(_tile(grids[sampler].numpy()), interpolation='nearest')
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if run is None:
+                caption = f'teacher, {sampler}: FID {teacher["samplers"][sampler]["fid"]:.1f}'
+            else:
+                s = run['final']['raw']['samplers'][sampler]
+                caption = (f'{RECIPES[name].label or name}, {sampler}: FID {s["fid"]:.1f}, '
+                           f'SSIM {s["ssim"]:.3f}')
+            ax.set_title(caption, fontsize=8)
+    fig.suptitle(f'{level}: raw students of seed {seed}, the same noise in every panel',
+                 fontsize=9)
+    fig.tight_layout()
+    path = osp.join(results_dir, f'samples_{level}.png')
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
     return path

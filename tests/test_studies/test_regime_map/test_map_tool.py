@@ -43,7 +43,7 @@ def test_tiny_map_end_to_end_and_resume(tmp_path):
         dsm_kd['final']['raw']['samplers']['ddim50']
     text = (results / 'README.md').read_text()
     assert '**2 of 2 planned**' in text and '| p27 | 1/1 (seeds 0) | 1/1 (seeds 0) |' in text
-    for png in ('heatmap_ddim50.png', 'heatmap_ddim10.png', 'plateau.png'):
+    for png in ('heatmap_ddim50.png', 'heatmap_ddim10.png', 'plateau.png', 'samples_p27.png'):
         assert (results / png).stat().st_size > 0
 
     before = {p: osp.getmtime(p) for p in map(str, results.rglob('runs/*/*.json'))}
