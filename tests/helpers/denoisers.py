@@ -5,6 +5,19 @@ from diffusers import DiTTransformer2DModel, UNet2DConditionModel, UNet2DModel
 from mmdiff_2ndm.models.layouts import DDPM_CIFAR10_32
 
 
+# SD 1.x's U-Net layout (four stages, CrossAttn x3 + a plain innermost down block, the
+# mirror for the up blocks, layers_per_block=2) at 8-16 channels: BK-SDM's block removal
+# applies to it.
+SD_TYPES = dict(
+    down_block_types=('CrossAttnDownBlock2D', 'CrossAttnDownBlock2D', 'CrossAttnDownBlock2D',
+                      'DownBlock2D'),
+    up_block_types=('UpBlock2D', 'CrossAttnUpBlock2D', 'CrossAttnUpBlock2D',
+                    'CrossAttnUpBlock2D'))
+TINY_SD = dict(sample_size=16, in_channels=4, out_channels=4, layers_per_block=2,
+               block_out_channels=(8, 16, 16, 16), norm_num_groups=4, cross_attention_dim=8,
+               attention_head_dim=2, **SD_TYPES)
+
+
 def cifar10_ddpm() -> UNet2DModel:
     """The google/ddpm-cifar10-32 architecture (35.7M params), random weights."""
     torch.manual_seed(0)

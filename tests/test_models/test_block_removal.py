@@ -15,14 +15,8 @@ from mmdiff_2ndm.models.block_removal import (VARIANTS, block_removed_config,
                                               teacher_key)
 from mmdiff_2ndm.models.denoisers import unwrap_denoiser
 
-SD_TYPES = dict(
-    down_block_types=('CrossAttnDownBlock2D', 'CrossAttnDownBlock2D', 'CrossAttnDownBlock2D',
-                      'DownBlock2D'),
-    up_block_types=('UpBlock2D', 'CrossAttnUpBlock2D', 'CrossAttnUpBlock2D',
-                    'CrossAttnUpBlock2D'))
-TINY_SD = dict(sample_size=16, in_channels=4, out_channels=4, layers_per_block=2,
-               block_out_channels=(8, 16, 16, 16), norm_num_groups=4, cross_attention_dim=8,
-               attention_head_dim=2, **SD_TYPES)
+from helpers.denoisers import SD_TYPES, TINY_SD
+
 TEXT_LEN = 5
 
 

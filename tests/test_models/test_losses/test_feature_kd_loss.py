@@ -12,16 +12,7 @@ from mmdiff_2ndm.models.feature_recorder import FeatureRecorder
 from mmdiff_2ndm.models.losses import FeatureKDLoss, feature_points, kept_output_channels
 from mmdiff_2ndm.pruning import prune_denoiser
 
-from helpers.denoisers import dit, tiny_unet
-
-SD_TYPES = dict(
-    down_block_types=('CrossAttnDownBlock2D', 'CrossAttnDownBlock2D', 'CrossAttnDownBlock2D',
-                      'DownBlock2D'),
-    up_block_types=('UpBlock2D', 'CrossAttnUpBlock2D', 'CrossAttnUpBlock2D',
-                    'CrossAttnUpBlock2D'))
-TINY_SD = dict(sample_size=8, in_channels=4, out_channels=4, layers_per_block=2,
-               block_out_channels=(8, 16, 16, 16), norm_num_groups=4, cross_attention_dim=8,
-               attention_head_dim=2, **SD_TYPES)
+from helpers.denoisers import TINY_SD, dit, tiny_unet
 
 
 class _Pair(nn.Module):
@@ -97,7 +88,7 @@ def test_bk_sdm_points_of_sd_unet_and_its_students():
     from diffusers import UNet2DConditionModel
     from mmdiff_2ndm.models.block_removal import block_removed_unet
     torch.manual_seed(0)
-    teacher = UNet2DConditionModel(**TINY_SD)
+    teacher = UNet2DConditionModel(**dict(TINY_SD, sample_size=8))
     points = feature_points(teacher, teacher, 'bk-sdm')
     assert points == [(f'down_blocks.{i}', f'down_blocks.{i}') for i in range(4)] + \
         [(f'up_blocks.{i}', f'up_blocks.{i}') for i in range(4)]
