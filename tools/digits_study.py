@@ -63,6 +63,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--threads-per-run', type=int, default=None,
                         help='torch threads of each run (default: CPU cores // jobs; '
                         'oversubscribed cores slow CPU training down many times)')
+    parser.add_argument('--train-teacher', action='store_true', default=None,
+                        help='train the dense teacher (6000 iterations) instead of using '
+                        'the shipped checkpoints/digits/teacher_digits16_ema.pth')
     parser.add_argument('--eval-only', action='store_true',
                         help='train nothing: report on the runs finished so far')
     return parser.parse_args(argv)
@@ -79,7 +82,7 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
     os.makedirs(work_dir, exist_ok=True)
     threads = args.threads_per_run or max(1, (os.cpu_count() or 1) // args.jobs)
     torch.set_num_threads(threads)
-    study = Study(args.preset, work_dir, runs, threads)
+    study = Study(args.preset, work_dir, runs, threads, args.train_teacher)
     if not args.eval_only:
         study.train_teacher()
         study.finetune_and_report(args.jobs)

@@ -4,11 +4,13 @@
 #   bash tools/run_demo.sh                 # sets up ./.venv, then runs the study
 #   bash tools/run_demo.sh --preset full   # the longer preset behind the README table
 #
-# Trains a dense DDPM teacher on scikit-learn's digits (16x16, nothing downloaded),
-# prunes it (25 % of the channels, 56 % of the parameters kept) and finetunes the student
-# with DSM, DSM+KD and DSM+KD+2ndM through tools/train.py (2 runs in parallel), then scores
-# every raw student and its EMA and writes
-# work_dirs/digits_demo/{results.md, grid_*_{raw,ema}.png, recovery.png, ftle.png}.
+# Takes the study's shipped dense DDPM teacher (checkpoints/digits/, scikit-learn's digits
+# at 16x16, nothing downloaded; --train-teacher trains it again, 6000 iterations), prunes it
+# (25 % of the channels, 56.7 % of the parameters kept) and finetunes the student for 1500
+# iterations with DSM and with DSM+KD through tools/train.py (2 runs in parallel; add
+# --arms dsm dsm_kd 2ndm for the 2ndM arm, ~4x slower on CPU), then scores every raw student
+# and its EMA and writes work_dirs/digits_demo/{results.md, figure.png,
+# grid_*_{raw,ema}.png, recovery.png, ftle.png}.
 # Environment variables: MMDIFF_VENV (see tools/setup_env.sh), DEMO_WORK_DIR.
 set -euo pipefail
 

@@ -6,12 +6,13 @@
 # uses the timestep-scaled form (J v times sigma_t, weight 10; see METHOD.md "Scale of the
 # Jacobian term") on a quarter of each batch (a 2ndM iteration costs ~4x a KD one on CPU).
 #
-#   python tools/train.py configs/digits/2ndm_digits16.py --work-dir work_dirs/digits/2ndm \
-#       --cfg-options model.teacher_ckpt.filename=work_dirs/digits/teacher/iter_6000.pth
+#   python tools/train.py configs/digits/2ndm_digits16.py --work-dir work_dirs/digits/2ndm
 #   (other run lengths: train_cfg.max_iters=N param_scheduler.T_max=N)
 _base_ = ['./teacher_digits16.py']
 
-teacher_ckpt = 'work_dirs/digits/teacher/iter_6000.pth'
+# the study's teacher, shipped (checkpoints/digits/README.md); a run of teacher_digits16.py
+# gives the same keys: --cfg-options model.teacher_ckpt.filename=<its iter_6000.pth>
+teacher_ckpt = 'checkpoints/digits/teacher_digits16_ema.pth'
 model = dict(
     _delete_=True,
     type='DiffusionDistiller',

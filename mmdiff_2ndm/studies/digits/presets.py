@@ -27,13 +27,14 @@ PRESETS = {
                  arms={'dsm_kd': 1, '2ndm': 1}, lever_arms=(), num_samples=48,
                  curve_samples=16, sample_steps=3, eval_images=8,
                  ftle_timesteps=(0, 10, 100, 999), feature_iters=20, bootstrap=10,
-                 checkpoints=3),
-    # README command 1: one seed (no confidence intervals)
-    'short': dict(teacher_iters=1000, finetune_iters=300, batch_size=32, widths=None,
-                  arms={'dsm': 1, 'dsm_kd': 1, '2ndm': 1}, lever_arms=(), num_samples=256,
+                 checkpoints=3, shipped_teacher=False),
+    # README command 1: one seed (no confidence intervals), the shipped teacher, the
+    # full preset's finetuning length (where DSM+KD recovers) for its two cheapest arms
+    'short': dict(teacher_iters=6000, finetune_iters=1500, batch_size=32, widths=None,
+                  arms={'dsm': 1, 'dsm_kd': 1}, lever_arms=(), num_samples=256,
                   curve_samples=128, sample_steps=20, eval_images=64,
                   ftle_timesteps=(0, 5, 10, 25, 50, 100, 250, 500, 999),
-                  feature_iters=300, bootstrap=50, checkpoints=3),
+                  feature_iters=300, bootstrap=50, checkpoints=3, shipped_teacher=True),
     # The README table: 5 seeds of DSM+KD and both 2ndM forms, 3 of DSM and first-order,
     # then one seed of each lever; runs go seed by seed, so that an interrupted study has
     # whole seeds to compare. The finetuning length is where DSM+KD recovers while DSM
@@ -46,7 +47,7 @@ PRESETS = {
                              '2ndm_small_t', '2ndm_unscaled_small_t'),
                  num_samples=500, curve_samples=128, sample_steps=50, eval_images=128,
                  ftle_timesteps=(0, 2, 5, 10, 25, 50, 100, 250, 500, 750, 999),
-                 feature_iters=1000, bootstrap=200, checkpoints=3),
+                 feature_iters=1000, bootstrap=200, checkpoints=3, shipped_teacher=True),
 }
 
 

@@ -25,6 +25,8 @@ def _source_root() -> str:
 
 SOURCE_ROOT = _source_root()
 CONFIG_DIR = osp.join(SOURCE_ROOT, 'configs', 'digits')
+# The study's dense teacher, shipped (checkpoints/digits/README.md says how it was made).
+SHIPPED_TEACHER = osp.join(SOURCE_ROOT, 'checkpoints', 'digits', 'teacher_digits16_ema.pth')
 
 
 def size_options(preset: dict, role: str) -> List[str]:

@@ -12,7 +12,7 @@ from .figures import write_figures
 from .presets import ARMS, PRESETS, checkpoint_interval
 from .progress import progress, say
 from .report import write_report
-from .runs import is_finished, size_options, train
+from .runs import SHIPPED_TEACHER, is_finished, size_options, train
 
 
 class Study:
@@ -27,15 +27,25 @@ class Study:
         work_dir (str): The study's folder (absolute: runs are trained from the repo).
         runs (List[Tuple[str, int]]): The planned (arm, seed) runs, in training order.
         threads (int): Torch threads of each training run.
+        train_teacher (bool, optional): Train the dense teacher in the work dir; False:
+            use the shipped one (``SHIPPED_TEACHER``, the study's 6000-iteration
+            teacher). Defaults to None: the preset's ``shipped_teacher`` decides.
     """
 
     def __init__(self, preset_name: str, work_dir: str, runs: List[Tuple[str, int]],
-                 threads: int) -> None:
+                 threads: int, train_teacher: Optional[bool] = None) -> None:
         self.preset_name, self.preset = preset_name, dict(PRESETS[preset_name])
         self.work_dir, self.runs, self.threads = work_dir, runs, threads
         self.feature_net = osp.join(work_dir, 'feature_net.pt')
-        self.teacher_ckpt = osp.join(work_dir, 'teacher',
-                                     f'iter_{self.preset["teacher_iters"]}.pth')
+        if train_teacher is None:
+            train_teacher = not self.preset['shipped_teacher']
+        self.trains_teacher = train_teacher
+        self.teacher_ckpt = (osp.join(work_dir, 'teacher',
+                                      f'iter_{self.preset["teacher_iters"]}.pth')
+                             if train_teacher else SHIPPED_TEACHER)
+        if not train_teacher and not osp.isfile(SHIPPED_TEACHER):
+            raise FileNotFoundError(f'The shipped teacher {SHIPPED_TEACHER} is missing; '
+                                    'restore it from git or train one (--train-teacher).')
         self.start = time.time()
         self.evaluator: Optional[Evaluator] = None
         self.dense: Optional[dict] = None
@@ -59,6 +69,9 @@ class Study:
             accuracy = train_feature_net(self.feature_net, 16, self.preset['feature_iters'])
             with open(osp.join(self.work_dir, 'feature_net.json'), 'w') as f:
                 json.dump(dict(test_accuracy=accuracy), f)
+        if not self.trains_teacher:
+            say(f'[study] 2/4 dense teacher: the shipped one, {self.teacher_ckpt}')
+            return
         say(f'[study] 2/4 dense teacher, {self.preset["teacher_iters"]} iterations')
         train('teacher_digits16.py', osp.join(self.work_dir, 'teacher'),
               self.preset['teacher_iters'],
@@ -120,7 +133,8 @@ class Study:
             accuracy = json.load(f)['test_accuracy']
         preset = self.preset
         meta = dict(preset=self.preset_name, finetune_iters=preset['finetune_iters'],
-                    teacher_iters=preset['teacher_iters'], num_samples=preset['num_samples'],
+                    teacher_iters=preset['teacher_iters'],
+                    teacher=self.teacher_ckpt, num_samples=preset['num_samples'],
                     sample_steps=preset['sample_steps'], feature_accuracy=accuracy,
                     planned_runs=len(self.runs), wall_s=time.time() - self.start)
         table = osp.join(self.work_dir, 'results.md')
