@@ -143,7 +143,7 @@ PRESETS = {
                    feature_iters=1000, bootstrap=200, samplers=SAMPLERS,
                    levels=('p27', 'p37', 'p57'),
                    recipes=('dsm_kd', '2ndm_log', '2ndm', 'dsm_kd_feat', 'dsm'),
-                   seeds=(0, 1, 2), plateau_level='p27'),
+                   seeds=(0, 1, 2), plateau_level='p27', shipped_teacher=True),
 }
 # The authors' recipe at its batch of 2 against DSM+KD at batch 2, at the hardest level
 # (16x the iterations: as many samples seen). Not in 'screen' for its cost.

@@ -17,7 +17,7 @@ import torch
 from ..digits.evaluation import load_distiller, record_hash
 from ..digits.feature_net import train_feature_net
 from ..digits.progress import say
-from ..digits.runs import seconds_per_iter, size_options, train
+from ..digits.runs import SHIPPED_TEACHER, seconds_per_iter, size_options, train
 from .axes import (MODELS, PRESETS, RECIPES, REFERENCE, level_options, run_iters,
                    run_name)
 from .plateau import PLATEAU_TOL, plateau_iteration
@@ -50,8 +50,11 @@ class RegimeMap:
         self.preset_name, self.preset = preset_name, dict(PRESETS[preset_name])
         self.work_dir, self.results_dir, self.threads = work_dir, results_dir, threads
         self.feature_net = osp.join(work_dir, 'feature_net.pt')
-        self.teacher_ckpt = osp.join(work_dir, 'teacher',
-                                     f'iter_{self.preset["teacher_iters"]}.pth')
+        # the study's shipped teacher (checkpoints/digits/) where the preset uses it: the
+        # same weights as training teacher_digits16.py again (6000 iterations, seed 0)
+        self.shipped = bool(self.preset.get('shipped_teacher')) and osp.exists(SHIPPED_TEACHER)
+        self.teacher_ckpt = SHIPPED_TEACHER if self.shipped else osp.join(
+            work_dir, 'teacher', f'iter_{self.preset["teacher_iters"]}.pth')
         self.scorer: Optional[MapScorer] = None
 
     # ----------------------------------------------------------------- paths, options
@@ -84,6 +87,9 @@ class RegimeMap:
             accuracy = train_feature_net(self.feature_net, 16, self.preset['feature_iters'])
             write_json(dict(test_accuracy=accuracy),
                        osp.join(self.work_dir, 'feature_net.json'))
+        if self.shipped:
+            say(f'[map] dense teacher: {self.teacher_ckpt}')
+            return
         say(f'[map] dense teacher, {self.preset["teacher_iters"]} iterations')
         train('teacher_digits16.py', osp.join(self.work_dir, 'teacher'),
               self.preset['teacher_iters'],

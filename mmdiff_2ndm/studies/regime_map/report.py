@@ -62,11 +62,12 @@ def heatmap(cells: dict, teacher: dict, levels: Sequence[str], recipes: Sequence
     import matplotlib.pyplot as plt
     from matplotlib.patches import Rectangle
     columns = [r for r in recipes if r != REFERENCE]
-    width = 2.4 + max(2.6, 1.35 * len(columns)) * len(HEATMAP_METRICS)
-    fig, axes = plt.subplots(1, len(HEATMAP_METRICS), figsize=(width, 1.6 + 0.95 * len(levels)),
+    n = len(HEATMAP_METRICS)  # one panel per metric, stacked
+    fig, axes = plt.subplots(n, 1, figsize=(2.8 + max(3.0, 1.4 * len(columns)),
+                                            1.0 + n * (1.0 + 0.85 * len(levels))),
                              squeeze=False)
     t_fid = teacher['samplers'][sampler]['fid'] if teacher else np.nan
-    for k, (ax, metric) in enumerate(zip(axes[0], HEATMAP_METRICS)):
+    for k, (ax, metric) in enumerate(zip(axes[:, 0], HEATMAP_METRICS)):
         key, title, lower_better, relative = metric
         table = [[paired(cells, lv, rc, sampler, key, relative) for rc in columns]
                  for lv in levels]
@@ -101,16 +102,15 @@ def heatmap(cells: dict, teacher: dict, levels: Sequence[str], recipes: Sequence
                         fontweight='bold' if star else 'normal',
                         color='white' if dark else 'black')
         ax.set_xticks(range(len(columns)))
-        ax.set_xticklabels([RECIPES[r].label or r for r in columns], rotation=30, ha='right',
-                           fontsize=8)
+        ax.set_xticklabels([RECIPES[r].label or r for r in columns] if k == n - 1 else [],
+                           rotation=30, ha='right', fontsize=8)
         ax.set_yticks(range(len(levels)))
-        ax.set_yticklabels(_level_labels(cells, levels, sampler, t_fid) if k == 0 else [],
-                           fontsize=8)
+        ax.set_yticklabels(_level_labels(cells, levels, sampler, t_fid), fontsize=8)
         ax.set_title(title + (' (lower = better)' if lower_better else ' (higher = better)'),
                      fontsize=9)
     fig.suptitle(f'Recipe minus its reference (DSM+KD), paired by seed; raw students, '
                  f'{sampler}; teacher proxy FID {t_fid:.1f}.\nBlue = better, red = worse; '
-                 '* and frame: 95 % bootstrap interval excludes 0; (*ch): pruned channels '
+                 '* and frame: 95 % bootstrap interval excludes 0;\n(*ch): pruned channels '
                  'differ; hatched: under 3 seeds (no interval); grey: not run', fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -132,12 +132,13 @@ def _level_labels(cells: dict, levels: Sequence[str], sampler: str,
 
 
 def plateau_figure(plateau: dict, teacher: Optional[dict], path: str) -> None:
-    """Proxy FID (every sampler) and eps-MSE of the plateau run vs iteration."""
+    """Proxy FID, SSIM to the teacher (every sampler) and eps-MSE of the plateau run vs
+    iteration."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
     steps = sorted(int(s) for s in plateau['curve'])
-    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(10, 3.6))
+    fig, (ax, ax3, ax2) = plt.subplots(1, 3, figsize=(14, 3.6))
     for name in plateau['curve'][str(steps[0])]['samplers']:
         fids = [plateau['curve'][str(s)]['samplers'][name]['fid'] for s in steps]
         line, = ax.plot(steps, fids, 'o-', label=f'DSM+KD raw, {name}')
@@ -152,6 +153,12 @@ def plateau_figure(plateau: dict, teacher: Optional[dict], path: str) -> None:
     ax.legend(fontsize=7)
     ax.set_title(f'{plateau["recipe"]} at {plateau["level"]}, seed {plateau["seed"]}, '
                  f'cosine lr over {plateau["iters"]}', fontsize=9)
+    for name in plateau['curve'][str(steps[0])]['samplers']:
+        ax3.plot(steps, [plateau['curve'][str(s)]['samplers'][name]['ssim'] for s in steps],
+                 'o-', label=name)
+    ax3.set_xlabel('iteration')
+    ax3.set_ylabel('SSIM to the teacher (same noise, same sampler)')
+    ax3.legend(fontsize=7)
     ax2.plot(steps, [plateau['curve'][str(s)]['eps_mse'] for s in steps], 'o-')
     ax2.axvline(plateau['eps_plateau']['iters'], color='black', ls='--',
                 label=f'eps-MSE plateau: {plateau["eps_plateau"]["iters"]}')
@@ -204,10 +211,16 @@ def write_report(results_dir: str, teacher: Optional[dict], runs: List[dict],
              f'Runs done: **{len(done & set(planned))} of {len(planned)} planned** '
              f'({len(runs)} evaluated in all). Regenerate: `python tools/regime_map.py '
              '--report-only`. Every number below is read from the committed JSON in '
-             '`runs/`; no conclusion is drawn here before the map is complete.', '']
+             '`runs/`; no conclusion is drawn here before the map is complete.', '',
+             'Continue (resumes: runs whose JSON is here are skipped, an interrupted training '
+             'continues from its last checkpoint): `nohup python tools/regime_map.py --preset '
+             'screen --jobs 2 > work_dirs/regime_map/map.log 2>&1 &` (2 trainings at a time, '
+             '1 thread each, on the 2-core machine; each run is scored in the driver\'s '
+             'process as it finishes), then `--preset screen_b2`.', '']
     lines += ['## Design', '',
               '* Teacher: the digits study\'s dense DDPM (`configs/digits/teacher_digits16.py`, '
-              f'6000 iterations, {TEACHER_PARAMS:,} parameters), scored as its EMA.',
+              f'6000 iterations, seed 0, {TEACHER_PARAMS:,} parameters; the same weights as the '
+              'shipped `checkpoints/digits/teacher_digits16_ema.pth`), scored as its EMA.',
               '* Pruning levels (diff-pruning importance through `DiffusionPruningHook`; rule: '
               'no GroupNorm group below 3 channels):', '',
               '| level | params | share | fewest channels in a GroupNorm group | settings |',
@@ -248,7 +261,18 @@ def write_report(results_dir: str, teacher: Optional[dict], runs: List[dict],
                   f'same rule: {plateau["eps_plateau"]["iters"]}. Every run of the map trains '
                   f'that many iterations at batch {preset["batch_size"]} (a recipe with a smaller '
                   'batch proportionally more: as many samples seen), cosine lr annealed over '
-                  'its own length.', '', '![plateau](plateau.png)', '']
+                  'its own length.', '']
+        if teacher:
+            at = plateau['curve'][str(p['iters'])]['samplers'][plateau['sampler']]
+            ratio = at['fid'] / teacher['samplers'][plateau['sampler']]['fid']
+            gap = ('below the teacher\'s: at this level the plateau leaves no proxy-FID gap '
+                   'to the teacher to close' if ratio < 1 else 'a proxy-FID gap to the teacher '
+                   'remains')
+            lines += [f'At the plateau this student\'s proxy FID is {ratio:.2f}x the '
+                      f'teacher\'s ({at["fid"]:.1f} vs '
+                      f'{teacher["samplers"][plateau["sampler"]]["fid"]:.1f}), {gap}; its SSIM '
+                      f'to the teacher\'s samples is {at["ssim"]:.3f} (one seed).', '']
+        lines += ['![plateau](plateau.png)', '']
     else:
         lines += ['Not measured yet.', '']
     lines += ['## Runs done', '', '| level | ' + ' | '.join(recipes) + ' |',

@@ -92,3 +92,12 @@ def test_run_order_references_first_seed_by_seed():
                                                       ('p27', 'authors_b2', 0)]
     with pytest.raises(ValueError, match='Unknown level'):
         planned_runs(preset, levels=['p99'])
+
+
+def test_the_screen_uses_the_shipped_teacher(tmp_path):
+    from mmdiff_2ndm.studies.digits.runs import SHIPPED_TEACHER
+    from mmdiff_2ndm.studies.regime_map import RegimeMap
+    screen = RegimeMap('screen', str(tmp_path), str(tmp_path / 'results'), 1)
+    assert screen.teacher_ckpt == SHIPPED_TEACHER and osp.isfile(SHIPPED_TEACHER)
+    tiny = RegimeMap('tiny', str(tmp_path), str(tmp_path / 'results'), 1)
+    assert tiny.teacher_ckpt == str(tmp_path / 'teacher' / 'iter_4.pth')  # trained
