@@ -402,8 +402,8 @@ def samples_figure(work_dir: str, results_dir: str, level: str, recipes: Sequenc
         return None
     samplers = list(teacher['samplers'])
     fig, axes = plt.subplots(len(rows) + 1, len(samplers),
-                             figsize=(3.3 * len(samplers), 1.95 * (len(rows) + 1)),
-                             squeeze=False)
+                             figsize=(3.6 * len(samplers), 2.35 * (len(rows) + 1)),
+                             squeeze=False, gridspec_kw=dict(hspace=0.35))
     panels = [('teacher', torch.load(teacher_path), None)]
     panels += [(name, torch.load(path), cells[(level, name)][seed]) for name, path in rows]
     for i, (name, grids, run) in enumerate(panels):
