@@ -48,3 +48,15 @@ def save_model(model, folder) -> str:
     """``model.save_pretrained(folder)``; returns the folder as a string."""
     model.save_pretrained(str(folder))
     return str(folder)
+
+
+def dsm_distiller_cfg(unet_folder: str, **overrides) -> dict:
+    """A DSM-only distiller config around the pixel U-Net saved in ``unet_folder``, with an
+    EMA (the strict-load and key-prefix tests)."""
+    cfg = dict(type='DiffusionDistiller',
+               teacher=dict(type='UNet2DModel', from_pretrained=unet_folder),
+               noise_scheduler=dict(type='DDPMScheduler', num_train_timesteps=100),
+               losses=dict(dsm=dict(loss_weight=1.0)), ema=dict(momentum=0.5),
+               data_preprocessor=dict(type='DataPreprocessor'))
+    cfg.update(overrides)
+    return cfg

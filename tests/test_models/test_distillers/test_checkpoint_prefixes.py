@@ -11,19 +11,11 @@ from mmdiff_2ndm.models.denoisers import unwrap_denoiser
 from mmdiff_2ndm.pruning import check_state_dict_shapes, prune_denoiser
 from mmdiff_2ndm.pruning.record import key_prefixes, parameter_shapes
 
+from helpers.distiller_assets import dsm_distiller_cfg as _model
+
 pytestmark = pytest.mark.usefixtures('single_thread')
 
 EMA = 'student_ema.module.model.'
-
-
-def _model(unet_folder: str, **overrides) -> dict:
-    cfg = dict(type='DiffusionDistiller',
-               teacher=dict(type='UNet2DModel', from_pretrained=unet_folder),
-               noise_scheduler=dict(type='DDPMScheduler', num_train_timesteps=100),
-               losses=dict(dsm=dict(loss_weight=1.0)), ema=dict(momentum=0.5),
-               data_preprocessor=dict(type='DataPreprocessor'))
-    cfg.update(overrides)
-    return cfg
 
 
 @pytest.fixture(scope='module')

@@ -18,21 +18,13 @@ from mmdiff_2ndm.engine.hooks import DiffusionPruningHook
 from mmdiff_2ndm.models.denoisers import unwrap_denoiser
 from mmdiff_2ndm.utils import safe_torch_load
 
+from helpers.distiller_assets import dsm_distiller_cfg as _model
+
 pytestmark = pytest.mark.usefixtures('single_thread')
 
 SIZE = 8
 PRUNED_HINT = (r'pruned checkpoint loaded into a dense model; add custom_hooks=\['
                r"dict\(type='DiffusionPruningHook'\)\].*First mismatches: student\.model\.")
-
-
-def _model(unet_folder: str, **overrides) -> dict:
-    cfg = dict(type='DiffusionDistiller',
-               teacher=dict(type='UNet2DModel', from_pretrained=unet_folder),
-               noise_scheduler=dict(type='DDPMScheduler', num_train_timesteps=100),
-               losses=dict(dsm=dict(loss_weight=1.0)), ema=dict(momentum=0.5),
-               data_preprocessor=dict(type='DataPreprocessor'))
-    cfg.update(overrides)
-    return cfg
 
 
 def _runner(work_dir: str, model: dict, hooks=(), **extra) -> Runner:
