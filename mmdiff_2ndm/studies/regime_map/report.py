@@ -71,7 +71,10 @@ def heatmap(cells: dict, teacher: dict, levels: Sequence[str], recipes: Sequence
         key, title, lower_better, relative = metric
         table = [[paired(cells, lv, rc, sampler, key, relative) for rc in columns]
                  for lv in levels]
-        means = np.array([[c['mean'] for c in row] for row in table], dtype=float)
+        # only cells with an interval are coloured: under 3 seeds a cell shows its number
+        # on grey, so that one seed's noise does not read as a verdict
+        means = np.array([[c['mean'] if len(c['seeds']) >= CI_MIN_SEEDS else np.nan
+                           for c in row] for row in table], dtype=float)
         sign = 1.0 if lower_better else -1.0  # colour: positive = worse
         vmax = 1.3 * np.nanmax(np.abs(means)) if np.isfinite(means).any() else 1.0
         vmax = vmax if vmax > 0 else 1.0
@@ -97,7 +100,7 @@ def heatmap(cells: dict, teacher: dict, levels: Sequence[str], recipes: Sequence
                     lines[0] += ' *'
                     ax.add_patch(Rectangle((j - 0.47, i - 0.47), 0.94, 0.94, fill=False,
                                            edgecolor='black', linewidth=2.2))
-                dark = abs(c['mean']) > 0.6 * vmax
+                dark = len(c['seeds']) >= CI_MIN_SEEDS and abs(c['mean']) > 0.6 * vmax
                 ax.text(j, i, '\n'.join(lines), ha='center', va='center', fontsize=7,
                         fontweight='bold' if star else 'normal',
                         color='white' if dark else 'black')
@@ -111,7 +114,8 @@ def heatmap(cells: dict, teacher: dict, levels: Sequence[str], recipes: Sequence
     fig.suptitle(f'Recipe minus its reference (DSM+KD), paired by seed; raw students, '
                  f'{sampler}; teacher proxy FID {t_fid:.1f}.\nBlue = better, red = worse; '
                  '* and frame: 95 % bootstrap interval excludes 0;\n(*ch): pruned channels '
-                 'differ; hatched: under 3 seeds (no interval); grey: not run', fontsize=9)
+                 'differ; hatched grey: under 3 seeds (no interval, not coloured); grey: not run',
+                 fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
