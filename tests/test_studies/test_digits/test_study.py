@@ -34,6 +34,8 @@ def test_tiny_preset_end_to_end(tmp_path):
         report = json.load(f)
     assert sorted((r['arm'], r['seed']) for r in report['runs']) == [('2ndm', 0),
                                                                       ('dsm_kd', 0)]
+    # the tiny preset trains its own teacher, and the report says which one it scored
+    assert report['meta']['teacher'] == osp.join(work_dir, 'teacher', 'iter_4.pth')
     dense = report['dense']['final']
     assert dense['eps_mse'] == 0.0 and dense['ssim'] == 1.0  # the teacher against itself
     for run in report['runs']:
