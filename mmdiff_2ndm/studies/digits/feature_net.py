@@ -4,6 +4,8 @@ Its 32-d penultimate features stand in for Inception's (download-free). It ranks
 by how digit-like and class-balanced their samples are, like Inception features do on
 natural images, but its FID values are not comparable with published FIDs.
 """
+import json
+import os.path as osp
 from typing import Tuple
 
 import numpy as np
@@ -60,3 +62,15 @@ def train_feature_net(path: str, image_size: int, iters: int) -> float:
         accuracy = (net(test_images).argmax(1) == test_labels).float().mean().item()
     torch.jit.script(net).save(path)
     return accuracy
+
+
+def prepare_feature_net(work_dir: str, iters: int, image_size: int = 16) -> str:
+    """Trains the proxy feature network into ``<work_dir>/feature_net.pt`` once (its test
+    accuracy in ``feature_net.json`` beside it); returns the network's path."""
+    path = osp.join(work_dir, 'feature_net.pt')
+    record = osp.join(work_dir, 'feature_net.json')
+    if not osp.exists(record):
+        accuracy = train_feature_net(path, image_size, iters)
+        with open(record, 'w') as f:
+            json.dump(dict(test_accuracy=accuracy), f)
+    return path

@@ -110,3 +110,11 @@ def seconds_per_iter(work_dir: str) -> float:
             with open(osp.join(root, 'scalars.json')) as f:
                 times += [json.loads(line)['time'] for line in f if '"time"' in line]
     return float(np.mean(times)) if times else float('nan')
+
+
+def train_study_teacher(work_dir: str, preset: dict, threads: int, stream: bool) -> str:
+    """Trains the study's dense teacher (``teacher_digits16.py``, seed 0, the preset's
+    length and sizes) in ``<work_dir>/teacher`` once; returns its final checkpoint."""
+    train('teacher_digits16.py', osp.join(work_dir, 'teacher'), preset['teacher_iters'],
+          ['randomness.seed=0', *size_options(preset, 'teacher')], threads, stream=stream)
+    return osp.join(work_dir, 'teacher', f'iter_{preset["teacher_iters"]}.pth')

@@ -7,12 +7,13 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Dict, List, Optional, Tuple
 
 from .evaluation import Evaluator, evaluate_run, evaluate_teacher, load_distiller
-from .feature_net import train_feature_net
+from .feature_net import prepare_feature_net
 from .figures import write_figures
 from .presets import ARMS, PRESETS, checkpoint_interval
 from .progress import progress, say
 from .report import write_report
-from .runs import SHIPPED_TEACHER, is_finished, size_options, train
+from .runs import (SHIPPED_TEACHER, is_finished, size_options, train,
+                   train_study_teacher)
 
 
 class Study:
@@ -65,18 +66,12 @@ class Study:
     def train_teacher(self) -> None:
         """Trains the proxy feature network and the dense teacher (each once)."""
         say(f'[study] 1/4 feature network -> {self.feature_net}')
-        if not osp.exists(osp.join(self.work_dir, 'feature_net.json')):
-            accuracy = train_feature_net(self.feature_net, 16, self.preset['feature_iters'])
-            with open(osp.join(self.work_dir, 'feature_net.json'), 'w') as f:
-                json.dump(dict(test_accuracy=accuracy), f)
+        prepare_feature_net(self.work_dir, self.preset['feature_iters'])
         if not self.trains_teacher:
             say(f'[study] 2/4 dense teacher: the shipped one, {self.teacher_ckpt}')
             return
         say(f'[study] 2/4 dense teacher, {self.preset["teacher_iters"]} iterations')
-        train('teacher_digits16.py', osp.join(self.work_dir, 'teacher'),
-              self.preset['teacher_iters'],
-              ['randomness.seed=0', *size_options(self.preset, 'teacher')], self.threads,
-              stream=True)
+        train_study_teacher(self.work_dir, self.preset, self.threads, stream=True)
 
     def finetune_and_report(self, jobs: int) -> None:
         """Trains the runs ``jobs`` at a time; reports after each one that finishes."""

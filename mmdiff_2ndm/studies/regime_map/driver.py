@@ -15,9 +15,10 @@ from typing import Dict, List, Optional, Tuple
 import torch
 
 from ..digits.evaluation import load_distiller, record_hash
-from ..digits.feature_net import train_feature_net
+from ..digits.feature_net import prepare_feature_net
 from ..digits.progress import say
-from ..digits.runs import SHIPPED_TEACHER, seconds_per_iter, size_options, train
+from ..digits.runs import (SHIPPED_TEACHER, seconds_per_iter, size_options, train,
+                           train_study_teacher)
 from .axes import (MODELS, PRESETS, RECIPES, REFERENCE, level_options, run_iters,
                    run_name)
 from .plateau import PLATEAU_TOL, plateau_iteration
@@ -82,19 +83,13 @@ class RegimeMap:
     def prepare(self) -> None:
         """Trains the proxy feature network and the dense teacher (each once)."""
         os.makedirs(self.work_dir, exist_ok=True)
-        if not osp.exists(osp.join(self.work_dir, 'feature_net.json')):
-            say(f'[map] feature network -> {self.feature_net}')
-            accuracy = train_feature_net(self.feature_net, 16, self.preset['feature_iters'])
-            write_json(dict(test_accuracy=accuracy),
-                       osp.join(self.work_dir, 'feature_net.json'))
+        say(f'[map] feature network -> {self.feature_net}')
+        prepare_feature_net(self.work_dir, self.preset['feature_iters'])
         if self.shipped:
             say(f'[map] dense teacher: {self.teacher_ckpt}')
             return
         say(f'[map] dense teacher, {self.preset["teacher_iters"]} iterations')
-        train('teacher_digits16.py', osp.join(self.work_dir, 'teacher'),
-              self.preset['teacher_iters'],
-              ['randomness.seed=0', *size_options(self.preset, 'teacher')], self.threads,
-              stream=False)
+        train_study_teacher(self.work_dir, self.preset, self.threads, stream=False)
 
     def _scorer(self, distiller) -> MapScorer:
         """The scorer, created (with the teacher's scores, cached) on first use."""
