@@ -1,6 +1,6 @@
 """Tiny and published-layout denoisers for the pruning tests (random weights)."""
 import torch
-from diffusers import DiTTransformer2DModel, UNet2DConditionModel, UNet2DModel
+from diffusers import AutoencoderKL, DiTTransformer2DModel, UNet2DConditionModel, UNet2DModel
 
 from mmdiff_2ndm.models.layouts import DDPM_CIFAR10_32
 
@@ -53,3 +53,19 @@ def sd_unet() -> UNet2DConditionModel:
         down_block_types=('CrossAttnDownBlock2D', 'DownBlock2D'),
         up_block_types=('UpBlock2D', 'CrossAttnUpBlock2D'),
         cross_attention_dim=768, attention_head_dim=8, norm_num_groups=32)
+
+
+def save_tiny_latent_dit(root, num_layers: int, head_dim: int) -> tuple:
+    """Saves a class-conditional latent DiT (3 classes, 4x4x4 latents) and the tiny VAE of
+    8x8 images in diffusers folders under ``root``; returns (dit folder, vae folder)."""
+    torch.manual_seed(0)
+    dit_folder, vae_folder = str(root / 'dit'), str(root / 'vae')
+    DiTTransformer2DModel(num_attention_heads=2, attention_head_dim=head_dim, in_channels=4,
+                          out_channels=8, num_layers=num_layers, sample_size=4, patch_size=2,
+                          num_embeds_ada_norm=3).save_pretrained(dit_folder)
+    AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8, 8),
+                  layers_per_block=1, norm_num_groups=4,
+                  down_block_types=('DownEncoderBlock2D',) * 2,
+                  up_block_types=('UpDecoderBlock2D',) * 2,
+                  sample_size=8).save_pretrained(vae_folder)
+    return dit_folder, vae_folder

@@ -10,11 +10,12 @@ import sys
 import numpy as np
 import pytest
 import torch
-from diffusers import AutoencoderKL, DiTTransformer2DModel
 
 from mmdiff_2ndm.apis import init_distiller
 from mmdiff_2ndm.models.denoisers import example_denoiser_inputs
 from mmdiff_2ndm.pruning import kept_blocks, prune_model
+
+from helpers.denoisers import save_tiny_latent_dit
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 pytestmark = pytest.mark.usefixtures('single_thread')
@@ -60,18 +61,10 @@ def _tool(name: str):
 def depth_run(tmp_path_factory) -> dict:
     """A 4-block latent DiT run whose student keeps 2 blocks (1 of every 2)."""
     root = tmp_path_factory.mktemp('depth_run')
-    torch.manual_seed(0)
-    DiTTransformer2DModel(num_attention_heads=2, attention_head_dim=4, in_channels=4,
-                          out_channels=8, num_layers=4, sample_size=4, patch_size=2,
-                          num_embeds_ada_norm=3).save_pretrained(str(root / 'dit'))
-    AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8, 8),
-                  layers_per_block=1, norm_num_groups=4,
-                  down_block_types=('DownEncoderBlock2D',) * 2,
-                  up_block_types=('UpDecoderBlock2D',) * 2,
-                  sample_size=8).save_pretrained(str(root / 'vae'))
+    dit_folder, vae_folder = save_tiny_latent_dit(root, num_layers=4, head_dim=4)
     config = str(root / 'config.py')
     with open(config, 'w') as f:
-        f.write(CONFIG.format(teacher=str(root / 'dit'), vae=str(root / 'vae')))
+        f.write(CONFIG.format(teacher=dit_folder, vae=vae_folder))
     model, _ = init_distiller(config)
     calibration = [example_denoiser_inputs(model.student, batch_size=2)]
     record = prune_model(model, 'depth', depth=dict(keep=1, group_size=2,

@@ -19,6 +19,8 @@ from mmdiff_2ndm.apis import index_noise, init_distiller
 from mmdiff_2ndm.models.denoisers import unwrap_denoiser
 from mmdiff_2ndm.pruning import parameter_shapes, prune_denoiser
 
+from helpers.denoisers import save_tiny_latent_dit
+
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 STEPS = 3
 CONFIG = """
@@ -211,20 +213,10 @@ def test_sampling_defaults_are_read_only_distiller_properties(run):
 @pytest.fixture(scope='module')
 def dit_run(tmp_path_factory) -> dict:
     """A pruned latent DiT run (3 classes, tiny VAE) as config + checkpoint."""
-    from diffusers import AutoencoderKL, DiTTransformer2DModel
     root = tmp_path_factory.mktemp('dit_run')
-    torch.manual_seed(0)
-    DiTTransformer2DModel(num_attention_heads=2, attention_head_dim=8, in_channels=4,
-                          out_channels=8, num_layers=1, sample_size=4, patch_size=2,
-                          num_embeds_ada_norm=3).save_pretrained(str(root / 'dit'))
-    AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8, 8),
-                  layers_per_block=1, norm_num_groups=4,
-                  down_block_types=('DownEncoderBlock2D',) * 2,
-                  up_block_types=('UpDecoderBlock2D',) * 2,
-                  sample_size=8).save_pretrained(str(root / 'vae'))
-    vae = f"vae=dict(type='AutoencoderKL', from_pretrained={str(root / 'vae')!r})"
-    config = _write_config(str(root / 'config.py'), 'DiTTransformer2DModel', str(root / 'dit'),
-                           2, vae)
+    dit_folder, vae_folder = save_tiny_latent_dit(root, num_layers=1, head_dim=8)
+    vae = f"vae=dict(type='AutoencoderKL', from_pretrained={vae_folder!r})"
+    config = _write_config(str(root / 'config.py'), 'DiTTransformer2DModel', dit_folder, 2, vae)
     model, _ = init_distiller(config)
     ckpt, _ = _save_pruned_run(model, root)
     return dict(config=config, ckpt=ckpt, model=model)
