@@ -3,18 +3,22 @@ sampler, runs as long as DSM+KD's plateau, 3 paired seeds per cell to screen.
 
 Steps (each resumable; re-running the same command continues where it stopped):
 
-1. the proxy feature network and the dense teacher (as ``tools/digits_study.py``);
+1. the proxy feature network (as ``tools/digits_study.py``) and the map's own teacher:
+   ``teacher_digits16.py``, seed 0, ``teacher_iters`` with a cosine lr over the whole run,
+   its EMA scored every ``teacher_interval`` (``<results>/teacher_curve.json``, the plateau
+   rule applied to it); the final checkpoint is the teacher (``<results>/teacher.json``);
 2. the run length: one long DSM+KD run on seed 0 at the hardest level, scored every
    ``plateau_interval`` iterations (``<results>/plateau.json``), unless done;
 3. the screen: every planned (level, recipe, seed) not done yet is trained, scored with
    every sampler (raw student and EMA; the raw student also halfway and before
    finetuning) and written to ``<results>/runs/<level>/<recipe>_seed<seed>.json``; the
-   report (``<results>/README.md``, ``heatmap_<sampler>.png``, ``plateau.png``) is
-   rewritten after every run.
+   report (``<results>/README.md``, ``heatmap_<sampler>.png``, ``teacher_curve.png``,
+   ``plateau.png``) is rewritten after every run.
 
 Usage::
 
     python tools/regime_map.py --preset screen --jobs 1      # teacher, plateau, screen
+    python tools/regime_map.py --teacher-only                # stop after step 1
     python tools/regime_map.py --preset screen_b2            # authors' recipe at batch 2
     python tools/regime_map.py --plateau-only                # stop after step 2
     python tools/regime_map.py --levels p27 --recipes dsm_kd 2ndm_log --seeds 0 1 2
@@ -34,7 +38,7 @@ from mmdiff_2ndm.studies.regime_map import (LEVELS, PRESETS, RECIPES,  # noqa: E
                                             RegimeMap, load_results, planned_runs,
                                             write_report)
 from mmdiff_2ndm.studies.regime_map.axes import MAP_PRESETS  # noqa: E402
-from mmdiff_2ndm.studies.regime_map.report import samples_figure  # noqa: E402
+from mmdiff_2ndm.studies.regime_map.report import ARCHIVE, samples_figure  # noqa: E402
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -51,11 +55,21 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--jobs', type=int, default=1, help='training runs in parallel')
     parser.add_argument('--threads-per-run', type=int, default=None,
                         help='torch threads of each run (default: CPU cores // jobs)')
+    parser.add_argument('--teacher-only', action='store_true',
+                        help='stop once the teacher is trained and its curve scored')
     parser.add_argument('--plateau-only', action='store_true',
                         help='stop once the run length is measured')
     parser.add_argument('--report-only', action='store_true',
                         help='train and score nothing: rewrite the report')
     return parser.parse_args(argv)
+
+
+def _read_json(path: str) -> Optional[dict]:
+    """The JSON at ``path``, or None where there is none."""
+    if not osp.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
 
 
 def report(args: argparse.Namespace, planned) -> str:
@@ -65,12 +79,11 @@ def report(args: argparse.Namespace, planned) -> str:
         planned = list(dict.fromkeys(run for name in MAP_PRESETS
                                      for run in planned_runs(PRESETS[name])))
     teacher, runs = load_results(args.results_dir)
-    plateau_path = osp.join(args.results_dir, 'plateau.json')
-    plateau = None
-    if osp.exists(plateau_path):
-        with open(plateau_path) as f:
-            plateau = json.load(f)
-    path = write_report(args.results_dir, teacher, runs, planned, PRESETS[args.preset], plateau)
+    plateau, teacher_curve, archived = (
+        _read_json(osp.join(args.results_dir, name))
+        for name in ('plateau.json', 'teacher_curve.json', osp.join(ARCHIVE, 'teacher.json')))
+    path = write_report(args.results_dir, teacher, runs, planned, PRESETS[args.preset], plateau,
+                        teacher_curve=teacher_curve, archived_teacher=archived)
     if teacher and osp.isdir(args.work_dir):  # sample figures need the kept samples
         for level in dict.fromkeys(run['level'] for run in runs):
             samples_figure(args.work_dir, args.results_dir, level,
@@ -91,10 +104,11 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
         torch.set_num_threads(threads)
         regime_map = RegimeMap(args.preset, args.work_dir, args.results_dir, threads)
         regime_map.prepare()
-        if regime_map.finetune_iters() is None:
-            regime_map.measure_plateau()
         report(args, planned)
-        if not args.plateau_only:
+        if not args.teacher_only and regime_map.finetune_iters() is None:
+            regime_map.measure_plateau()
+            report(args, planned)
+        if not (args.teacher_only or args.plateau_only):
             regime_map.screen(planned, args.jobs, on_scored=lambda: report(args, planned))
     path = report(args, planned)
     print(f'[map] report: {path}', flush=True)

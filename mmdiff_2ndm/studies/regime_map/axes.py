@@ -128,22 +128,27 @@ MODELS = ('raw', 'ema')  # scored at the last checkpoint; the heatmaps show 'raw
 
 PRESETS = {
     # smoke test, not a measurement
-    'tiny': dict(teacher_iters=4, finetune_iters=None, plateau_iters=4, plateau_interval=2,
+    'tiny': dict(teacher_iters=4, teacher_interval=2, teacher_lr_min=1e-5,
+                 finetune_iters=None, plateau_iters=4, plateau_interval=2,
                  batch_size=8, widths=(8, 16), num_samples=24, eval_images=8,
                  ftle_timesteps=(0, 100, 999), feature_iters=20, bootstrap=10,
                  samplers={'ddim50': 3, 'ddim10': 2}, levels=('p27',),
                  recipes=('dsm_kd', '2ndm_log'), seeds=(0,), plateau_level='p27'),
-    # the screen: 3 paired seeds per cell, hardest level first; finetune_iters is DSM+KD's
-    # plateau on seed 0 at the hardest level (docs/regime_map/plateau.json); None = not
-    # measured yet
-    'screen': dict(teacher_iters=6000, finetune_iters=None, plateau_iters=8000,
+    # the screen: 3 paired seeds per cell, hardest level first. The map's own teacher:
+    # teacher_digits16.py, seed 0, teacher_iters with a cosine lr (1e-3 -> teacher_lr_min)
+    # over the whole run, its EMA scored every teacher_interval
+    # (docs/regime_map/teacher_curve.json); its final checkpoint is the teacher.
+    # finetune_iters is DSM+KD's plateau on seed 0 at the hardest level
+    # (docs/regime_map/plateau.json); None = not measured yet
+    'screen': dict(teacher_iters=16000, teacher_interval=2000, teacher_lr_min=1e-5,
+                   finetune_iters=None, plateau_iters=8000,
                    plateau_interval=500, batch_size=32, widths=None, num_samples=500,
                    eval_images=128,
                    ftle_timesteps=(0, 2, 5, 10, 25, 50, 100, 250, 500, 750, 999),
                    feature_iters=1000, bootstrap=200, samplers=SAMPLERS,
                    levels=('p27', 'p37', 'p57'),
                    recipes=('dsm_kd', '2ndm_log', '2ndm', 'dsm_kd_feat', 'dsm'),
-                   seeds=(0, 1, 2), plateau_level='p27', shipped_teacher=True),
+                   seeds=(0, 1, 2), plateau_level='p27'),
 }
 # The authors' recipe at its batch of 2 against DSM+KD at batch 2, at the hardest level
 # (16x the iterations: as many samples seen). Not in 'screen' for its cost.

@@ -1,4 +1,8 @@
-"""The regime map's driver: teacher, plateau run, then the screen, run by run.
+"""The regime map's driver: teacher run, plateau run, then the screen, run by run.
+
+The map trains its own teacher (``teacher_digits16.py``, seed 0, cosine lr over the
+preset's ``teacher_iters``) and scores its EMA at every ``teacher_interval``
+(``teacher_curve.json``): the final, annealed checkpoint is the teacher of every student.
 
 Everything is resumable. The training runs live in the work dir (git-ignored: checkpoints);
 every result lives in the results dir (``docs/regime_map/``, committed): one JSON per
@@ -17,14 +21,14 @@ import torch
 from ..digits.evaluation import load_distiller, record_hash
 from ..digits.feature_net import prepare_feature_net
 from ..digits.progress import say
-from ..digits.runs import (SHIPPED_TEACHER, seconds_per_iter, size_options, train,
-                           train_study_teacher)
+from ..digits.runs import seconds_per_iter, size_options, train
 from .axes import (MODELS, PRESETS, RECIPES, REFERENCE, level_options, run_iters,
                    run_name)
 from .plateau import PLATEAU_TOL, plateau_iteration
 from .scoring import MapScorer
 
 Run = Tuple[str, str, int]  # (level, recipe, seed)
+TEACHER_CONFIG = 'teacher_digits16.py'
 
 
 def write_json(data: dict, path: str) -> None:
@@ -51,11 +55,11 @@ class RegimeMap:
         self.preset_name, self.preset = preset_name, dict(PRESETS[preset_name])
         self.work_dir, self.results_dir, self.threads = work_dir, results_dir, threads
         self.feature_net = osp.join(work_dir, 'feature_net.pt')
-        # the study's shipped teacher (checkpoints/digits/) where the preset uses it: the
-        # same weights as training teacher_digits16.py again (6000 iterations, seed 0)
-        self.shipped = bool(self.preset.get('shipped_teacher')) and osp.exists(SHIPPED_TEACHER)
-        self.teacher_ckpt = SHIPPED_TEACHER if self.shipped else osp.join(
-            work_dir, 'teacher', f'iter_{self.preset["teacher_iters"]}.pth')
+        # the map's own teacher: one run, named by its length (a different length is a
+        # different run, not a resumed one); its EMA's samples are cached there too
+        iters = self.preset['teacher_iters']
+        self.teacher_dir = osp.join(work_dir, f'teacher_cosine{iters}')
+        self.teacher_ckpt = osp.join(self.teacher_dir, f'iter_{iters}.pth')
         self.scorer: Optional[MapScorer] = None
 
     # ----------------------------------------------------------------- paths, options
@@ -80,28 +84,110 @@ class RegimeMap:
                 *size_options(dict(self.preset, batch_size=batch), 'student')]
 
     # ----------------------------------------------------------------- teacher
+    def teacher_options(self) -> List[str]:
+        """--cfg-options of the teacher run: seed 0, the preset's sizes, and a cosine lr
+        annealed over the whole run (``teacher_digits16.py`` alone keeps it constant)."""
+        return ['randomness.seed=0', 'param_scheduler._delete_=True',
+                'param_scheduler.type=CosineAnnealingLR', 'param_scheduler.by_epoch=False',
+                f'param_scheduler.T_max={self.preset["teacher_iters"]}',
+                f'param_scheduler.eta_min={self.preset["teacher_lr_min"]}',
+                *size_options(self.preset, 'teacher')]
+
     def prepare(self) -> None:
-        """Trains the proxy feature network and the dense teacher (each once)."""
+        """Trains the proxy feature network and the map's teacher (each once), and scores
+        the teacher's curve (:meth:`measure_teacher`)."""
         os.makedirs(self.work_dir, exist_ok=True)
         say(f'[map] feature network -> {self.feature_net}')
         prepare_feature_net(self.work_dir, self.preset['feature_iters'])
-        if self.shipped:
-            say(f'[map] dense teacher: {self.teacher_ckpt}')
-            return
-        say(f'[map] dense teacher, {self.preset["teacher_iters"]} iterations')
-        train_study_teacher(self.work_dir, self.preset, self.threads, stream=False)
+        iters, interval = self.preset['teacher_iters'], self.preset['teacher_interval']
+        say(f'[map] dense teacher: {TEACHER_CONFIG}, seed 0, {iters} iterations, cosine lr, '
+            f'checkpoint every {interval} (log: {self.teacher_dir}/train_stdout.log)')
+        train(TEACHER_CONFIG, self.teacher_dir, iters, self.teacher_options(), self.threads,
+              stream=False, ckpt_interval=interval)
+        self.measure_teacher()
 
-    def _scorer(self, distiller) -> MapScorer:
-        """The scorer, created (with the teacher's scores, cached) on first use."""
+    def _evaluators(self) -> MapScorer:
+        """The scorer (fixed noises, proxy features), created on first use; the teacher's
+        samples are cached in the teacher's run folder."""
         if self.scorer is None:
             torch.set_num_threads(self.threads)
-            self.scorer = MapScorer(self.preset, self.feature_net, self.work_dir)
-            teacher = self.scorer.score_teacher(distiller)
+            self.scorer = MapScorer(self.preset, self.feature_net, self.teacher_dir)
+        return self.scorer
+
+    def _scorer(self, distiller, teacher_net: Optional[torch.nn.Module] = None) -> MapScorer:
+        """The scorer with the teacher scored (``teacher.json``) and its samples as every
+        sampler's fidelity reference.
+
+        Args:
+            distiller: A model of the map (its sampler draws the teacher's samples).
+            teacher_net (nn.Module, optional): The teacher. Defaults to None:
+                ``distiller.teacher``.
+        """
+        scorer = self._evaluators()
+        if scorer.teacher_jv is None:
+            teacher = scorer.score_teacher(distiller, teacher_net)
             with open(osp.join(self.work_dir, 'feature_net.json')) as f:
                 teacher['feature_accuracy'] = json.load(f)['test_accuracy']
+            teacher.update(model='ema', config=TEACHER_CONFIG, seed=0,
+                           iters=self.preset['teacher_iters'], lr_schedule=dict(
+                               type='CosineAnnealingLR', T_max=self.preset['teacher_iters'],
+                               eta_min=self.preset['teacher_lr_min']),
+                           checkpoint=osp.relpath(self.teacher_ckpt, self.work_dir))
             write_json(teacher, osp.join(self.results_dir, 'teacher.json'))
-            torch.save(self.scorer.last_samples, osp.join(self.work_dir, 'teacher_grid.pt'))
-        return self.scorer
+            torch.save(scorer.last_samples, osp.join(self.work_dir, 'teacher_grid.pt'))
+        return scorer
+
+    def _load_teacher_run(self, step: int):
+        """The teacher run's model at a checkpoint (its EMA: ``student_ema.module``)."""
+        return load_distiller(TEACHER_CONFIG, self.teacher_options(),
+                              osp.join(self.teacher_dir, f'iter_{step}.pth'),
+                              osp.join(self.teacher_dir, 'eval'))
+
+    def teacher_curve_path(self) -> str:
+        return osp.join(self.results_dir, 'teacher_curve.json')
+
+    def measure_teacher(self) -> dict:
+        """Scores the teacher run's EMA at every checkpoint (proxy FID, every sampler) and
+        applies the plateau rule to its ``ddim50`` curve; writes ``teacher_curve.json``.
+        Each scored checkpoint is cached (``curve.json`` in the run folder), so a killed
+        scoring continues."""
+        if osp.exists(self.teacher_curve_path()):
+            with open(self.teacher_curve_path()) as f:
+                return json.load(f)
+        iters, interval = self.preset['teacher_iters'], self.preset['teacher_interval']
+        steps = list(range(interval, iters + 1, interval))
+        cache_path = osp.join(self.teacher_dir, 'curve.json')
+        curve: Dict[str, dict] = {}
+        if osp.exists(cache_path):
+            with open(cache_path) as f:
+                curve = json.load(f)
+        for step in steps:
+            if str(step) in curve:
+                continue
+            distiller = self._load_teacher_run(step)
+            curve[str(step)] = self._evaluators().score_fid(distiller,
+                                                            distiller.student_ema.module)
+            say(f'[map]   teacher iter {step}: EMA proxy FID ' + ', '.join(
+                f'{name} {s["fid"]:.1f}' for name, s in curve[str(step)]['samplers'].items()))
+            write_json(curve, cache_path)
+        with open(osp.join(self.teacher_dir, 'wall.json')) as f:
+            wall = float(json.load(f)['wall_s'])
+        data = dict(config=TEACHER_CONFIG, seed=0, iters=iters, interval=interval,
+                    lr_min=self.preset['teacher_lr_min'], batch_size=self.preset['batch_size'],
+                    sampler='ddim50', model='ema',
+                    tol=PLATEAU_TOL, wall_s=wall,
+                    s_per_iter=seconds_per_iter(self.teacher_dir),
+                    curve={str(s): curve[str(s)] for s in steps},
+                    plateau=plateau_iteration(
+                        steps, [curve[str(s)]['samplers']['ddim50']['fid'] for s in steps]))
+        write_json(data, self.teacher_curve_path())
+        # teacher.json: the final checkpoint's EMA, with every score the students need
+        distiller = self._load_teacher_run(iters)
+        self._scorer(distiller, distiller.student_ema.module)
+        say(f'[map] teacher: EMA proxy FID stops falling at {data["plateau"]["iters"]} of '
+            f'{iters} iterations (reached within the run: {data["plateau"]["reached"]}); the '
+            f'map\'s teacher is the final checkpoint {self.teacher_ckpt}')
+        return data
 
     # ----------------------------------------------------------------- plateau
     def plateau_path(self) -> str:

@@ -16,6 +16,9 @@ from .axes import LEVELS, RECIPES, REFERENCE, RULE_NOTE, TEACHER_PARAMS
 HEATMAP_METRICS = (('fid', 'd proxy FID', True, False), ('ssim', 'd SSIM to teacher', False, False),
                    ('sample_mse', 'd sample MSE to teacher, %', True, True))
 JACOBIAN_T = (0, 10, 50, 250, 999)  # timesteps shown in the mechanism table
+# results made against the previous teacher (the shipped 6000-iteration checkpoint, which
+# the students beat), kept apart from the map's runs
+ARCHIVE = 'archive_teacher6000'
 
 
 def index_runs(runs: List[dict]) -> Dict[Tuple[str, str], Dict[int, dict]]:
@@ -112,7 +115,7 @@ def heatmap(cells: dict, teacher: dict, levels: Sequence[str], recipes: Sequence
         ax.set_title(title + (' (lower = better)' if lower_better else ' (higher = better)'),
                      fontsize=9)
     fig.suptitle(f'Recipe minus its reference (DSM+KD), paired by seed; raw students, '
-                 f'{sampler}; teacher proxy FID {t_fid:.1f}.\nBlue = better, red = worse; '
+                 f'{sampler}; teacher EMA proxy FID {t_fid:.1f}.\nBlue = better, red = worse; '
                  '* and frame: 95 % bootstrap interval excludes 0;\n(*ch): pruned channels '
                  'differ; hatched grey: under 3 seeds (no interval, not coloured); grey: not run',
                  fontsize=9)
@@ -135,6 +138,43 @@ def _level_labels(cells: dict, levels: Sequence[str], sampler: str,
     return labels
 
 
+def _fid_panel(ax, run: dict, label: str, references: Dict[str, Optional[dict]]) -> None:
+    """A long run's proxy FID (every sampler) vs iteration, dotted lines at reference
+    models' FID (label -> a ``teacher.json``), dashed at the run's plateau."""
+    steps = sorted(int(s) for s in run['curve'])
+    styles = iter((':', '-.', (0, (1, 3))))
+    refs = [(name, ref, next(styles)) for name, ref in references.items() if ref]
+    for sampler in run['curve'][str(steps[0])]['samplers']:
+        fids = [run['curve'][str(s)]['samplers'][sampler]['fid'] for s in steps]
+        line, = ax.plot(steps, fids, 'o-', label=f'{label}, {sampler}')
+        for name, ref, style in refs:
+            if sampler in ref['samplers']:
+                ax.axhline(ref['samplers'][sampler]['fid'], color=line.get_color(), ls=style,
+                           label=f'{name}, {sampler}')
+    p = run['plateau']
+    ax.axvline(p['iters'], color='black', ls='--',
+               label=f'plateau: {p["iters"]} (tol {run["tol"]:.0%})'
+               + ('' if p['reached'] else ', not reached'))
+    ax.set_xlabel('iteration')
+    ax.set_ylabel('proxy FID')
+    ax.legend(fontsize=7)
+
+
+def teacher_figure(curve: dict, archived: Optional[dict], path: str) -> None:
+    """The map's teacher run: its EMA's proxy FID (every sampler) vs iteration, with the
+    archived (previous) teacher's FID for comparison."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(1, 1, figsize=(7, 3.8))
+    _fid_panel(ax, curve, 'teacher EMA', {'previous teacher (6000 it, constant lr)': archived})
+    ax.set_title(f'Map\'s teacher: {curve["config"]}, seed {curve["seed"]}, cosine lr '
+                 f'over {curve["iters"]} (EMA scored every {curve["interval"]})', fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def plateau_figure(plateau: dict, teacher: Optional[dict], path: str) -> None:
     """Proxy FID, SSIM to the teacher (every sampler) and eps-MSE of the plateau run vs
     iteration."""
@@ -143,18 +183,7 @@ def plateau_figure(plateau: dict, teacher: Optional[dict], path: str) -> None:
     import matplotlib.pyplot as plt
     steps = sorted(int(s) for s in plateau['curve'])
     fig, (ax, ax3, ax2) = plt.subplots(1, 3, figsize=(14, 3.6))
-    for name in plateau['curve'][str(steps[0])]['samplers']:
-        fids = [plateau['curve'][str(s)]['samplers'][name]['fid'] for s in steps]
-        line, = ax.plot(steps, fids, 'o-', label=f'DSM+KD raw, {name}')
-        if teacher:
-            ax.axhline(teacher['samplers'][name]['fid'], color=line.get_color(), ls=':',
-                       label=f'teacher, {name}')
-    p = plateau['plateau']
-    ax.axvline(p['iters'], color='black', ls='--',
-               label=f'plateau: {p["iters"]} (tol {plateau["tol"]:.0%})')
-    ax.set_xlabel('iteration')
-    ax.set_ylabel('proxy FID')
-    ax.legend(fontsize=7)
+    _fid_panel(ax, plateau, 'DSM+KD raw', {'teacher EMA': teacher})
     ax.set_title(f'{plateau["recipe"]} at {plateau["level"]}, seed {plateau["seed"]}, '
                  f'cosine lr over {plateau["iters"]}', fontsize=9)
     for name in plateau['curve'][str(steps[0])]['samplers']:
@@ -191,9 +220,57 @@ def _mean_std(values: List[float], digits: int) -> str:
     return f'{np.mean(values):.{digits}f} +- {np.std(values):.{digits}f}'
 
 
+def teacher_section(curve: Optional[dict], teacher: Optional[dict],
+                    archived: Optional[dict], num_samples: int) -> List[str]:
+    """The report's 'Teacher length' section: how the map's teacher was trained, its
+    curve, whether the plateau rule was met inside the run."""
+    lines = ['## Teacher length', '']
+    if not curve:
+        return lines + ['Not measured yet (the teacher run is trained and scored first).', '']
+    p, steps = curve['plateau'], sorted(int(s) for s in curve['curve'])
+    samplers = list(curve['curve'][str(steps[0])]['samplers'])
+    lines += [
+        'The map needs a teacher its students do not beat, so that the gap to it measures '
+        f'recovery. One run of `{curve["config"]}` (seed {curve["seed"]}, batch '
+        f'{curve["batch_size"]}, the config\'s lr 1e-3 cosine-annealed to {curve["lr_min"]:g} '
+        'over the whole '
+        f'{curve["iters"]} iterations), its EMA scored every {curve["interval"]} iterations '
+        f'(proxy FID, {num_samples} samples, the map\'s fixed noises). Rule (as the student '
+        f'plateau\'s): the first checkpoint after which the EMA\'s {curve["sampler"]} proxy '
+        f'FID never falls more than {curve["tol"]:.0%} below its value there. Trained in '
+        f'{curve["wall_s"] / 60:.1f} min ({curve["s_per_iter"]:.3f} s/iter).', '']
+    if p['reached']:
+        lines.append(f'**Plateau: {p["iters"]} iterations** (EMA proxy FID {p["fid"]:.1f}, '
+                     f'lowest later {p["best"]:.1f}): the plateau is reached inside the run.')
+    else:
+        lines.append(f'**Not plateaued inside the run**: only its last checkpoint '
+                     f'({p["iters"]}) meets the rule, so the teacher may still improve with '
+                     'a longer run; the map uses it as it is.')
+    lines += ['Mid-run checkpoints are at a higher lr than a run of their length would end '
+              'with, so the curve, if anything, overstates the length needed.', '']
+    if teacher:
+        fids = ' / '.join(f'{teacher["samplers"][n]["fid"]:.1f}' for n in samplers)
+        text = (f'The map\'s teacher is the final (annealed) checkpoint, '
+                f'{curve["iters"]} iterations: EMA proxy FID {fids} ({" / ".join(samplers)})')
+        if archived:
+            old = ' / '.join(f'{archived["samplers"][n]["fid"]:.1f}' for n in samplers)
+            text += f' against the previous teacher\'s {old} (shipped, 6000 iterations)'
+        lines += [text + '.', '']
+    lines += ['| iteration | ' + ' | '.join(f'EMA proxy FID {n}' for n in samplers) + ' |',
+              '|---|' + '---|' * len(samplers)]
+    for step in steps:
+        row = curve['curve'][str(step)]['samplers']
+        lines.append(f'| {step} | ' + ' | '.join(
+            f'{row[n]["fid"]:.1f} +- {row[n]["fid_boot"]:.1f}' for n in samplers) + ' |')
+    return lines + ['', '(+- : bootstrap std over the samples.)', '',
+                    '![teacher curve](teacher_curve.png)', '']
+
+
 def write_report(results_dir: str, teacher: Optional[dict], runs: List[dict],
                  planned: Sequence[Tuple[str, str, int]], preset: dict,
-                 plateau: Optional[dict] = None, figures: bool = True) -> str:
+                 plateau: Optional[dict] = None, figures: bool = True,
+                 teacher_curve: Optional[dict] = None,
+                 archived_teacher: Optional[dict] = None) -> str:
     """Writes ``README.md`` (and the heatmaps, the plateau figure) into the results dir;
     returns the markdown's path.
 
@@ -205,6 +282,9 @@ def write_report(results_dir: str, teacher: Optional[dict], runs: List[dict],
         preset (dict): The map's preset (samplers, seeds).
         plateau (dict, optional): ``plateau.json``.
         figures (bool): Write the PNGs. Defaults to True.
+        teacher_curve (dict, optional): ``teacher_curve.json``. Defaults to None.
+        archived_teacher (dict, optional): The previous teacher's ``teacher.json``
+            (:data:`ARCHIVE`). Defaults to None.
     """
     cells = index_runs(runs)
     levels = [lv for lv in dict.fromkeys([p[0] for p in planned] + [r['level'] for r in runs])]
@@ -217,14 +297,26 @@ def write_report(results_dir: str, teacher: Optional[dict], runs: List[dict],
              '--report-only`. Every number below is read from the committed JSON in '
              '`runs/`; no conclusion is drawn here before the map is complete.', '',
              'Continue (resumes: runs whose JSON is here are skipped, an interrupted training '
-             'continues from its last checkpoint): `nohup python tools/regime_map.py --preset '
-             'screen --jobs 2 > work_dirs/regime_map/map.log 2>&1 &` (2 trainings at a time, '
-             '1 thread each, on the 2-core machine; each run is scored in the driver\'s '
-             'process as it finishes), then `--preset screen_b2`.', '']
+             'continues from its last checkpoint, a scored teacher or plateau checkpoint is '
+             'not scored again): `nohup python tools/regime_map.py --preset screen --jobs 1 '
+             '--threads-per-run 1 > work_dirs/regime_map/map.log 2>&1 &` (one training at a '
+             'time while the 2-core machine is shared, `--jobs 2` when it is not; each run is '
+             'scored in the driver\'s process as it finishes), then `--preset screen_b2`.', '']
+    if archived_teacher:
+        lines += [f'Archive: the first runs and the student plateau run were made against the '
+                  'previous teacher (the shipped `checkpoints/digits/teacher_digits16_ema.pth`, '
+                  '6000 iterations at constant lr, EMA proxy FID '
+                  f'{archived_teacher["samplers"]["ddim50"]["fid"]:.1f} with DDIM-50), which '
+                  f'the students beat; they are kept in [`{ARCHIVE}/`]({ARCHIVE}/) and not '
+                  'mixed with the results here.', '']
+    t_iters = f'{teacher_curve["iters"]} iterations' if teacher_curve else (
+        f'{preset["teacher_iters"]} iterations, not trained yet')
     lines += ['## Design', '',
-              '* Teacher: the digits study\'s dense DDPM (`configs/digits/teacher_digits16.py`, '
-              f'6000 iterations, seed 0, {TEACHER_PARAMS:,} parameters; the same weights as the '
-              'shipped `checkpoints/digits/teacher_digits16_ema.pth`), scored as its EMA.',
+              '* Teacher: the map\'s own dense DDPM (`configs/digits/teacher_digits16.py`, '
+              f'{TEACHER_PARAMS:,} parameters, seed 0, {t_iters} with a cosine lr annealed '
+              'over the whole run; its final checkpoint, in the map\'s work dir, not the '
+              'shipped one), scored as its EMA: every "teacher" number below is the '
+              'teacher\'s EMA. Its length: "Teacher length" below.',
               '* Pruning levels (diff-pruning importance through `DiffusionPruningHook`; rule: '
               'no GroupNorm group below 3 channels):', '',
               '| level | params | share | fewest channels in a GroupNorm group | settings |',
@@ -252,6 +344,7 @@ def write_report(results_dir: str, teacher: Optional[dict], runs: List[dict],
               '* Scores: proxy FID (digit-classifier features, as the digits study), SSIM / '
               'MSE to the teacher\'s samples, eps-MSE to the teacher; raw student (heatmaps) '
               'and its EMA (JSON); the Jacobian statistics before and after finetuning.', '']
+    lines += teacher_section(teacher_curve, teacher, archived_teacher, preset['num_samples'])
     lines += ['## Run length', '']
     if plateau:
         p = plateau['plateau']
@@ -273,7 +366,7 @@ def write_report(results_dir: str, teacher: Optional[dict], runs: List[dict],
                    'to the teacher to close' if ratio < 1 else 'a proxy-FID gap to the teacher '
                    'remains')
             lines += [f'At the plateau this student\'s proxy FID is {ratio:.2f}x the '
-                      f'teacher\'s ({at["fid"]:.1f} vs '
+                      f'teacher EMA\'s ({at["fid"]:.1f} vs '
                       f'{teacher["samplers"][plateau["sampler"]]["fid"]:.1f}), {gap}; its SSIM '
                       f'to the teacher\'s samples is {at["ssim"]:.3f} (one seed).', '']
         lines += ['![plateau](plateau.png)', '']
@@ -291,12 +384,12 @@ def write_report(results_dir: str, teacher: Optional[dict], runs: List[dict],
         lines.append(f'| {lv} | ' + ' | '.join(row) + ' |')
     lines.append('')
     if teacher:
-        lines += ['## Scores (raw students, mean +- std over seeds)', '',
+        lines += ['## Scores (raw students; the teacher\'s EMA; mean +- std over seeds)', '',
                   '| level | recipe | sampler | seeds | proxy FID | x teacher | SSIM | sample MSE '
                   '| eps-MSE t<50 | s/iter |', '|---|---|---|---|---|---|---|---|---|---|']
         for name in samplers:
-            lines.append(f'| teacher | - | {name} | 1 | {teacher["samplers"][name]["fid"]:.1f} '
-                         '| 1 | 1 | 0 | 0 | - |')
+            lines.append(f'| teacher (EMA) | - | {name} | 1 | '
+                         f'{teacher["samplers"][name]["fid"]:.1f} | 1 | 1 | 0 | 0 | - |')
         for lv in levels:
             for rc in recipes:
                 seeds = cells.get((lv, rc), {})
@@ -359,20 +452,25 @@ def write_report(results_dir: str, teacher: Optional[dict], runs: List[dict],
                     row.append(f'{before:.3f} -> {after:.3f}')
                 lines.append(f'| {lv} | {rc} | ' + ' | '.join(row) + ' |')
         lines.append('')
-    lines += ['## Figures', '', 'Samples of seed 0 (teacher and each recipe, every sampler): '
-              + ', '.join(f'[`samples_{lv}.png`](samples_{lv}.png)' for lv in levels
-                          if any(r['level'] == lv for r in runs)) + '.', '']
-    for name in samplers:
-        lines += [f'![{name}](heatmap_{name}.png)', '']
+    if teacher and runs:  # the figures below are drawn once both exist
+        lines += ['## Figures', '', 'Samples of seed 0 (teacher\'s EMA and each recipe\'s raw '
+                  'student, every sampler): ' + ', '.join(
+                      f'[`samples_{lv}.png`](samples_{lv}.png)' for lv in levels
+                      if any(r['level'] == lv for r in runs)) + '.', '']
+        for name in samplers:
+            lines += [f'![{name}](heatmap_{name}.png)', '']
     path = osp.join(results_dir, 'README.md')
     with open(path, 'w') as f:
         f.write('\n'.join(lines))
-    if figures and teacher:
+    if figures and teacher and runs:
         for name in samplers:
             heatmap(cells, teacher, levels, recipes, name,
                     osp.join(results_dir, f'heatmap_{name}.png'))
     if figures and plateau:
         plateau_figure(plateau, teacher, osp.join(results_dir, 'plateau.png'))
+    if figures and teacher_curve:
+        teacher_figure(teacher_curve, archived_teacher,
+                       osp.join(results_dir, 'teacher_curve.png'))
     return path
 
 

@@ -14,7 +14,7 @@ teacher's ``||J v||^2`` per image; ``jv_rel_err`` = mean over images of
 """
 import copy
 import os.path as osp
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -52,16 +52,23 @@ class MapScorer:
         self.last_samples: Dict[str, Tensor] = {}  # sampler -> first samples of score()
 
     # ----------------------------------------------------------------- teacher
-    def score_teacher(self, distiller) -> dict:
+    def score_teacher(self, distiller, net: Optional[nn.Module] = None) -> dict:
         """The teacher's proxy FID per sampler and its ||J v||^2; its samples become the
-        fidelity reference of each sampler (cached in ``cache_dir``)."""
+        fidelity reference of each sampler (cached in ``cache_dir``).
+
+        Args:
+            distiller: The model whose sampler draws the samples.
+            net (nn.Module, optional): The teacher. Defaults to None:
+                ``distiller.teacher``.
+        """
+        net = distiller.teacher if net is None else net
         out: Dict[str, dict] = {}
         for name, ev in self.evaluators.items():
             path = osp.join(self.cache_dir, f'teacher_samples_{name}.pt')
             if osp.exists(path):
                 samples = torch.load(path)
             else:
-                samples = ev.samples(distiller, distiller.teacher, ev.preset['num_samples'])
+                samples = ev.samples(distiller, net, ev.preset['num_samples'])
                 torch.save(samples, path)
             ev.teacher_samples = samples
             self.last_samples[name] = samples[:GRID_SAMPLES].clone()
@@ -71,10 +78,10 @@ class MapScorer:
         if osp.exists(path):
             self.teacher_jv = torch.load(path)
         else:
-            self.teacher_jv = self.jv_norms(distiller, distiller.teacher)
+            self.teacher_jv = self.jv_norms(distiller, net)
             torch.save(self.teacher_jv, path)
         return dict(samplers=out, jv=self.teacher_jv.mean(1).tolist(),
-                    params=sum(p.numel() for p in distiller.teacher.parameters()))
+                    params=sum(p.numel() for p in net.parameters()))
 
     # ----------------------------------------------------------------- students
     def jv_norms(self, distiller, net: nn.Module) -> Tensor:
@@ -102,6 +109,21 @@ class MapScorer:
                     jv_rel_err=((student - teacher).abs() / teacher).mean(1).tolist(),
                     jv_log_ratio=(student.log() - teacher.log()).mean(1).tolist())
 
+    def _sample_fid(self, distiller, net: nn.Module, name: str) -> Tuple[Tensor, dict]:
+        """One sampler's samples of ``net`` (the first kept for the figures) and their
+        proxy FID with its bootstrap std."""
+        ev = self.evaluators[name]
+        samples = ev.samples(distiller, net, ev.preset['num_samples'])
+        self.last_samples[name] = samples[:GRID_SAMPLES].clone()
+        fid, boot = ev.proxy_fid(samples, self.preset['bootstrap'])
+        return samples, dict(fid=fid, fid_boot=boot)
+
+    def score_fid(self, distiller, net: nn.Module) -> dict:
+        """Proxy FID (+ bootstrap std) of any net per sampler, with no teacher to compare
+        with: the teacher run's checkpoints."""
+        return dict(samplers={name: self._sample_fid(distiller, net, name)[1]
+                              for name in self.evaluators})
+
     def score(self, distiller, net: nn.Module, with_jacobian: bool = True) -> dict:
         """Scores of a student net: per sampler proxy FID (+ bootstrap std), SSIM and MSE
         to the teacher's samples from the same noise; eps-MSE to the teacher; optionally
@@ -110,11 +132,9 @@ class MapScorer:
         for name, ev in self.evaluators.items():
             if ev.teacher_samples is None:
                 raise RuntimeError('Score the teacher first.')
-            samples = ev.samples(distiller, net, ev.preset['num_samples'])
-            self.last_samples[name] = samples[:GRID_SAMPLES].clone()
-            fid, boot = ev.proxy_fid(samples, self.preset['bootstrap'])
+            samples, samplers[name] = self._sample_fid(distiller, net, name)
             ssim, mse = ev.fidelity(samples)
-            samplers[name] = dict(fid=fid, fid_boot=boot, ssim=ssim, sample_mse=mse)
+            samplers[name].update(ssim=ssim, sample_mse=mse)
         eps_all, eps_small = self.first.eps_mse(distiller, net)
         out = dict(samplers=samplers, eps_mse=eps_all, eps_mse_t50=eps_small,
                    params=sum(p.numel() for p in net.parameters()))

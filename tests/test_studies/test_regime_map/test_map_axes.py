@@ -94,10 +94,21 @@ def test_run_order_references_first_seed_by_seed():
         planned_runs(preset, levels=['p99'])
 
 
-def test_the_screen_uses_the_shipped_teacher(tmp_path):
+def test_the_map_trains_its_own_teacher_with_a_cosine_lr(tmp_path):
     from mmdiff_2ndm.studies.digits.runs import SHIPPED_TEACHER
     from mmdiff_2ndm.studies.regime_map import RegimeMap
     screen = RegimeMap('screen', str(tmp_path), str(tmp_path / 'results'), 1)
-    assert screen.teacher_ckpt == SHIPPED_TEACHER and osp.isfile(SHIPPED_TEACHER)
+    iters = PRESETS['screen']['teacher_iters']
+    # not the shipped (6000-iteration, constant-lr) teacher: the map's own run
+    assert screen.teacher_ckpt != SHIPPED_TEACHER
+    assert screen.teacher_ckpt == str(tmp_path / f'teacher_cosine{iters}' / f'iter_{iters}.pth')
+    assert iters % PRESETS['screen']['teacher_interval'] == 0
+    cfg = merged('teacher_digits16.py', screen.teacher_options())
+    assert cfg.param_scheduler == dict(type='CosineAnnealingLR', by_epoch=False, T_max=iters,
+                                       eta_min=PRESETS['screen']['teacher_lr_min'])
+    assert cfg.randomness.seed == 0 and cfg.model.teacher is None  # the dense DDPM
+    # students load the map's teacher
+    assert f'model.teacher_ckpt.filename={screen.teacher_ckpt}' in screen.options(
+        ('p27', 'dsm_kd', 0), 100, 32)
     tiny = RegimeMap('tiny', str(tmp_path), str(tmp_path / 'results'), 1)
-    assert tiny.teacher_ckpt == str(tmp_path / 'teacher' / 'iter_4.pth')  # trained
+    assert tiny.teacher_ckpt == str(tmp_path / 'teacher_cosine4' / 'iter_4.pth')

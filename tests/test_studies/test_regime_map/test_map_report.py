@@ -3,7 +3,7 @@ differences (the interval excludes 0 only where every seed agrees), heatmaps."""
 import numpy as np
 import pytest
 
-from mmdiff_2ndm.studies.regime_map import paired, planned_runs, write_report
+from mmdiff_2ndm.studies.regime_map import paired, planned_runs, plateau_iteration, write_report
 from mmdiff_2ndm.studies.regime_map.axes import PRESETS
 from mmdiff_2ndm.studies.regime_map.report import index_runs
 
@@ -72,3 +72,39 @@ def test_report_lists_done_runs_and_writes_heatmaps(tmp_path):
     for name in preset['samplers']:
         png = tmp_path / f'heatmap_{name}.png'
         assert png.is_file() and png.stat().st_size > 5000
+
+
+def fake_teacher_curve(fids):
+    steps = [2000 * (i + 1) for i in range(len(fids))]
+    curve = {str(s): dict(samplers=dict(ddim50=dict(fid=f, fid_boot=2.0),
+                                        ddim10=dict(fid=f + 3.0, fid_boot=2.0)))
+             for s, f in zip(steps, fids)}
+    return dict(config='teacher_digits16.py', seed=0, iters=steps[-1], interval=2000,
+                lr_min=1e-5, batch_size=32, sampler='ddim50', model='ema', tol=0.05, wall_s=1800.0,
+                s_per_iter=0.11, curve=curve, plateau=plateau_iteration(steps, fids))
+
+
+@pytest.mark.parametrize('fids, reached', [((90.0, 60.0, 50.0, 49.0), True),
+                                           ((90.0, 60.0, 50.0, 40.0), False)])
+def test_report_says_how_the_teacher_length_was_found(tmp_path, fids, reached):
+    teacher, runs = fake_results()
+    curve = fake_teacher_curve(fids)
+    archived = dict(samplers=dict(ddim50=dict(fid=89.3), ddim10=dict(fid=90.6)))
+    preset = PRESETS['screen']
+    path = write_report(str(tmp_path), teacher, runs, planned_runs(preset), preset,
+                        teacher_curve=curve, archived_teacher=archived)
+    text = open(path).read()
+    assert '## Teacher length' in text and '| 4000 | 60.0 +- 2.0 | 63.0 +- 2.0 |' in text
+    assert ('**Plateau: 6000 iterations**' in text) == reached
+    assert ('**Not plateaued inside the run**' in text) == (not reached)
+    assert 'against the previous teacher\'s 89.3 / 90.6' in text
+    assert text.count('archive_teacher6000/') >= 1  # the archive, in one line
+    assert '| teacher (EMA) | - | ddim50 |' in text
+    assert (tmp_path / 'teacher_curve.png').stat().st_size > 5000
+
+
+def test_report_without_teacher_or_runs_links_no_missing_figure(tmp_path):
+    preset = PRESETS['screen']
+    text = open(write_report(str(tmp_path), None, [], planned_runs(preset), preset)).read()
+    assert 'heatmap_' not in text and 'Not measured yet' in text
+    assert not list(tmp_path.glob('*.png'))

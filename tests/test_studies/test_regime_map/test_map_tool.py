@@ -1,5 +1,6 @@
-"""tools/regime_map.py end to end, tiny preset: teacher, plateau run, two recipes at the
-hardest level scored with both samplers, report; a second call trains and scores nothing."""
+"""tools/regime_map.py end to end, tiny preset: the map's teacher run (EMA scored at every
+checkpoint), plateau run, two recipes at the hardest level scored with both samplers,
+report; a second call trains and scores nothing; a killed teacher scoring continues."""
 import json
 import math
 import os
@@ -20,10 +21,26 @@ def test_tiny_map_end_to_end_and_resume(tmp_path):
                             timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
+    curve = json.loads((results / 'teacher_curve.json').read_text())
+    assert sorted(curve['curve']) == ['2', '4'] and curve['plateau']['iters'] in (2, 4)
+    assert curve['model'] == 'ema' and curve['iters'] == 4
+    for step in ('2', '4'):
+        for name in ('ddim50', 'ddim10'):
+            assert math.isfinite(curve['curve'][step]['samplers'][name]['fid'])
+    teacher_dir = osp.join(work_dir, 'teacher_cosine4')
+    assert osp.isfile(osp.join(teacher_dir, 'iter_2.pth'))  # a checkpoint per interval
+    log = open(osp.join(teacher_dir, 'train_stdout.log')).read()
+    # the cosine lr over the 4 iterations (1e-3 -> 1e-5), not the config's constant 1e-3
+    assert 'student.lr: 1.0000e-03' in log and 'student.lr: 1.5498e-04' in log
     plateau = json.loads((results / 'plateau.json').read_text())
     assert sorted(plateau['curve']) == ['2', '4'] and plateau['plateau']['iters'] in (2, 4)
     teacher = json.loads((results / 'teacher.json').read_text())
     assert sorted(teacher['samplers']) == ['ddim10', 'ddim50']
+    assert teacher['iters'] == 4 and teacher['model'] == 'ema'
+    assert teacher['checkpoint'] == 'teacher_cosine4/iter_4.pth'
+    # the map's teacher is the run's final checkpoint: its EMA's samples are the curve's last
+    assert teacher['samplers']['ddim50']['fid'] == \
+        curve['curve']['4']['samplers']['ddim50']['fid']
     for recipe in ('dsm_kd', '2ndm_log'):
         run = json.loads((results / 'runs' / 'p27' / f'{recipe}_seed0.json').read_text())
         assert run['iters'] == plateau['plateau']['iters']  # the measured length
@@ -43,11 +60,27 @@ def test_tiny_map_end_to_end_and_resume(tmp_path):
         dsm_kd['final']['raw']['samplers']['ddim50']
     text = (results / 'README.md').read_text()
     assert '**2 of 2 planned**' in text and '| p27 | 1/1 (seeds 0) | 1/1 (seeds 0) |' in text
-    for png in ('heatmap_ddim50.png', 'heatmap_ddim10.png', 'plateau.png', 'samples_p27.png'):
+    assert '## Teacher length' in text and '| 2 | ' in text
+    for png in ('heatmap_ddim50.png', 'heatmap_ddim10.png', 'plateau.png', 'samples_p27.png',
+                'teacher_curve.png'):
         assert (results / png).stat().st_size > 0
 
     before = {p: osp.getmtime(p) for p in map(str, results.rglob('runs/*/*.json'))}
     again = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert '2 of 2 runs done; 0 to go' in again.stdout
+    assert 'teacher iter' not in again.stdout  # the teacher's curve is not scored again
     assert {p: osp.getmtime(p) for p in before} == before  # nothing scored again
+
+    # a teacher scoring killed after its first checkpoint continues with the next one
+    os.remove(results / 'teacher_curve.json')
+    cache = osp.join(teacher_dir, 'curve.json')
+    with open(cache) as f:
+        partial = {'2': json.load(f)['2']}
+    with open(cache, 'w') as f:
+        json.dump(partial, f)
+    resumed = subprocess.run(cmd + ['--teacher-only'], cwd=REPO, env=env, capture_output=True,
+                             text=True, timeout=900)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert 'teacher iter 4' in resumed.stdout and 'teacher iter 2' not in resumed.stdout
+    assert json.loads((results / 'teacher_curve.json').read_text()) == curve
