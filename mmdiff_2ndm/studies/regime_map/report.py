@@ -309,12 +309,13 @@ def write_report(results_dir: str, teacher: Optional[dict], runs: List[dict],
                   f'{archived_teacher["samplers"]["ddim50"]["fid"]:.1f} with DDIM-50), which '
                   f'the students beat; they are kept in [`{ARCHIVE}/`]({ARCHIVE}/) and not '
                   'mixed with the results here.', '']
-    t_iters = f'{teacher_curve["iters"]} iterations' if teacher_curve else (
-        f'{preset["teacher_iters"]} iterations, not trained yet')
+    t_iters = teacher_curve['iters'] if teacher_curve else preset['teacher_iters']
+    t_todo = '' if teacher_curve else ' (not trained yet)'
     lines += ['## Design', '',
               '* Teacher: the map\'s own dense DDPM (`configs/digits/teacher_digits16.py`, '
-              f'{TEACHER_PARAMS:,} parameters, seed 0, {t_iters} with a cosine lr annealed '
-              'over the whole run; its final checkpoint, in the map\'s work dir, not the '
+              f'{TEACHER_PARAMS:,} parameters, seed 0, {t_iters} iterations with a cosine lr '
+              f'annealed over the whole run{t_todo}; its final checkpoint, in the map\'s work '
+              'dir, not the '
               'shipped one), scored as its EMA: every "teacher" number below is the '
               'teacher\'s EMA. Its length: "Teacher length" below.',
               '* Pruning levels (diff-pruning importance through `DiffusionPruningHook`; rule: '
