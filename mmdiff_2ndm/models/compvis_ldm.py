@@ -63,7 +63,8 @@ class ClassEmbedder(nn.Module):
 
         Raises:
             FileNotFoundError: When ``checkpoint`` does not exist.
-            ValueError: When its table has another shape than this embedder.
+            ValueError: When its table is missing or has another shape than this
+                embedder, or when it holds other keys.
         """
         path = osp.expanduser(checkpoint)
         if not osp.isfile(path):
@@ -80,7 +81,13 @@ class ClassEmbedder(nn.Module):
                 f'{checkpoint!r} holds a class table of shape {found}, this ClassEmbedder is '
                 f'{tuple(self.embedding.weight.shape)}; set num_embeddings/embed_dim to the '
                 "checkpoint's (LDM-4 ImageNet: 1001 x 512).")
-        self.load_state_dict({'embedding.weight': table}, strict=True)
+        extra = sorted(key for key in state if key != 'embedding.weight')
+        if extra:
+            raise ValueError(
+                f'{checkpoint!r} holds more than the class table ({len(extra)} other key(s): '
+                f'{", ".join(extra[:3])}); point `checkpoint` at the class_embedder.pth '
+                'written by tools/convert_compvis_ldm.py, not at a whole model.')
+        self.load_state_dict(state, strict=True)
 
     def forward(self, labels: Tensor) -> Tensor:
         """Labels (B,) -> context (B, 1, D) for the U-Net's cross-attention."""

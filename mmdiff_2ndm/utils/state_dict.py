@@ -1,9 +1,10 @@
 """Shape checks of state dicts against models: the clear errors for weights that do not
 fit (pruned into dense, dense into pruned, another depth, a missing key prefix).
 
-Used wherever weights load: the distiller, its builders, the pruning hook and tools.
+Used wherever weights load: the distiller, its builders, the pruning hook, tools, and
+(:func:`from_pretrained_strictly`) the text encoder and CLIP folders.
 """
-from typing import Dict, List, Mapping
+from typing import Callable, Dict, Iterable, List, Mapping, Optional
 
 import torch
 from torch import nn
@@ -132,6 +133,82 @@ def check_shapes(expected: Mapping[str, List[int]],
             f'{what} does not fit the model ({prefix or "root"!r}): {len(mismatches)} '
             f'tensor shapes differ ({numel_ckpt} vs {numel_model} values); {hint}. '
             'First mismatches: ' + '; '.join(f'{prefix}{line}' for line in mismatches[:3]))
+
+
+def check_keys(expected: Iterable[str],
+               state_dict: Mapping[str, object],
+               prefix: str = '',
+               what: str = 'checkpoint',
+               hint: str = '') -> None:
+    """Raises when ``state_dict`` misses a key of the model or holds one it does not have.
+
+    The strict half that MMEngine's Runner (``strict=False``) leaves out: a missing key
+    would keep its initial value, an extra one would be dropped, each with a warning
+    only.
+
+    Args:
+        expected (Iterable[str]): Every state key of the model (without ``prefix``).
+        state_dict (Mapping): Weights; keys outside ``prefix`` are not looked at.
+        prefix (str): Key prefix of the model's state in ``state_dict``.
+        what (str): Name of the source, for the message.
+        hint (str): The fix, appended to the message.
+
+    Raises:
+        ValueError: Naming the number and the first of the missing and the unexpected
+            keys.
+    """
+    expected = set(expected)
+    found = {key[len(prefix):] for key in state_dict if key.startswith(prefix)}
+    missing, unexpected = sorted(expected - found), sorted(found - expected)
+    if not missing and not unexpected:
+        return
+    parts = [f'{len(keys)} {kind} key(s) ({", ".join(prefix + k for k in keys[:3])}'
+             f'{", ..." if len(keys) > 3 else ""})'
+             for kind, keys in (('missing', missing), ('unexpected', unexpected)) if keys]
+    raise ValueError(f'{what} does not fit the model ({prefix or "root"!r}): '
+                     f'{" and ".join(parts)}.{" " + hint if hint else ""}')
+
+
+def from_pretrained_strictly(cls: type, folder: str, what: str,
+                             allow_unexpected: Optional[Callable[[str], bool]] = None,
+                             **kwargs) -> nn.Module:
+    """``cls.from_pretrained(folder)`` that raises where transformers only warns.
+
+    transformers initialises a weight missing from the folder at random and drops an
+    extra one, with a log line each; a text encoder or CLIP model loaded that way would
+    condition or score with random weights.
+
+    Args:
+        cls (type): A ``transformers`` (or ``diffusers``) model class.
+        folder (str): Local model folder.
+        what (str): The config key the folder came from, for the message.
+        allow_unexpected (Callable[[str], bool], optional): True for a file key that may
+            be left out on purpose (e.g. the projection heads of a whole ``CLIPModel``
+            folder loaded as its ``CLIPTextModel``). Defaults to None (none may).
+        **kwargs: Passed to ``from_pretrained``.
+
+    Returns:
+        nn.Module: The loaded model.
+
+    Raises:
+        ValueError: Naming the missing, unexpected and mismatched keys and the fix.
+    """
+    model, info = cls.from_pretrained(folder, output_loading_info=True, **kwargs)
+    problems = {
+        'missing': list(info.get('missing_keys') or []),
+        'unexpected': [key for key in info.get('unexpected_keys') or []
+                       if not (allow_unexpected and allow_unexpected(key))],
+        'mismatched': [str(item[0]) for item in info.get('mismatched_keys') or []],
+    }
+    problems = {kind: sorted(keys) for kind, keys in problems.items() if keys}
+    if problems:
+        found = ' and '.join(f'{len(keys)} {kind} key(s) ({", ".join(keys[:3])}'
+                             f'{", ..." if len(keys) > 3 else ""})'
+                             for kind, keys in problems.items())
+        raise ValueError(f'{what} {folder!r} does not hold the weights of a '
+                         f'{cls.__name__}: {found}; point {what} at a folder saved by '
+                         f'{cls.__name__}.save_pretrained (or the same model).')
+    return model
 
 
 def _block_indices(names, module: str) -> set:

@@ -9,6 +9,8 @@ from mmagic.registry import METRICS
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
+from ...utils.state_dict import from_pretrained_strictly
+
 # CLIP's input normalisation (transformers' OPENAI_CLIP_MEAN / OPENAI_CLIP_STD), RGB.
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -178,7 +180,7 @@ def load_clip(clip_path: str) -> Tuple[nn.Module, object]:
     """Frozen ``CLIPModel`` (eval mode) and ``CLIPTokenizer`` from a local folder."""
     from transformers import CLIPModel, CLIPTokenizer
     path = check_clip_path(clip_path)
-    model = CLIPModel.from_pretrained(path, local_files_only=True)
+    model = from_pretrained_strictly(CLIPModel, path, 'clip_path', local_files_only=True)
     tokenizer = CLIPTokenizer.from_pretrained(path, local_files_only=True)
     return model.eval().requires_grad_(False), tokenizer
 

@@ -9,6 +9,7 @@ from torch import Tensor, nn
 from mmagic.models.utils import build_module
 from mmagic.registry import MODELS
 
+from ...utils.state_dict import from_pretrained_strictly
 from ..denoisers import denoiser_family, unwrap_denoiser
 from . import batch_fields
 from .batch_fields import Device, Samples
@@ -216,7 +217,11 @@ def _build_text_encoder(text_encoder, tokenizer) -> Tuple:
     if isinstance(text_encoder, str):
         if not osp.isdir(text_encoder):
             raise FileNotFoundError(f'text_encoder folder {text_encoder!r} does not exist.')
-        text_encoder = CLIPTextModel.from_pretrained(text_encoder)
+        # A whole CLIPModel folder may stand in: its vision tower and projection heads
+        # are left out on purpose, the text tower must load in full.
+        text_encoder = from_pretrained_strictly(
+            CLIPTextModel, text_encoder, 'text_encoder',
+            allow_unexpected=lambda key: not key.startswith('text_model.'))
     elif isinstance(text_encoder, dict):
         text_encoder = MODELS.build(text_encoder)
     return tokenizer, frozen(text_encoder)

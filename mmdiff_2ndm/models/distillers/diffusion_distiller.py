@@ -13,7 +13,7 @@ from mmagic.models.utils import build_module
 from mmagic.registry import DIFFUSION_SCHEDULERS, MODELS
 from mmagic.structures import DataSample
 
-from ...utils.state_dict import check_shapes
+from ...utils.state_dict import check_keys, check_shapes
 from ..denoisers import run_denoiser, strip_model_wrappers, unwrap_denoiser
 from ..feature_recorder import FeatureRecorder
 from ..losses.loss_inputs import FORWARD_RUNNER_INPUT, TEACHER_INPUTS, loss_inputs
@@ -298,16 +298,23 @@ class DiffusionDistiller(BaseModel):
                               keep_vars=keep_vars)
 
     def _load_from_state_dict(self, state_dict: dict, prefix: str, *args, **kwargs) -> None:
-        """Refuses a state dict whose tensor shapes do not fit, on every load path.
+        """Refuses a state dict that does not fit key for key and shape for shape, on
+        every load path.
 
         MMEngine's Runner loads with ``strict=False``, which only warns about a
-        mismatched shape: a pruned checkpoint loaded without ``DiffusionPruningHook``
-        would be finetuned or scored with the dense initialisation. The hook rebuilds
-        the pruned shapes earlier (``after_load_checkpoint``), so its loads pass.
+        mismatched shape, a missing or an extra key: a pruned checkpoint loaded without
+        ``DiffusionPruningHook`` would be finetuned or scored with the dense
+        initialisation, a checkpoint of another config with some weights left as built.
+        The hook rebuilds the pruned shapes earlier (``after_load_checkpoint``), so its
+        loads pass.
         """
         expected = {key: list(value.shape)
                     for key, value in get_state_dict(self, keep_vars=True).items()}
         check_shapes(expected, state_dict, prefix=prefix, what='The checkpoint')
+        check_keys(expected, state_dict, prefix=prefix, what='The checkpoint',
+                   hint='Load a checkpoint of this config (same teacher, student, EMA and '
+                        'losses); for a denoiser alone use teacher_ckpt / student_ckpt, '
+                        "which take dict(filename=..., prefix='student.model.').")
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def train(self, mode: bool = True) -> 'DiffusionDistiller':
