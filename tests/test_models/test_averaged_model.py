@@ -133,3 +133,37 @@ def test_distiller_retargets_its_warmup_ema_after_pruning():
     # averages the pruned student with decay d_2 = 3/12
     distiller.training_state.end_step(distiller.student, ema, average=True)
     assert int(ema.steps) == 3
+
+
+def _update(ema: WarmupExponentialMovingAverage, source: nn.Module, value: float) -> None:
+    with torch.no_grad():
+        for tensor in (*source.parameters(), *source.buffers()):
+            if tensor.is_floating_point():
+                tensor.fill_(value)
+    ema.update_parameters(source)
+
+
+def test_interval_skips_the_updates_between():
+    """interval=2: the update at steps 1 is skipped, steps 2 averages with d_2 = 3/12."""
+    source = _source(0.0)
+    ema = WarmupExponentialMovingAverage(source, momentum=MOMENTUM, interval=2)
+    for value in (1.0, 2.0, 3.0):
+        _update(ema, source, value)
+    assert ema.module.weight.item() == pytest.approx(0.25 * 1.0 + 0.75 * 3.0)
+
+
+def test_update_buffers_averages_the_buffers():
+    """update_buffers=True: a running mean is averaged like a weight (d_1 = 2/11);
+    False: copied."""
+    for update_buffers, expected in ((True, 9 / 11), (False, 1.0)):
+        source = nn.BatchNorm1d(1)
+        ema = WarmupExponentialMovingAverage(source, momentum=MOMENTUM,
+                                             update_buffers=update_buffers)
+        _update(ema, source, 0.0)
+        _update(ema, source, 1.0)
+        assert ema.module.running_mean.item() == pytest.approx(expected), update_buffers
+
+
+def test_device_places_the_average():
+    ema = WarmupExponentialMovingAverage(_source(0.0), device=torch.device('meta'))
+    assert ema.module.weight.device.type == 'meta'

@@ -19,6 +19,7 @@ from mmagic.models.base_models import ExponentialMovingAverage
 from mmagic.registry import HOOKS, MODELS
 from mmdiff_2ndm.engine.hooks import DiffusionPruningHook
 from mmdiff_2ndm.models.denoisers import run_denoiser, unwrap_denoiser
+from mmdiff_2ndm.pruning import prune_model
 from mmdiff_2ndm.utils import safe_torch_load
 
 UNET_CFG = dict(
@@ -233,3 +234,30 @@ def test_gradient_importance_needs_pruning_loss(tmp_path):
                      hook=DiffusionPruningHook(importance='taylor'))
     with pytest.raises(TypeError, match='pruning_loss'):
         runner.train()
+
+
+def test_hook_options_reach_the_pruning(tmp_path):
+    """A model holding its student as ``net`` and the EMA as ``net_ema``: the hook prunes
+    that student as ``prune_model`` does with the hook's ratio and importance, and
+    re-points that EMA."""
+
+    class Renamed(ToyDistiller):
+
+        def __init__(self):
+            super().__init__()
+            self.net = self._modules.pop('student')
+            self.net_ema = self._modules.pop('student_ema')
+
+    model = Renamed()
+    dense = sum(p.numel() for p in model.net.parameters())
+    runner = _runner(tmp_path, model, hook=DiffusionPruningHook(
+        ratio=0.5, importance='magnitude', student_key='net', ema_key='net_ema'))
+    hook = next(h for h in runner.hooks if isinstance(h, DiffusionPruningHook))
+    runner.call_hook('before_run')
+    assert sum(p.numel() for p in model.net.parameters()) < dense
+    expected = prune_model(Renamed(), width=dict(ratio=0.5, importance='magnitude'),
+                           student_key='net', ema_key='net_ema', progress=False)
+    assert hook.record['shapes'] == expected['shapes']
+    assert hook.record['history'] == expected['history']
+    assert [p.shape for p in model.net_ema.module.parameters()] == \
+        [p.shape for p in model.net.parameters()]

@@ -60,3 +60,11 @@ def test_without_output_order_destruct_is_mmagics():
     preprocessor = DiffusionDataPreprocessor()
     samples = _model_output(preprocessor, _red('BGR'))
     torch.testing.assert_close(preprocessor.destruct(samples), _red('BGR'))
+
+
+def test_kwargs_reach_mmagics_preprocessor():
+    """``mean`` / ``std`` (MMagic's keywords) set the normalisation destruct undoes."""
+    preprocessor = DiffusionDataPreprocessor(mean=[10.0] * 3, std=[2.0] * 3,
+                                             output_channel_order='BGR')
+    torch.testing.assert_close(preprocessor.destruct(torch.zeros(1, 3, 2, 2)),
+                               torch.full((1, 3, 2, 2), 10.0))

@@ -213,3 +213,12 @@ def test_connector_maps_other_widths_and_trains(pruned_unet):
     with pytest.raises(ValueError, match='connector of .*maps 16 channels but the student '
                                          'now has 8'):
         loss.bind(tiny_unet(block_out_channels=(8, 16), norm_num_groups=4), teacher)
+
+
+def test_block_map_picks_the_teacher_blocks():
+    """The loss binds the points its block_map names (the default 'auto' would need a
+    depth-pruning record here)."""
+    loss = FeatureKDLoss(layers='dit', block_map='2i+1')
+    loss.bind(dit(2, 2, 8), dit(4, 2, 8))
+    assert loss.feature_layers() == (['transformer_blocks.0', 'transformer_blocks.1'],
+                                     ['transformer_blocks.1', 'transformer_blocks.3'])

@@ -320,3 +320,26 @@ def test_log_ratio_form_is_refused_with_first_order():
         SecondOrderMatchLoss(mode='first_order', form='log_ratio')
     with pytest.raises(ValueError, match='form must be one of'):
         SecondOrderMatchLoss(form='log')
+
+
+@pytest.mark.parametrize('safe_kernels', [True, False])
+def test_safe_kernels_switches_the_students_vjp_pass(monkeypatch, safe_kernels):
+    """'vjp' mode runs the student's double-backward pass inside jacobian_safe_kernels
+    exactly when safe_kernels is on; the teacher's pass never."""
+    import contextlib
+
+    from mmdiff_2ndm.models.losses import second_order_match_loss as module
+    entered = []
+
+    @contextlib.contextmanager
+    def recording(device_type):
+        entered.append(device_type)
+        yield
+
+    monkeypatch.setattr(module, 'jacobian_safe_kernels', recording)
+    a_s, a_d = _pair()
+    student, teacher = LinearDenoiser(a_s), LinearDenoiser(a_d)
+    x = torch.randn(*X_SHAPE, dtype=torch.float64)
+    SecondOrderMatchLoss(mode='vjp', safe_kernels=safe_kernels)(
+        lambda z, batch_index=None: student(z), lambda z, batch_index=None: teacher(z), x)
+    assert entered == (['cpu'] if safe_kernels else [])
