@@ -39,6 +39,9 @@ FEATURE_TESTS = ('tests/test_models/test_losses/test_feature_kd_loss.py', )
 LOSS_SET_TESTS = ('tests/test_models/test_distillers/test_open_loss_set.py', )
 GUARD_TESTS = ('tests/test_models/test_distillers/test_nonfinite_guard.py', )
 DEPTH_TESTS = 'tests/test_pruning/test_depth.py'
+LOAD_TESTS = 'tests/test_apis/test_load_paths.py'
+EMA_OPTION_TESTS = 'tests/test_models/test_averaged_model.py'
+VIS_TESTS = ('tests/test_engine/test_hooks/test_visualization_hook.py', )
 
 
 class Mutant(NamedTuple):
@@ -74,6 +77,13 @@ STATE_DICT = 'mmdiff_2ndm/utils/state_dict.py'
 PREPROCESSOR = 'mmdiff_2ndm/models/data_preprocessors/diffusion_data_preprocessor.py'
 DEPTH = 'mmdiff_2ndm/pruning/depth.py'
 STRUCTURAL = 'mmdiff_2ndm/pruning/structural.py'
+CLASS_EMBEDDER = 'mmdiff_2ndm/models/compvis_ldm.py'
+SAMPLER = 'mmdiff_2ndm/models/distillers/sampler.py'
+VIS_HOOK = 'mmdiff_2ndm/engine/hooks/visualization_hook.py'
+PRUNING_HOOK = 'mmdiff_2ndm/engine/hooks/pruning_hook.py'
+PROGRESS_HOOK = 'mmdiff_2ndm/engine/hooks/sampling_progress_hook.py'
+DIGITS = 'mmdiff_2ndm/datasets/digits_dataset.py'
+COCO = 'mmdiff_2ndm/datasets/coco_caption_dataset.py'
 
 MUTANTS: List[Mutant] = [
     # the 2ndMatch loss
@@ -174,6 +184,60 @@ MUTANTS: List[Mutant] = [
     Mutant('rebuild-skips-depth', STRUCTURAL,
            "if record.get('depth') is not None:  # depth first", 'if False:  # depth first',
            (f'{DEPTH_TESTS}::test_depth_and_width_records_rebuild_the_same_model', )),
+    # strict weight loads: a missing or extra key raises on every path
+    Mutant('distiller-load-keys-unchecked', DISTILLER,
+           "check_keys(expected, state_dict, prefix=prefix, what='The checkpoint',",
+           "(lambda *a, **k: None)(expected, state_dict, prefix=prefix, what='x',",
+           (f'{LOAD_TESTS}::test_distiller_refuses_missing_and_extra_keys_on_a_lenient_load', )),
+    Mutant('check-keys-ignores-unexpected', STATE_DICT,
+           'missing, unexpected = sorted(expected - found), sorted(found - expected)',
+           'missing, unexpected = sorted(expected - found), []',
+           (f'{LOAD_TESTS}::test_check_keys_names_missing_and_unexpected', )),
+    Mutant('pretrained-missing-ignored', STATE_DICT,
+           "'missing': list(info.get('missing_keys') or []),", "'missing': [],",
+           (f'{LOAD_TESTS}::test_transformers_folders_refuse_missing_and_extra_keys', )),
+    Mutant('class-table-extra-keys', CLASS_EMBEDDER,
+           "extra = sorted(key for key in state if key != 'embedding.weight')", 'extra = []',
+           (f'{LOAD_TESTS}::test_class_table_refuses_missing_and_extra_keys', )),
+    # options that were ignorable with every test green (tests/options_inventory.py)
+    Mutant('ema-interval-ignored', EMA, 'momentum=momentum, interval=interval,',
+           'momentum=momentum, interval=1,',
+           (f'{EMA_OPTION_TESTS}::test_interval_skips_the_updates_between', )),
+    Mutant('ema-update-buffers-ignored', EMA, 'update_buffers=update_buffers)',
+           'update_buffers=False)',
+           (f'{EMA_OPTION_TESTS}::test_update_buffers_averages_the_buffers', )),
+    Mutant('loss-safe-kernels-ignored', LOSS, 'if self.safe_kernels else contextlib.nullcontext()',
+           'if True else contextlib.nullcontext()',
+           ('tests/test_models/test_losses/test_second_order_match_loss.py::'
+            'test_safe_kernels_switches_the_students_vjp_pass', )),
+    Mutant('feature-block-map-ignored', FEATURE_KD, 'self.block_map = block_map',
+           "self.block_map = 'auto'",
+           ('tests/test_models/test_losses/test_feature_kd_loss.py::'
+            'test_block_map_picks_the_teacher_blocks', )),
+    Mutant('sampler-sample-with-ema-ignored', SAMPLER,
+           "sample_model = 'ema' if (self.sample_with_ema and ema is not None) else 'orig'",
+           "sample_model = 'ema' if ema is not None else 'orig'",
+           ('tests/test_models/test_distillers/test_distiller_options.py', )),
+    Mutant('sampler-shape-ignored', SAMPLER,
+           'self.sample_shape = tuple(sample_shape) if sample_shape else None',
+           'self.sample_shape = None',
+           ('tests/test_models/test_distillers/test_distiller_options.py', )),
+    Mutant('vis-seed-ignored', VIS_HOOK, 'self.seed = int(seed)', 'self.seed = 0', VIS_TESTS),
+    Mutant('vis-n-row-ignored', VIS_HOOK, 'n_row = self.n_row or self.n_samples',
+           'n_row = self.n_samples', VIS_TESTS),
+    Mutant('progress-enabled-ignored', PROGRESS_HOOK, 'self.enabled = bool(enabled)',
+           'self.enabled = True',
+           ('tests/test_engine/test_hooks/test_sampling_progress_hook.py', )),
+    Mutant('pruning-hook-ema-key-ignored', PRUNING_HOOK, 'self.ema_key = ema_key',
+           "self.ema_key = 'student_ema'",
+           ('tests/test_engine/test_hooks/test_pruning_hook.py::'
+            'test_hook_options_reach_the_pruning', )),
+    Mutant('digits-train-size-ignored', DIGITS, 'self.train_size = train_size',
+           'self.train_size = 1500', ('tests/test_datasets/test_digits_dataset.py', )),
+    Mutant('coco-captions-per-image-ignored', COCO,
+           'kept = captions.get(image_id, [])[:self.captions_per_image]',
+           'kept = captions.get(image_id, [])',
+           ('tests/test_datasets/test_coco_caption_dataset.py', )),
 ]
 
 
