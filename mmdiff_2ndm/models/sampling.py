@@ -15,6 +15,9 @@ from .denoisers import run_denoiser, unwrap_denoiser
 # MMagic's words for the raw student ('orig') and its EMA, and the teacher.
 SAMPLE_MODELS = ('orig', 'ema', 'teacher')
 STUDENT_MODELS = SAMPLE_MODELS[:2]  # what a student export or a metric may score
+# The one mapping to the digits study's words: its reports, JSON keys and sample files
+# (``final['raw']``, ``samples_raw.pt``) say 'raw' for 'orig'; committed results keep them.
+STUDY_NAMES = dict(orig='raw', ema='ema')
 
 
 def ddim_like(scheduler: SchedulerMixin) -> dict:

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ...models.sampling import STUDY_NAMES
 from .feature_net import load_digits
 from .presets import ARMS, MODELS, checkpoint_iters
 from .progress import progress
@@ -225,7 +226,8 @@ def evaluate_run(evaluator: Evaluator, arm: str, run_dir: str, options: List[str
         ckpt = osp.join(run_dir, f'iter_{step}.pth')
         distiller = load_distiller(ARMS[arm][0], options, ckpt, osp.join(run_dir, 'eval'))
         for model in MODELS:
-            net = distiller.student if model == 'raw' else distiller.student_ema.module
+            net = (distiller.student if model == STUDY_NAMES['orig']
+                   else distiller.student_ema.module)
             scores, samples = evaluator.evaluate(distiller, net, full)
             data['curve'].setdefault(str(step), {})[model] = scores['curve']
             if full:

@@ -1,6 +1,8 @@
 """What a digits study runs: the arms, the presets and the order of the runs."""
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from ...models.sampling import STUDENT_MODELS, STUDY_NAMES
+
 # name -> (config file in configs/digits/, extra --cfg-options)
 ARMS: Dict[str, Tuple[str, List[str]]] = {
     'dsm': ('2ndm_digits16_dsm.py', []),
@@ -19,7 +21,8 @@ ARMS: Dict[str, Tuple[str, List[str]]] = {
                               ['model.losses.jacobian.t_range=(0,99)']),
 }
 REFERENCE_ARM = 'dsm_kd'  # every arm is compared with it, paired by seed
-MODELS = ('raw', 'ema')  # the student as trained, and its EMA
+# the student as trained ('raw', the package's 'orig') and its EMA
+MODELS = tuple(STUDY_NAMES[name] for name in STUDENT_MODELS)
 
 PRESETS = {
     # smoke test, not a measurement
