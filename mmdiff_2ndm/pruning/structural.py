@@ -33,18 +33,29 @@ _Fn = TypeVar('_Fn', bound=Callable)
 
 
 def _with_autograd(fn: _Fn) -> _Fn:
-    """Runs ``fn`` with autograd on, also inside ``torch.no_grad()`` / ``inference_mode()``.
+    """Runs ``fn(model, ...)`` with autograd on and every parameter of ``model`` requiring
+    grad, also inside ``torch.no_grad()`` / ``inference_mode()`` and for a frozen model
+    (each parameter's ``requires_grad`` is put back afterwards).
 
     torch-pruning builds its dependency graph by tracing ``grad_fn`` of a forward pass,
-    and the gradient criteria backpropagate: under the usual inference contexts the trace
-    is empty ("Dependency graph relies on autograd for tracing"). Parameters created
-    inside ``inference_mode`` are inference tensors and cannot be traced: build the
-    model outside it.
+    and the gradient criteria backpropagate: under the usual inference contexts, or with
+    frozen parameters, the trace is empty and nothing would be pruned ("Dependency graph
+    relies on autograd for tracing"). Parameters created inside ``inference_mode`` are
+    inference tensors and cannot be traced: build the model outside it.
     """
     @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        with torch.inference_mode(False), torch.enable_grad():
-            return fn(*args, **kwargs)
+    def wrapper(model: nn.Module, *args, **kwargs):
+        # by the name of the parameter: pruning swaps modules, so keep no references
+        frozen = [name for name, p in model.named_parameters() if not p.requires_grad]
+        model.requires_grad_(True)
+        try:
+            with torch.inference_mode(False), torch.enable_grad():
+                return fn(model, *args, **kwargs)
+        finally:
+            params = dict(model.named_parameters())
+            for name in frozen:
+                if name in params:
+                    params[name].requires_grad_(False)
     return wrapper  # type: ignore[return-value]
 
 

@@ -75,3 +75,22 @@ def test_gradient_pass_shows_a_progress_bar(capsys):
     assert 'pruning gradients' in capsys.readouterr().err
     accumulate_gradients(net, _dsm_loss(net), [0], progress=False)
     assert capsys.readouterr().err == ''
+
+
+@pytest.mark.parametrize('make', [_unet, _dit])
+def test_prune_and_rebuild_frozen_model(make):
+    """A frozen model (a teacher, ``requires_grad_(False)``) prunes as a trainable one and
+    keeps its flags: without grad-requiring parameters the trace is empty and nothing
+    would be pruned."""
+    reference, ref_record = prune_denoiser(make(), 0.5, 'magnitude', with_macs=False)
+    net = make().requires_grad_(False)
+    first_layer = net.conv_in if hasattr(net, 'conv_in') else net.pos_embed.proj
+    first_layer.requires_grad_(True)  # a mix: the flags must come back as they were
+    trainable = {n for n, p in net.named_parameters() if p.requires_grad}
+    pruned, record = prune_denoiser(net, 0.5, 'magnitude', with_macs=False)
+    assert record['history'] == ref_record['history']
+    assert parameter_shapes(pruned) == parameter_shapes(reference) != parameter_shapes(make())
+    assert {n for n, p in pruned.named_parameters() if p.requires_grad} == trainable
+    rebuilt = rebuild_pruned(make().requires_grad_(False), record)
+    assert parameter_shapes(rebuilt) == record['shapes']
+    assert not any(p.requires_grad for p in rebuilt.parameters())
