@@ -8,10 +8,10 @@ constructor, each ``Args:`` entry of its docstring (MMagic's own keywords stay M
 ``tests/test_options_inventory.py`` fails when a public option has no entry here or an
 entry names a test that does not exist.
 
-``OPTIONS[owner][option]`` is a pytest path or node id; None would mark an untested
-option. Options in :data:`BY_READING` were judged covered by reading the test; every other
-one was checked by ignoring it (replaced by its default, or, for a required argument, by
-reading) and seeing the test fail. Counts::
+``OPTIONS[owner][option]`` is a pytest path or node id; None marks an untested option.
+Options in :data:`BY_READING` were judged covered by reading the test; every other one
+was checked by ignoring it (replaced by its default) and seeing the test fail, or has a
+test written for it. Counts::
 
     python tests/options_inventory.py   # options tested: N / N
 """
