@@ -141,6 +141,9 @@ OPTIONS: Dict[str, Dict[str, Optional[str]]] = {
         kwargs='tests/test_datasets/test_coco_caption_dataset.py'),
     'SklearnDigits': dict.fromkeys(('image_size', 'split', 'train_size', 'classes', 'kwargs'),
                                    'tests/test_datasets/test_digits_dataset.py'),
+    'SkimagePatches': dict.fromkeys(
+        ('image_size', 'split', 'crop_size', 'patches_per_image', 'images', 'seed', 'kwargs'),
+        'tests/test_datasets/test_skimage_patches_dataset.py'),
     'DistillerSampler': dict(
         test_scheduler=f'{TOOLS}::test_sd_pipeline_rewrites_a_non_sd_ddim_scheduler',
         codec=f'{SAMPLER}::test_dit_latent_class_conditional', conditioner=CLASS_COND,

@@ -1,4 +1,5 @@
 from .coco_caption_dataset import CocoCaptionDataset
 from .digits_dataset import SklearnDigits
+from .skimage_patches_dataset import SkimagePatches
 
-__all__ = ['CocoCaptionDataset', 'SklearnDigits']
+__all__ = ['CocoCaptionDataset', 'SklearnDigits', 'SkimagePatches']
