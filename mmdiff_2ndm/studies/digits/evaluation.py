@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from ...models.sampling import STUDY_NAMES
-from .feature_net import load_digits
+from .feature_net import load_images
 from .presets import ARMS, MODELS, checkpoint_iters
 from .progress import progress
 from .runs import CONFIG_DIR, seconds_per_iter
@@ -64,16 +64,19 @@ class Evaluator:
     Args:
         preset (dict): The study's preset (sample counts, DDIM steps, FTLE timesteps).
         feature_net (str): TorchScript file of the proxy feature network.
-        image_size (int): Side of the digits. Defaults to 16.
+        image_size (int): Side of the images. Defaults to 16.
+        dataset (str): The data set (``feature_net.STUDY_DATASETS``) whose test images
+            are noised and whose train images are FID's reference. Defaults to 'digits'.
     """
 
-    def __init__(self, preset: dict, feature_net: str, image_size: int = 16) -> None:
+    def __init__(self, preset: dict, feature_net: str, image_size: int = 16,
+                 dataset: str = 'digits') -> None:
         from mmagic.evaluation.metrics import FrechetInceptionDistance
         gen = torch.Generator().manual_seed(1234)
         self.preset = preset
         self.noise = torch.randn(preset['num_samples'], 3, image_size, image_size,
                                  generator=gen)
-        test_images, _ = load_digits(image_size, 'test')
+        test_images, _ = load_images(image_size, 'test', dataset)
         self.x_0 = test_images[:preset['eval_images']].float() / 127.5 - 1.0
         self.eps = torch.randn(self.x_0.shape, generator=gen)
         self.v = torch.randn(self.x_0.shape, generator=gen)
@@ -81,7 +84,7 @@ class Evaluator:
         self.fid = FrechetInceptionDistance(fake_nums=preset['num_samples'],
                                             inception_style='StyleGAN',
                                             inception_path=feature_net)
-        real, _ = load_digits(image_size, 'train')
+        real, _ = load_images(image_size, 'train', dataset)
         with torch.no_grad():
             real_feats = self.fid.forward_inception(real).numpy()
         self.fid.real_mean = real_feats.mean(0)
