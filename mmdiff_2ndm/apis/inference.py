@@ -69,10 +69,26 @@ def init_distiller(config: Union[str, Config],
     return model.to(device).eval(), record
 
 
+#: Weyl step between seeds (2^32 / golden ratio, odd): seeds s and s' share a generator
+#: seed only between indices ``|s - s'| * SEED_STRIDE mod 2^32`` apart.
+SEED_STRIDE = 0x9E3779B9
+
+
+def index_seed(index: int, seed: int = 0) -> int:
+    """The generator seed of sample ``index``: ``(index + seed * SEED_STRIDE) mod 2^32``.
+
+    torch's CPU generator keeps only the low 32 bits of a seed, so the seed is folded into
+    them (``seed << 32`` would be dropped); the indices of one seed never share a
+    generator seed, and seed 0 seeds sample ``index`` with ``index``.
+    """
+    return (int(index) + int(seed) * SEED_STRIDE) & 0xFFFFFFFF
+
+
 def index_noise(index: int, shape: Sequence[int], seed: int = 0) -> Tensor:
-    """The initial noise (C, H, W) of sample ``index``: its own generator, so that any
-    subset of indices, in any batches, draws the same noise per index."""
-    gen = torch.Generator().manual_seed((int(seed) << 32) + int(index))
+    """The initial noise (C, H, W) of sample ``index``: its own generator (seeded with
+    :func:`index_seed`), so that any subset of indices, in any batches, draws the same
+    noise per index."""
+    gen = torch.Generator().manual_seed(index_seed(index, seed))
     return torch.randn(tuple(shape), generator=gen)
 
 
@@ -142,7 +158,7 @@ def sample_to_folder(model: nn.Module,
                 key, values = conditions
                 sample_kwargs[key] = [values[i] for i in block]
             with torch.random.fork_rng(devices=[]):
-                torch.manual_seed((int(seed) << 32) + start)  # stochastic schedulers
+                torch.manual_seed(index_seed(start, seed))  # stochastic schedulers
                 outputs = model.generate(dict(noise=noise, sample_model=sample_model,
                                               sample_kwargs=sample_kwargs))
             for i, out in zip(block, outputs):

@@ -120,9 +120,15 @@ def test_load_student_device_and_dtype(exported):
 
 
 def test_index_noise_seed():
-    torch.testing.assert_close(
-        index_noise(2, (1, 2), seed=3),
-        torch.randn((1, 2), generator=torch.Generator().manual_seed((3 << 32) + 2)))
+    """Seed 3 draws other noise than seed 0 (torch's CPU generator keeps the low 32 bits of
+    its seed: the seed is folded into them), seed 0 seeds index i with i."""
+    def randn(generator_seed: int) -> torch.Tensor:
+        return torch.randn((1, 2), generator=torch.Generator().manual_seed(generator_seed))
+
+    torch.testing.assert_close(index_noise(2, (1, 2), seed=3),
+                               randn((2 + 3 * 0x9E3779B9) % 2 ** 32), rtol=0, atol=0)
+    torch.testing.assert_close(index_noise(2, (1, 2)), randn(2), rtol=0, atol=0)
+    assert not torch.equal(index_noise(2, (1, 2), seed=3), index_noise(2, (1, 2)))
 
 
 def test_class_table_refuses_missing_and_extra_keys(tmp_path):
