@@ -6,7 +6,7 @@ import json
 import os
 import os.path as osp
 from pathlib import Path
-from typing import Tuple
+from typing import Dict, List, Tuple
 
 import mmcv
 import numpy as np
@@ -15,7 +15,7 @@ import torch
 from diffusers import DDIMPipeline, DDIMScheduler, DDPMPipeline, UNet2DModel
 
 import mmdiff_2ndm
-from mmdiff_2ndm.apis import index_noise, init_distiller
+from mmdiff_2ndm.apis import export_student, index_noise, init_distiller, sample_to_folder
 from mmdiff_2ndm.models.denoisers import unwrap_denoiser
 from mmdiff_2ndm.pruning import parameter_shapes, prune_denoiser
 
@@ -54,6 +54,7 @@ def _write_config(path: str, teacher_type: str, teacher: str, steps: int, extra:
         f.write(CONFIG.format(teacher_type=teacher_type, teacher=teacher, steps=steps,
                               extra=extra))
     return path
+
 
 pytestmark = pytest.mark.usefixtures('single_thread')
 
@@ -207,6 +208,74 @@ def test_sampling_defaults_are_read_only_distiller_properties(run):
             setattr(model, name, 1)
 
 
+def _images(paths: List[str]) -> np.ndarray:
+    """The PNGs at ``paths`` as one int array (N, H, W, C)."""
+    return np.stack([mmcv.imread(p, flag='unchanged') for p in paths]).astype(int)
+
+
+def _generated(model, index: int, seed: int = 0, **sample_kwargs) -> np.ndarray:
+    """What ``sample_to_folder`` writes for image ``index``: the orig student's sample from
+    ``index_noise(index, seed)`` (H, W, C) in [0, 255], BGR as on disk."""
+    shape = model.noise_fn(num_batches=1).shape[1:]
+    image = model.generate(dict(noise=index_noise(index, shape, seed)[None],
+                                sample_model='orig', sample_kwargs=sample_kwargs))[0]
+    return image.fake_img.round().permute(1, 2, 0).numpy().astype(int)
+
+
+def test_sample_to_folder_batch_size_changes_the_calls_not_the_images(run, tmp_path,
+                                                                      monkeypatch):
+    model = run['model']
+    calls: List[int] = []
+    generate = model.generate
+    monkeypatch.setattr(model, 'generate',
+                        lambda inputs: calls.append(len(inputs['noise'])) or generate(inputs))
+    images: Dict[int, np.ndarray] = {}
+    batches: Dict[int, List[int]] = {}
+    for batch_size in (1, 2):
+        calls.clear()
+        images[batch_size] = _images(sample_to_folder(
+            model, str(tmp_path / str(batch_size)), 3, sample_model='orig',
+            batch_size=batch_size, num_inference_steps=2, progress=False))
+        batches[batch_size] = list(calls)
+    assert batches == {1: [1, 1, 1], 2: [2, 1]}
+    assert np.abs(images[1] - images[2]).max() <= 1  # float noise of batched kernels
+
+
+def test_sample_to_folder_seed_draws_the_noise(run, tmp_path, capsys):
+    """The seed picks every image's noise (``index_noise(i, seed)``) and is recorded; the
+    same seed writes the same bytes; ``progress=False`` draws no bar."""
+    model = run['model']
+    folders = {}
+    for name, seed in (('a', 5), ('again', 5), ('default', 0)):
+        folders[name] = sample_to_folder(model, str(tmp_path / name), 2, sample_model='orig',
+                                         seed=seed, num_inference_steps=2, progress=False)
+    assert capsys.readouterr().err == ''
+    assert [_digest(p) for p in folders['a']] == [_digest(p) for p in folders['again']]
+    seeded, default = _images(folders['a']), _images(folders['default'])
+    assert np.abs(seeded - default).max() > 1
+    assert np.abs(seeded[1] - _generated(model, 1, seed=5, num_inference_steps=2)).max() <= 1
+    with open(osp.join(str(tmp_path / 'a'), 'samples.json')) as f:
+        assert json.load(f)['seed'] == 5
+
+
+def test_sample_to_folder_grid_size_caps_the_grid(run, tmp_path):
+    out = str(tmp_path / 'samples')
+    paths = sample_to_folder(run['model'], out, 3, sample_model='orig', grid_size=2,
+                             num_inference_steps=2, progress=False)
+    grid = mmcv.imread(osp.join(out, 'grid.png'))
+    assert grid.shape == (2 + 18, 2 + 2 * 18, 3)  # the first 2 images in a row, 2 px pads
+    first, second = _images(paths[:2])
+    assert np.array_equal(grid[2:18, 2:18], first)
+    assert np.array_equal(grid[2:18, 20:36], second)
+
+
+def test_export_student_progress(run, tmp_path, capsys):
+    export_student(run['model'], str(tmp_path / 'quiet'), run['record'], progress=False)
+    assert capsys.readouterr().err == ''
+    export_student(run['model'], str(tmp_path / 'shown'), run['record'])
+    assert 'export: 100%' in capsys.readouterr().err
+
+
 # ------------------------------------------------------------------ class-conditional DiT
 
 
@@ -238,6 +307,17 @@ def test_sample_tool_cycles_class_labels(dit_run, tmp_path):
     other = model.generate(dict(noise=noise, sample_model='orig',
                                 sample_kwargs=dict(labels=[2])))[0].fake_img
     assert (written - other.round().int()).abs().max() > 1  # the label mattered
+
+
+def test_sample_to_folder_guidance_scale(dit_run, tmp_path):
+    """The guidance scale reaches the sampling: image 1 (label 1) is the distiller's guided
+    sample, not its unguided one (the config's scale, 1)."""
+    model = dit_run['model']
+    paths = sample_to_folder(model, str(tmp_path), 2, sample_model='orig', guidance_scale=4.0,
+                             progress=False)
+    written = _images(paths)[1]
+    assert np.abs(written - _generated(model, 1, labels=[1], guidance_scale=4.0)).max() <= 1
+    assert np.abs(written - _generated(model, 1, labels=[1])).max() > 1
 
 
 def test_exported_dit_samples_like_the_distiller_in_dit_pipeline(dit_run, tmp_path):
@@ -390,6 +470,21 @@ def test_exported_sd_student_samples_like_the_distiller_in_sd_pipeline(sd_run, t
         assert sample.prompt == prompt
         fake = sample.fake_img.permute(1, 2, 0).numpy() / 255  # RGB: no channel flip here
         np.testing.assert_allclose(image, fake, atol=1e-4)
+
+
+def test_sample_to_folder_cycles_prompts(sd_run, tmp_path):
+    """Given prompts replace the distiller's ``sample_prompts`` (['a red cat']), cycled
+    over the indices, in the images and in samples.json."""
+    model = sd_run['model']
+    paths = sample_to_folder(model, str(tmp_path), 3, sample_model='orig', prompts=PROMPTS,
+                             batch_size=3, progress=False)
+    with open(osp.join(str(tmp_path), 'samples.json')) as f:
+        images = json.load(f)['images']
+    assert [images[osp.basename(p)]['prompt'] for p in paths] == [PROMPTS[0], PROMPTS[1],
+                                                                  PROMPTS[0]]
+    written = _images(paths)[1]
+    assert np.abs(written - _generated(model, 1, prompt=[PROMPTS[1]])).max() <= 1
+    assert np.abs(written - _generated(model, 1, prompt=[PROMPTS[0]])).max() > 1
 
 
 def test_sd_pipeline_rewrites_a_non_sd_ddim_scheduler(sd_run, tmp_path):

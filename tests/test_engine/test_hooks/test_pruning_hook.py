@@ -238,8 +238,8 @@ def test_gradient_importance_needs_pruning_loss(tmp_path):
 
 def test_hook_options_reach_the_pruning(tmp_path):
     """A model holding its student as ``net`` and the EMA as ``net_ema``: the hook prunes
-    that student as ``prune_model`` does with the hook's ratio and importance, and
-    re-points that EMA."""
+    that student as ``prune_model`` does with the hook's ratio, importance and
+    ``prune_cfg`` (a GroupNorm ratio other than the ratio), and re-points that EMA."""
 
     class Renamed(ToyDistiller):
 
@@ -251,12 +251,14 @@ def test_hook_options_reach_the_pruning(tmp_path):
     model = Renamed()
     dense = sum(p.numel() for p in model.net.parameters())
     runner = _runner(tmp_path, model, hook=DiffusionPruningHook(
-        ratio=0.5, importance='magnitude', student_key='net', ema_key='net_ema'))
+        ratio=0.5, importance='magnitude', student_key='net', ema_key='net_ema',
+        prune_cfg=dict(groupnorm_ratio=0.25)))
     hook = next(h for h in runner.hooks if isinstance(h, DiffusionPruningHook))
     runner.call_hook('before_run')
     assert sum(p.numel() for p in model.net.parameters()) < dense
-    expected = prune_model(Renamed(), width=dict(ratio=0.5, importance='magnitude'),
-                           student_key='net', ema_key='net_ema', progress=False)
+    width = dict(ratio=0.5, importance='magnitude', groupnorm_ratio=0.25)
+    expected = prune_model(Renamed(), width=width, student_key='net', ema_key='net_ema',
+                           progress=False)
     assert hook.record['shapes'] == expected['shapes']
     assert hook.record['history'] == expected['history']
     assert [p.shape for p in model.net_ema.module.parameters()] == \

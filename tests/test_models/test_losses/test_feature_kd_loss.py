@@ -159,6 +159,22 @@ def _features(loss, student, teacher, seed=0):
     return out
 
 
+def test_recorder_detach_cuts_the_graph(pruned_unet):
+    """``detach=True`` (the frozen teacher) records the same values without a graph; the
+    default keeps the student's graph, so the feature loss trains the student."""
+    _, student, _ = pruned_unet
+    gen = torch.Generator().manual_seed(0)
+    x, t = torch.randn(2, 3, 8, 8, generator=gen), torch.tensor([10, 900])
+    feats = {}
+    for detach in (False, True):
+        with FeatureRecorder(student, ['down_blocks.0'], detach=detach) as rec:
+            run_denoiser(student, x, t)
+        feats[detach] = rec.features(2)['down_blocks.0']
+    assert feats[False].grad_fn is not None and feats[True].grad_fn is None
+    assert not feats[True].requires_grad
+    torch.testing.assert_close(feats[True], feats[False].detach(), rtol=0, atol=0)
+
+
 def test_kept_channels_are_the_pruned_slice(pruned_unet):
     """The teacher channels found for each point are those the student's layers were
     sliced from (hand-indexed biases), and the loss compares exactly those."""
