@@ -84,6 +84,9 @@ PRUNING_HOOK = 'mmdiff_2ndm/engine/hooks/pruning_hook.py'
 PROGRESS_HOOK = 'mmdiff_2ndm/engine/hooks/sampling_progress_hook.py'
 DIGITS = 'mmdiff_2ndm/datasets/digits_dataset.py'
 COCO = 'mmdiff_2ndm/datasets/coco_caption_dataset.py'
+INFERENCE = 'mmdiff_2ndm/apis/inference.py'
+EXPORT = 'mmdiff_2ndm/apis/export.py'
+TOOL_TESTS = 'tests/test_tools/test_sample_and_export_tools.py'
 
 MUTANTS: List[Mutant] = [
     # the 2ndMatch loss
@@ -238,6 +241,33 @@ MUTANTS: List[Mutant] = [
            'kept = captions.get(image_id, [])[:self.captions_per_image]',
            'kept = captions.get(image_id, [])',
            ('tests/test_datasets/test_coco_caption_dataset.py', )),
+    # the last untested options (#23 part 8) and the seed bug their tests found
+    Mutant('index-seed-truncated', INFERENCE,
+           'return (int(index) + int(seed) * SEED_STRIDE) & 0xFFFFFFFF',
+           'return ((int(seed) << 32) + int(index)) & 0xFFFFFFFF',
+           (f'{LOAD_TESTS}::test_index_noise_seed',
+            f'{TOOL_TESTS}::test_sample_to_folder_seed_draws_the_noise')),
+    Mutant('sample-grid-size-ignored', INFERENCE, '_write_grid(paths[:grid_size],',
+           '_write_grid(paths[:64],',
+           (f'{TOOL_TESTS}::test_sample_to_folder_grid_size_caps_the_grid', )),
+    Mutant('sample-guidance-ignored', INFERENCE,
+           "sample_kwargs['guidance_scale'] = float(guidance_scale)",
+           "sample_kwargs['guidance_scale'] = 1.0",
+           (f'{TOOL_TESTS}::test_sample_to_folder_guidance_scale', )),
+    Mutant('sample-prompts-ignored', INFERENCE,
+           'conditions = _conditions(model, num, labels, prompts)',
+           'conditions = _conditions(model, num, labels, None)',
+           (f'{TOOL_TESTS}::test_sample_to_folder_cycles_prompts', )),
+    Mutant('export-progress-ignored', EXPORT, 'disable=not progress)', 'disable=False)',
+           (f'{TOOL_TESTS}::test_export_student_progress', )),
+    Mutant('recorder-detach-ignored', RECORDER, 'if self.detach:', 'if False:',
+           ('tests/test_models/test_losses/test_feature_kd_loss.py::'
+            'test_recorder_detach_cuts_the_graph', )),
+    Mutant('pruning-hook-prune-cfg-ignored', PRUNING_HOOK,
+           'dict(ratio=ratio, importance=importance, **prune_cfg)',
+           'dict(ratio=ratio, importance=importance)',
+           ('tests/test_engine/test_hooks/test_pruning_hook.py::'
+            'test_hook_options_reach_the_pruning', )),
 ]
 
 
