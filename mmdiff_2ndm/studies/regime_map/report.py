@@ -11,6 +11,7 @@ import numpy as np
 
 from ..digits.statistics import CI_MIN_SEEDS, bootstrap_ci, verdict
 from .axes import LEVELS, RECIPES, REFERENCE, RULE_NOTE, TEACHER_PARAMS
+from .plateau import plateau_iteration
 
 # key, title, lower is better, relative (% of the reference's value, per seed)
 HEATMAP_METRICS = (('fid', 'd proxy FID', True, False), ('ssim', 'd SSIM to teacher', False, False),
@@ -19,6 +20,15 @@ JACOBIAN_T = (0, 10, 50, 250, 999)  # timesteps shown in the mechanism table
 # results made against the previous teacher (the shipped 6000-iteration checkpoint, which
 # the students beat), kept apart from the map's runs
 ARCHIVE = 'archive_teacher6000'
+
+
+#: How the report names each data set of ``digits.feature_net.STUDY_DATASETS``: its title
+#: and the features of its proxy FID.
+DATASET_TEXT = {
+    'digits': ('digits 16x16', 'digit-classifier features, as the digits study'),
+    'patches': ('scikit-image patches 16x16', 'features of a classifier of the picture a '
+                'patch was cut from, trained on the train patches'),
+}
 
 
 def index_runs(runs: List[dict]) -> Dict[Tuple[str, str], Dict[int, dict]]:
@@ -168,6 +178,7 @@ def teacher_figure(curve: dict, archived: Optional[dict], path: str) -> None:
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(1, 1, figsize=(7, 3.8))
     _fid_panel(ax, curve, 'teacher EMA', {'previous teacher (6000 it, constant lr)': archived})
+    ax.set_yscale('log')  # the late, small steps are what the plateau rule judges
     ax.set_title(f'Map\'s teacher: {curve["config"]}, seed {curve["seed"]}, cosine lr '
                  f'over {curve["iters"]} (EMA scored every {curve["interval"]})', fontsize=9)
     fig.tight_layout()
@@ -243,11 +254,23 @@ def teacher_section(curve: Optional[dict], teacher: Optional[dict],
         lines.append(f'**Plateau: {p["iters"]} iterations** (EMA proxy FID {p["fid"]:.1f}, '
                      f'lowest later {p["best"]:.1f}): the plateau is reached inside the run.')
     else:
+        fids = [curve['curve'][str(s)]['samplers'][curve['sampler']]['fid'] for s in steps]
+        drop = (f': the last {curve["interval"]} iterations still lowered it by '
+                f'{1 - fids[-1] / fids[-2]:.0%} ({fids[-2]:.1f} -> {fids[-1]:.1f})'
+                if len(fids) > 1 else '')
         lines.append(f'**Not plateaued inside the run**: only its last checkpoint '
-                     f'({p["iters"]}) meets the rule, so the teacher may still improve with '
-                     'a longer run; the map uses it as it is.')
+                     f'({p["iters"]}) meets the rule{drop}, so the teacher may still improve '
+                     'with a longer run; the map uses it as it is.')
+    for name in samplers:
+        if name == curve['sampler']:
+            continue
+        other = plateau_iteration(steps, [curve['curve'][str(s)]['samplers'][name]['fid']
+                                          for s in steps], curve['tol'])
+        lines.append(f'By the same rule on {name}: {other["iters"]} iterations (reached inside '
+                     f'the run: {other["reached"]}).')
     lines += ['Mid-run checkpoints are at a higher lr than a run of their length would end '
-              'with, so the curve, if anything, overstates the length needed.', '']
+              'with (the last steps include the lr\'s annealing), so the curve, if anything, '
+              'overstates the length needed.', '']
     if teacher:
         fids = ' / '.join(f'{teacher["samplers"][n]["fid"]:.1f}' for n in samplers)
         text = (f'The map\'s teacher is the final (annealed) checkpoint, '
@@ -291,15 +314,20 @@ def write_report(results_dir: str, teacher: Optional[dict], runs: List[dict],
     recipes = [rc for rc in dict.fromkeys([p[1] for p in planned] + [r['recipe'] for r in runs])]
     samplers = list(preset['samplers'])
     done = {(r['level'], r['recipe'], r['seed']) for r in runs}
-    lines = ['# Regime map of recovery recipes (digits 16x16) - in progress', '',
+    dataset = (teacher or {}).get('dataset', 'digits')
+    title, features = DATASET_TEXT[dataset]
+    flag = '' if dataset == 'digits' else f' --dataset {dataset}'
+    log_suffix = '' if dataset == 'digits' else f'_{dataset}'
+    lines = [f'# Regime map of recovery recipes ({title}) - in progress', '',
              f'Runs done: **{len(done & set(planned))} of {len(planned)} planned** '
              f'({len(runs)} evaluated in all). Regenerate: `python tools/regime_map.py '
-             '--report-only`. Every number below is read from the committed JSON in '
+             f'--report-only{flag}`. Every number below is read from the committed JSON in '
              '`runs/`; no conclusion is drawn here before the map is complete.', '',
              'Continue (resumes: runs whose JSON is here are skipped, an interrupted training '
              'continues from its last checkpoint, a scored teacher or plateau checkpoint is '
              'not scored again): `nohup python tools/regime_map.py --preset screen --jobs 1 '
-             '--threads-per-run 1 > work_dirs/regime_map/map.log 2>&1 &` (one training at a '
+             f'--threads-per-run 1{flag} > work_dirs/regime_map/map{log_suffix}.log 2>&1 &` '
+             '(one training at a '
              'time while the 2-core machine is shared, `--jobs 2` when it is not; each run is '
              'scored in the driver\'s process as it finishes), then `--preset screen_b2`.', '']
     if archived_teacher:
@@ -342,7 +370,7 @@ def write_report(results_dir: str, teacher: Optional[dict], runs: List[dict],
     lines += ['', '* Samplers: ' + sampler_text +
               f', on the same checkpoint and the same {preset["num_samples"]} noises; fidelity '
               'compares with the teacher\'s samples from the same noise and sampler.',
-              '* Scores: proxy FID (digit-classifier features, as the digits study), SSIM / '
+              f'* Scores: proxy FID ({features}), SSIM / '
               'MSE to the teacher\'s samples, eps-MSE to the teacher; raw student (heatmaps) '
               'and its EMA (JSON); the Jacobian statistics before and after finetuning.', '']
     lines += teacher_section(teacher_curve, teacher, archived_teacher, preset['num_samples'])

@@ -97,6 +97,8 @@ def test_report_says_how_the_teacher_length_was_found(tmp_path, fids, reached):
     assert '## Teacher length' in text and '| 4000 | 60.0 +- 2.0 | 63.0 +- 2.0 |' in text
     assert ('**Plateau: 6000 iterations**' in text) == reached
     assert ('**Not plateaued inside the run**' in text) == (not reached)
+    assert ('still lowered it by 20% (50.0 -> 40.0)' in text) == (not reached)
+    assert 'By the same rule on ddim10: ' in text
     assert 'against the previous teacher\'s 89.3 / 90.6' in text
     assert text.count('archive_teacher6000/') >= 1  # the archive, in one line
     assert '| teacher (EMA) | - | ddim50 |' in text
