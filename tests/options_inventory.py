@@ -10,8 +10,10 @@ entry names a test that does not exist.
 
 ``OPTIONS[owner][option]`` is a pytest path or node id; None marks an untested option.
 Options in :data:`BY_READING` were judged covered by reading the test; every other one
-was checked by ignoring it (replaced by its default) and seeing the test fail, or has a
-test written for it. Counts::
+was checked by ignoring it (dropped at construction, i.e. replaced by its default, with
+``inspect.signature(...).bind``) and seeing the named test fail, or has a test written for
+it. What is left there are required arguments, which have no default to replace them
+with. Counts::
 
     python tests/options_inventory.py   # options tested: N / N
 """
@@ -37,7 +39,6 @@ GUARD = f'{D}test_nonfinite_guard.py'
 TEXT = f'{SAMPLER}::test_sd_v_prediction_target_and_text_conditioning'
 PROMPTS = f'{SAMPLER}::test_sample_prompts_cycle_across_calls'
 METRIC_OPTIONS = f'{E}test_metric_options.py'
-REFERENCE = f'{D}test_loss_set_reference.py'
 
 #: The distiller's collaborators, by import path.
 COLLABORATORS = (
@@ -95,11 +96,16 @@ OPTIONS: Dict[str, Dict[str, Optional[str]]] = {
         'test_distiller_builds_the_student_from_its_teacher',
         teacher_ckpt=f'{D}test_strict_loads.py',
         student_ckpt=f'{D}test_checkpoint_prefixes.py',
-        test_scheduler=f'{TOOLS}::test_sd_pipeline_rewrites_a_non_sd_ddim_scheduler',
+        test_scheduler=f'{TOOLS}::'
+        'test_exported_sd_student_samples_like_the_distiller_in_sd_pipeline',
         num_inference_steps=f'{TOOLS}::test_export_manifest_records_every_field',
         losses=f'{D}test_open_loss_set.py',
-        jacobian_scale=SCHEDULES, jacobian_t_range=SCHEDULES, jacobian_warmup_iters=SCHEDULES,
-        pixel_reduction=REFERENCE, antithetic_timesteps=TIED, per_sample_noise_seed=TIED,
+        jacobian_scale=SCHEDULES, jacobian_t_range=SCHEDULES,
+        jacobian_warmup_iters=f'{SCHEDULES}::'
+        'test_deprecated_distiller_schedule_moves_into_the_loss',
+        pixel_reduction=f'{L}test_dsm_kd_losses.py::'
+        'test_distiller_builds_them_with_its_pixel_reduction',
+        antithetic_timesteps=TIED, per_sample_noise_seed=TIED,
         ema=f'{EMA_TESTS}::test_distiller_retargets_its_warmup_ema_after_pruning',
         sample_with_ema=OPTIONS_TEST, max_consecutive_skips=GUARD,
         vae=f'{SAMPLER}::test_dit_latent_class_conditional',
@@ -108,8 +114,7 @@ OPTIONS: Dict[str, Dict[str, Optional[str]]] = {
         label_drop_prob=CLASS_COND,
         guidance_scale=f'{TOOLS}::test_export_manifest_of_a_guided_class_conditional_student',
         sample_prompts=PROMPTS, sample_shape=OPTIONS_TEST,
-        data_preprocessor='tests/test_models/test_data_preprocessors/'
-        'test_diffusion_data_preprocessor.py',
+        data_preprocessor=f'{OPTIONS_TEST}::test_data_preprocessor_replaces_the_default',
         init_cfg=OPTIONS_TEST),
     'DiffusionPruningHook': dict(
         ratio=f'{H}test_pruning_hook.py::test_hook_options_reach_the_pruning',
@@ -197,35 +202,21 @@ OPTIONS: Dict[str, Dict[str, Optional[str]]] = {
         dtype=f'{APIS}::test_load_student_device_and_dtype'),
 }
 
-#: Options judged covered by reading the named test, not by ignoring the option.
+#: Options judged covered by reading the named test, not by ignoring the option: the
+#: required arguments (ignoring one leaves nothing to build with).
 BY_READING = {
-    'DiffusionDistiller': {'teacher', 'noise_scheduler', 'student', 'student_ckpt',
-                           'test_scheduler',
-                           'num_inference_steps', 'losses', 'pixel_reduction',
-                           'antithetic_timesteps', 'per_sample_noise_seed', 'ema',
-                           'max_consecutive_skips', 'vae', 'text_encoder', 'tokenizer',
-                           'class_embedder', 'num_classes', 'label_drop_prob',
-                           'guidance_scale', 'sample_prompts', 'data_preprocessor',
-                           'jacobian_scale', 'jacobian_t_range', 'jacobian_warmup_iters'},
+    'DiffusionDistiller': {'teacher', 'noise_scheduler'},
     'DistillerSampler': {'test_scheduler', 'codec', 'conditioner', 'num_inference_steps',
                          'guidance_scale'},
-    'Conditioner': {'reference_net', 'nets', 'text_encoder', 'tokenizer', 'class_embedder',
-                    'num_classes', 'label_drop_prob', 'sample_prompts'},
-    'StepGuard': {'max_consecutive_skips'},
-    'TrainingDraws': {'num_train_timesteps', 'antithetic_timesteps'},
-    'TrainingState': {'ema'},
-    'LatentCodec': {'vae'},
+    'Conditioner': {'reference_net', 'nets'},
+    'TrainingDraws': {'num_train_timesteps'},
     'FeatureRecorder': {'net', 'names'},
-    'DiffusionPruningHook': {'method', 'depth_cfg'},
-    'DistillerVisualizationHook': {'interval', 'n_samples'},
     'TeacherFidelity': {'fake_nums'},
-    'CLIPScore': {'fake_nums', 'clip_path', 'img_channel_order'},
-    'ClassEmbedder': {'num_embeddings', 'embed_dim'},
+    'CLIPScore': {'fake_nums', 'clip_path'},
     'WarmupExponentialMovingAverage': {'model'},
-    'init_distiller': {'config', 'checkpoint'},
-    'sample_to_folder': {'model', 'out_dir', 'num', 'sample_model', 'num_inference_steps',
-                         'labels', 'progress'},
-    'export_student': {'model', 'out_dir', 'record', 'sample_model', 'source'},
+    'init_distiller': {'config'},
+    'sample_to_folder': {'model', 'out_dir', 'num'},
+    'export_student': {'model', 'out_dir'},
     'load_student': {'folder'},
 }
 

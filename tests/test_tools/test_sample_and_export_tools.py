@@ -340,11 +340,11 @@ def test_exported_dit_samples_like_the_distiller_in_dit_pipeline(dit_run, tmp_pa
 def test_export_manifest_of_a_guided_class_conditional_student(dit_run, tmp_path):
     out = _tool('export').main([dit_run['config'], dit_run['ckpt'], str(tmp_path), '--model',
                                 'orig', '--cfg-options', 'model.num_inference_steps=7',
-                                'model.guidance_scale=2.5'])
-    assert _manifest(out) == dict(
+                                'model.guidance_scale=2.5', 'model.num_classes=2'])
+    assert _manifest(out) == dict(  # num_classes given, not the DiT's 3
         format='mmdiff_2ndm.student/v1', sample_model='orig', subfolder='transformer',
         family='DiTTransformer2DModel', pruned=True, num_inference_steps=7,
-        guidance_scale=2.5, num_classes=3,
+        guidance_scale=2.5, num_classes=2,
         source=dict(config=osp.abspath(dit_run['config']),
                     checkpoint=osp.abspath(dit_run['ckpt'])))
 

@@ -27,3 +27,18 @@ def test_init_cfg_reaches_mmengines_base_module(unet2d_folder):
     init_cfg = dict(type='Constant', layer='Conv2d', val=0.0)
     model = MODELS.build(dsm_distiller_cfg(unet2d_folder, init_cfg=init_cfg))
     assert model.init_cfg == init_cfg
+
+
+def test_data_preprocessor_replaces_the_default(unet2d_folder):
+    """A preprocessor told the model works in RGB returns its samples flipped to MMagic's
+    BGR; the default (no output order) returns them unconverted."""
+    import torch
+    cfg = dsm_distiller_cfg(unet2d_folder, num_inference_steps=1)
+    default_cfg = {k: v for k, v in cfg.items() if k != 'data_preprocessor'}
+    rgb_cfg = dict(cfg, data_preprocessor=dict(type='DiffusionDataPreprocessor',
+                                               output_channel_order='RGB'))
+    noise = torch.randn(1, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    unconverted, flipped = (MODELS.build(c).generate(dict(noise=noise))[0].fake_img
+                            for c in (default_cfg, rgb_cfg))
+    assert not torch.equal(unconverted, flipped)
+    torch.testing.assert_close(flipped, unconverted.flip(0), rtol=0, atol=0)

@@ -149,9 +149,10 @@ def test_deprecated_distiller_schedule_moves_into_the_loss():
     loss-config form's numbers bit for bit."""
     with pytest.warns(DeprecationWarning, match="scale='sigma'"):
         old = _distiller(jacobian_scale='sigma', jacobian_t_range=(0, 60),
-                         jacobian_warmup_iters=0)
-    new = _distiller(losses=_jacobian(scale='sigma', t_range=(0, 60)))
-    assert (old.losses['jacobian'].scale, old.losses['jacobian'].t_range) == ('sigma', (0, 60))
+                         jacobian_warmup_iters=3)
+    new = _distiller(losses=_jacobian(scale='sigma', t_range=(0, 60), warmup_iters=3))
+    term = old.losses['jacobian']
+    assert (term.scale, term.t_range, term.warmup_iters) == ('sigma', (0, 60), 3)
     results = []
     for model in (old, new):
         data = model.data_preprocessor(_batch(), True)
