@@ -32,6 +32,10 @@ REPO = osp.abspath(osp.join(osp.dirname(__file__), '..', '..', '..'))
 REFERENCE = osp.join(REPO, 'tests', 'data', 'loss_set_reference.pth')
 LOSS_SETTINGS = ('losses', 'jacobian_scale', 'jacobian_t_range', 'jacobian_warmup_iters',
                  'pixel_reduction', 'antithetic_timesteps', 'per_sample_noise_seed')
+# The reference was written with 2 torch threads (this machine's default); CPU kernels
+# split their reductions by thread count, so another count changes the last bits (seen:
+# 7e-7 relative in a Jacobian term with 1 thread). Every computation here uses 2.
+THREADS = 2
 UNET = dict(sample_size=8, in_channels=3, out_channels=3, layers_per_block=1,
             block_out_channels=(8, 16), norm_num_groups=4,
             down_block_types=('DownBlock2D', 'AttnDownBlock2D'),
@@ -52,7 +56,17 @@ def distiller_configs(root: str) -> Dict[str, str]:
 
 
 def loss_terms(config_path: str) -> Dict[str, torch.Tensor]:
-    """The loss terms of two ``compute_losses`` calls for the config's loss settings."""
+    """The loss terms of two ``compute_losses`` calls for the config's loss settings, with
+    ``THREADS`` torch threads (the caller's count is restored)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(THREADS)
+    try:
+        return _loss_terms(config_path)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _loss_terms(config_path: str) -> Dict[str, torch.Tensor]:
     from diffusers import UNet2DModel
     model_cfg = Config.fromfile(config_path).model.to_dict()
     settings = {k: model_cfg[k] for k in LOSS_SETTINGS if k in model_cfg}
