@@ -23,6 +23,11 @@ Usage::
     python tools/regime_map.py --plateau-only                # stop after step 2
     python tools/regime_map.py --levels p27 --recipes dsm_kd 2ndm_log --seeds 0 1 2
     python tools/regime_map.py --report-only                 # rewrite the report
+    python tools/regime_map.py --dataset patches --levels p27   # scikit-image's patches
+
+``--dataset patches`` runs the same pipeline on ``SkimagePatches`` (16x16 patches of the
+pictures that ship with scikit-image) with its own feature network, teacher, plateau and
+runs, in ``work_dirs/regime_map/patches`` and ``docs/regime_map/patches``.
 """
 import argparse
 import json
@@ -37,6 +42,7 @@ sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..'))
 from mmdiff_2ndm.studies.regime_map import (LEVELS, PRESETS, RECIPES,  # noqa: E402
                                             RegimeMap, load_results, planned_runs,
                                             write_report)
+from mmdiff_2ndm.studies.digits.feature_net import STUDY_DATASETS  # noqa: E402
 from mmdiff_2ndm.studies.regime_map.axes import MAP_PRESETS  # noqa: E402
 from mmdiff_2ndm.studies.regime_map.report import ARCHIVE, samples_figure  # noqa: E402
 
@@ -45,10 +51,15 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     """The command line (see the module docstring)."""
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--preset', choices=sorted(PRESETS), default='screen')
-    parser.add_argument('--work-dir', default='work_dirs/regime_map',
-                        help='training runs (checkpoints; git-ignored)')
-    parser.add_argument('--results-dir', default='docs/regime_map',
-                        help='per-run JSON, report and figures (committed)')
+    parser.add_argument('--dataset', choices=sorted(STUDY_DATASETS), default='digits',
+                        help='data set of every run (default folders: a sub-folder per '
+                        'data set other than the digits)')
+    parser.add_argument('--work-dir', default=None,
+                        help='training runs (checkpoints; git-ignored); default '
+                        'work_dirs/regime_map[/<dataset>]')
+    parser.add_argument('--results-dir', default=None,
+                        help='per-run JSON, report and figures (committed); default '
+                        'docs/regime_map[/<dataset>]')
     parser.add_argument('--levels', nargs='+', choices=sorted(LEVELS), default=None)
     parser.add_argument('--recipes', nargs='+', choices=sorted(RECIPES), default=None)
     parser.add_argument('--seeds', type=int, nargs='+', default=None)
@@ -61,7 +72,11 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                         help='stop once the run length is measured')
     parser.add_argument('--report-only', action='store_true',
                         help='train and score nothing: rewrite the report')
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    below = [] if args.dataset == 'digits' else [args.dataset]
+    args.work_dir = args.work_dir or osp.join('work_dirs', 'regime_map', *below)
+    args.results_dir = args.results_dir or osp.join('docs', 'regime_map', *below)
+    return args
 
 
 def _read_json(path: str) -> Optional[dict]:
@@ -102,7 +117,8 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
     if not args.report_only:
         threads = args.threads_per_run or max(1, (os.cpu_count() or 1) // args.jobs)
         torch.set_num_threads(threads)
-        regime_map = RegimeMap(args.preset, args.work_dir, args.results_dir, threads)
+        regime_map = RegimeMap(args.preset, args.work_dir, args.results_dir, threads,
+                               args.dataset)
         regime_map.prepare()
         report(args, planned)
         if not args.teacher_only and regime_map.finetune_iters() is None:

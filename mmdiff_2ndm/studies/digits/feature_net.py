@@ -79,14 +79,19 @@ def train_feature_net(path: str, image_size: int, iters: int, dataset: str = 'di
     return accuracy
 
 
+def feature_net_files(work_dir: str, dataset: str = 'digits') -> Tuple[str, str]:
+    """The proxy feature network of ``dataset`` in ``work_dir`` and its record (JSON with
+    its test accuracy): ``feature_net.pt`` / ``.json`` for the digits,
+    ``feature_net_<dataset>.pt`` / ``.json`` for another data set."""
+    stem = 'feature_net' if dataset == 'digits' else f'feature_net_{dataset}'
+    return osp.join(work_dir, f'{stem}.pt'), osp.join(work_dir, f'{stem}.json')
+
+
 def prepare_feature_net(work_dir: str, iters: int, image_size: int = 16,
                         dataset: str = 'digits') -> str:
-    """Trains the proxy feature network of ``dataset`` into ``<work_dir>/feature_net.pt``
-    once (its test accuracy in ``feature_net.json`` beside it); returns the network's path.
-    Data sets other than the digits keep theirs in ``feature_net_<dataset>.pt``."""
-    stem = 'feature_net' if dataset == 'digits' else f'feature_net_{dataset}'
-    path = osp.join(work_dir, f'{stem}.pt')
-    record = osp.join(work_dir, f'{stem}.json')
+    """Trains the proxy feature network of ``dataset`` once (:func:`feature_net_files`);
+    returns the network's path."""
+    path, record = feature_net_files(work_dir, dataset)
     if not osp.exists(record):
         accuracy = train_feature_net(path, image_size, iters, dataset)
         with open(record, 'w') as f:

@@ -19,7 +19,7 @@ from typing import Dict, List, Optional, Tuple
 import torch
 
 from ..digits.evaluation import load_distiller, record_hash
-from ..digits.feature_net import prepare_feature_net
+from ..digits.feature_net import STUDY_DATASETS, feature_net_files, prepare_feature_net
 from ..digits.progress import say
 from ..digits.runs import seconds_per_iter, size_options, train
 from .axes import (MODELS, PRESETS, RECIPES, REFERENCE, level_options, run_iters,
@@ -48,13 +48,20 @@ class RegimeMap:
         work_dir (str): Training runs, teacher, feature network (absolute).
         results_dir (str): Per-run JSON, plateau, report and figures.
         threads (int): Torch threads of each training run and of scoring.
+        dataset (str): The data set of every run (teacher, students, scores), a key of
+            ``digits.feature_net.STUDY_DATASETS``; the configs' digits are replaced by it.
+            Defaults to 'digits'.
     """
 
     def __init__(self, preset_name: str, work_dir: str, results_dir: str,
-                 threads: int) -> None:
+                 threads: int, dataset: str = 'digits') -> None:
+        if dataset not in STUDY_DATASETS:
+            raise ValueError(f'dataset must be one of {sorted(STUDY_DATASETS)}, got '
+                             f'{dataset!r}.')
+        self.dataset = dataset
         self.preset_name, self.preset = preset_name, dict(PRESETS[preset_name])
         self.work_dir, self.results_dir, self.threads = work_dir, results_dir, threads
-        self.feature_net = osp.join(work_dir, 'feature_net.pt')
+        self.feature_net, self.feature_record = feature_net_files(work_dir, dataset)
         # the map's own teacher: one run, named by its length (a different length is a
         # different run, not a resumed one); its EMA's samples are cached there too
         iters = self.preset['teacher_iters']
@@ -81,9 +88,18 @@ class RegimeMap:
         return [f'model.teacher_ckpt.filename={self.teacher_ckpt}', f'randomness.seed={seed}',
                 f'model.per_sample_noise_seed={seed}', f'param_scheduler.T_max={iters}',
                 *level_options(level), *RECIPES[recipe].options,
-                *size_options(dict(self.preset, batch_size=batch), 'student')]
+                *size_options(dict(self.preset, batch_size=batch), 'student'),
+                *self.dataset_options()]
 
     # ----------------------------------------------------------------- teacher
+    def dataset_options(self) -> List[str]:
+        """--cfg-options that put the map's data set in the digits configs' place (none for
+        the digits); the data sets share the keywords the configs set."""
+        if self.dataset == 'digits':
+            return []
+        kind = STUDY_DATASETS[self.dataset]['type']
+        return [f'train_dataloader.dataset.type={kind}', f'test_dataloader.dataset.type={kind}']
+
     def teacher_options(self) -> List[str]:
         """--cfg-options of the teacher run: seed 0, the preset's sizes, and a cosine lr
         annealed over the whole run (``teacher_digits16.py`` alone keeps it constant)."""
@@ -91,14 +107,14 @@ class RegimeMap:
                 'param_scheduler.type=CosineAnnealingLR', 'param_scheduler.by_epoch=False',
                 f'param_scheduler.T_max={self.preset["teacher_iters"]}',
                 f'param_scheduler.eta_min={self.preset["teacher_lr_min"]}',
-                *size_options(self.preset, 'teacher')]
+                *size_options(self.preset, 'teacher'), *self.dataset_options()]
 
     def prepare(self) -> None:
         """Trains the proxy feature network and the map's teacher (each once), and scores
         the teacher's curve (:meth:`measure_teacher`)."""
         os.makedirs(self.work_dir, exist_ok=True)
         say(f'[map] feature network -> {self.feature_net}')
-        prepare_feature_net(self.work_dir, self.preset['feature_iters'])
+        prepare_feature_net(self.work_dir, self.preset['feature_iters'], dataset=self.dataset)
         iters, interval = self.preset['teacher_iters'], self.preset['teacher_interval']
         say(f'[map] dense teacher: {TEACHER_CONFIG}, seed 0, {iters} iterations, cosine lr, '
             f'checkpoint every {interval} (log: {self.teacher_dir}/train_stdout.log)')
@@ -111,7 +127,8 @@ class RegimeMap:
         samples are cached in the teacher's run folder."""
         if self.scorer is None:
             torch.set_num_threads(self.threads)
-            self.scorer = MapScorer(self.preset, self.feature_net, self.teacher_dir)
+            self.scorer = MapScorer(self.preset, self.feature_net, self.teacher_dir,
+                                    self.dataset)
         return self.scorer
 
     def _scorer(self, distiller, teacher_net: Optional[torch.nn.Module] = None) -> MapScorer:
@@ -126,9 +143,9 @@ class RegimeMap:
         scorer = self._evaluators()
         if scorer.teacher_jv is None:
             teacher = scorer.score_teacher(distiller, teacher_net)
-            with open(osp.join(self.work_dir, 'feature_net.json')) as f:
+            with open(self.feature_record) as f:
                 teacher['feature_accuracy'] = json.load(f)['test_accuracy']
-            teacher.update(model='ema', config=TEACHER_CONFIG, seed=0,
+            teacher.update(model='ema', config=TEACHER_CONFIG, seed=0, dataset=self.dataset,
                            iters=self.preset['teacher_iters'], lr_schedule=dict(
                                type='CosineAnnealingLR', T_max=self.preset['teacher_iters'],
                                eta_min=self.preset['teacher_lr_min']),

@@ -40,12 +40,16 @@ class MapScorer:
         preset (dict): A regime-map preset (``samplers``: name -> DDIM steps).
         feature_net (str): TorchScript file of the proxy feature network.
         cache_dir (str): Where the teacher's samples and Jacobian norms are cached.
+        dataset (str): The data set of the fixed test images and of FID's reference
+            (``digits.feature_net.STUDY_DATASETS``). Defaults to 'digits'.
     """
 
-    def __init__(self, preset: dict, feature_net: str, cache_dir: str) -> None:
+    def __init__(self, preset: dict, feature_net: str, cache_dir: str,
+                 dataset: str = 'digits') -> None:
         self.preset = preset
         self.cache_dir = cache_dir
-        self.evaluators = {name: Evaluator(sampler_preset(preset, steps), feature_net)
+        self.evaluators = {name: Evaluator(sampler_preset(preset, steps), feature_net,
+                                           dataset=dataset)
                            for name, steps in preset['samplers'].items()}
         self.first = next(iter(self.evaluators.values()))  # fixed inputs of eps-MSE / J v
         self.teacher_jv: Optional[Tensor] = None  # (T, N) ||J_D v||^2

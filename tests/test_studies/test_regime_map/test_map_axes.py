@@ -112,3 +112,29 @@ def test_the_map_trains_its_own_teacher_with_a_cosine_lr(tmp_path):
         ('p27', 'dsm_kd', 0), 100, 32)
     tiny = RegimeMap('tiny', str(tmp_path), str(tmp_path / 'results'), 1)
     assert tiny.teacher_ckpt == str(tmp_path / 'teacher_cosine4' / 'iter_4.pth')
+
+
+def test_the_patches_map_puts_its_data_set_in_every_run(tmp_path):
+    """``dataset='patches'``: the teacher run and every student run train on
+    SkimagePatches (the digits configs' keywords fit it); the digits map adds nothing."""
+    from mmagic.registry import DATASETS
+    from mmengine.registry import init_default_scope
+
+    from mmdiff_2ndm.studies.regime_map import RegimeMap
+    init_default_scope('mmagic')
+    patches = RegimeMap('screen', str(tmp_path), str(tmp_path / 'results'), 1, 'patches')
+    assert patches.feature_net == str(tmp_path / 'feature_net_patches.pt')
+    run = ('p27', 'dsm_kd', 0)
+    for config, options in (('teacher_digits16.py', patches.teacher_options()),
+                            (RECIPES['dsm_kd'].config, patches.options(run, 100, 32))):
+        cfg = merged(config, options)
+        for loader in (cfg.train_dataloader, cfg.test_dataloader):
+            assert loader.dataset.type == 'SkimagePatches'
+        dataset = DATASETS.build(cfg.train_dataloader.dataset)
+        assert len(dataset) == 4000 and dataset[0]['inputs'].shape == (3, 16, 16)
+    digits = RegimeMap('screen', str(tmp_path), str(tmp_path / 'results'), 1)
+    assert digits.dataset_options() == []
+    assert merged(RECIPES['dsm_kd'].config, digits.options(run, 100, 32)) \
+        .train_dataloader.dataset.type == 'SklearnDigits'
+    with pytest.raises(ValueError, match="dataset must be one of \\['digits', 'patches'\\]"):
+        RegimeMap('screen', str(tmp_path), str(tmp_path / 'results'), 1, 'mnist')

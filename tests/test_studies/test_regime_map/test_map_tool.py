@@ -84,3 +84,30 @@ def test_tiny_map_end_to_end_and_resume(tmp_path):
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     assert 'teacher iter 4' in resumed.stdout and 'teacher iter 2' not in resumed.stdout
     assert json.loads((results / 'teacher_curve.json').read_text()) == curve
+
+
+def test_tiny_map_on_the_patches(tmp_path):
+    """``--dataset patches``: its own feature network, teacher, plateau and run, on
+    SkimagePatches, in the data set's default folders below the given ones."""
+    work_dir, results = str(tmp_path / 'work'), tmp_path / 'results'
+    env = {k: v for k, v in os.environ.items() if not k.startswith('TORCH_FORCE')}
+    env['PYTHONPATH'] = REPO
+    cmd = [sys.executable, 'tools/regime_map.py', '--preset', 'tiny', '--dataset', 'patches',
+           '--work-dir', work_dir, '--results-dir', str(results), '--threads-per-run', '1',
+           '--recipes', 'dsm_kd']
+    result = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True,
+                            timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    teacher = json.loads((results / 'teacher.json').read_text())
+    assert teacher['dataset'] == 'patches'
+    record = json.loads(open(osp.join(work_dir, 'feature_net_patches.json')).read())
+    assert record['dataset'] == 'patches' and teacher['feature_accuracy'] == \
+        record['test_accuracy']
+    config = open(osp.join(work_dir, 'teacher_cosine4', 'teacher_digits16.py')).read()
+    assert "type='SkimagePatches'" in config and 'SklearnDigits' not in config
+    run = json.loads((results / 'runs' / 'p27' / 'dsm_kd_seed0.json').read_text())
+    assert 'train_dataloader.dataset.type=SkimagePatches' in run['options']
+    assert math.isfinite(run['final']['raw']['samplers']['ddim50']['fid'])
+    text = (results / 'README.md').read_text()
+    assert text.startswith('# Regime map of recovery recipes (scikit-image patches 16x16)')
+    assert '--report-only --dataset patches' in text
