@@ -544,7 +544,7 @@ def samples_figure(work_dir: str, results_dir: str, level: str, recipes: Sequenc
             ax.set_xticks([])
             ax.set_yticks([])
             if run is None:
-                caption = f'teacher, {sampler}: FID {teacher["samplers"][sampler]["fid"]:.1f}'
+                caption = f'teacher EMA, {sampler}: FID {teacher["samplers"][sampler]["fid"]:.1f}'
             else:
                 s = run['final']['raw']['samplers'][sampler]
                 caption = (f'{RECIPES[name].label or name}, {sampler}: FID {s["fid"]:.1f}, '
