@@ -87,6 +87,10 @@ COCO = 'mmdiff_2ndm/datasets/coco_caption_dataset.py'
 INFERENCE = 'mmdiff_2ndm/apis/inference.py'
 EXPORT = 'mmdiff_2ndm/apis/export.py'
 TOOL_TESTS = 'tests/test_tools/test_sample_and_export_tools.py'
+STUDY_EVALUATION = 'mmdiff_2ndm/studies/digits/evaluation.py'
+FOLLOW_UP = 'mmdiff_2ndm/studies/regime_map/followup.py'
+MAP_AXES = 'mmdiff_2ndm/studies/regime_map/axes.py'
+MAP_TESTS = 'tests/test_studies/test_regime_map'
 
 MUTANTS: List[Mutant] = [
     # the 2ndMatch loss
@@ -268,6 +272,17 @@ MUTANTS: List[Mutant] = [
            'dict(ratio=ratio, importance=importance)',
            ('tests/test_engine/test_hooks/test_pruning_hook.py::'
             'test_hook_options_reach_the_pruning', )),
+    # the regime map's pairing, follow-up and depth levels
+    Mutant('record-hash-ignores-depth', STUDY_EVALUATION, 'kept = [kept, record[\'depth\']]',
+           'kept = kept', ('tests/test_studies/test_digits/test_evaluation.py::'
+                           'test_record_hash_tells_kept_blocks_and_channels_apart', )),
+    Mutant('follow-up-near-ignored', FOLLOW_UP,
+           'if high > low and min(-low, high) <= margin * (high - low):', 'if False:',
+           (f'{MAP_TESTS}/test_map_followup.py::test_interval_flag_and_target_seeds', )),
+    Mutant('map-depth-group-swapped', MAP_AXES,
+           "f'custom_hooks.0.depth_cfg.group_size={group}'",
+           "f'custom_hooks.0.depth_cfg.group_size={keep}'",
+           (f'{MAP_TESTS}/test_map_axes.py', )),
 ]
 
 

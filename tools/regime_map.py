@@ -13,7 +13,10 @@ Steps (each resumable; re-running the same command continues where it stopped):
    every sampler (raw student and EMA; the raw student also halfway and before
    finetuning) and written to ``<results>/runs/<level>/<recipe>_seed<seed>.json``; the
    report (``<results>/README.md``, ``heatmap_<sampler>.png``, ``teacher_curve.png``,
-   ``plateau.png``) is rewritten after every run.
+   ``plateau.png``) is rewritten after every run;
+4. ``--follow-up``: the cells whose paired interval excludes 0 or nearly does get more
+   seeds, and their references the same seeds (``studies/regime_map/followup.py``; the
+   report lists them).
 
 Usage::
 
@@ -24,10 +27,15 @@ Usage::
     python tools/regime_map.py --levels p27 --recipes dsm_kd 2ndm_log --seeds 0 1 2
     python tools/regime_map.py --report-only                 # rewrite the report
     python tools/regime_map.py --dataset patches --levels p27   # scikit-image's patches
+    python tools/regime_map.py --arch dit                      # depth-pruned DiT students
+    python tools/regime_map.py --follow-up       # more seeds where an interval is near 0
 
 ``--dataset patches`` runs the same pipeline on ``SkimagePatches`` (16x16 patches of the
 pictures that ship with scikit-image) with its own feature network, teacher, plateau and
-runs, in ``work_dirs/regime_map/patches`` and ``docs/regime_map/patches``.
+runs, in ``work_dirs/regime_map/patches`` and ``docs/regime_map/patches``. ``--arch dit``
+puts a class-conditional DiT in the U-Net's place (teacher and students) with depth-pruned
+levels (``d2``, ``d4``: blocks dropped by TinyFusion's learnable selection), in a
+sub-folder ``dit``.
 """
 import argparse
 import json
@@ -43,7 +51,10 @@ from mmdiff_2ndm.studies.regime_map import (LEVELS, PRESETS, RECIPES,  # noqa: E
                                             RegimeMap, load_results, planned_runs,
                                             write_report)
 from mmdiff_2ndm.studies.digits.feature_net import STUDY_DATASETS  # noqa: E402
-from mmdiff_2ndm.studies.regime_map.axes import MAP_PRESETS  # noqa: E402
+from mmdiff_2ndm.studies.regime_map.axes import ARCHS, MAP_PRESETS, map_preset  # noqa: E402
+from mmdiff_2ndm.studies.regime_map.cells import index_runs  # noqa: E402
+from mmdiff_2ndm.studies.regime_map.followup import (flagged_cells,  # noqa: E402
+                                                     follow_up_runs)
 from mmdiff_2ndm.studies.regime_map.report import ARCHIVE, samples_figure  # noqa: E402
 
 
@@ -54,6 +65,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--dataset', choices=sorted(STUDY_DATASETS), default='digits',
                         help='data set of every run (default folders: a sub-folder per '
                         'data set other than the digits)')
+    parser.add_argument('--arch', choices=sorted(ARCHS), default='unet',
+                        help='teacher architecture: the configs\' U-Net (width-pruned levels) '
+                        'or a DiT in its place (depth-pruned levels); a sub-folder per '
+                        'architecture other than the U-Net')
     parser.add_argument('--work-dir', default=None,
                         help='training runs (checkpoints; git-ignored); default '
                         'work_dirs/regime_map[/<dataset>]')
@@ -70,10 +85,14 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                         help='stop once the teacher is trained and its curve scored')
     parser.add_argument('--plateau-only', action='store_true',
                         help='stop once the run length is measured')
+    parser.add_argument('--follow-up', action='store_true',
+                        help='train and score the follow-up seeds of the cells whose paired '
+                        'interval excludes 0 or nearly does (after the screen)')
     parser.add_argument('--report-only', action='store_true',
                         help='train and score nothing: rewrite the report')
     args = parser.parse_args(argv)
-    below = [] if args.dataset == 'digits' else [args.dataset]
+    below = ([] if args.dataset == 'digits' else [args.dataset]) + \
+        ([] if args.arch == 'unet' else [args.arch])
     args.work_dir = args.work_dir or osp.join('work_dirs', 'regime_map', *below)
     args.results_dir = args.results_dir or osp.join('docs', 'regime_map', *below)
     return args
@@ -87,17 +106,31 @@ def _read_json(path: str) -> Optional[dict]:
         return json.load(f)
 
 
+def follow_up_plan(args: argparse.Namespace, planned, runs) -> list:
+    """The follow-up runs (done or not) that the evaluated ``runs`` call for, in the
+    cells of the ``planned`` runs."""
+    preset = map_preset(args.preset, args.arch)
+    levels = list(dict.fromkeys(run[0] for run in planned))
+    recipes = list(dict.fromkeys(run[1] for run in planned))
+    flags = flagged_cells(index_runs(runs), levels, recipes, list(preset['samplers']),
+                          len(preset['seeds']))
+    return follow_up_runs(flags, preset['seeds'])
+
+
 def report(args: argparse.Namespace, planned) -> str:
     """Rewrites the results dir's report from its JSON; the runs planned are those of
-    every preset of the map (``MAP_PRESETS``) when this is one of them."""
+    every preset of the map (``MAP_PRESETS``) when this is one of them, and the
+    follow-up runs the results call for."""
+    teacher, runs = load_results(args.results_dir)
     if args.preset in MAP_PRESETS and not (args.levels or args.recipes or args.seeds):
         planned = list(dict.fromkeys(run for name in MAP_PRESETS
-                                     for run in planned_runs(PRESETS[name])))
-    teacher, runs = load_results(args.results_dir)
+                                     for run in planned_runs(map_preset(name, args.arch))))
+    planned = list(dict.fromkeys(list(planned) + follow_up_plan(args, planned, runs)))
     plateau, teacher_curve, archived = (
         _read_json(osp.join(args.results_dir, name))
         for name in ('plateau.json', 'teacher_curve.json', osp.join(ARCHIVE, 'teacher.json')))
-    path = write_report(args.results_dir, teacher, runs, planned, PRESETS[args.preset], plateau,
+    path = write_report(args.results_dir, teacher, runs, planned,
+                        map_preset(args.preset, args.arch), plateau,
                         teacher_curve=teacher_curve, archived_teacher=archived)
     if teacher and osp.isdir(args.work_dir):  # sample figures need the kept samples
         for level in dict.fromkeys(run['level'] for run in runs):
@@ -113,17 +146,20 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
         raise ValueError(f'--jobs must be >= 1, got {args.jobs}.')
     args.work_dir, args.results_dir = osp.abspath(args.work_dir), osp.abspath(args.results_dir)
     os.makedirs(args.results_dir, exist_ok=True)
-    planned = planned_runs(PRESETS[args.preset], args.levels, args.recipes, args.seeds)
+    planned = planned_runs(map_preset(args.preset, args.arch), args.levels, args.recipes,
+                           args.seeds)
     if not args.report_only:
         threads = args.threads_per_run or max(1, (os.cpu_count() or 1) // args.jobs)
         torch.set_num_threads(threads)
         regime_map = RegimeMap(args.preset, args.work_dir, args.results_dir, threads,
-                               args.dataset)
+                               args.dataset, args.arch)
         regime_map.prepare()
         report(args, planned)
         if not args.teacher_only and regime_map.finetune_iters() is None:
             regime_map.measure_plateau()
             report(args, planned)
+        if args.follow_up:
+            planned = follow_up_plan(args, planned, load_results(args.results_dir)[1])
         if not (args.teacher_only or args.plateau_only):
             regime_map.screen(planned, args.jobs, on_scored=lambda: report(args, planned))
     path = report(args, planned)

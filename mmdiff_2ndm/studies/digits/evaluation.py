@@ -43,10 +43,14 @@ def load_distiller(config: str, options: List[str], ckpt: str, work_dir: str):
 
 
 def record_hash(ckpt: str) -> str:
-    """A short hash of the checkpoint's pruning record (which channels were kept)."""
+    """A short hash of the checkpoint's pruning record (which channels and, for a
+    depth-pruned student, which blocks were kept)."""
     from mmdiff_2ndm.utils import safe_torch_load
     record = safe_torch_load(ckpt, map_location='cpu').get('meta', {}).get('pruning')
-    text = json.dumps(record and record.get('history'), sort_keys=True, default=str)
+    kept = record and record.get('history')
+    if record and record.get('depth'):  # width-only records hash as they always have
+        kept = [kept, record['depth']]
+    text = json.dumps(kept, sort_keys=True, default=str)
     return hashlib.sha1(text.encode()).hexdigest()[:12]
 
 
@@ -76,8 +80,9 @@ class Evaluator:
         self.preset = preset
         self.noise = torch.randn(preset['num_samples'], 3, image_size, image_size,
                                  generator=gen)
-        test_images, _ = load_images(image_size, 'test', dataset)
+        test_images, test_labels = load_images(image_size, 'test', dataset)
         self.x_0 = test_images[:preset['eval_images']].float() / 127.5 - 1.0
+        self.labels = test_labels[:preset['eval_images']]  # the x_0's, for conditional models
         self.eps = torch.randn(self.x_0.shape, generator=gen)
         self.v = torch.randn(self.x_0.shape, generator=gen)
         self.v = self.v / self.v.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
@@ -91,12 +96,31 @@ class Evaluator:
         self.fid.real_cov = np.cov(real_feats, rowvar=False)
         self.teacher_samples: Optional[Tensor] = None
 
+    @staticmethod
+    def condition(distiller, labels: Tensor) -> Optional[Tensor]:
+        """The denoiser's condition for class ``labels``: None for an unconditional model
+        (the labels are then ignored)."""
+        if distiller.conditioner.num_classes is None:
+            return None
+        return distiller.conditioner.embed_labels(labels)
+
+    @staticmethod
+    def sample_labels(distiller, num: int) -> Tensor:
+        """Classes of the first ``num`` fixed noises for a class-conditional model: noise
+        i draws class i mod the number of classes (every class as often, the same for
+        every model, without guidance)."""
+        classes = distiller.conditioner.num_classes or 1
+        return torch.arange(num) % classes
+
     def samples(self, distiller, net: nn.Module, num: int) -> Tensor:
-        """uint8 samples (num, 3, H, W) from the first ``num`` fixed noises with DDIM."""
+        """uint8 samples (num, 3, H, W) from the first ``num`` fixed noises with DDIM
+        (class-conditional models: :meth:`sample_labels`)."""
         out = []
+        labels = self.sample_labels(distiller, num).split(128)
         with progress(total=num, desc='sampling', unit='img') as bar:
-            for noise in self.noise[:num].split(128):
-                out.append(to_uint8(distiller.sample(net, noise, None, None,
+            for noise, label in zip(self.noise[:num].split(128), labels):
+                out.append(to_uint8(distiller.sample(net, noise,
+                                                     self.condition(distiller, label), None,
                                                      self.preset['sample_steps'])))
                 bar.update(noise.shape[0])
         return torch.cat(out)
@@ -122,10 +146,11 @@ class Evaluator:
         t = torch.linspace(0, num_t - 1, n).long()
         t_small = torch.linspace(0, 49, n).long()
         errs = []
+        cond = self.condition(distiller, self.labels)
         for steps in (t, t_small):
             x_t = distiller.noise_scheduler.add_noise(self.x_0, self.eps, steps)
-            diff = run_denoiser(net, x_t, steps, None) - run_denoiser(distiller.teacher,
-                                                                     x_t, steps, None)
+            diff = (run_denoiser(net, x_t, steps, cond)
+                    - run_denoiser(distiller.teacher, x_t, steps, cond))
             errs.append(diff.pow(2).mean().item())
         return errs[0], errs[1]
 
@@ -134,10 +159,11 @@ class Evaluator:
         from mmdiff_2ndm.models.denoisers import run_denoiser
         from mmdiff_2ndm.models.losses.jacobian_products import jacobian_vector_product
         values = []
+        cond = self.condition(distiller, self.labels)
         for step in progress(self.preset['ftle_timesteps'], desc='FTLE', unit='t'):
             t = torch.full((self.x_0.shape[0],), int(step), dtype=torch.long)
             x_t = distiller.noise_scheduler.add_noise(self.x_0, self.eps, t)
-            _, jv = jacobian_vector_product(lambda x: run_denoiser(net, x, t, None), x_t,
+            _, jv = jacobian_vector_product(lambda x: run_denoiser(net, x, t, cond), x_t,
                                             self.v, 'student')
             values.append(jv.pow(2).flatten(1).sum(1).mean().item())
         return values

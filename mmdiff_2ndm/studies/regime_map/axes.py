@@ -26,10 +26,16 @@ class Level(NamedTuple):
         ratio (float): The hook's ``ratio`` (groups not tied to a GroupNorm).
         groupnorm_ratio (float): ``prune_cfg.groupnorm_ratio``.
         ignored (Tuple[str, ...]): ``prune_cfg.ignored_layers`` (kept at full width).
-        params (int): Student parameters on the 177,427-parameter teacher (measured by
-            ``tests/test_studies/test_regime_map/test_axes.py``).
-        min_group (int): Fewest channels of any GroupNorm group of the student.
+        params (int): Student parameters on its architecture's teacher (measured by
+            ``tests/test_studies/test_regime_map/test_map_axes.py``).
+        min_group (int): Fewest channels of any GroupNorm group of the student (0 for a
+            DiT, which has none).
         note (str): How the level is reached and where the 3-channel rule binds.
+        arch (str): The teacher architecture it prunes, a key of :data:`ARCHS`.
+            Defaults to 'unet'.
+        depth (Tuple[int, int], optional): Depth pruning instead of width: keep N of
+            every M blocks, ``(N, M)``, chosen by TinyFusion's learnable selector.
+            Defaults to None.
     """
     ratio: float
     groupnorm_ratio: float
@@ -37,6 +43,8 @@ class Level(NamedTuple):
     params: int
     min_group: int
     note: str
+    arch: str = 'unet'
+    depth: Optional[Tuple[int, int]] = None
 
 
 TEACHER_PARAMS = 177427
@@ -68,12 +76,84 @@ LEVELS: Dict[str, Level] = {
     # defined for a later sitting to decide on, not screened
     'p14': Level(0.55, 0.55, (), 24067, 1,
                  'ratio 0.55 everywhere: 16-wide stage 1 of 4 (breaks the 3-channel rule)'),
+    # depth-pruned DiT students (TinyFusion's setting: whole blocks dropped, N of every M
+    # kept by the learnable selector); width untouched
+    'd4': Level(0.0, 0.0, (), 117100, 0, '4 of 8 blocks (1 of every 2), learnable selection',
+                arch='dit', depth=(1, 2)),
+    'd2': Level(0.0, 0.0, (), 60012, 0, '2 of 8 blocks (1 of every 4), learnable selection',
+                arch='dit', depth=(1, 4)),
 }
+# Steps of TinyFusion's learnable block selection (Gumbel-softmax over the N:M patterns,
+# trained with the weights on training batches) before a depth-pruned run trains
+DEPTH_SEARCH_STEPS = 200
+
+
+class Arch(NamedTuple):
+    """A teacher architecture of the map: every run of a map has the same one.
+
+    Attributes:
+        teacher_config (str): Config in configs/digits/ that trains the dense teacher.
+        net (dict, optional): The denoiser put in place of the configs' (the teacher
+            run's ``model.student``, every student run's ``model.teacher``); None keeps
+            the configs' U-Net.
+        params (int): Parameters of the teacher.
+        feat_options (Tuple[str, ...]): --cfg-options that point a recipe's feature term
+            (``model.losses.feat``) at this architecture's blocks.
+        levels_note (str): How its levels are reached (the report prints it).
+        text (str): How the report describes the teacher.
+        label (str): How the report names the architecture.
+    """
+    teacher_config: str
+    net: Optional[dict]
+    params: int
+    feat_options: Tuple[str, ...]
+    levels_note: str
+    text: str
+    label: str
+
+
+# The DiT of configs/digits/_base_/dit_digits16.py at half its width (2 heads x 16): a
+# teacher of the U-Net's size (231k against 177k parameters) and cost on the CPU
+DIT_NET = dict(type='DiTTransformer2DModel', sample_size=16, in_channels=3, out_channels=3,
+               num_layers=8, num_attention_heads=2, attention_head_dim=16, patch_size=2,
+               num_embeds_ada_norm=10)
+ARCHS: Dict[str, Arch] = {
+    'unet': Arch('teacher_digits16.py', None, TEACHER_PARAMS, (), RULE_NOTE,
+                 'dense DDPM U-Net of `configs/digits/teacher_digits16.py`', 'U-Net'),
+    'dit': Arch('teacher_digits16_dit.py', DIT_NET, 231276,
+                # BK-SDM's U-Net block outputs do not exist in a DiT: each student block is
+                # matched to the teacher block it was copied from (TinyFusion)
+                ('model.losses.feat.layers=dit', 'model.losses.feat.block_map=auto'),
+                'The DiT has no GroupNorm groups to keep: its levels drop whole blocks, '
+                'keeping N of every M consecutive blocks, the pattern chosen by TinyFusion\'s '
+                f'learnable selector ({DEPTH_SEARCH_STEPS} steps of a Gumbel-softmax over the '
+                'N:M patterns, trained with the weights) and the kept blocks starting from the '
+                'teacher\'s. d2 (25.9 %) is as hard as the U-Net\'s p27 (26.9 %); d4 (50.6 %) '
+                'is TinyFusion\'s D14-of-28 ratio.',
+                'class-conditional pixel DiT of `configs/digits/teacher_digits16_dit.py` at '
+                'half width (8 blocks of 2 heads x 16, patch 2)', 'DiT'),
+}
+
+
+def net_options(arch: str, key: str, changes: Optional[dict] = None) -> List[str]:
+    """--cfg-options that put the architecture's denoiser (with ``changes``) at
+    ``model.<key>`` (none for the configs' own U-Net)."""
+    net = ARCHS[arch].net
+    if net is None:
+        return []
+    net = dict(net, **(changes or {}))
+    return [f'model.{key}._delete_=True', *(f'model.{key}.{k}={v}' for k, v in net.items())]
 
 
 def level_options(name: str) -> List[str]:
     """--cfg-options that set the pruning hook (custom_hooks.0 of configs/digits/) to a level."""
     level = LEVELS[name]
+    if level.depth is not None:
+        keep, group = level.depth
+        return ['custom_hooks.0.method=depth', f'custom_hooks.0.depth_cfg.keep={keep}',
+                f'custom_hooks.0.depth_cfg.group_size={group}',
+                'custom_hooks.0.depth_cfg.selector=learnable',
+                f'custom_hooks.0.depth_cfg.steps={DEPTH_SEARCH_STEPS}']
     opts = [f'custom_hooks.0.ratio={level.ratio}',
             f'custom_hooks.0.prune_cfg.groupnorm_ratio={level.groupnorm_ratio}']
     if level.ignored:
@@ -92,12 +172,16 @@ class Recipe(NamedTuple):
             trains ``preset batch / batch_size`` times as many iterations (as many
             samples seen). Defaults to None.
         label (str): Column label of the heatmaps.
+        features (bool): Whether it has a feature term (``model.losses.feat``), which
+            each architecture points at its own blocks (``Arch.feat_options``).
+            Defaults to False.
     """
     config: str
     options: Tuple[str, ...] = ()
     reference: str = 'dsm_kd'
     batch_size: Optional[int] = None
     label: str = ''
+    features: bool = False
 
 
 _LOG_RATIO = ('model.losses.jacobian.form=log_ratio', 'model.losses.jacobian.scale=None')
@@ -110,11 +194,12 @@ _AUTHORS = ('model.losses.jacobian.mode=vjp', 'optim_wrapper.student.optimizer.l
 RECIPES: Dict[str, Recipe] = {
     'dsm_kd': Recipe('2ndm_digits16_dsm_kd.py', reference='', label='DSM+KD'),
     'dsm': Recipe('2ndm_digits16_dsm.py', label='DSM'),
-    'dsm_kd_feat': Recipe('2ndm_digits16_dsm_kd_feat.py', label='+feat KD'),
+    'dsm_kd_feat': Recipe('2ndm_digits16_dsm_kd_feat.py', label='+feat KD', features=True),
     '2ndm': Recipe('2ndm_digits16.py', label='+2ndM sigma'),  # w 10, quarter batch
     '2ndm_log': Recipe('2ndm_digits16.py', _LOG_RATIO, label='+2ndM log'),  # w 10, quarter
-    'feat_2ndm': Recipe('2ndm_digits16.py', _FEAT, label='+feat +2ndM sigma'),
-    'feat_2ndm_log': Recipe('2ndm_digits16.py', _LOG_RATIO + _FEAT, label='+feat +2ndM log'),
+    'feat_2ndm': Recipe('2ndm_digits16.py', _FEAT, label='+feat +2ndM sigma', features=True),
+    'feat_2ndm_log': Recipe('2ndm_digits16.py', _LOG_RATIO + _FEAT, label='+feat +2ndM log',
+                            features=True),
     'dsm_kd_b2': Recipe('2ndm_digits16_dsm_kd.py',
                         ('optim_wrapper.student.optimizer.lr=0.0002',), batch_size=2,
                         label='DSM+KD b2'),
@@ -156,6 +241,32 @@ PRESETS['screen_b2'] = dict(PRESETS['screen'], levels=('p27',),
                             recipes=('dsm_kd_b2', 'authors_b2'))
 # The presets of one map: they share the results dir, the plateau and the report.
 MAP_PRESETS = ('screen', 'screen_b2')
+# What a preset changes for another architecture than the U-Net: its levels (hardest
+# first), the plateau's level and, for the smoke test, a smaller net
+ARCH_PRESETS: Dict[Tuple[str, str], dict] = {
+    ('dit', 'tiny'): dict(levels=('d2',), plateau_level='d2', widths=None,
+                          net_changes=dict(num_layers=4, num_attention_heads=1,
+                                           attention_head_dim=8)),
+    ('dit', 'screen'): dict(levels=('d2', 'd4'), plateau_level='d2'),
+    ('dit', 'screen_b2'): dict(levels=('d2',), plateau_level='d2'),
+}
+
+
+def map_preset(name: str, arch: str = 'unet') -> dict:
+    """A preset of :data:`PRESETS` for one architecture of :data:`ARCHS`, with its name
+    under ``'arch'``.
+
+    Raises:
+        ValueError: On an unknown preset or architecture.
+    """
+    if name not in PRESETS:
+        raise ValueError(f'Unknown preset {name!r}; known: {sorted(PRESETS)}.')
+    if arch not in ARCHS:
+        raise ValueError(f'Unknown architecture {arch!r}; known: {sorted(ARCHS)}.')
+    preset = dict(PRESETS[name], arch=arch, net_changes={})
+    if arch != 'unet':
+        preset.update(ARCH_PRESETS[(arch, name)])
+    return preset
 
 
 def planned_runs(preset: dict, levels: Optional[Sequence[str]] = None,
@@ -170,13 +281,19 @@ def planned_runs(preset: dict, levels: Optional[Sequence[str]] = None,
         levels, recipes, seeds: Override the preset's. Defaults to None.
 
     Raises:
-        ValueError: On an unknown level or recipe.
+        ValueError: On an unknown level or recipe, or a level of another architecture
+            than the preset's (``preset['arch']``, default 'unet').
     """
     levels = list(levels or preset['levels'])
     recipes = list(recipes or preset['recipes'])
+    arch = preset.get('arch', 'unet')
     for name in levels:
         if name not in LEVELS:
             raise ValueError(f'Unknown level {name!r}; known: {sorted(LEVELS)}.')
+        if LEVELS[name].arch != arch:
+            mine = sorted(k for k, lv in LEVELS.items() if lv.arch == arch)
+            raise ValueError(f'Level {name!r} prunes the {LEVELS[name].arch} teacher, not '
+                             f'this map\'s {arch}; its levels: {mine}.')
     for name in recipes:
         if name not in RECIPES:
             raise ValueError(f'Unknown recipe {name!r}; known: {sorted(RECIPES)}.')

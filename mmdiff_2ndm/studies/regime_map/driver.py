@@ -1,8 +1,9 @@
 """The regime map's driver: teacher run, plateau run, then the screen, run by run.
 
-The map trains its own teacher (``teacher_digits16.py``, seed 0, cosine lr over the
-preset's ``teacher_iters``) and scores its EMA at every ``teacher_interval``
-(``teacher_curve.json``): the final, annealed checkpoint is the teacher of every student.
+The map trains its own teacher (``teacher_digits16.py``, or its architecture's
+``Arch.teacher_config``; seed 0, cosine lr over the preset's ``teacher_iters``) and scores
+its EMA at every ``teacher_interval`` (``teacher_curve.json``): the final, annealed
+checkpoint is the teacher of every student.
 
 Everything is resumable. The training runs live in the work dir (git-ignored: checkpoints);
 every result lives in the results dir (``docs/regime_map/``, committed): one JSON per
@@ -22,13 +23,12 @@ from ..digits.evaluation import load_distiller, record_hash
 from ..digits.feature_net import STUDY_DATASETS, feature_net_files, prepare_feature_net
 from ..digits.progress import say
 from ..digits.runs import seconds_per_iter, size_options, train
-from .axes import (MODELS, PRESETS, RECIPES, REFERENCE, level_options, run_iters,
-                   run_name)
+from .axes import (ARCHS, MODELS, RECIPES, REFERENCE, level_options, map_preset, net_options,
+                   run_iters, run_name)
 from .plateau import PLATEAU_TOL, plateau_iteration
 from .scoring import MapScorer
 
 Run = Tuple[str, str, int]  # (level, recipe, seed)
-TEACHER_CONFIG = 'teacher_digits16.py'
 
 
 def write_json(data: dict, path: str) -> None:
@@ -51,15 +51,20 @@ class RegimeMap:
         dataset (str): The data set of every run (teacher, students, scores), a key of
             ``digits.feature_net.STUDY_DATASETS``; the configs' digits are replaced by it.
             Defaults to 'digits'.
+        arch (str): The teacher architecture, a key of :data:`~.axes.ARCHS` ('unet': the
+            configs' U-Net; 'dit': a DiT in its place, depth-pruned levels). Defaults to
+            'unet'.
     """
 
     def __init__(self, preset_name: str, work_dir: str, results_dir: str,
-                 threads: int, dataset: str = 'digits') -> None:
+                 threads: int, dataset: str = 'digits', arch: str = 'unet') -> None:
         if dataset not in STUDY_DATASETS:
             raise ValueError(f'dataset must be one of {sorted(STUDY_DATASETS)}, got '
                              f'{dataset!r}.')
         self.dataset = dataset
-        self.preset_name, self.preset = preset_name, dict(PRESETS[preset_name])
+        self.preset_name, self.preset = preset_name, map_preset(preset_name, arch)
+        self.arch = ARCHS[arch]
+        self.teacher_config = self.arch.teacher_config
         self.work_dir, self.results_dir, self.threads = work_dir, results_dir, threads
         self.feature_net, self.feature_record = feature_net_files(work_dir, dataset)
         # the map's own teacher: one run, named by its length (a different length is a
@@ -85,9 +90,11 @@ class RegimeMap:
     def options(self, run: Run, iters: int, batch: int) -> List[str]:
         """--cfg-options of a run: teacher, seed (pairs the recipes), length, level, recipe."""
         level, recipe, seed = run
+        features = self.arch.feat_options if RECIPES[recipe].features else ()
         return [f'model.teacher_ckpt.filename={self.teacher_ckpt}', f'randomness.seed={seed}',
                 f'model.per_sample_noise_seed={seed}', f'param_scheduler.T_max={iters}',
-                *level_options(level), *RECIPES[recipe].options,
+                *net_options(self.preset['arch'], 'teacher', self.preset['net_changes']),
+                *level_options(level), *RECIPES[recipe].options, *features,
                 *size_options(dict(self.preset, batch_size=batch), 'student'),
                 *self.dataset_options()]
 
@@ -107,6 +114,7 @@ class RegimeMap:
                 'param_scheduler.type=CosineAnnealingLR', 'param_scheduler.by_epoch=False',
                 f'param_scheduler.T_max={self.preset["teacher_iters"]}',
                 f'param_scheduler.eta_min={self.preset["teacher_lr_min"]}',
+                *net_options(self.preset['arch'], 'student', self.preset['net_changes']),
                 *size_options(self.preset, 'teacher'), *self.dataset_options()]
 
     def prepare(self) -> None:
@@ -116,9 +124,9 @@ class RegimeMap:
         say(f'[map] feature network -> {self.feature_net}')
         prepare_feature_net(self.work_dir, self.preset['feature_iters'], dataset=self.dataset)
         iters, interval = self.preset['teacher_iters'], self.preset['teacher_interval']
-        say(f'[map] dense teacher: {TEACHER_CONFIG}, seed 0, {iters} iterations, cosine lr, '
+        say(f'[map] dense teacher: {self.teacher_config}, seed 0, {iters} iterations, cosine lr, '
             f'checkpoint every {interval} (log: {self.teacher_dir}/train_stdout.log)')
-        train(TEACHER_CONFIG, self.teacher_dir, iters, self.teacher_options(), self.threads,
+        train(self.teacher_config, self.teacher_dir, iters, self.teacher_options(), self.threads,
               stream=False, ckpt_interval=interval)
         self.measure_teacher()
 
@@ -145,7 +153,8 @@ class RegimeMap:
             teacher = scorer.score_teacher(distiller, teacher_net)
             with open(self.feature_record) as f:
                 teacher['feature_accuracy'] = json.load(f)['test_accuracy']
-            teacher.update(model='ema', config=TEACHER_CONFIG, seed=0, dataset=self.dataset,
+            teacher.update(model='ema', config=self.teacher_config, arch=self.preset['arch'],
+                           seed=0, dataset=self.dataset,
                            iters=self.preset['teacher_iters'], lr_schedule=dict(
                                type='CosineAnnealingLR', T_max=self.preset['teacher_iters'],
                                eta_min=self.preset['teacher_lr_min']),
@@ -156,7 +165,7 @@ class RegimeMap:
 
     def _load_teacher_run(self, step: int):
         """The teacher run's model at a checkpoint (its EMA: ``student_ema.module``)."""
-        return load_distiller(TEACHER_CONFIG, self.teacher_options(),
+        return load_distiller(self.teacher_config, self.teacher_options(),
                               osp.join(self.teacher_dir, f'iter_{step}.pth'),
                               osp.join(self.teacher_dir, 'eval'))
 
@@ -189,7 +198,8 @@ class RegimeMap:
             write_json(curve, cache_path)
         with open(osp.join(self.teacher_dir, 'wall.json')) as f:
             wall = float(json.load(f)['wall_s'])
-        data = dict(config=TEACHER_CONFIG, seed=0, iters=iters, interval=interval,
+        data = dict(config=self.teacher_config, arch=self.preset['arch'], seed=0, iters=iters,
+                    interval=interval,
                     lr_min=self.preset['teacher_lr_min'], batch_size=self.preset['batch_size'],
                     sampler='ddim50', model='ema',
                     tol=PLATEAU_TOL, wall_s=wall,

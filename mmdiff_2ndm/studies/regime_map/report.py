@@ -9,13 +9,13 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..digits.statistics import CI_MIN_SEEDS, bootstrap_ci, verdict
-from .axes import LEVELS, RECIPES, REFERENCE, RULE_NOTE, TEACHER_PARAMS
+from ..digits.statistics import CI_MIN_SEEDS, verdict
+from .axes import ARCHS, LEVELS, RECIPES, REFERENCE
+from .cells import HEATMAP_METRICS, index_runs, paired, reference_of
+from .followup import (FOLLOW_UP_SEEDS, MAX_SEEDS, NEAR_MARGIN, SEED_STEP, flagged_cells,
+                       follow_up_runs)
 from .plateau import plateau_iteration
 
-# key, title, lower is better, relative (% of the reference's value, per seed)
-HEATMAP_METRICS = (('fid', 'd proxy FID', True, False), ('ssim', 'd SSIM to teacher', False, False),
-                   ('sample_mse', 'd sample MSE to teacher, %', True, True))
 JACOBIAN_T = (0, 10, 50, 250, 999)  # timesteps shown in the mechanism table
 # results made against the previous teacher (the shipped 6000-iteration checkpoint, which
 # the students beat), kept apart from the map's runs
@@ -29,35 +29,6 @@ DATASET_TEXT = {
     'patches': ('scikit-image patches 16x16', 'features of a classifier of the picture a '
                 'patch was cut from, trained on the train patches'),
 }
-
-
-def index_runs(runs: List[dict]) -> Dict[Tuple[str, str], Dict[int, dict]]:
-    """(level, recipe) -> seed -> run."""
-    cells: Dict[Tuple[str, str], Dict[int, dict]] = {}
-    for run in runs:
-        cells.setdefault((run['level'], run['recipe']), {})[run['seed']] = run
-    return cells
-
-
-def reference_of(recipe: str) -> str:
-    """The recipe a recipe is compared with."""
-    return RECIPES[recipe].reference or REFERENCE
-
-
-def paired(cells: dict, level: str, recipe: str, sampler: str, key: str,
-           relative: bool = False, model: str = 'raw') -> dict:
-    """recipe - reference at one level and sampler, paired by seed: mean, 95 % bootstrap
-    interval, the seeds, and whether every pair started from the same pruned channels."""
-    ref = cells.get((level, reference_of(recipe)), {})
-    arm = cells.get((level, recipe), {})
-    seeds = sorted(set(ref) & set(arm))
-    diffs = []
-    for s in seeds:
-        a, r = (x['final'][model]['samplers'][sampler][key] for x in (arm[s], ref[s]))
-        diffs.append(100.0 * (a - r) / r if relative else a - r)
-    mean, low, high = bootstrap_ci(diffs) if diffs else (np.nan, np.nan, np.nan)
-    return dict(mean=mean, low=low, high=high, seeds=seeds, diffs=diffs,
-                same_channels=all(arm[s]['record'] == ref[s]['record'] for s in seeds))
 
 
 def _excludes_zero(cell: dict) -> bool:
@@ -140,7 +111,8 @@ def _level_labels(cells: dict, levels: Sequence[str], sampler: str,
     labels = []
     for lv in levels:
         ref = cells.get((lv, REFERENCE), {})
-        label = f'{lv}: {100.0 * LEVELS[lv].params / TEACHER_PARAMS:.1f} % params'
+        share = LEVELS[lv].params / ARCHS[LEVELS[lv].arch].params
+        label = f'{lv}: {100.0 * share:.1f} % params'
         if ref:
             fid = np.mean([r['final']['raw']['samplers'][sampler]['fid'] for r in ref.values()])
             label += f'\nDSM+KD {fid:.1f} ({fid / t_fid:.2f}x teacher)'
@@ -289,6 +261,32 @@ def teacher_section(curve: Optional[dict], teacher: Optional[dict],
                     '![teacher curve](teacher_curve.png)', '']
 
 
+def follow_up_section(cells: dict, levels: Sequence[str], recipes: Sequence[str],
+                      samplers: Sequence[str], preset: dict, flag: str) -> List[str]:
+    """The report's 'Follow-up' section: the cells that get more seeds and why
+    (:mod:`.followup`), and the command that runs them."""
+    flags = flagged_cells(cells, levels, recipes, samplers, len(preset['seeds']))
+    lines = ['## Follow-up: cells that get more seeds', '',
+             f'Rule: a cell screened with {len(preset["seeds"])} paired seeds whose 95 % '
+             'interval (raw student, proxy FID or SSIM, any sampler) excludes 0, or holds 0 '
+             f'within {NEAR_MARGIN:.0%} of its width from an end, gets seeds up to '
+             f'{FOLLOW_UP_SEEDS}, then {SEED_STEP} more at a time while 0 stays near an end '
+             f'(at most {MAX_SEEDS}); its reference gets the same seeds (paired).', '']
+    if not flags:
+        return lines + ['No cell is flagged by the runs so far.', '']
+    todo = [run for run in follow_up_runs(flags, preset['seeds'])
+            if run[2] not in cells.get(run[:2], {})]
+    lines += ['| level | recipe - reference | flagged by | interval | excludes 0 | seeds | '
+              'target |', '|---|---|---|---|---|---|---|']
+    for f in flags:
+        lines.append(f'| {f.level} | {f.recipe} - {reference_of(f.recipe)} | {f.sampler} '
+                     f'{f.metric} | [{f.low:.4g}, {f.high:.4g}] | '
+                     f'{"yes" if f.excludes_zero else "nearly"} | {f.seeds} | {f.target} |')
+    lines += ['', f'{len(todo)} follow-up runs to go: `python tools/regime_map.py --follow-up '
+              f'--jobs 1 --threads-per-run 1{flag}`.', '']
+    return lines
+
+
 def write_report(results_dir: str, teacher: Optional[dict], runs: List[dict],
                  planned: Sequence[Tuple[str, str, int]], preset: dict,
                  plateau: Optional[dict] = None, figures: bool = True,
@@ -315,9 +313,15 @@ def write_report(results_dir: str, teacher: Optional[dict], runs: List[dict],
     samplers = list(preset['samplers'])
     done = {(r['level'], r['recipe'], r['seed']) for r in runs}
     dataset = (teacher or {}).get('dataset', 'digits')
+    arch_name = preset.get('arch', 'unet')
+    arch = ARCHS[arch_name]
     title, features = DATASET_TEXT[dataset]
     flag = '' if dataset == 'digits' else f' --dataset {dataset}'
     log_suffix = '' if dataset == 'digits' else f'_{dataset}'
+    if arch_name != 'unet':
+        title += f', {arch.label} teacher'
+        flag += f' --arch {arch_name}'
+        log_suffix += f'_{arch_name}'
     lines = [f'# Regime map of recovery recipes ({title}) - in progress', '',
              f'Runs done: **{len(done & set(planned))} of {len(planned)} planned** '
              f'({len(runs)} evaluated in all). Regenerate: `python tools/regime_map.py '
@@ -340,28 +344,35 @@ def write_report(results_dir: str, teacher: Optional[dict], runs: List[dict],
     t_iters = teacher_curve['iters'] if teacher_curve else preset['teacher_iters']
     t_todo = '' if teacher_curve else ' (not trained yet)'
     lines += ['## Design', '',
-              '* Teacher: the map\'s own dense DDPM (`configs/digits/teacher_digits16.py`, '
-              f'{TEACHER_PARAMS:,} parameters, seed 0, {t_iters} iterations with a cosine lr '
-              f'annealed over the whole run{t_todo}; its final checkpoint, in the map\'s work '
-              'dir, not the '
-              'shipped one), scored as its EMA: every "teacher" number below is the '
+              f'* Teacher: the map\'s own {arch.text}: {arch.params:,} parameters, seed 0, '
+              f'{t_iters} iterations with a cosine lr annealed over the whole run{t_todo}; its '
+              'final checkpoint (in the map\'s work dir, not the shipped one), scored as its '
+              'EMA: every "teacher" number below is the '
               'teacher\'s EMA. Its length: "Teacher length" below.',
-              '* Pruning levels (diff-pruning importance through `DiffusionPruningHook`; rule: '
-              'no GroupNorm group below 3 channels):', '',
-              '| level | params | share | fewest channels in a GroupNorm group | settings |',
+              '* Pruning levels (through `DiffusionPruningHook`; width: diff-pruning '
+              'importance, rule: no GroupNorm group below 3 channels; depth: whole blocks):',
+              '', '| level | params | share | fewest channels in a GroupNorm group | settings |',
               '|---|---|---|---|---|']
     for name, lv in LEVELS.items():
-        lines.append(f'| {name} | {lv.params:,} | {100 * lv.params / TEACHER_PARAMS:.1f} % | '
-                     f'{lv.min_group} | {lv.note} |')
-    lines += ['', RULE_NOTE]
+        if lv.arch == arch_name:
+            group = lv.min_group if lv.depth is None else '- (depth)'
+            lines.append(f'| {name} | {lv.params:,} | {100 * lv.params / arch.params:.1f} % | '
+                         f'{group} | {lv.note} |')
+    lines += ['', arch.levels_note]
     lines += ['', '* Recipes (each compared with its reference, paired by seed: same pruned '
-              'channels, data order and per-sample noise):', '',
+              'channels or blocks, data order and per-sample noise):', '',
               '| recipe | config | changes | reference | batch |', '|---|---|---|---|---|']
     for name in recipes:
         rc = RECIPES[name]
-        changes = ', '.join(f'`{o}`' for o in rc.options) or '-'
+        options = rc.options + (arch.feat_options if rc.features else ())
+        changes = ', '.join(f'`{o}`' for o in options) or '-'
         lines.append(f'| {name} | `{rc.config}` | {changes} | {rc.reference or "-"} | '
                      f'{rc.batch_size or preset["batch_size"]} |')
+    if arch.net is not None:
+        lines += ['', f'Every run puts the teacher\'s {arch.label} in the configs\' '
+                  'U-Net\'s place (`model.teacher`, options `' + ', '.join(
+                      f'{k}={v}' for k, v in arch.net.items()) + '`) and sets the pruning '
+                  'hook to its level (`custom_hooks.0.method=depth`, `depth_cfg`).']
     sampler_text = ', '.join(f'{k} (DDIM, {v} steps)' for k, v in preset['samplers'].items())
     later = [name for name in RECIPES if name not in recipes]
     if later:
@@ -458,6 +469,7 @@ def write_report(results_dir: str, teacher: Optional[dict], runs: List[dict],
                         f'{verdict(f["low"], f["high"], True)} / '
                         f'{verdict(s["low"], s["high"], False)} |')
         lines.append('')
+        lines += follow_up_section(cells, levels, recipes, samplers, preset, flag)
         lines += ['## Mechanism: ||J_S v||^2 vs the teacher\'s (relative error, mean over '
                   f'{preset["eval_images"]} fixed x_t and v; mean over seeds)', '',
                   '| level | recipe | ' + ' | '.join(f't={t} before -> after' for t in JACOBIAN_T)

@@ -93,12 +93,13 @@ class MapScorer:
         from mmdiff_2ndm.models.denoisers import run_denoiser
         from mmdiff_2ndm.models.losses.jacobian_products import jacobian_vector_product
         ev = self.first
+        cond = ev.condition(distiller, ev.labels)  # the test images' classes
         rows = []
         for step in progress(self.preset['ftle_timesteps'], desc='J v', unit='t'):
             t = torch.full((ev.x_0.shape[0],), int(step), dtype=torch.long)
             x_t = distiller.noise_scheduler.add_noise(ev.x_0, ev.eps, t)
             with torch.no_grad():
-                _, jv = jacobian_vector_product(lambda x: run_denoiser(net, x, t, None), x_t,
+                _, jv = jacobian_vector_product(lambda x: run_denoiser(net, x, t, cond), x_t,
                                                 ev.v, 'student')
             rows.append(jv.pow(2).flatten(1).sum(1))
         return torch.stack(rows)

@@ -1,6 +1,6 @@
 """The regime map's axes: each pruning level gives the parameters and GroupNorm group
-sizes it states on the digits teacher, every recipe's options merge into its config,
-and the run order."""
+sizes it states on its teacher (the digits U-Net, the map's DiT), every recipe's options
+merge into its config for each architecture, and the run order."""
 import argparse
 import copy
 import os.path as osp
@@ -10,9 +10,10 @@ import torch
 from mmengine.config import Config, DictAction
 
 from mmdiff_2ndm.studies.digits.runs import CONFIG_DIR
-from mmdiff_2ndm.studies.regime_map.axes import (LEVELS, MIN_GROUP_CHANNELS, PRESETS,
-                                                 RECIPES, TEACHER_PARAMS, level_options,
-                                                 planned_runs, run_iters)
+from mmdiff_2ndm.studies.regime_map.axes import (ARCHS, DEPTH_SEARCH_STEPS, LEVELS,
+                                                 MIN_GROUP_CHANNELS, PRESETS, RECIPES,
+                                                 TEACHER_PARAMS, level_options, map_preset,
+                                                 net_options, planned_runs, run_iters)
 
 
 def merged(config, options):
@@ -32,6 +33,8 @@ def test_levels_give_the_stated_size_and_group_sizes_on_the_teacher():
     teacher = UNet2DModel(**unet)
     assert sum(p.numel() for p in teacher.parameters()) == TEACHER_PARAMS
     for name, level in LEVELS.items():
+        if level.arch != 'unet':
+            continue
         net, record = prune_denoiser(copy.deepcopy(teacher), level.ratio, 'magnitude',
                                      groupnorm_ratio=level.groupnorm_ratio,
                                      ignored_layers=level.ignored, with_macs=False)
@@ -138,3 +141,94 @@ def test_the_patches_map_puts_its_data_set_in_every_run(tmp_path):
         .train_dataloader.dataset.type == 'SklearnDigits'
     with pytest.raises(ValueError, match="dataset must be one of \\['digits', 'patches'\\]"):
         RegimeMap('screen', str(tmp_path), str(tmp_path / 'results'), 1, 'mnist')
+
+
+def test_dit_levels_give_the_stated_size_on_the_maps_dit():
+    """The map's DiT is the digits DiT config at half width; each depth level keeps N of
+    every M blocks and has the parameters it states (blocks are alike, so any pattern)."""
+    from diffusers import DiTTransformer2DModel
+
+    from mmdiff_2ndm.pruning.depth import apply_depth
+    base = dict(Config.fromfile(osp.join(CONFIG_DIR, '_base_', 'dit_digits16.py')).dit)
+    base.pop('_delete_')
+    net_cfg = dict(ARCHS['dit'].net)
+    assert net_cfg == dict(base, num_attention_heads=2)  # only the width differs
+    net_cfg.pop('type')
+    teacher = DiTTransformer2DModel(**net_cfg)
+    assert sum(p.numel() for p in teacher.parameters()) == ARCHS['dit'].params
+    assert ARCHS['unet'].params == TEACHER_PARAMS
+    dit_levels = [name for name, level in LEVELS.items() if level.arch == 'dit']
+    assert sorted(dit_levels) == ['d2', 'd4']
+    for name in dit_levels:
+        keep, group = LEVELS[name].depth
+        blocks = net_cfg['num_layers']
+        kept = [g + i for g in range(0, blocks, group) for i in range(keep)]
+        net = copy.deepcopy(teacher)
+        assert apply_depth(net, dict(module='transformer_blocks', kept=kept, num_blocks=blocks))
+        assert sum(p.numel() for p in net.parameters()) == LEVELS[name].params, name
+    # d2 is as hard as the U-Net's hardest screened level
+    assert abs(LEVELS['d2'].params / ARCHS['dit'].params
+               - LEVELS['p27'].params / TEACHER_PARAMS) < 0.02
+
+
+@pytest.mark.parametrize('recipe', sorted(RECIPES))
+def test_dit_options_put_the_dit_and_its_depth_level_into_every_recipe(recipe):
+    spec = RECIPES[recipe]
+    options = [*net_options('dit', 'teacher'), *level_options('d2'), *spec.options,
+               *(ARCHS['dit'].feat_options if spec.features else ())]
+    cfg = merged(spec.config, options)
+    assert dict(cfg.model.teacher) == ARCHS['dit'].net  # the U-Net's keys are gone
+    hook = cfg.custom_hooks[0]
+    assert hook.method == 'depth'
+    assert dict(hook.depth_cfg) == dict(keep=1, group_size=4, selector='learnable',
+                                        steps=DEPTH_SEARCH_STEPS)
+    feat = cfg.model.losses.get('feat')
+    assert (feat is not None) == spec.features == ('feat' in recipe)
+    if feat is not None:  # matched block by block, not at U-Net block outputs
+        assert feat.layers == 'dit' and feat.block_map == 'auto'
+    # the teacher run trains the same DiT
+    teacher = merged(ARCHS['dit'].teacher_config, net_options('dit', 'student'))
+    assert dict(teacher.model.student) == ARCHS['dit'].net and teacher.model.teacher is None
+    assert net_options('unet', 'teacher') == []
+
+
+def test_map_presets_per_architecture():
+    unet = map_preset('screen')
+    assert unet['arch'] == 'unet' and unet['levels'] == PRESETS['screen']['levels']
+    dit = map_preset('screen', 'dit')
+    assert dit['levels'] == ('d2', 'd4') and dit['plateau_level'] == 'd2'
+    assert {k: v for k, v in dit.items() if k not in ('arch', 'levels', 'plateau_level')} \
+        == {k: v for k, v in unet.items() if k not in ('arch', 'levels', 'plateau_level')}
+    assert len(planned_runs(dit)) == 2 * 5 * 3
+    assert planned_runs(map_preset('screen_b2', 'dit'))[0] == ('d2', 'dsm_kd_b2', 0)
+    with pytest.raises(ValueError, match="Level 'p27' prunes the unet teacher, not this "
+                       "map's dit; its levels: \\['d2', 'd4'\\]"):
+        planned_runs(dit, levels=['p27'])
+    with pytest.raises(ValueError, match="Level 'd2' prunes the dit teacher"):
+        planned_runs(unet, levels=['d2'])
+    with pytest.raises(ValueError, match='Unknown architecture'):
+        map_preset('screen', 'vit')
+
+
+def test_the_dit_map_trains_a_dit_teacher_and_depth_prunes_its_students(tmp_path):
+    from mmdiff_2ndm.studies.regime_map import RegimeMap
+    dit = RegimeMap('screen', str(tmp_path), str(tmp_path / 'results'), 1, arch='dit')
+    assert dit.teacher_config == 'teacher_digits16_dit.py'
+    cfg = merged(dit.teacher_config, dit.teacher_options())
+    assert dict(cfg.model.student) == ARCHS['dit'].net
+    assert cfg.param_scheduler.type == 'CosineAnnealingLR'
+    for recipe in ('dsm_kd', 'dsm_kd_feat'):
+        spec = RECIPES[recipe]
+        cfg = merged(spec.config, dit.options(('d4', recipe, 1), 100, 32))
+        assert dict(cfg.model.teacher) == ARCHS['dit'].net
+        assert cfg.model.teacher_ckpt.filename == dit.teacher_ckpt
+        assert cfg.custom_hooks[0].depth_cfg.group_size == 2
+        assert cfg.randomness.seed == 1 and cfg.param_scheduler.T_max == 100
+        if spec.features:
+            assert cfg.model.losses.feat.layers == 'dit'
+    # the tiny preset's smaller DiT, for the teacher and the students alike
+    tiny = RegimeMap('tiny', str(tmp_path), str(tmp_path / 'results'), 1, arch='dit')
+    small = dict(ARCHS['dit'].net, num_layers=4, num_attention_heads=1, attention_head_dim=8)
+    assert dict(merged(tiny.teacher_config, tiny.teacher_options()).model.student) == small
+    assert dict(merged('2ndm_digits16_dsm_kd.py',
+                       tiny.options(('d2', 'dsm_kd', 0), 4, 8)).model.teacher) == small

@@ -111,3 +111,39 @@ def test_tiny_map_on_the_patches(tmp_path):
     text = (results / 'README.md').read_text()
     assert text.startswith('# Regime map of recovery recipes (scikit-image patches 16x16)')
     assert '--report-only --dataset patches' in text
+
+
+def test_tiny_map_of_depth_pruned_dits(tmp_path):
+    """``--arch dit``: a class-conditional DiT teacher in the U-Net's place, students
+    depth-pruned by the learnable selector (the same blocks for every recipe of a seed),
+    the feature term matched block by block, scored with class labels."""
+    work_dir, results = str(tmp_path / 'work'), tmp_path / 'results'
+    env = {k: v for k, v in os.environ.items() if not k.startswith('TORCH_FORCE')}
+    env['PYTHONPATH'] = REPO
+    cmd = [sys.executable, 'tools/regime_map.py', '--preset', 'tiny', '--arch', 'dit',
+           '--work-dir', work_dir, '--results-dir', str(results), '--threads-per-run', '1',
+           '--recipes', 'dsm_kd', 'dsm_kd_feat']
+    result = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True,
+                            timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    teacher = json.loads((results / 'teacher.json').read_text())
+    assert teacher['arch'] == 'dit' and teacher['config'] == 'teacher_digits16_dit.py'
+    config = open(osp.join(work_dir, 'teacher_cosine4', 'teacher_digits16_dit.py')).read()
+    assert "type='DiTTransformer2DModel'" in config and 'num_attention_heads=1' in config
+    runs = {r: json.loads((results / 'runs' / 'd2' / f'{r}_seed0.json').read_text())
+            for r in ('dsm_kd', 'dsm_kd_feat')}
+    assert runs['dsm_kd']['record'] == runs['dsm_kd_feat']['record']  # same kept block
+    for run in runs.values():
+        assert run['params'] < teacher['params']
+        for model in ('raw', 'ema'):
+            for scores in run['final'][model]['samplers'].values():
+                assert math.isfinite(scores['fid']) and math.isfinite(scores['ssim'])
+        assert all(math.isfinite(e) for e in run['final']['raw']['jacobian']['jv_rel_err'])
+        log = open(osp.join(work_dir, 'd2', f'{run["recipe"]}_seed0',
+                            'train_stdout.log')).read()
+        assert 'kept 1 of 4 transformer_blocks' in log
+    assert 'model.losses.feat.layers=dit' in runs['dsm_kd_feat']['options']
+    text = (results / 'README.md').read_text()
+    assert text.startswith('# Regime map of recovery recipes (digits 16x16, DiT teacher)')
+    assert '| d2 | 60,012 | 25.9 % | - (depth) |' in text and '| p27 |' not in text
+    assert (results / 'samples_d2.png').stat().st_size > 0
