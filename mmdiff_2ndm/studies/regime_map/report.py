@@ -261,6 +261,64 @@ def teacher_section(curve: Optional[dict], teacher: Optional[dict],
                     '![teacher curve](teacher_curve.png)', '']
 
 
+def at_reference_wall_clock(run: dict, ref: dict, sampler: str) -> Optional[dict]:
+    """A run's raw scores at the last of its scored checkpoints (halfway, final) that it
+    reaches within its reference's whole wall-clock (iterations x s/iter; 5 % slack for
+    timing noise), with that checkpoint's iterations; None when neither fits."""
+    budget = 1.05 * ref['iters'] * ref['s_per_iter']
+    points = [(run['iters'], run['final']['raw'])]
+    if run.get('halfway'):
+        points.append((run['halfway']['iters'], run['halfway']['raw']))
+    for iters, scores in points:  # latest first
+        if iters * run['s_per_iter'] <= budget:
+            return dict(iters=iters, **scores['samplers'][sampler])
+    return None
+
+
+def cost_section(cells: dict, levels: Sequence[str], recipes: Sequence[str],
+                 samplers: Sequence[str]) -> List[str]:
+    """The report's 'Cost' section: each recipe's time per iteration against its
+    reference's, and its scores at the reference's wall-clock (paired by seed)."""
+    lines = ['## Cost at equal wall-clock', '',
+             'Time per iteration relative to the reference (paired by seed; runs shared the '
+             '2-core machine with up to two other trainings, so read the ratios to +-15 %). At '
+             'equal wall-clock: the recipe\'s raw scores at the last of its scored checkpoints '
+             '(halfway, final) it reached within the reference\'s whole run, minus the '
+             'reference\'s final scores; the reference is at its plateau, so training it for '
+             'longer would not have lowered its FID by more than the plateau rule\'s 5 %.', '',
+             '| level | recipe - reference | time / iter | sampler | seeds | checkpoint | '
+             'd proxy FID | d SSIM |', '|---|---|---|---|---|---|---|---|']
+    rows = 0
+    for lv in levels:
+        for rc in recipes:
+            ref_cell, cell = cells.get((lv, reference_of(rc)), {}), cells.get((lv, rc), {})
+            seeds = sorted(set(ref_cell) & set(cell)) if rc != reference_of(rc) else []
+            if not seeds:
+                continue
+            ratio = np.mean([cell[s]['s_per_iter'] / ref_cell[s]['s_per_iter']
+                             for s in seeds])
+            for name in samplers:
+                points = {s: at_reference_wall_clock(cell[s], ref_cell[s], name)
+                          for s in seeds}
+                fits = [s for s in seeds if points[s] is not None]
+                if not fits:
+                    lines.append(f'| {lv} | {rc} - {reference_of(rc)} | {ratio:.2f}x | {name} '
+                                 f'| {len(seeds)} | none within the reference\'s time | - | - |')
+                    rows += 1
+                    continue
+                ref_final = {s: ref_cell[s]['final']['raw']['samplers'][name] for s in fits}
+                d_fid = [points[s]['fid'] - ref_final[s]['fid'] for s in fits]
+                d_ssim = [points[s]['ssim'] - ref_final[s]['ssim'] for s in fits]
+                iters = sorted({points[s]['iters'] for s in fits})
+                lines.append(f'| {lv} | {rc} - {reference_of(rc)} | {ratio:.2f}x | {name} | '
+                             f'{len(fits)} | {"/".join(map(str, iters))} | '
+                             f'{_mean_std(d_fid, 1)} | {_mean_std(d_ssim, 4)} |')
+                rows += 1
+    if not rows:
+        lines = lines[:2] + ['No recipe and its reference share a seed yet.']
+    return lines + ['']
+
+
 def follow_up_section(cells: dict, levels: Sequence[str], recipes: Sequence[str],
                       samplers: Sequence[str], preset: dict, flag: str) -> List[str]:
     """The report's 'Follow-up' section: the cells that get more seeds and why
@@ -469,6 +527,7 @@ def write_report(results_dir: str, teacher: Optional[dict], runs: List[dict],
                         f'{verdict(f["low"], f["high"], True)} / '
                         f'{verdict(s["low"], s["high"], False)} |')
         lines.append('')
+        lines += cost_section(cells, levels, recipes, samplers)
         lines += follow_up_section(cells, levels, recipes, samplers, preset, flag)
         lines += ['## Mechanism: ||J_S v||^2 vs the teacher\'s (relative error, mean over '
                   f'{preset["eval_images"]} fixed x_t and v; mean over seeds)', '',

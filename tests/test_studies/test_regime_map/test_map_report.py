@@ -18,7 +18,7 @@ def fake_run(level, recipe, seed, fid, ssim, record='abc'):
                   jacobian=dict(jv=[1.0] * len(TIMESTEPS), jv_rel_err=[0.2] * len(TIMESTEPS),
                                 jv_log_ratio=[0.0] * len(TIMESTEPS)))
     return dict(level=level, recipe=recipe, seed=seed, record=record, s_per_iter=0.2,
-                final=dict(raw=scores, ema=scores),
+                iters=100, halfway=None, final=dict(raw=scores, ema=scores),
                 pruned=dict(jacobian=dict(jv_rel_err=[0.9] * len(TIMESTEPS))))
 
 
@@ -110,3 +110,27 @@ def test_report_without_teacher_or_runs_links_no_missing_figure(tmp_path):
     text = open(write_report(str(tmp_path), None, [], planned_runs(preset), preset)).read()
     assert 'heatmap_' not in text and 'Not measured yet' in text
     assert not list(tmp_path.glob('*.png'))
+
+
+def test_cost_at_the_references_wall_clock():
+    """A recipe twice as slow is scored at its halfway checkpoint (the last that fits in
+    the reference's time), one 3x as slow at none; differences are to the reference's
+    final scores."""
+    from mmdiff_2ndm.studies.regime_map.report import at_reference_wall_clock, cost_section
+    ref = fake_run('p27', 'dsm_kd', 0, 100.0, 0.90)
+    same = fake_run('p27', 'dsm', 0, 110.0, 0.89)
+    slow = dict(fake_run('p27', '2ndm', 0, 90.0, 0.92), s_per_iter=0.4)
+    slow['halfway'] = dict(iters=50, raw=fake_run('p27', '2ndm', 0, 130.0, 0.85)['final']['raw'])
+    slower = dict(slow, s_per_iter=0.6, recipe='2ndm_log')
+    assert at_reference_wall_clock(same, ref, 'ddim50')['iters'] == 100
+    point = at_reference_wall_clock(slow, ref, 'ddim50')
+    assert point['iters'] == 50 and point['fid'] == 130.0
+    assert at_reference_wall_clock(slower, ref, 'ddim50') is None
+    text = '\n'.join(cost_section(index_runs([ref, same, slow, slower]), ['p27'],
+                                  ['dsm_kd', 'dsm', '2ndm', '2ndm_log'], ['ddim50']))
+    assert '| p27 | dsm - dsm_kd | 1.00x | ddim50 | 1 | 100 | 10.0 | -0.0100 |' in text
+    assert '| p27 | 2ndm - dsm_kd | 2.00x | ddim50 | 1 | 50 | 30.0 | -0.0500 |' in text
+    assert "| p27 | 2ndm_log - dsm_kd | 3.00x | ddim50 | 1 | none within the reference's " \
+        'time | - | - |' in text
+    assert 'No recipe and its reference share a seed yet.' in cost_section(
+        index_runs([ref]), ['p27'], ['dsm_kd', 'dsm'], ['ddim50'])
