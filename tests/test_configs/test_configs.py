@@ -319,7 +319,7 @@ def test_red_reaches_teacher_and_fid_as_red(path, assets, red_data, monkeypatch,
     cfg = Config.fromfile(path, format_python_code=False)
     _tiny_model(cfg.model, assets)
     if cfg.model.get('teacher_ckpt'):
-        _write_teacher_ckpt(cfg.model, work_dir)
+        _write_teacher_ckpt(cfg.model, str(tmp_path))
     teacher = cfg.model.teacher
     if cfg.train_dataloader.dataset.type == 'CIFAR10' and \
             teacher.type == 'DiTTransformer2DModel':  # CIFAR-10's 32x32, no Resize

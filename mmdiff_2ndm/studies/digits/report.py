@@ -52,10 +52,11 @@ def _main_table(arms: dict, dense: dict) -> List[str]:
 
 def _paired_table(arms: dict, dense: dict) -> Tuple[List[str], dict]:
     """Each arm - DSM+KD, paired by seed; returns the lines and the differences."""
-    lines = ['| arm | model | paired seeds | ' + ' | '.join(
-        f'd {name}' for _, name, _ in METRICS) + ' | verdict (FID, eps-MSE, sample MSE, '
-        'SSIM) | seeds with lower FID | gap closed vs DSM |',
-             '|' + '---|' * (len(METRICS) + 6)]
+    header = ('| arm | model | paired seeds | '
+              + ' | '.join(f'd {name}' for _, name, _ in METRICS)
+              + ' | verdict (FID, eps-MSE, sample MSE, SSIM) | seeds with lower FID | gap '
+              'closed vs DSM |')
+    lines = [header, '|' + '---|' * (len(METRICS) + 6)]
     paired = {}
     for arm in arms:
         if arm == REFERENCE_ARM:
