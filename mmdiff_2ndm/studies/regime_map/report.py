@@ -261,6 +261,37 @@ def teacher_section(curve: Optional[dict], teacher: Optional[dict],
                     '![teacher curve](teacher_curve.png)', '']
 
 
+def gap_section(cells: dict, teacher: dict, levels: Sequence[str],
+                samplers: Sequence[str]) -> List[str]:
+    """The report's 'Gap' section: per level and sampler, whether DSM+KD at its plateau
+    leaves a proxy-FID gap to the teacher (only there can a recipe show a gain in FID)."""
+    lines = ['## Where the plateau leaves a gap to the teacher', '',
+             'DSM+KD (raw, mean over its seeds) against the teacher\'s EMA. A gap: DSM+KD\'s '
+             'proxy FID above the teacher\'s by more than twice the teacher\'s bootstrap std '
+             '(the spread of its FID over resampled samples). Only cells with a gap can show a '
+             'recipe closing it; in cells without one a recipe can still change fidelity to '
+             'the teacher (SSIM).', '',
+             '| level | sampler | DSM+KD proxy FID | teacher | x teacher | gap |',
+             '|---|---|---|---|---|---|']
+    rows = 0
+    for lv in levels:
+        ref = cells.get((lv, REFERENCE), {})
+        if not ref:
+            continue
+        for name in samplers:
+            fid = float(np.mean([r['final']['raw']['samplers'][name]['fid']
+                                 for r in ref.values()]))
+            t = teacher['samplers'][name]
+            gap = fid - t['fid'] > 2 * t.get('fid_boot', 0.0)
+            lines.append(f'| {lv} | {name} | {fid:.1f} ({len(ref)} seeds) | {t["fid"]:.1f} '
+                         f'+- {t.get("fid_boot", float("nan")):.1f} | {fid / t["fid"]:.2f} | '
+                         f'{"yes" if gap else "no"} |')
+            rows += 1
+    if not rows:
+        lines = lines[:2] + ['No DSM+KD run is scored yet.']
+    return lines + ['']
+
+
 def at_reference_wall_clock(run: dict, ref: dict, sampler: str) -> Optional[dict]:
     """A run's raw scores at the last of its scored checkpoints (halfway, final) that it
     reaches within its reference's whole wall-clock (iterations x s/iter; 5 % slack for
@@ -505,6 +536,7 @@ def write_report(results_dir: str, teacher: Optional[dict], runs: List[dict],
                         f'{_mean_std([f["eps_mse_t50"] for f in fin], 5)} | '
                         f'{_mean_std([r["s_per_iter"] for r in seeds.values()], 3)} |')
         lines.append('')
+        lines += gap_section(cells, teacher, levels, samplers)
         lines += ['## Paired differences to the reference (raw; mean [95 % bootstrap interval '
                   f'over seeds], none under {CI_MIN_SEEDS} seeds)', '',
                   '| level | recipe - reference | sampler | seeds | d proxy FID | d SSIM | '

@@ -134,3 +134,19 @@ def test_cost_at_the_references_wall_clock():
         'time | - | - |' in text
     assert 'No recipe and its reference share a seed yet.' in cost_section(
         index_runs([ref]), ['p27'], ['dsm_kd', 'dsm'], ['ddim50'])
+
+
+def test_gap_to_the_teacher_per_level_and_sampler():
+    from mmdiff_2ndm.studies.regime_map.report import gap_section
+    teacher = dict(samplers=dict(ddim50=dict(fid=90.0, fid_boot=5.0),
+                                 ddim10=dict(fid=150.0, fid_boot=5.0)))
+    runs = [fake_run('p27', 'dsm_kd', s, 150.0 + 2 * s, 0.9) for s in range(2)]
+    runs.append(fake_run('p57', 'dsm_kd', 0, 95.0, 0.9))
+    text = '\n'.join(gap_section(index_runs(runs), teacher, ['p27', 'p57', 'p37'],
+                                 ['ddim50', 'ddim10']))
+    # fake_run adds 5 to the FID of the 10-step sampler
+    assert '| p27 | ddim50 | 151.0 (2 seeds) | 90.0 +- 5.0 | 1.68 | yes |' in text
+    assert '| p27 | ddim10 | 156.0 (2 seeds) | 150.0 +- 5.0 | 1.04 | no |' in text
+    assert '| p57 | ddim50 | 95.0 (1 seeds) | 90.0 +- 5.0 | 1.06 | no |' in text
+    assert '| p37 |' not in text
+    assert 'No DSM+KD run is scored yet.' in gap_section({}, teacher, ['p27'], ['ddim50'])
