@@ -147,3 +147,9 @@ def test_tiny_map_of_depth_pruned_dits(tmp_path):
     assert text.startswith('# Regime map of recovery recipes (digits 16x16, DiT teacher)')
     assert '| d2 | 60,012 | 25.9 % | - (depth) |' in text and '| p27 |' not in text
     assert (results / 'samples_d2.png').stat().st_size > 0
+    # one seed gives no interval: the follow-up stage has nothing to add
+    again = subprocess.run(cmd + ['--follow-up'], cwd=REPO, env=env, capture_output=True,
+                           text=True, timeout=900)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert '0 of 0 runs done' in again.stdout
+    assert 'No cell is flagged by the runs so far.' in (results / 'README.md').read_text()
