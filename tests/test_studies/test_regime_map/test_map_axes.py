@@ -158,7 +158,7 @@ def test_dit_levels_give_the_stated_size_on_the_maps_dit():
     assert sum(p.numel() for p in teacher.parameters()) == ARCHS['dit'].params
     assert ARCHS['unet'].params == TEACHER_PARAMS
     dit_levels = [name for name, level in LEVELS.items() if level.arch == 'dit']
-    assert sorted(dit_levels) == ['d2', 'd4']
+    assert sorted(dit_levels) == ['d1', 'd2', 'd4']
     for name in dit_levels:
         keep, group = LEVELS[name].depth
         blocks = net_cfg['num_layers']
@@ -166,9 +166,10 @@ def test_dit_levels_give_the_stated_size_on_the_maps_dit():
         net = copy.deepcopy(teacher)
         assert apply_depth(net, dict(module='transformer_blocks', kept=kept, num_blocks=blocks))
         assert sum(p.numel() for p in net.parameters()) == LEVELS[name].params, name
-    # d2 is as hard as the U-Net's hardest screened level
+    # d2 is as hard as the U-Net's hardest screened level, d1 about 15 %
     assert abs(LEVELS['d2'].params / ARCHS['dit'].params
                - LEVELS['p27'].params / TEACHER_PARAMS) < 0.02
+    assert abs(LEVELS['d1'].params / ARCHS['dit'].params - 0.15) < 0.02
 
 
 @pytest.mark.parametrize('recipe', sorted(RECIPES))
@@ -196,13 +197,13 @@ def test_map_presets_per_architecture():
     unet = map_preset('screen')
     assert unet['arch'] == 'unet' and unet['levels'] == PRESETS['screen']['levels']
     dit = map_preset('screen', 'dit')
-    assert dit['levels'] == ('d2', 'd4') and dit['plateau_level'] == 'd2'
+    assert dit['levels'] == ('d2', 'd1', 'd4') and dit['plateau_level'] == 'd2'
     assert {k: v for k, v in dit.items() if k not in ('arch', 'levels', 'plateau_level')} \
         == {k: v for k, v in unet.items() if k not in ('arch', 'levels', 'plateau_level')}
-    assert len(planned_runs(dit)) == 2 * 5 * 3
+    assert len(planned_runs(dit)) == 3 * 5 * 3
     assert planned_runs(map_preset('screen_b2', 'dit'))[0] == ('d2', 'dsm_kd_b2', 0)
     with pytest.raises(ValueError, match="Level 'p27' prunes the unet teacher, not this "
-                       "map's dit; its levels: \\['d2', 'd4'\\]"):
+                       "map's dit; its levels: \\['d1', 'd2', 'd4'\\]"):
         planned_runs(dit, levels=['p27'])
     with pytest.raises(ValueError, match="Level 'd2' prunes the dit teacher"):
         planned_runs(unet, levels=['d2'])
