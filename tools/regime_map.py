@@ -34,7 +34,7 @@ Usage::
 pictures that ship with scikit-image) with its own feature network, teacher, plateau and
 runs, in ``work_dirs/regime_map/patches`` and ``docs/regime_map/patches``. ``--arch dit``
 puts a class-conditional DiT in the U-Net's place (teacher and students) with depth-pruned
-levels (``d2``, ``d4``: blocks dropped by TinyFusion's learnable selection), in a
+levels (``d2``, ``d1``, ``d4``: blocks dropped by TinyFusion's learnable selection), in a
 sub-folder ``dit``.
 """
 import argparse

@@ -91,15 +91,16 @@ def flagged_cells(cells: dict, levels: Sequence[str], recipes: Sequence[str],
     flags = []
     for level in levels:
         for recipe in recipes:
-            if recipe == REFERENCE or reference_of(recipe) == recipe:
+            if reference_of(recipe) == recipe:  # the reference itself
                 continue
-            found = None
+            found, kinds = None, []
             for sampler in samplers:
                 for metric in FLAG_METRICS:
                     cell = paired(cells, level, recipe, sampler, metric, relative[metric])
                     if len(cell['seeds']) < min_seeds:
                         continue
                     kind = interval_flag(cell['low'], cell['high'], margin)
+                    kinds.append(kind)
                     # an interval that excludes 0 outranks one that nearly does
                     if kind and (found is None or (kind == 'excludes'
                                                    and not found.excludes_zero)):
@@ -107,18 +108,10 @@ def flagged_cells(cells: dict, levels: Sequence[str], recipes: Sequence[str],
                         found = Flag(level, recipe, sampler, metric, cell['low'],
                                      cell['high'], kind == 'excludes', n, n)
             if found is not None:
-                kinds = [interval_flag(*_interval(cells, level, recipe, s, m, relative[m]),
-                                       margin) for s in samplers for m in FLAG_METRICS]
                 # the cell needs more seeds while any of its intervals is still near 0
                 kind = 'near' if 'near' in kinds else 'excludes'
                 flags.append(found._replace(target=target_seeds(found.seeds, kind)))
     return flags
-
-
-def _interval(cells: dict, level: str, recipe: str, sampler: str, metric: str,
-              relative: bool) -> Tuple[float, float]:
-    cell = paired(cells, level, recipe, sampler, metric, relative)
-    return cell['low'], cell['high']
 
 
 def follow_up_runs(flags: Sequence[Flag], planned_seeds: Sequence[int]
