@@ -90,6 +90,7 @@ TOOL_TESTS = 'tests/test_tools/test_sample_and_export_tools.py'
 STUDY_EVALUATION = 'mmdiff_2ndm/studies/digits/evaluation.py'
 FOLLOW_UP = 'mmdiff_2ndm/studies/regime_map/followup.py'
 MAP_AXES = 'mmdiff_2ndm/studies/regime_map/axes.py'
+MAP_DRIVER = 'mmdiff_2ndm/studies/regime_map/driver.py'
 MAP_TESTS = 'tests/test_studies/test_regime_map'
 
 MUTANTS: List[Mutant] = [
@@ -283,6 +284,13 @@ MUTANTS: List[Mutant] = [
            "f'custom_hooks.0.depth_cfg.group_size={group}'",
            "f'custom_hooks.0.depth_cfg.group_size={keep}'",
            (f'{MAP_TESTS}/test_map_axes.py', )),
+    Mutant('map-stale-run-kept', MAP_DRIVER, 'if stored != now:', 'if False:',
+           (f'{MAP_TESTS}/test_map_axes.py::'
+            'test_a_done_run_with_other_options_than_today_stops_the_screen', )),
+    Mutant('map-feature-schedule-fixed', MAP_AXES, 'option.format(iters=iters)',
+           'option.format(iters=7500)',
+           (f'{MAP_TESTS}/test_map_axes.py::'
+            'test_the_dit_map_trains_a_dit_teacher_and_depth_prunes_its_students', )),
 ]
 
 

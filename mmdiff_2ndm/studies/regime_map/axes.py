@@ -4,7 +4,7 @@ A *cell* is (level, recipe); a *run* is (level, recipe, seed): one finetuning ru
 with every sampler on the same checkpoint. Everything here is plain data, so that a
 later sitting can add a level or a recipe without touching the driver.
 """
-from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 # Layers whose output is 16 channels wide in the digits teacher (block_out_channels (16, 32),
 # 4 GroupNorm groups: 4 channels per group). Ignored by the harder levels: a 4-channel
@@ -100,8 +100,9 @@ class Arch(NamedTuple):
             run's ``model.student``, every student run's ``model.teacher``); None keeps
             the configs' U-Net.
         params (int): Parameters of the teacher.
-        feat_options (Tuple[str, ...]): --cfg-options that point a recipe's feature term
-            (``model.losses.feat``) at this architecture's blocks.
+        feat_options (Tuple[str, ...]): --cfg-options that make a recipe's feature term
+            (``model.losses.feat``) the one the field uses for this architecture;
+            ``{iters}`` in them stands for the run's length (:meth:`feature_options`).
         levels_note (str): How its levels are reached (the report prints it).
         text (str): How the report describes the teacher.
         label (str): How the report names the architecture.
@@ -114,6 +115,11 @@ class Arch(NamedTuple):
     text: str
     label: str
 
+    def feature_options(self, iters: Union[int, str]) -> List[str]:
+        """The feature term's --cfg-options for a run of ``iters`` iterations (a str
+        stands for the length where the options are shown, not run)."""
+        return [option.format(iters=iters) for option in self.feat_options]
+
 
 # The DiT of configs/digits/_base_/dit_digits16.py at half its width (2 heads x 16): a
 # teacher of the U-Net's size (231k against 177k parameters) and cost on the CPU
@@ -124,9 +130,16 @@ ARCHS: Dict[str, Arch] = {
     'unet': Arch('teacher_digits16.py', None, TEACHER_PARAMS, (), RULE_NOTE,
                  'dense DDPM U-Net of `configs/digits/teacher_digits16.py`', 'U-Net'),
     'dit': Arch('teacher_digits16_dit.py', DIT_NET, 231276,
-                # BK-SDM's U-Net block outputs do not exist in a DiT: each student block is
-                # matched to the teacher block it was copied from (TinyFusion)
-                ('model.losses.feat.layers=dit', 'model.losses.feat.block_map=auto'),
+                # TinyFusion's feature term, as configs/digits/2ndm_digits16_dit_d4.py: each
+                # student block matched to the teacher block it was copied from, elements
+                # beyond 2 sigma masked, weight 1e-2 x 768 decaying to 0 over the run.
+                # BK-SDM's (weight 768, constant, no mask) on these blocks left seed 0 at d2
+                # far behind DSM+KD (DDIM-50 proxy FID 162 against 89; docs/regime_map/dit/
+                # archive/): TinyFusion's masking and decay exist for that reason
+                ('model.losses.feat.layers=dit', 'model.losses.feat.block_map=auto',
+                 'model.losses.feat.loss_weight=7.68', 'model.losses.feat.mask_sigma=2.0',
+                 'model.losses.feat.weight_schedule=linear',
+                 'model.losses.feat.schedule_iters={iters}'),
                 'The DiT has no GroupNorm groups to keep: its levels drop whole blocks, '
                 'keeping N of every M consecutive blocks, the pattern chosen by TinyFusion\'s '
                 f'learnable selector ({DEPTH_SEARCH_STEPS} steps of a Gumbel-softmax over the '

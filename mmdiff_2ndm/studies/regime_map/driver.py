@@ -90,7 +90,7 @@ class RegimeMap:
     def options(self, run: Run, iters: int, batch: int) -> List[str]:
         """--cfg-options of a run: teacher, seed (pairs the recipes), length, level, recipe."""
         level, recipe, seed = run
-        features = self.arch.feat_options if RECIPES[recipe].features else ()
+        features = self.arch.feature_options(iters) if RECIPES[recipe].features else ()
         return [f'model.teacher_ckpt.filename={self.teacher_ckpt}', f'randomness.seed={seed}',
                 f'model.per_sample_noise_seed={seed}', f'param_scheduler.T_max={iters}',
                 *net_options(self.preset['arch'], 'teacher', self.preset['net_changes']),
@@ -326,6 +326,30 @@ class RegimeMap:
             f'{name} proxy FID {s["fid"]:.1f} SSIM {s["ssim"]:.4f}' for name, s in raw.items()))
         return data
 
+    def check_done(self, runs: List[Run], finetune_iters: int) -> None:
+        """Raises if a done run was trained with other options than the map gives it now
+        (a recipe or level changed since): its scores would be mixed with runs of the new
+        definition. The teacher checkpoint's path is left out (work dirs move)."""
+        stale = []
+        for run in runs:
+            if not self.is_done(run):
+                continue
+            with open(self.result_path(run)) as f:
+                stored = json.load(f)['options']
+            batch, iters = run_iters(self.preset, run[1], finetune_iters)
+            now = self.options(run, iters, batch)
+            stored, now = _without_teacher_path(stored), _without_teacher_path(now)
+            if stored != now:
+                stale.append(f'{run_name(*run)} (stored options not in today\'s: '
+                             f'{sorted(set(stored) - set(now))}; today\'s not stored: '
+                             f'{sorted(set(now) - set(stored))})')
+        if stale:
+            raise ValueError(
+                'Runs done with other options than the map now gives them: ' +
+                '; '.join(stale) + f'. Move their JSON out of {self.results_dir}/runs/ and '
+                f'their folders out of {self.work_dir}/ to train them again, or restore the '
+                'recipe or level they were run with.')
+
     def screen(self, runs: List[Run], jobs: int, on_scored=None) -> None:
         """Trains and scores the runs not done yet, ``jobs`` trainings at a time; each run
         is scored (in this process) as soon as its training finishes.
@@ -338,6 +362,7 @@ class RegimeMap:
         finetune_iters = self.finetune_iters()
         if finetune_iters is None:
             finetune_iters = int(self.measure_plateau()['plateau']['iters'])
+        self.check_done(runs, finetune_iters)
         todo = [run for run in runs if not self.is_done(run)]
         say(f'[map] {len(runs) - len(todo)} of {len(runs)} runs done; {len(todo)} to go at '
             f'{finetune_iters} iterations (batch {self.preset["batch_size"]}), {jobs} at a time')
@@ -348,6 +373,10 @@ class RegimeMap:
                 self.score_run(futures[future], finetune_iters)
                 if on_scored is not None:
                     on_scored()
+
+
+def _without_teacher_path(options: List[str]) -> List[str]:
+    return [o for o in options if not o.startswith('model.teacher_ckpt.filename=')]
 
 
 def load_results(results_dir: str) -> Tuple[Optional[dict], List[dict]]:

@@ -4,6 +4,7 @@ Everything is read back from the results dir (``teacher.json``, ``plateau.json``
 ``runs/<level>/<recipe>_seed<seed>.json``), so the report can be rewritten at any time, by
 any sitting, from what is committed.
 """
+import os
 import os.path as osp
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -376,6 +377,19 @@ def follow_up_section(cells: dict, levels: Sequence[str], recipes: Sequence[str]
     return lines
 
 
+def superseded_lines(results_dir: str) -> List[str]:
+    """Links to the results dir's other archives (``archive_*/README.md``, kept out of
+    the map: runs of a recipe since redefined), each with its README's title."""
+    lines = []
+    for name in sorted(os.listdir(results_dir)) if osp.isdir(results_dir) else []:
+        readme = osp.join(results_dir, name, 'README.md')
+        if name.startswith('archive_') and name != ARCHIVE and osp.exists(readme):
+            with open(readme) as f:
+                title = f.readline().strip().lstrip('# ')
+            lines.append(f'* Superseded, kept out of the map: [`{name}/`]({name}/) - {title}')
+    return lines + [''] if lines else []
+
+
 def write_report(results_dir: str, teacher: Optional[dict], runs: List[dict],
                  planned: Sequence[Tuple[str, str, int]], preset: dict,
                  plateau: Optional[dict] = None, figures: bool = True,
@@ -430,6 +444,7 @@ def write_report(results_dir: str, teacher: Optional[dict], runs: List[dict],
                   f'{archived_teacher["samplers"]["ddim50"]["fid"]:.1f} with DDIM-50), which '
                   f'the students beat; they are kept in [`{ARCHIVE}/`]({ARCHIVE}/) and not '
                   'mixed with the results here.', '']
+    lines += superseded_lines(results_dir)
     t_iters = teacher_curve['iters'] if teacher_curve else preset['teacher_iters']
     t_todo = '' if teacher_curve else ' (not trained yet)'
     lines += ['## Design', '',
@@ -453,7 +468,7 @@ def write_report(results_dir: str, teacher: Optional[dict], runs: List[dict],
               '| recipe | config | changes | reference | batch |', '|---|---|---|---|---|']
     for name in recipes:
         rc = RECIPES[name]
-        options = rc.options + (arch.feat_options if rc.features else ())
+        options = (*rc.options, *(arch.feature_options('<run length>') if rc.features else ()))
         changes = ', '.join(f'`{o}`' for o in options) or '-'
         lines.append(f'| {name} | `{rc.config}` | {changes} | {rc.reference or "-"} | '
                      f'{rc.batch_size or preset["batch_size"]} |')

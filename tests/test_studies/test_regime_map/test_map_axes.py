@@ -176,7 +176,7 @@ def test_dit_levels_give_the_stated_size_on_the_maps_dit():
 def test_dit_options_put_the_dit_and_its_depth_level_into_every_recipe(recipe):
     spec = RECIPES[recipe]
     options = [*net_options('dit', 'teacher'), *level_options('d2'), *spec.options,
-               *(ARCHS['dit'].feat_options if spec.features else ())]
+               *(ARCHS['dit'].feature_options(7500) if spec.features else ())]
     cfg = merged(spec.config, options)
     assert dict(cfg.model.teacher) == ARCHS['dit'].net  # the U-Net's keys are gone
     hook = cfg.custom_hooks[0]
@@ -185,8 +185,11 @@ def test_dit_options_put_the_dit_and_its_depth_level_into_every_recipe(recipe):
                                         steps=DEPTH_SEARCH_STEPS)
     feat = cfg.model.losses.get('feat')
     assert (feat is not None) == spec.features == ('feat' in recipe)
-    if feat is not None:  # matched block by block, not at U-Net block outputs
-        assert feat.layers == 'dit' and feat.block_map == 'auto'
+    if feat is not None:  # TinyFusion's: block by block, masked, decaying over the run
+        assert feat.type == 'FeatureKDLoss'
+        assert (feat.layers, feat.block_map, feat.reduction) == ('dit', 'auto', 'mean')
+        assert (feat.loss_weight, feat.mask_sigma) == (pytest.approx(7.68), 2.0)
+        assert (feat.weight_schedule, feat.schedule_iters) == ('linear', 7500)
     # the teacher run trains the same DiT
     teacher = merged(ARCHS['dit'].teacher_config, net_options('dit', 'student'))
     assert dict(teacher.model.student) == ARCHS['dit'].net and teacher.model.teacher is None
@@ -225,11 +228,44 @@ def test_the_dit_map_trains_a_dit_teacher_and_depth_prunes_its_students(tmp_path
         assert cfg.model.teacher_ckpt.filename == dit.teacher_ckpt
         assert cfg.custom_hooks[0].depth_cfg.group_size == 2
         assert cfg.randomness.seed == 1 and cfg.param_scheduler.T_max == 100
-        if spec.features:
+        if spec.features:  # the weight decays to 0 at the run's own end
             assert cfg.model.losses.feat.layers == 'dit'
+            assert cfg.model.losses.feat.schedule_iters == 100
     # the tiny preset's smaller DiT, for the teacher and the students alike
     tiny = RegimeMap('tiny', str(tmp_path), str(tmp_path / 'results'), 1, arch='dit')
     small = dict(ARCHS['dit'].net, num_layers=4, num_attention_heads=1, attention_head_dim=8)
     assert dict(merged(tiny.teacher_config, tiny.teacher_options()).model.student) == small
     assert dict(merged('2ndm_digits16_dsm_kd.py',
                        tiny.options(('d2', 'dsm_kd', 0), 4, 8)).model.teacher) == small
+
+
+def test_a_done_run_with_other_options_than_today_stops_the_screen(tmp_path):
+    """A result trained before its recipe or level was redefined is not mixed into the
+    map: the screen names it and the fix; a moved teacher checkpoint is no change."""
+    import json
+
+    from mmdiff_2ndm.studies.regime_map import RegimeMap
+    dit = RegimeMap('screen', str(tmp_path / 'work'), str(tmp_path / 'results'), 1, arch='dit')
+    runs = [('d2', 'dsm_kd', 0), ('d2', 'dsm_kd_feat', 0)]
+
+    def store(run, options):
+        path = tmp_path / 'results' / 'runs' / run[0] / f'{run[1]}_seed{run[2]}.json'
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(dict(options=options)))
+
+    moved = [o.replace(dit.teacher_ckpt, '/elsewhere/iter_16000.pth')
+             for o in dit.options(runs[0], 7500, 32)]
+    assert moved != dit.options(runs[0], 7500, 32)
+    store(runs[0], moved)
+    dit.check_done(runs, 7500)  # the other run is not done: nothing to compare
+    old_feat = [o for o in dit.options(runs[1], 7500, 32)
+                if 'loss_weight' not in o and 'mask_sigma' not in o]
+    store(runs[1], old_feat)
+    with pytest.raises(ValueError, match=r"d2/dsm_kd_feat_seed0 \(stored options not in "
+                       r"today's: \[\]; today's not stored: \['model.losses.feat.loss_weight"
+                       r"=7.68', 'model.losses.feat.mask_sigma=2.0'\]\)\. Move their JSON"):
+        dit.check_done(runs, 7500)
+    store(runs[1], dit.options(runs[1], 7500, 32))
+    dit.check_done(runs, 7500)
+    with pytest.raises(ValueError, match='dsm_kd_feat_seed0.*schedule_iters=7500'):
+        dit.check_done(runs, 6000)  # a new plateau length changes every run

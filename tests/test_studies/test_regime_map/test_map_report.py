@@ -105,6 +105,20 @@ def test_report_says_how_the_teacher_length_was_found(tmp_path, fids, reached):
     assert (tmp_path / 'teacher_curve.png').stat().st_size > 5000
 
 
+def test_report_links_superseded_runs_but_not_the_teacher_archive(tmp_path):
+    preset = PRESETS['screen']
+    (tmp_path / 'archive_old_feat').mkdir()
+    (tmp_path / 'archive_old_feat' / 'README.md').write_text('# Old feature weight\n\nwhy\n')
+    (tmp_path / 'archive_teacher6000').mkdir()
+    (tmp_path / 'archive_teacher6000' / 'README.md').write_text('# teacher\n')
+    (tmp_path / 'archive_empty').mkdir()  # no README: nothing to say about it
+    text = open(write_report(str(tmp_path), None, [], planned_runs(preset), preset,
+                             figures=False)).read()
+    assert ('* Superseded, kept out of the map: [`archive_old_feat/`](archive_old_feat/) - '
+            'Old feature weight') in text
+    assert 'archive_teacher6000' not in text and 'archive_empty' not in text
+
+
 def test_report_without_teacher_or_runs_links_no_missing_figure(tmp_path):
     preset = PRESETS['screen']
     text = open(write_report(str(tmp_path), None, [], planned_runs(preset), preset)).read()
