@@ -91,6 +91,8 @@ STUDY_EVALUATION = 'mmdiff_2ndm/studies/digits/evaluation.py'
 FOLLOW_UP = 'mmdiff_2ndm/studies/regime_map/followup.py'
 MAP_AXES = 'mmdiff_2ndm/studies/regime_map/axes.py'
 MAP_DRIVER = 'mmdiff_2ndm/studies/regime_map/driver.py'
+MAP_TIMING = 'mmdiff_2ndm/studies/regime_map/timing.py'
+STUDY_RUNS = 'mmdiff_2ndm/studies/digits/runs.py'
 MAP_TESTS = 'tests/test_studies/test_regime_map'
 
 MUTANTS: List[Mutant] = [
@@ -287,6 +289,12 @@ MUTANTS: List[Mutant] = [
     Mutant('map-stale-run-kept', MAP_DRIVER, 'if stored != now:', 'if False:',
            (f'{MAP_TESTS}/test_map_axes.py::'
             'test_a_done_run_with_other_options_than_today_stops_the_screen', )),
+    Mutant('timing-same-order-every-round', MAP_TIMING, 'shift = r % len(names)', 'shift = 0',
+           (f'{MAP_TESTS}/test_map_timing.py', )),
+    Mutant('loss-terms-killed-sitting-wins', STUDY_RUNS,
+           "if 'step' in record and 'loss' in record:",
+           "if 'step' in record and 'loss' in record and int(record['step']) not in by_step:",
+           ('tests/test_studies/test_digits/test_runs.py::test_loss_terms_of_a_resumed_run', )),
     Mutant('map-feature-schedule-fixed', MAP_AXES, 'option.format(iters=iters)',
            'option.format(iters=7500)',
            (f'{MAP_TESTS}/test_map_axes.py::'

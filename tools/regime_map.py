@@ -16,7 +16,11 @@ Steps (each resumable; re-running the same command continues where it stopped):
    ``plateau.png``) is rewritten after every run;
 4. ``--follow-up``: the cells whose paired interval excludes 0 or nearly does get more
    seeds, and their references the same seeds (``studies/regime_map/followup.py``; the
-   report lists them).
+   report lists them);
+5. ``--timing``: the recipes' time per iteration, measured back to back in one process on
+   their finished runs (``studies/regime_map/timing.py``; ``<results>/timing.json``), for
+   the report's cost at equal wall-clock (the runs' own logs are taken on a shared
+   machine).
 
 Usage::
 
@@ -29,6 +33,7 @@ Usage::
     python tools/regime_map.py --dataset patches --levels p27   # scikit-image's patches
     python tools/regime_map.py --arch dit                      # depth-pruned DiT students
     python tools/regime_map.py --follow-up       # more seeds where an interval is near 0
+    python tools/regime_map.py --timing --levels p27 --seeds 0   # cost per iteration
 
 ``--dataset patches`` runs the same pipeline on ``SkimagePatches`` (16x16 patches of the
 pictures that ship with scikit-image) with its own feature network, teacher, plateau and
@@ -88,6 +93,15 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--follow-up', action='store_true',
                         help='train and score the follow-up seeds of the cells whose paired '
                         'interval excludes 0 or nearly does (after the screen)')
+    parser.add_argument('--timing', action='store_true',
+                        help='train nothing: time the recipes\' training iterations back to '
+                        'back in this process, on their finished runs at the first level and '
+                        'seed planned (--levels, --seeds, --recipes), for the report\'s cost '
+                        'at equal wall-clock (timing.json)')
+    parser.add_argument('--timing-rounds', type=int, default=10,
+                        help='timed blocks per recipe (--timing)')
+    parser.add_argument('--timing-block', type=int, default=5,
+                        help='iterations per timed block (--timing)')
     parser.add_argument('--report-only', action='store_true',
                         help='train and score nothing: rewrite the report')
     args = parser.parse_args(argv)
@@ -126,12 +140,13 @@ def report(args: argparse.Namespace, planned) -> str:
         planned = list(dict.fromkeys(run for name in MAP_PRESETS
                                      for run in planned_runs(map_preset(name, args.arch))))
     planned = list(dict.fromkeys(list(planned) + follow_up_plan(args, planned, runs)))
-    plateau, teacher_curve, archived = (
+    plateau, teacher_curve, archived, timing = (
         _read_json(osp.join(args.results_dir, name))
-        for name in ('plateau.json', 'teacher_curve.json', osp.join(ARCHIVE, 'teacher.json')))
+        for name in ('plateau.json', 'teacher_curve.json', osp.join(ARCHIVE, 'teacher.json'),
+                     'timing.json'))
     path = write_report(args.results_dir, teacher, runs, planned,
                         map_preset(args.preset, args.arch), plateau,
-                        teacher_curve=teacher_curve, archived_teacher=archived)
+                        teacher_curve=teacher_curve, archived_teacher=archived, timing=timing)
     if teacher and osp.isdir(args.work_dir):  # sample figures need the kept samples
         for level in dict.fromkeys(run['level'] for run in runs):
             samples_figure(args.work_dir, args.results_dir, level,
@@ -148,7 +163,14 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
     os.makedirs(args.results_dir, exist_ok=True)
     planned = planned_runs(map_preset(args.preset, args.arch), args.levels, args.recipes,
                            args.seeds)
-    if not args.report_only:
+    if args.timing:
+        threads = args.threads_per_run or 1
+        regime_map = RegimeMap(args.preset, args.work_dir, args.results_dir, threads,
+                               args.dataset, args.arch)
+        level, _, seed = planned[0]
+        recipes = list(dict.fromkeys(run[1] for run in planned))
+        regime_map.measure_timing(level, seed, recipes, args.timing_rounds, args.timing_block)
+    elif not args.report_only:
         threads = args.threads_per_run or max(1, (os.cpu_count() or 1) // args.jobs)
         torch.set_num_threads(threads)
         regime_map = RegimeMap(args.preset, args.work_dir, args.results_dir, threads,

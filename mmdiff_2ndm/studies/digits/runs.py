@@ -102,14 +102,50 @@ def train(config: str, work_dir: str, iters: int, options: List[str], threads: i
     return wall
 
 
+def logged_scalars(work_dir: str) -> List[dict]:
+    """Every record of the run's scalars.json files (one per sitting of a resumed run),
+    oldest sitting first."""
+    paths = sorted(osp.join(root, 'scalars.json') for root, _, files in os.walk(work_dir)
+                   if 'scalars.json' in files)
+    records = []
+    for path in paths:  # <timestamp>/vis_data/scalars.json: names sort by time
+        with open(path) as f:
+            records += [json.loads(line) for line in f if line.strip()]
+    return records
+
+
 def seconds_per_iter(work_dir: str) -> float:
     """Mean MMEngine 'time' per iteration from the run's scalars.json."""
-    times = []
-    for root, _, files in os.walk(work_dir):
-        if 'scalars.json' in files:
-            with open(osp.join(root, 'scalars.json')) as f:
-                times += [json.loads(line)['time'] for line in f if '"time"' in line]
+    times = [r['time'] for r in logged_scalars(work_dir) if 'time' in r]
     return float(np.mean(times)) if times else float('nan')
+
+
+def loss_terms(work_dir: str, tail: float = 0.1) -> Optional[dict]:
+    """The run's logged loss terms (``loss`` and every ``loss_*``, and the gradient norm
+    ``grad_norm`` where the optimizer wrapper clips and logs it): at its first logged
+    iteration and averaged over the logged iterations of its last ``tail`` fraction (a
+    step logged twice, by a killed sitting and the one that resumed it, counts once:
+    the later). None when nothing was logged.
+
+    Returns:
+        dict: ``dict(first=..., last=..., first_step=, last_steps=[from, to])``, each of
+        first / last a dict term -> value.
+    """
+    by_step = {}
+    for record in logged_scalars(work_dir):
+        if 'step' in record and 'loss' in record:
+            by_step[int(record['step'])] = {k: float(v) for k, v in record.items()
+                                            if k in ('loss', 'grad_norm') or
+                                            k.startswith('loss_')}
+    if not by_step:
+        return None
+    steps = sorted(by_step)
+    start = steps[-1] - tail * steps[-1]
+    last = [s for s in steps if s >= start]
+    names = sorted(set().union(*(by_step[s] for s in last)))
+    return dict(first=by_step[steps[0]], first_step=steps[0], last_steps=[last[0], last[-1]],
+                last={k: float(np.mean([by_step[s][k] for s in last if k in by_step[s]]))
+                      for k in names})
 
 
 def train_study_teacher(work_dir: str, preset: dict, threads: int, stream: bool) -> str:

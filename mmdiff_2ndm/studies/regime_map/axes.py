@@ -218,6 +218,16 @@ RECIPES: Dict[str, Recipe] = {
     'feat_2ndm': Recipe('2ndm_digits16.py', _FEAT, label='+feat +2ndM sigma', features=True),
     'feat_2ndm_log': Recipe('2ndm_digits16.py', _LOG_RATIO + _FEAT, label='+feat +2ndM log',
                             features=True),
+    # dose-response of the log-ratio term: 10x and 100x its weight. At weight 10 it ends
+    # near 1e-4 of the loss and leaves the small-t Jacobian error where DSM+KD leaves it;
+    # whether a stronger term closes that error, and at what cost in proxy FID, tells a
+    # weak term from a useless one
+    '2ndm_log_w100': Recipe('2ndm_digits16.py',
+                            _LOG_RATIO + ('model.losses.jacobian.loss_weight=100.0',),
+                            label='+2ndM log w100'),
+    '2ndm_log_w1000': Recipe('2ndm_digits16.py',
+                             _LOG_RATIO + ('model.losses.jacobian.loss_weight=1000.0',),
+                             label='+2ndM log w1000'),
     'dsm_kd_b2': Recipe('2ndm_digits16_dsm_kd.py',
                         ('optim_wrapper.student.optimizer.lr=0.0002',), batch_size=2,
                         label='DSM+KD b2'),
@@ -257,8 +267,13 @@ PRESETS = {
 # (16x the iterations: as many samples seen). Not in 'screen' for its cost.
 PRESETS['screen_b2'] = dict(PRESETS['screen'], levels=('p27',),
                             recipes=('dsm_kd_b2', 'authors_b2'))
+# The log-ratio term's weight x10 and x100 against DSM+KD, seed 0 at the hardest level (a
+# dose-response, one seed: a direction, not a verdict; more seeds with --seeds)
+PRESETS['dose'] = dict(PRESETS['screen'], levels=('p27',),
+                       recipes=('dsm_kd', '2ndm_log', '2ndm_log_w100', '2ndm_log_w1000'),
+                       seeds=(0,))
 # The presets of one map: they share the results dir, the plateau and the report.
-MAP_PRESETS = ('screen', 'screen_b2')
+MAP_PRESETS = ('screen', 'screen_b2', 'dose')
 # What a preset changes for another architecture than the U-Net: its levels (hardest
 # first), the plateau's level and, for the smoke test, a smaller net
 ARCH_PRESETS: Dict[Tuple[str, str], dict] = {
@@ -267,6 +282,7 @@ ARCH_PRESETS: Dict[Tuple[str, str], dict] = {
                                            attention_head_dim=8)),
     ('dit', 'screen'): dict(levels=('d2', 'd1', 'd4'), plateau_level='d2'),
     ('dit', 'screen_b2'): dict(levels=('d2',), plateau_level='d2'),
+    ('dit', 'dose'): dict(levels=('d2',), plateau_level='d2'),
 }
 
 

@@ -22,11 +22,13 @@ import torch
 from ..digits.evaluation import load_distiller, record_hash
 from ..digits.feature_net import STUDY_DATASETS, feature_net_files, prepare_feature_net
 from ..digits.progress import say
-from ..digits.runs import seconds_per_iter, size_options, train
+from ..digits.runs import CONFIG_DIR, loss_terms, seconds_per_iter, size_options, train
 from .axes import (ARCHS, MODELS, RECIPES, REFERENCE, level_options, map_preset, net_options,
                    run_iters, run_name)
 from .plateau import PLATEAU_TOL, plateau_iteration
+from .cells import reference_of
 from .scoring import MapScorer
+from .timing import build_train_step, describe, time_steps, timing_ratios
 
 Run = Tuple[str, str, int]  # (level, recipe, seed)
 
@@ -318,13 +320,73 @@ class RegimeMap:
                     num_samples=self.preset['num_samples'],
                     samplers=self.preset['samplers'], record=record_hash(ckpt),
                     params=final['raw']['params'], wall_s=wall,
-                    s_per_iter=seconds_per_iter(run_dir), options=options,
+                    s_per_iter=seconds_per_iter(run_dir), loss_terms=loss_terms(run_dir),
+                    options=options,
                     final=final, halfway=halfway, pruned=pruned)
         write_json(data, self.result_path(run))
         raw = final['raw']['samplers']
         say(f'[map]   scored {run_name(*run)}: ' + ', '.join(
             f'{name} proxy FID {s["fid"]:.1f} SSIM {s["ssim"]:.4f}' for name, s in raw.items()))
         return data
+
+    def timing_path(self) -> str:
+        """Where :meth:`measure_timing` writes (``timing.json`` of the results dir)."""
+        return osp.join(self.results_dir, 'timing.json')
+
+    def measure_timing(self, level: str, seed: int, recipes: List[str], rounds: int = 10,
+                       block: int = 5) -> dict:
+        """Times the recipes' training iterations back to back in this process
+        (:mod:`.timing`) on their finished runs at ``level`` and ``seed``, with this map's
+        threads per run; stores it under the level in ``timing.json`` and returns it.
+
+        Raises:
+            ValueError: If a recipe's run is not trained yet.
+        """
+        finetune_iters = self.finetune_iters()
+        steps, missing = {}, []
+        for recipe in recipes:
+            run = (level, recipe, seed)
+            batch, iters = run_iters(self.preset, recipe, finetune_iters or 0)
+            ckpt = osp.join(self.run_dir(run), f'iter_{iters}.pth')
+            if finetune_iters is None or not osp.exists(ckpt):
+                missing.append(run_name(*run))
+                continue
+            steps[recipe] = build_train_step(
+                osp.join(CONFIG_DIR, RECIPES[recipe].config), self.options(run, iters, batch),
+                ckpt, osp.join(self.work_dir, 'timing', recipe))
+        if missing:
+            raise ValueError(f'Timing needs trained runs; not trained yet: {missing}. Train '
+                             'them first (the screen), or time other recipes (--recipes) or '
+                             'another seed (--seeds).')
+        torch.set_num_threads(self.threads)
+        times = time_steps(steps, rounds, block)
+        ratios = timing_ratios(times, {rc: reference_of(rc) for rc in recipes})
+        for line in describe(times, ratios, recipes):
+            say(f'[map]   timing {line}')
+        data = dict(seed=seed, threads=self.threads, rounds=rounds, block=block,
+                    batch_sizes={rc: run_iters(self.preset, rc, 1)[0] for rc in recipes},
+                    times=times, ratios=ratios)
+        timing = dict(levels={})
+        if osp.exists(self.timing_path()):
+            with open(self.timing_path()) as f:
+                timing = json.load(f)
+        timing['levels'][level] = data  # one measurement per level, the latest
+        write_json(timing, self.timing_path())
+        return data
+
+    def add_loss_terms(self, runs: List[Run]) -> None:
+        """Adds the logged loss terms (:func:`~..digits.runs.loss_terms`) to the done runs'
+        JSON written before they were recorded, from their training logs where these are
+        still in the work dir."""
+        for run in runs:
+            if not self.is_done(run):
+                continue
+            with open(self.result_path(run)) as f:
+                data = json.load(f)
+            terms = None if 'loss_terms' in data else loss_terms(self.run_dir(run))
+            if terms is not None:
+                data['loss_terms'] = terms
+                write_json(data, self.result_path(run))
 
     def check_done(self, runs: List[Run], finetune_iters: int) -> None:
         """Raises if a done run was trained with other options than the map gives it now
@@ -363,6 +425,7 @@ class RegimeMap:
         if finetune_iters is None:
             finetune_iters = int(self.measure_plateau()['plateau']['iters'])
         self.check_done(runs, finetune_iters)
+        self.add_loss_terms(runs)
         todo = [run for run in runs if not self.is_done(run)]
         say(f'[map] {len(runs) - len(todo)} of {len(runs)} runs done; {len(todo)} to go at '
             f'{finetune_iters} iterations (batch {self.preset["batch_size"]}), {jobs} at a time')

@@ -293,31 +293,54 @@ def gap_section(cells: dict, teacher: dict, levels: Sequence[str],
     return lines + ['']
 
 
-def at_reference_wall_clock(run: dict, ref: dict, sampler: str) -> Optional[dict]:
+def at_reference_wall_clock(run: dict, ref: dict, sampler: str,
+                            ratio: Optional[float] = None) -> Optional[dict]:
     """A run's raw scores at the last of its scored checkpoints (halfway, final) that it
-    reaches within its reference's whole wall-clock (iterations x s/iter; 5 % slack for
-    timing noise), with that checkpoint's iterations; None when neither fits."""
-    budget = 1.05 * ref['iters'] * ref['s_per_iter']
+    reaches within its reference's whole wall-clock (5 % slack for timing noise), with
+    that checkpoint's iterations; None when neither fits. Time per iteration: ``ratio``
+    times the reference's (measured back to back, :mod:`.timing`), or without it each
+    run's own training log."""
+    if ratio is None:
+        budget, per_iter = 1.05 * ref['iters'] * ref['s_per_iter'], run['s_per_iter']
+    else:
+        budget, per_iter = 1.05 * ref['iters'], ratio
     points = [(run['iters'], run['final']['raw'])]
     if run.get('halfway'):
         points.append((run['halfway']['iters'], run['halfway']['raw']))
     for iters, scores in points:  # latest first
-        if iters * run['s_per_iter'] <= budget:
+        if iters * per_iter <= budget:
             return dict(iters=iters, **scores['samplers'][sampler])
     return None
 
 
 def cost_section(cells: dict, levels: Sequence[str], recipes: Sequence[str],
-                 samplers: Sequence[str]) -> List[str]:
+                 samplers: Sequence[str], timing: Optional[dict] = None,
+                 flag: str = '') -> List[str]:
     """The report's 'Cost' section: each recipe's time per iteration against its
-    reference's, and its scores at the reference's wall-clock (paired by seed)."""
+    reference's, and its scores at the reference's wall-clock (paired by seed).
+
+    Args:
+        timing (dict, optional): ``timing.json`` (:meth:`RegimeMap.measure_timing`): its
+            ratios, measured back to back, are used at the levels it has; elsewhere the
+            training logs' (marked "log"). Defaults to None.
+        flag (str): The map's command-line flags, for the command that measures timing.
+    """
+    measured = (timing or {}).get('levels', {})
     lines = ['## Cost at equal wall-clock', '',
-             'Time per iteration relative to the reference (paired by seed; runs shared the '
-             '2-core machine with up to two other trainings, so read the ratios to +-15 %). At '
-             'equal wall-clock: the recipe\'s raw scores at the last of its scored checkpoints '
-             '(halfway, final) it reached within the reference\'s whole run, minus the '
-             'reference\'s final scores; the reference is at its plateau, so training it for '
-             'longer would not have lowered its FID by more than the plateau rule\'s 5 %.', '',
+             'Time per iteration relative to the reference: measured back to back in one '
+             'process, the recipes\' training steps in blocks of a few iterations, round '
+             'robin (median over blocks; `python tools/regime_map.py --timing' + flag +
+             '`, `timing.json`), where that was done (levels: ' +
+             (', '.join(f'{lv} ({m["rounds"]} blocks of {m["block"]}, {m["threads"]} thread'
+                        f'{"s" if m["threads"] > 1 else ""}, seed {m["seed"]} runs)'
+                        for lv, m in measured.items()) or 'none yet') + '); elsewhere '
+             'from the runs\' training logs ("log": the runs shared the 2-core machine with '
+             'one to three other trainings, so those ratios say more about what else ran '
+             'than about the recipe). At equal wall-clock: the recipe\'s raw scores at the '
+             'last of its scored checkpoints (halfway, final) it reached within the '
+             'reference\'s whole run, minus the reference\'s final scores; the reference is '
+             'at its plateau, so training it for longer would not have lowered its FID by '
+             'more than the plateau rule\'s 5 %.', '',
              '| level | recipe - reference | time / iter | sampler | seeds | checkpoint | '
              'd proxy FID | d SSIM |', '|---|---|---|---|---|---|---|---|']
     rows = 0
@@ -327,14 +350,19 @@ def cost_section(cells: dict, levels: Sequence[str], recipes: Sequence[str],
             seeds = sorted(set(ref_cell) & set(cell)) if rc != reference_of(rc) else []
             if not seeds:
                 continue
-            ratio = np.mean([cell[s]['s_per_iter'] / ref_cell[s]['s_per_iter']
-                             for s in seeds])
+            timed = measured.get(lv, {}).get('ratios', {}).get(rc)
+            if timed is None:
+                ratio = np.mean([cell[s]['s_per_iter'] / ref_cell[s]['s_per_iter']
+                                 for s in seeds])
+                ratio_text = f'{ratio:.2f}x (log)'
+            else:
+                ratio_text = f'{timed:.2f}x'
             for name in samplers:
-                points = {s: at_reference_wall_clock(cell[s], ref_cell[s], name)
+                points = {s: at_reference_wall_clock(cell[s], ref_cell[s], name, timed)
                           for s in seeds}
                 fits = [s for s in seeds if points[s] is not None]
                 if not fits:
-                    lines.append(f'| {lv} | {rc} - {reference_of(rc)} | {ratio:.2f}x | {name} '
+                    lines.append(f'| {lv} | {rc} - {reference_of(rc)} | {ratio_text} | {name} '
                                  f'| {len(seeds)} | none within the reference\'s time | - | - |')
                     rows += 1
                     continue
@@ -342,7 +370,7 @@ def cost_section(cells: dict, levels: Sequence[str], recipes: Sequence[str],
                 d_fid = [points[s]['fid'] - ref_final[s]['fid'] for s in fits]
                 d_ssim = [points[s]['ssim'] - ref_final[s]['ssim'] for s in fits]
                 iters = sorted({points[s]['iters'] for s in fits})
-                lines.append(f'| {lv} | {rc} - {reference_of(rc)} | {ratio:.2f}x | {name} | '
+                lines.append(f'| {lv} | {rc} - {reference_of(rc)} | {ratio_text} | {name} | '
                              f'{len(fits)} | {"/".join(map(str, iters))} | '
                              f'{_mean_std(d_fid, 1)} | {_mean_std(d_ssim, 4)} |')
                 rows += 1
@@ -377,6 +405,57 @@ def follow_up_section(cells: dict, levels: Sequence[str], recipes: Sequence[str]
     return lines
 
 
+#: the terms a recipe adds to DSM+KD (``loss_<name>`` in the training log)
+ADDED_TERMS = ('loss_jacobian', 'loss_feat')
+
+
+def loss_terms_section(cells: dict, levels: Sequence[str],
+                       recipes: Sequence[str]) -> List[str]:
+    """The report's 'Loss terms' section: each recipe's logged terms (weighted, as they
+    enter the loss) at the end of its runs, and the share of the terms it adds to DSM+KD
+    at the first log and at the end (mean over seeds; :func:`~..digits.runs.loss_terms`)."""
+    rows = []
+    for lv in levels:
+        for rc in recipes:
+            logged = [run['loss_terms'] for run in cells.get((lv, rc), {}).values()
+                      if run.get('loss_terms')]
+            if logged:
+                rows.append((lv, rc, logged))
+    lines = ['## Loss terms (training logs: weighted, as they enter the loss; mean over seeds)',
+             '']
+    if not rows:
+        return lines + ['No run with its training log\'s loss terms yet.', '']
+    names = sorted({k for *_, logged in rows for t in logged for k in t['last']
+                    if k not in ('loss', 'grad_norm')},
+                   key=lambda k: (k not in ('loss_dsm', 'loss_kd'), k))
+    lines += ['Over the last 10 % of each run\'s logged iterations; "added share": the terms '
+              'the recipe adds to DSM+KD (' + ', '.join(f'`{k}`' for k in ADDED_TERMS) +
+              ') over the whole loss, at the first logged iteration -> at the end; "grad '
+              'norm": the whole gradient\'s norm, first -> end. A small share of the loss '
+              'can still carry a large gradient (a Jacobian term\'s gradient goes through '
+              'the student\'s second derivatives): where the gradient norm stays that of '
+              'DSM+KD, the added term steers little of the update.', '',
+              '| level | recipe | seeds | loss | ' + ' | '.join(f'`{k}`' for k in names) +
+              ' | added share | grad norm |', '|---|---|---|---|' + '---|' * len(names) +
+              '---|---|']
+    for lv, rc, logged in rows:
+        def mean(key, when='last'):
+            values = [t[when][key] for t in logged if key in t[when]]
+            return float(np.mean(values)) if values else None
+
+        cols = [mean(k) for k in names]
+        added = [k for k in ADDED_TERMS if mean(k) is not None]
+        share = '-' if not added else ' -> '.join(
+            f'{100 * sum(mean(k, when) for k in added) / mean("loss", when):.2g} %'
+            for when in ('first', 'last'))
+        grad = '-' if mean('grad_norm') is None else \
+            f'{mean("grad_norm", "first"):.3g} -> {mean("grad_norm"):.3g}'
+        lines.append(f'| {lv} | {rc} | {len(logged)} | {mean("loss"):.4g} | ' +
+                     ' | '.join('-' if c is None else f'{c:.3g}' for c in cols) +
+                     f' | {share} | {grad} |')
+    return lines + ['']
+
+
 def superseded_lines(results_dir: str) -> List[str]:
     """Links to the results dir's other archives (``archive_*/README.md``, kept out of
     the map: runs of a recipe since redefined), each with its README's title."""
@@ -394,7 +473,8 @@ def write_report(results_dir: str, teacher: Optional[dict], runs: List[dict],
                  planned: Sequence[Tuple[str, str, int]], preset: dict,
                  plateau: Optional[dict] = None, figures: bool = True,
                  teacher_curve: Optional[dict] = None,
-                 archived_teacher: Optional[dict] = None) -> str:
+                 archived_teacher: Optional[dict] = None,
+                 timing: Optional[dict] = None) -> str:
     """Writes ``README.md`` (and the heatmaps, the plateau figure) into the results dir;
     returns the markdown's path.
 
@@ -409,6 +489,8 @@ def write_report(results_dir: str, teacher: Optional[dict], runs: List[dict],
         teacher_curve (dict, optional): ``teacher_curve.json``. Defaults to None.
         archived_teacher (dict, optional): The previous teacher's ``teacher.json``
             (:data:`ARCHIVE`). Defaults to None.
+        timing (dict, optional): ``timing.json``, the recipes' time per iteration
+            measured back to back (:func:`cost_section`). Defaults to None.
     """
     cells = index_runs(runs)
     levels = [lv for lv in dict.fromkeys([p[0] for p in planned] + [r['level'] for r in runs])]
@@ -436,7 +518,8 @@ def write_report(results_dir: str, teacher: Optional[dict], runs: List[dict],
              f'--threads-per-run 1{flag} > work_dirs/regime_map/map{log_suffix}.log 2>&1 &` '
              '(one training at a '
              'time while the 2-core machine is shared, `--jobs 2` when it is not; each run is '
-             'scored in the driver\'s process as it finishes), then `--preset screen_b2`.', '']
+             'scored in the driver\'s process as it finishes), then `--preset screen_b2` and '
+             '`--preset dose` (the log-ratio term at 10x and 100x its weight, seed 0).', '']
     if archived_teacher:
         lines += [f'Archive: the first runs and the student plateau run were made against the '
                   'previous teacher (the shipped `checkpoints/digits/teacher_digits16_ema.pth`, '
@@ -574,8 +657,9 @@ def write_report(results_dir: str, teacher: Optional[dict], runs: List[dict],
                         f'{verdict(f["low"], f["high"], True)} / '
                         f'{verdict(s["low"], s["high"], False)} |')
         lines.append('')
-        lines += cost_section(cells, levels, recipes, samplers)
+        lines += cost_section(cells, levels, recipes, samplers, timing, flag)
         lines += follow_up_section(cells, levels, recipes, samplers, preset, flag)
+        lines += loss_terms_section(cells, levels, recipes)
         lines += ['## Mechanism: ||J_S v||^2 vs the teacher\'s (relative error, mean over '
                   f'{preset["eval_images"]} fixed x_t and v; mean over seeds)', '',
                   '| level | recipe | ' + ' | '.join(f't={t} before -> after' for t in JACOBIAN_T)

@@ -4,6 +4,8 @@ import json
 import os.path as osp
 import subprocess
 
+import pytest
+
 from mmdiff_2ndm.studies.digits import runs
 from mmdiff_2ndm.studies.digits.presets import ARMS
 
@@ -50,3 +52,35 @@ def test_runs_find_the_training_tool_and_every_arm_config():
     for config, _ in ARMS.values():
         assert osp.isfile(osp.join(runs.CONFIG_DIR, config)), config
     assert osp.isfile(osp.join(runs.CONFIG_DIR, 'teacher_digits16.py'))
+
+
+def _write_scalars(run_dir, stamp, records):
+    vis = run_dir / stamp / 'vis_data'
+    vis.mkdir(parents=True)
+    (vis / 'scalars.json').write_text(''.join(json.dumps(r) + '\n' for r in records))
+
+
+def test_loss_terms_of_a_resumed_run(tmp_path):
+    """First logged iteration, mean over the last 10 %; a step logged by a killed sitting
+    and again by the sitting that resumed it counts once, the later."""
+    def rec(step, dsm, jac=None):
+        r = dict(step=step, time=0.1, loss=dsm + (jac or 0.0), loss_dsm=dsm, grad_norm=dsm,
+                 lr=1e-3)
+        if jac is not None:
+            r['loss_jacobian'] = jac
+        return r
+
+    run_dir = tmp_path / 'run'
+    # sitting 1 logged 10..90 and died; sitting 2 resumed from the checkpoint at 50 and
+    # logged 60..100 again
+    _write_scalars(run_dir, '20261204_100000',
+                   [rec(s, 100.0 - s, 1.0) for s in range(10, 100, 10)])
+    _write_scalars(run_dir, '20261204_120000',
+                   [rec(s, 50.0 - s / 10, 0.5) for s in range(60, 110, 10)] +
+                   [dict(step=100, coco_fid=3.0)])  # a validation record: no loss
+    terms = runs.loss_terms(str(run_dir))
+    assert terms['first'] == dict(loss=91.0, loss_dsm=90.0, loss_jacobian=1.0, grad_norm=90.0)
+    assert terms['first_step'] == 10 and terms['last_steps'] == [90, 100]
+    assert terms['last'] == dict(loss_dsm=40.5, loss_jacobian=0.5, loss=41.0, grad_norm=40.5)
+    assert runs.seconds_per_iter(str(run_dir)) == pytest.approx(0.1)
+    assert runs.loss_terms(str(tmp_path / 'empty')) is None

@@ -57,9 +57,9 @@ def test_recipe_and_level_options_merge_into_the_config(recipe):
     assert list(hook.prune_cfg.ignored_layers) == list(LEVELS['p27'].ignored)
     losses = cfg.model.losses
     jac = losses.get('jacobian')
-    if recipe.endswith('log'):
-        assert jac.form == 'log_ratio' and jac.loss_weight == 10.0
-        assert jac.batch_fraction == 0.25
+    if '2ndm_log' in recipe:
+        assert jac.form == 'log_ratio' and jac.scale is None and jac.batch_fraction == 0.25
+        assert jac.loss_weight == (float(recipe.split('_w')[1]) if '_w' in recipe else 10.0)
     if recipe in ('2ndm', 'feat_2ndm'):
         assert jac.scale == 'sigma' and jac.get('form', 'squared') == 'squared'
     if recipe == 'authors_b2':
@@ -205,6 +205,9 @@ def test_map_presets_per_architecture():
         == {k: v for k, v in unet.items() if k not in ('arch', 'levels', 'plateau_level')}
     assert len(planned_runs(dit)) == 3 * 5 * 3
     assert planned_runs(map_preset('screen_b2', 'dit'))[0] == ('d2', 'dsm_kd_b2', 0)
+    assert planned_runs(map_preset('dose', 'dit')) == [
+        ('d2', 'dsm_kd', 0), ('d2', '2ndm_log', 0), ('d2', '2ndm_log_w100', 0),
+        ('d2', '2ndm_log_w1000', 0)]  # the screen's seed-0 runs are shared, not redone
     with pytest.raises(ValueError, match="Level 'p27' prunes the unet teacher, not this "
                        "map's dit; its levels: \\['d1', 'd2', 'd4'\\]"):
         planned_runs(dit, levels=['p27'])

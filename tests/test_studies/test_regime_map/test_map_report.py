@@ -142,10 +142,27 @@ def test_cost_at_the_references_wall_clock():
     assert at_reference_wall_clock(slower, ref, 'ddim50') is None
     text = '\n'.join(cost_section(index_runs([ref, same, slow, slower]), ['p27'],
                                   ['dsm_kd', 'dsm', '2ndm', '2ndm_log'], ['ddim50']))
-    assert '| p27 | dsm - dsm_kd | 1.00x | ddim50 | 1 | 100 | 10.0 | -0.0100 |' in text
-    assert '| p27 | 2ndm - dsm_kd | 2.00x | ddim50 | 1 | 50 | 30.0 | -0.0500 |' in text
-    assert "| p27 | 2ndm_log - dsm_kd | 3.00x | ddim50 | 1 | none within the reference's " \
-        'time | - | - |' in text
+    assert '| p27 | dsm - dsm_kd | 1.00x (log) | ddim50 | 1 | 100 | 10.0 | -0.0100 |' in text
+    assert '| p27 | 2ndm - dsm_kd | 2.00x (log) | ddim50 | 1 | 50 | 30.0 | -0.0500 |' in text
+    assert "| p27 | 2ndm_log - dsm_kd | 3.00x (log) | ddim50 | 1 | none within the " \
+        "reference's time | - | - |" in text
+    assert '(levels: none yet)' in text
+    # measured back to back, the ratios replace the logs' at the level they were taken
+    assert at_reference_wall_clock(slower, ref, 'ddim50', ratio=1.04)['iters'] == 100
+    assert at_reference_wall_clock(slow, ref, 'ddim50', ratio=1.5)['iters'] == 50
+    timing = dict(levels=dict(p27=dict(ratios={'2ndm': 1.5, '2ndm_log': 1.04}, rounds=10,
+                                       block=5, threads=1, seed=0),
+                              p57=dict(ratios={'dsm': 9.0}, rounds=4, block=2, threads=2,
+                                       seed=1)))
+    text = '\n'.join(cost_section(index_runs([ref, same, slow, slower]), ['p27'],
+                                  ['dsm_kd', 'dsm', '2ndm', '2ndm_log'], ['ddim50'], timing,
+                                  ' --arch dit'))
+    assert '| p27 | dsm - dsm_kd | 1.00x (log) | ddim50 | 1 | 100 |' in text  # not timed
+    assert '| p27 | 2ndm - dsm_kd | 1.50x | ddim50 | 1 | 50 | 30.0 | -0.0500 |' in text
+    assert '| p27 | 2ndm_log - dsm_kd | 1.04x | ddim50 | 1 | 100 | -10.0 | 0.0200 |' in text
+    assert '`python tools/regime_map.py --timing --arch dit`' in text
+    assert ('levels: p27 (10 blocks of 5, 1 thread, seed 0 runs), p57 (4 blocks of 2, '
+            '2 threads, seed 1 runs)') in text
     assert 'No recipe and its reference share a seed yet.' in cost_section(
         index_runs([ref]), ['p27'], ['dsm_kd', 'dsm'], ['ddim50'])
 
@@ -164,3 +181,27 @@ def test_gap_to_the_teacher_per_level_and_sampler():
     assert '| p57 | ddim50 | 95.0 (1 seeds) | 90.0 +- 5.0 | 1.06 | no |' in text
     assert '| p37 |' not in text
     assert 'No DSM+KD run is scored yet.' in gap_section({}, teacher, ['p27'], ['ddim50'])
+
+
+def test_loss_terms_at_the_end_and_the_added_terms_share():
+    from mmdiff_2ndm.studies.regime_map.report import loss_terms_section
+    runs = []
+    for seed, jac in enumerate((0.2, 0.4)):
+        run = fake_run('p27', '2ndm_log', seed, 100.0, 0.9)
+        run['loss_terms'] = dict(first=dict(loss=50.0, loss_dsm=30.0, loss_kd=15.0,
+                                            loss_jacobian=5.0, grad_norm=300.0),
+                                 last=dict(loss=10.0 + jac, loss_dsm=8.0, loss_kd=2.0,
+                                           loss_jacobian=jac, grad_norm=100.0 * seed))
+        runs.append(run)
+    ref = fake_run('p27', 'dsm_kd', 0, 100.0, 0.9)
+    ref['loss_terms'] = dict(first=dict(loss=45.0, loss_dsm=30.0, loss_kd=15.0),
+                             last=dict(loss=10.0, loss_dsm=8.0, loss_kd=2.0))
+    runs += [ref, fake_run('p27', 'dsm', 0, 100.0, 0.9)]  # older JSON: no terms, no row
+    lines = loss_terms_section(index_runs(runs), ['p27'], ['dsm_kd', '2ndm_log', 'dsm'])
+    assert '| level | recipe | seeds | loss | `loss_dsm` | `loss_kd` | `loss_jacobian` | ' \
+        'added share | grad norm |' in lines
+    assert '| p27 | dsm_kd | 1 | 10 | 8 | 2 | - | - | - |' in lines  # no grad_norm logged
+    # mean over seeds 0.3 of a 10.3 loss at the end, 5 of 50 at the first log
+    assert '| p27 | 2ndm_log | 2 | 10.3 | 8 | 2 | 0.3 | 10 % -> 2.9 % | 300 -> 50 |' in lines
+    assert not any(line.startswith('| p27 | dsm |') for line in lines)
+    assert loss_terms_section({}, ['p27'], ['dsm_kd'])[2].startswith('No run')

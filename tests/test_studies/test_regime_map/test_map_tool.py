@@ -72,6 +72,25 @@ def test_tiny_map_end_to_end_and_resume(tmp_path):
     assert 'teacher iter' not in again.stdout  # the teacher's curve is not scored again
     assert {p: osp.getmtime(p) for p in before} == before  # nothing scored again
 
+    # the cost per iteration, measured back to back on the finished runs
+    timed = subprocess.run(cmd + ['--timing', '--timing-rounds', '2', '--timing-block', '1'],
+                           cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    assert timed.returncode == 0, timed.stdout[-3000:] + timed.stderr[-3000:]
+    timing = json.loads((results / 'timing.json').read_text())['levels']['p27']
+    assert (timing['seed'], timing['rounds'], timing['block']) == (0, 2, 1)
+    assert sorted(timing['times']) == ['2ndm_log', 'dsm_kd']
+    assert all(len(t['blocks']) == 2 and t['median'] > 0 for t in timing['times'].values())
+    assert timing['ratios'] == {'2ndm_log': timing['times']['2ndm_log']['median']
+                                / timing['times']['dsm_kd']['median']}
+    text = (results / 'README.md').read_text()
+    assert f'| p27 | 2ndm_log - dsm_kd | {timing["ratios"]["2ndm_log"]:.2f}x |' in text
+    assert 'levels: p27 (2 blocks of 1, 1 thread, seed 0 runs)' in text
+    assert {p: osp.getmtime(p) for p in before} == before  # the runs are untouched
+    missing = subprocess.run(cmd + ['--timing', '--seeds', '1'], cwd=REPO, env=env,
+                             capture_output=True, text=True, timeout=900)
+    assert missing.returncode != 0
+    assert "Timing needs trained runs; not trained yet: ['p27/dsm_kd_seed1'" in missing.stderr
+
     # a teacher scoring killed after its first checkpoint continues with the next one
     os.remove(results / 'teacher_curve.json')
     cache = osp.join(teacher_dir, 'curve.json')

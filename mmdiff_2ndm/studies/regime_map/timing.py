@@ -1,0 +1,111 @@
+"""Time per training iteration of the map's recipes, measured back to back in one process.
+
+The screen's runs share the 2-core machine with one to three other trainings, so the
+seconds per iteration in their logs depend on what else ran at the time, not only on the
+recipe. The cost at equal wall-clock is read instead from one process that builds every
+recipe's trainer (its config and options, its finished run's pruned student, optimizer
+and data) and runs their training steps in short blocks, round robin, with the recipes'
+order rotated every round: whatever else loads the machine meets every recipe alike.
+Each recipe's time per iteration is the median over its blocks.
+"""
+import argparse
+import statistics
+import time
+from typing import Callable, Dict, List, Sequence
+
+
+def build_train_step(config: str, options: List[str], ckpt: str,
+                     work_dir: str) -> Callable[[], None]:
+    """One training iteration of a run, as the runner would do it: its config with the
+    run's --cfg-options, the pruned student of its checkpoint, its optimizer and data.
+
+    Args:
+        config (str): Path of the run's config file.
+        options (List[str]): The run's --cfg-options.
+        ckpt (str): A checkpoint of the run (its pruning record rebuilds the student).
+        work_dir (str): Scratch dir of the runner (logs).
+
+    Returns:
+        Callable[[], None]: Runs one iteration (forward, backward, optimizer and EMA
+        update) on the next training batch.
+    """
+    from mmengine.config import Config, DictAction
+    from mmengine.runner import Runner
+
+    cfg = Config.fromfile(config)
+    parser = argparse.ArgumentParser()
+    parser.add_argument('--o', nargs='+', action=DictAction)
+    cfg.merge_from_dict(parser.parse_args(['--o', *options]).o)
+    cfg.work_dir = work_dir
+    cfg.test_dataloader = cfg.test_cfg = cfg.test_evaluator = None
+    cfg.val_dataloader = cfg.val_cfg = cfg.val_evaluator = None
+    runner = Runner.from_cfg(cfg)
+    runner.load_checkpoint(ckpt)  # DiffusionPruningHook rebuilds the pruned student
+    model = runner.model.train()
+    optim_wrapper = runner.build_optim_wrapper(cfg.optim_wrapper)
+    loader = runner.build_dataloader(cfg.train_dataloader)
+    batches = iter(loader)
+
+    def step() -> None:
+        nonlocal batches
+        try:
+            data = next(batches)
+        except StopIteration:
+            batches = iter(loader)
+            data = next(batches)
+        model.train_step(data, optim_wrapper)
+
+    return step
+
+
+def time_steps(steps: Dict[str, Callable[[], None]], rounds: int, block: int,
+               warmup: int = 2, clock: Callable[[], float] = time.perf_counter) -> dict:
+    """Seconds per iteration of each step function, measured round robin.
+
+    Args:
+        steps (dict): Name -> one training iteration.
+        rounds (int): Blocks timed per name.
+        block (int): Iterations per timed block.
+        warmup (int): Untimed iterations per name first. Defaults to 2.
+        clock (callable): The timer. Defaults to ``time.perf_counter``.
+
+    Returns:
+        dict: Name -> ``dict(median=, q25=, q75=, blocks=[...])``, seconds per iteration.
+    """
+    if rounds < 1 or block < 1:
+        raise ValueError(f'rounds and block must be >= 1, got {rounds} and {block}.')
+    names = list(steps)
+    for name in names:
+        for _ in range(warmup):
+            steps[name]()
+    times: Dict[str, List[float]] = {name: [] for name in names}
+    for r in range(rounds):
+        shift = r % len(names)
+        for name in names[shift:] + names[:shift]:
+            start = clock()
+            for _ in range(block):
+                steps[name]()
+            times[name].append((clock() - start) / block)
+    out = {}
+    for name, values in times.items():
+        q = statistics.quantiles(values, n=4) if len(values) > 1 else values * 3
+        out[name] = dict(median=statistics.median(values), q25=q[0], q75=q[-1],
+                         blocks=values)
+    return out
+
+
+def timing_ratios(times: dict, references: Dict[str, str]) -> Dict[str, float]:
+    """Each name's median time per iteration over its reference's (names whose
+    reference was timed too)."""
+    return {name: times[name]['median'] / times[ref]['median']
+            for name, ref in references.items()
+            if name in times and ref in times and name != ref}
+
+
+def describe(times: dict, ratios: Dict[str, float], names: Sequence[str]) -> List[str]:
+    """Lines for a log: each name's median [quartiles] and its ratio."""
+    return [f'{name}: {1e3 * times[name]["median"]:.1f} ms/iter '
+            f'[{1e3 * times[name]["q25"]:.1f}, {1e3 * times[name]["q75"]:.1f}]' +
+            (f', {ratios[name]:.2f}x its reference' if name in ratios else '')
+            for name in names if name in times]
+
