@@ -25,16 +25,23 @@ from .progress import progress
 from .runs import CONFIG_DIR, seconds_per_iter
 
 
-def load_distiller(config: str, options: List[str], ckpt: str, work_dir: str):
-    """Builds the run's model through a Runner and loads the checkpoint (pruned student
-    rebuilt from its record by DiffusionPruningHook.after_load_checkpoint)."""
+def run_config(config: str, options: List[str], work_dir: str):
+    """A run's config as ``tools/train.py`` builds it: the file (a path, or a name in
+    configs/digits/) with the run's --cfg-options merged, in ``work_dir``."""
     from mmengine.config import Config, DictAction
-    from mmengine.runner import Runner
-    cfg = Config.fromfile(osp.join(CONFIG_DIR, config))
+    cfg = Config.fromfile(config if osp.isabs(config) else osp.join(CONFIG_DIR, config))
     parser = argparse.ArgumentParser()
     parser.add_argument('--o', nargs='+', action=DictAction)
     cfg.merge_from_dict(parser.parse_args(['--o', *options]).o)
     cfg.work_dir = work_dir
+    return cfg
+
+
+def load_distiller(config: str, options: List[str], ckpt: str, work_dir: str):
+    """Builds the run's model through a Runner and loads the checkpoint (pruned student
+    rebuilt from its record by DiffusionPruningHook.after_load_checkpoint)."""
+    from mmengine.runner import Runner
+    cfg = run_config(config, options, work_dir)
     cfg.train_dataloader = cfg.train_cfg = cfg.optim_wrapper = cfg.param_scheduler = None
     cfg.test_dataloader = cfg.test_cfg = cfg.test_evaluator = None
     runner = Runner.from_cfg(cfg)

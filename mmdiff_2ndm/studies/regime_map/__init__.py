@@ -9,8 +9,9 @@ statistics (:mod:`mmdiff_2ndm.studies.digits`).
 Modules: :mod:`.axes` (levels, recipes, samplers, presets, run order), :mod:`.plateau`
 (the run length), :mod:`.scoring` (every sampler on one checkpoint, Jacobian statistics),
 :mod:`.driver` (teacher, plateau, screen; one JSON per scored run), :mod:`.cells` (paired
-differences), :mod:`.followup` (the cells that get more seeds), :mod:`.report` (README.md,
-heatmaps, plateau figure).
+differences), :mod:`.followup` (the cells that get more seeds), :mod:`.timing` (the recipes'
+cost per iteration, measured back to back), :mod:`.report` (README.md, heatmaps, plateau
+figure).
 """
 from .axes import (ARCHS, LEVELS, PRESETS, RECIPES, REFERENCE, SAMPLERS, level_options,
                    map_preset, planned_runs, run_iters)

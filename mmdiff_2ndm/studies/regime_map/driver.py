@@ -22,7 +22,7 @@ import torch
 from ..digits.evaluation import load_distiller, record_hash
 from ..digits.feature_net import STUDY_DATASETS, feature_net_files, prepare_feature_net
 from ..digits.progress import say
-from ..digits.runs import CONFIG_DIR, loss_terms, seconds_per_iter, size_options, train
+from ..digits.runs import loss_terms, seconds_per_iter, size_options, train
 from .axes import (ARCHS, MODELS, RECIPES, REFERENCE, level_options, map_preset, net_options,
                    run_iters, run_name)
 from .plateau import PLATEAU_TOL, plateau_iteration
@@ -352,7 +352,7 @@ class RegimeMap:
                 missing.append(run_name(*run))
                 continue
             steps[recipe] = build_train_step(
-                osp.join(CONFIG_DIR, RECIPES[recipe].config), self.options(run, iters, batch),
+                RECIPES[recipe].config, self.options(run, iters, batch),
                 ckpt, osp.join(self.work_dir, 'timing', recipe))
         if missing:
             raise ValueError(f'Timing needs trained runs; not trained yet: {missing}. Train '

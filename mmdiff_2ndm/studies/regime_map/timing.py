@@ -8,10 +8,11 @@ and data) and runs their training steps in short blocks, round robin, with the r
 order rotated every round: whatever else loads the machine meets every recipe alike.
 Each recipe's time per iteration is the median over its blocks.
 """
-import argparse
 import statistics
 import time
 from typing import Callable, Dict, List, Sequence
+
+from ..digits.evaluation import run_config
 
 
 def build_train_step(config: str, options: List[str], ckpt: str,
@@ -20,7 +21,7 @@ def build_train_step(config: str, options: List[str], ckpt: str,
     run's --cfg-options, the pruned student of its checkpoint, its optimizer and data.
 
     Args:
-        config (str): Path of the run's config file.
+        config (str): The run's config: a path, or a file name in configs/digits/.
         options (List[str]): The run's --cfg-options.
         ckpt (str): A checkpoint of the run (its pruning record rebuilds the student).
         work_dir (str): Scratch dir of the runner (logs).
@@ -29,14 +30,9 @@ def build_train_step(config: str, options: List[str], ckpt: str,
         Callable[[], None]: Runs one iteration (forward, backward, optimizer and EMA
         update) on the next training batch.
     """
-    from mmengine.config import Config, DictAction
     from mmengine.runner import Runner
 
-    cfg = Config.fromfile(config)
-    parser = argparse.ArgumentParser()
-    parser.add_argument('--o', nargs='+', action=DictAction)
-    cfg.merge_from_dict(parser.parse_args(['--o', *options]).o)
-    cfg.work_dir = work_dir
+    cfg = run_config(config, options, work_dir)
     cfg.test_dataloader = cfg.test_cfg = cfg.test_evaluator = None
     cfg.val_dataloader = cfg.val_cfg = cfg.val_evaluator = None
     runner = Runner.from_cfg(cfg)
@@ -108,4 +104,3 @@ def describe(times: dict, ratios: Dict[str, float], names: Sequence[str]) -> Lis
             f'[{1e3 * times[name]["q25"]:.1f}, {1e3 * times[name]["q75"]:.1f}]' +
             (f', {ratios[name]:.2f}x its reference' if name in ratios else '')
             for name in names if name in times]
-
