@@ -92,6 +92,7 @@ FOLLOW_UP = 'mmdiff_2ndm/studies/regime_map/followup.py'
 MAP_AXES = 'mmdiff_2ndm/studies/regime_map/axes.py'
 MAP_DRIVER = 'mmdiff_2ndm/studies/regime_map/driver.py'
 MAP_TIMING = 'mmdiff_2ndm/studies/regime_map/timing.py'
+MAP_COMBINE = 'mmdiff_2ndm/studies/regime_map/combine.py'
 STUDY_RUNS = 'mmdiff_2ndm/studies/digits/runs.py'
 MAP_TESTS = 'tests/test_studies/test_regime_map'
 
@@ -295,6 +296,11 @@ MUTANTS: List[Mutant] = [
            "if 'step' in record and 'loss' in record:",
            "if 'step' in record and 'loss' in record and int(record['step']) not in by_step:",
            ('tests/test_studies/test_digits/test_runs.py::test_loss_terms_of_a_resumed_run', )),
+    Mutant('combine-follow-up-seeds-counted', MAP_COMBINE, 'if s in seeds}', 'if True}',
+           (f'{MAP_TESTS}/test_map_combine.py', )),
+    Mutant('combine-tie-to-the-higher-fid', MAP_COMBINE,
+           'min(tied, key=lambda s: s.fid_pct)', 'max(tied, key=lambda s: s.fid_pct)',
+           (f'{MAP_TESTS}/test_map_combine.py', )),
     Mutant('map-feature-schedule-fixed', MAP_AXES, 'option.format(iters=iters)',
            'option.format(iters=7500)',
            (f'{MAP_TESTS}/test_map_axes.py::'

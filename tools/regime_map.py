@@ -17,7 +17,10 @@ Steps (each resumable; re-running the same command continues where it stopped):
 4. ``--follow-up``: the cells whose paired interval excludes 0 or nearly does get more
    seeds, and their references the same seeds (``studies/regime_map/followup.py``; the
    report lists them);
-5. ``--timing``: the recipes' time per iteration, measured back to back in one process on
+5. ``--preset combine``: feature KD + the 2ndM form the screen names better at the
+   hardest level (``studies/regime_map/combine.py``: the rule, fixed before these runs),
+   against feature KD alone, paired by seed;
+6. ``--timing``: the recipes' time per iteration, measured back to back in one process on
    their finished runs (``studies/regime_map/timing.py``; ``<results>/timing.json``), for
    the report's cost at equal wall-clock (the runs' own logs are taken on a shared
    machine).
@@ -34,6 +37,7 @@ Usage::
     python tools/regime_map.py --arch dit                      # depth-pruned DiT students
     python tools/regime_map.py --follow-up       # more seeds where an interval is near 0
     python tools/regime_map.py --timing --levels p27 --seeds 0   # cost per iteration
+    python tools/regime_map.py --preset combine   # feature KD + the better 2ndM form
 
 ``--dataset patches`` runs the same pipeline on ``SkimagePatches`` (16x16 patches of the
 pictures that ship with scikit-image) with its own feature network, teacher, plateau and
@@ -53,11 +57,11 @@ import torch
 
 sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..'))
 from mmdiff_2ndm.studies.regime_map import (LEVELS, PRESETS, RECIPES,  # noqa: E402
-                                            RegimeMap, load_results, planned_runs,
-                                            write_report)
+                                            RegimeMap, load_results, write_report)
 from mmdiff_2ndm.studies.digits.feature_net import STUDY_DATASETS  # noqa: E402
 from mmdiff_2ndm.studies.regime_map.axes import ARCHS, MAP_PRESETS, map_preset  # noqa: E402
 from mmdiff_2ndm.studies.regime_map.cells import index_runs  # noqa: E402
+from mmdiff_2ndm.studies.regime_map.combine import plan_runs  # noqa: E402
 from mmdiff_2ndm.studies.regime_map.followup import (flagged_cells,  # noqa: E402
                                                      follow_up_runs)
 from mmdiff_2ndm.studies.regime_map.report import ARCHIVE, samples_figure  # noqa: E402
@@ -137,8 +141,10 @@ def report(args: argparse.Namespace, planned) -> str:
     follow-up runs the results call for."""
     teacher, runs = load_results(args.results_dir)
     if args.preset in MAP_PRESETS and not (args.levels or args.recipes or args.seeds):
+        cells = index_runs(runs)
         planned = list(dict.fromkeys(run for name in MAP_PRESETS
-                                     for run in planned_runs(map_preset(name, args.arch))))
+                                     for run in plan_runs(map_preset(name, args.arch),
+                                                          cells)[0]))
     planned = list(dict.fromkeys(list(planned) + follow_up_plan(args, planned, runs)))
     plateau, teacher_curve, archived, timing = (
         _read_json(osp.join(args.results_dir, name))
@@ -161,8 +167,15 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
         raise ValueError(f'--jobs must be >= 1, got {args.jobs}.')
     args.work_dir, args.results_dir = osp.abspath(args.work_dir), osp.abspath(args.results_dir)
     os.makedirs(args.results_dir, exist_ok=True)
-    planned = planned_runs(map_preset(args.preset, args.arch), args.levels, args.recipes,
-                           args.seeds)
+    planned, pending = plan_runs(map_preset(args.preset, args.arch),
+                                 index_runs(load_results(args.results_dir)[1]), args.levels,
+                                 args.recipes, args.seeds)
+    if pending and not args.report_only:
+        raise ValueError(
+            f'--preset {args.preset}: the screen cannot name the better 2ndM form yet (' +
+            '; '.join(pending.values()) + '). Finish the screen there first (python '
+            f'tools/regime_map.py --preset screen --levels {" ".join(pending)}), or name the '
+            'combination yourself with --recipes feat_2ndm (or feat_2ndm_log).')
     if args.timing:
         threads = args.threads_per_run or 1
         regime_map = RegimeMap(args.preset, args.work_dir, args.results_dir, threads,

@@ -215,9 +215,12 @@ RECIPES: Dict[str, Recipe] = {
     'dsm_kd_feat': Recipe('2ndm_digits16_dsm_kd_feat.py', label='+feat KD', features=True),
     '2ndm': Recipe('2ndm_digits16.py', label='+2ndM sigma'),  # w 10, quarter batch
     '2ndm_log': Recipe('2ndm_digits16.py', _LOG_RATIO, label='+2ndM log'),  # w 10, quarter
-    'feat_2ndm': Recipe('2ndm_digits16.py', _FEAT, label='+feat +2ndM sigma', features=True),
-    'feat_2ndm_log': Recipe('2ndm_digits16.py', _LOG_RATIO + _FEAT, label='+feat +2ndM log',
-                            features=True),
+    # feature KD + a 2ndM form, against feature KD alone: what the Jacobian term adds to
+    # the feature term (the form: combine.better_form, from the screen)
+    'feat_2ndm': Recipe('2ndm_digits16.py', _FEAT, reference='dsm_kd_feat',
+                        label='+feat +2ndM sigma', features=True),
+    'feat_2ndm_log': Recipe('2ndm_digits16.py', _LOG_RATIO + _FEAT, reference='dsm_kd_feat',
+                            label='+feat +2ndM log', features=True),
     # dose-response of the log-ratio term: 10x and 100x its weight. At weight 10 it ends
     # near 1e-4 of the loss and leaves the small-t Jacobian error where DSM+KD leaves it;
     # whether a stronger term closes that error, and at what cost in proxy FID, tells a
@@ -272,8 +275,13 @@ PRESETS['screen_b2'] = dict(PRESETS['screen'], levels=('p27',),
 PRESETS['dose'] = dict(PRESETS['screen'], levels=('p27',),
                        recipes=('dsm_kd', '2ndm_log', '2ndm_log_w100', '2ndm_log_w1000'),
                        seeds=(0,))
+# Feature KD + the better 2ndM form against feature KD, at the hardest level, 3 seeds: the
+# form is named from the screen's results there (combine.better_form), so the preset's
+# third recipe is added when the runs are planned ('combine': True)
+PRESETS['combine'] = dict(PRESETS['screen'], levels=('p27',),
+                          recipes=('dsm_kd', 'dsm_kd_feat'), combine=True)
 # The presets of one map: they share the results dir, the plateau and the report.
-MAP_PRESETS = ('screen', 'screen_b2', 'dose')
+MAP_PRESETS = ('screen', 'screen_b2', 'dose', 'combine')
 # What a preset changes for another architecture than the U-Net: its levels (hardest
 # first), the plateau's level and, for the smoke test, a smaller net
 ARCH_PRESETS: Dict[Tuple[str, str], dict] = {
@@ -283,6 +291,7 @@ ARCH_PRESETS: Dict[Tuple[str, str], dict] = {
     ('dit', 'screen'): dict(levels=('d2', 'd1', 'd4'), plateau_level='d2'),
     ('dit', 'screen_b2'): dict(levels=('d2',), plateau_level='d2'),
     ('dit', 'dose'): dict(levels=('d2',), plateau_level='d2'),
+    ('dit', 'combine'): dict(levels=('d2',), plateau_level='d2'),
 }
 
 

@@ -11,8 +11,9 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..digits.statistics import CI_MIN_SEEDS, verdict
-from .axes import ARCHS, LEVELS, RECIPES, REFERENCE
+from .axes import ARCHS, LEVELS, RECIPES, REFERENCE, map_preset
 from .cells import HEATMAP_METRICS, index_runs, paired, reference_of
+from .combine import form_section
 from .followup import (FOLLOW_UP_SEEDS, MAX_SEEDS, NEAR_MARGIN, SEED_STEP, flagged_cells,
                        follow_up_runs)
 from .plateau import plateau_iteration
@@ -90,13 +91,14 @@ def heatmap(cells: dict, teacher: dict, levels: Sequence[str], recipes: Sequence
                         fontweight='bold' if star else 'normal',
                         color='white' if dark else 'black')
         ax.set_xticks(range(len(columns)))
-        ax.set_xticklabels([RECIPES[r].label or r for r in columns] if k == n - 1 else [],
+        ax.set_xticklabels([_column_label(r) for r in columns] if k == n - 1 else [],
                            rotation=30, ha='right', fontsize=8)
         ax.set_yticks(range(len(levels)))
         ax.set_yticklabels(_level_labels(cells, levels, sampler, t_fid), fontsize=8)
         ax.set_title(title + (' (lower = better)' if lower_better else ' (higher = better)'),
                      fontsize=9)
-    fig.suptitle(f'Recipe minus its reference (DSM+KD), paired by seed; raw students, '
+    fig.suptitle(f'Recipe minus its reference (DSM+KD unless the column names another), '
+                 f'paired by seed; raw students, '
                  f'{sampler}; teacher EMA proxy FID {t_fid:.1f}.\nBlue = better, red = worse; '
                  '* and frame: 95 % bootstrap interval excludes 0;\n(*ch): pruned channels '
                  'differ; hatched grey: under 3 seeds (no interval, not coloured); grey: not run',
@@ -104,6 +106,14 @@ def heatmap(cells: dict, teacher: dict, levels: Sequence[str], recipes: Sequence
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _column_label(recipe: str) -> str:
+    """A heatmap column's label: the recipe's, and its reference's where that is not
+    DSM+KD."""
+    label = RECIPES[recipe].label or recipe
+    ref = reference_of(recipe)
+    return label if ref == REFERENCE else f'{label}\n(- {RECIPES[ref].label or ref})'
 
 
 def _level_labels(cells: dict, levels: Sequence[str], sampler: str,
@@ -519,7 +529,8 @@ def write_report(results_dir: str, teacher: Optional[dict], runs: List[dict],
              '(one training at a '
              'time while the 2-core machine is shared, `--jobs 2` when it is not; each run is '
              'scored in the driver\'s process as it finishes), then `--preset screen_b2` and '
-             '`--preset dose` (the log-ratio term at 10x and 100x its weight, seed 0).', '']
+             '`--preset dose` (the log-ratio term at 10x and 100x its weight, seed 0) and '
+             '`--preset combine` (feature KD + the better 2ndM form).', '']
     if archived_teacher:
         lines += [f'Archive: the first runs and the student plateau run were made against the '
                   'previous teacher (the shipped `checkpoints/digits/teacher_digits16_ema.pth`, '
@@ -564,7 +575,8 @@ def write_report(results_dir: str, teacher: Optional[dict], runs: List[dict],
     later = [name for name in RECIPES if name not in recipes]
     if later:
         lines += ['', 'Defined, not planned yet: ' + ', '.join(f'`{n}`' for n in later) +
-                  ' (feature KD + 2ndM: in the form the screen finds better).']
+                  ' (feature KD + 2ndM: `--preset combine` plans the form the screen '
+                  'names better, once it can; see "Feature KD + the better 2ndM form").']
     lines += ['', '* Samplers: ' + sampler_text +
               f', on the same checkpoint and the same {preset["num_samples"]} noises; fidelity '
               'compares with the teacher\'s samples from the same noise and sampler.',
@@ -659,6 +671,9 @@ def write_report(results_dir: str, teacher: Optional[dict], runs: List[dict],
         lines.append('')
         lines += cost_section(cells, levels, recipes, samplers, timing, flag)
         lines += follow_up_section(cells, levels, recipes, samplers, preset, flag)
+        combine_levels = [lv for lv in map_preset('combine', arch_name)['levels']
+                          if lv in levels]
+        lines += form_section(cells, combine_levels, samplers, preset['seeds'])
         lines += loss_terms_section(cells, levels, recipes)
         lines += ['## Mechanism: ||J_S v||^2 vs the teacher\'s (relative error, mean over '
                   f'{preset["eval_images"]} fixed x_t and v; mean over seeds)', '',

@@ -70,7 +70,9 @@ def test_recipe_and_level_options_merge_into_the_config(recipe):
         assert losses.feat.type == 'FeatureKDLoss' and losses.feat.layers == 'bk-sdm'
     if recipe in ('dsm_kd', 'dsm', 'dsm_kd_feat', 'dsm_kd_b2'):
         assert jac is None
-    assert spec.reference in ('', 'dsm_kd', 'dsm_kd_b2')
+    assert spec.reference in ('', 'dsm_kd', 'dsm_kd_b2', 'dsm_kd_feat')
+    if recipe.startswith('feat_2ndm'):  # what 2ndM adds on top of the feature term
+        assert spec.reference == 'dsm_kd_feat'
     if recipe == 'authors_b2':  # compared at its own batch
         assert RECIPES[spec.reference].batch_size == spec.batch_size == 2
 

@@ -91,6 +91,28 @@ def test_tiny_map_end_to_end_and_resume(tmp_path):
     assert missing.returncode != 0
     assert "Timing needs trained runs; not trained yet: ['p27/dsm_kd_seed1'" in missing.stderr
 
+    # feature KD + 2ndM: refused while the screen cannot name the form, trained against
+    # feature KD alone when the recipe is named on the command line
+    combine = [a if a != 'tiny' else 'combine' for a in cmd]
+    refused = subprocess.run(combine, cwd=REPO, env=env, capture_output=True, text=True,
+                             timeout=900)
+    assert refused.returncode != 0
+    assert "--preset combine: the screen cannot name the better 2ndM form yet (2ndm has 0 " \
+        "of the screen's 3 paired seeds, 2ndm_log has 1 of the screen's 3 paired seeds at " \
+        "p27). Finish the screen there first" in refused.stderr
+    assert '--recipes feat_2ndm (or feat_2ndm_log)' in refused.stderr
+    combined = subprocess.run(cmd + ['--recipes', 'dsm_kd_feat', 'feat_2ndm_log'], cwd=REPO,
+                              env=env, capture_output=True, text=True, timeout=900)
+    assert combined.returncode == 0, combined.stdout[-3000:] + combined.stderr[-3000:]
+    both = json.loads((results / 'runs' / 'p27' / 'feat_2ndm_log_seed0.json').read_text())
+    assert 'model.losses.feat.type=FeatureKDLoss' in both['options']
+    assert 'model.losses.jacobian.form=log_ratio' in both['options']
+    assert both['record'] == dsm_kd['record']  # paired with the map's other runs
+    assert {'loss_feat', 'loss_jacobian'} <= set(both['loss_terms']['last'])
+    text = (results / 'README.md').read_text()
+    assert '| p27 | feat_2ndm_log - dsm_kd_feat | ddim50 | 1 |' in text
+    assert '## Feature KD + the better 2ndM form' in text
+
     # a teacher scoring killed after its first checkpoint continues with the next one
     os.remove(results / 'teacher_curve.json')
     cache = osp.join(teacher_dir, 'curve.json')
