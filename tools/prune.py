@@ -2,14 +2,16 @@
 
 The settings default to the config's ``DiffusionPruningHook`` (in ``custom_hooks``) and
 can be overridden on the command line; the pruning itself is
-``mmdiff_2ndm.pruning.prune_model``, as in the hook (no Runner is built). The output is an mmengine-style checkpoint of the
-whole model (``state_dict``) whose ``meta['pruning']`` holds the pruning record, so a run
+``mmdiff_2ndm.pruning.prune_model``, as in the hook (no Runner is built). The output is an
+mmengine-style checkpoint of the whole model (``state_dict``) whose ``meta['pruning']``
+holds the pruning record, so a run
 with the hook (``load_from=...``) or ``tools/test.py`` rebuilds the pruned shapes before
 the weights load. Prune -> finetune -> deploy:
 
     python tools/prune.py configs/2ndm_cifar10.py --ratio 0.3 --groupnorm-ratio 0.25 \
         --out work_dirs/pruned_cifar10.pth
-    python tools/train.py configs/2ndm_cifar10.py --cfg-options load_from=work_dirs/pruned_cifar10.pth
+    python tools/train.py configs/2ndm_cifar10.py \
+        --cfg-options load_from=work_dirs/pruned_cifar10.pth
 
 Depth pruning of a DiT (keep 1 of every 2 blocks, TinyFusion's learnable selection):
 

@@ -181,4 +181,3 @@ def _probe_resample_channels(net: nn.Module, example_inputs: Dict[str, Tensor]) 
     finally:
         for handle in handles:
             handle.remove()
-

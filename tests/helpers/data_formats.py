@@ -139,8 +139,8 @@ def write_imagenet(root: str, paint, num_classes: int = NUM_CLASSES, per_class: 
         os.makedirs(osp.join(root, split, wnid))
         for n in range(per_class):
             name = f'{wnid}/{wnid}_{10026 + n}.JPEG'
-            Image.fromarray(paint(IMG + 2, IMG + 4)).save(osp.join(root, split, name),
-                                                           format='JPEG', quality=95)
+            picture = Image.fromarray(paint(IMG + 2, IMG + 4))
+            picture.save(osp.join(root, split, name), format='JPEG', quality=95)
             lines.append(f'{name} {label}')
     os.makedirs(osp.join(root, 'meta'), exist_ok=True)
     with open(osp.join(root, 'meta', f'{split}.txt'), 'w') as f:

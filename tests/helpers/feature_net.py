@@ -18,4 +18,3 @@ class TinyFeatureNet(nn.Module):
     def forward(self, x: Tensor, return_features: bool = False) -> Tensor:
         x = x.float() / 127.5 - 1.0
         return torch.tanh(self.conv(x)).mean(dim=(2, 3))
-

@@ -388,7 +388,6 @@ def test_celeba_crop_is_ddims():
         np.testing.assert_array_equal(out, image[57:185, 25:153])
 
 
-
 def test_latent_sampler_does_not_clip():
     """Latent configs sample with clip_sample=False: DDPM's default clips the predicted x_0
     to [-1, 1], which suits pixels but cuts VAE latents; the distiller's DDIM sampler takes

@@ -36,4 +36,3 @@ class RankDumpHook(Hook):
             # terminate rank 0 mid-save, so every rank waits for all to get here first.
             barrier()
             os._exit(3)
-

@@ -72,7 +72,7 @@ def test_one_rank_nan_skips_the_update_on_every_rank(tmp_path):
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
              for rank in (0, 1)]
     logs = [proc.communicate(timeout=600)[0] for proc in procs]
-    assert all(proc.returncode == 0 for proc in procs), '\n'.join(l[-3000:] for l in logs)
+    assert all(proc.returncode == 0 for proc in procs), '\n'.join(log[-3000:] for log in logs)
     results = [json.load(open(out)) for out in outs]
     for result in results:
         # rank 0's terms were finite, yet it skipped with rank 1: weights and EMA kept

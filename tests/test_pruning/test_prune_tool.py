@@ -114,4 +114,3 @@ def test_prune_tool_prunes_dit_depth_on_the_config_data(tmp_path, monkeypatch):
     assert len(model.student.transformer_blocks) == 2
     with open(tmp_path / 'pruning_summary.json') as f:
         assert json.load(f)['depth'] == record['depth']
-

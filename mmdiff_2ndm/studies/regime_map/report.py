@@ -10,7 +10,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..digits.statistics import CI_MIN_SEEDS, verdict
+from ..digits.statistics import CI_MIN_SEEDS, bootstrap_ci, verdict
 from .axes import ARCHS, LEVELS, RECIPES, REFERENCE, map_preset
 from .cells import HEATMAP_METRICS, index_runs, paired, reference_of
 from .combine import form_section
@@ -466,6 +466,41 @@ def loss_terms_section(cells: dict, levels: Sequence[str],
     return lines + ['']
 
 
+def mechanism_paired_section(cells: dict, levels: Sequence[str], recipes: Sequence[str],
+                             timesteps: Sequence[int]) -> List[str]:
+    """The report's lines: after finetuning, each recipe's relative error of
+    ``||J_S v||^2`` against its reference's (% of the reference's, paired by seed: the
+    errors shrink by orders of magnitude from t = 0 to t = 999), at the timesteps of
+    :data:`JACOBIAN_T` that were measured (``timesteps``: the preset's ``ftle_timesteps``):
+    whether a recipe moves the student's Jacobian beyond what the seeds spread."""
+    shown = [t for t in JACOBIAN_T if t in timesteps]
+    lines = ['## Mechanism, paired: relative error after finetuning, recipe vs reference', '',
+             '(recipe - reference) / reference of the relative error above, in %, per seed. '
+             'Negative: the recipe leaves the student\'s `||J_S v||^2` closer to the '
+             'teacher\'s than its reference does (same seeds, so the same pruned student, '
+             'x_t and v); mean [95 % bootstrap interval over seeds], none under 3 seeds.', '',
+             '| level | recipe - reference | seeds | ' + ' | '.join(f't={t}' for t in shown) +
+             ' |', '|---|---|---|' + '---|' * len(shown)]
+    rows = 0
+    for level in levels:
+        for recipe in recipes:
+            ref = reference_of(recipe)
+            arm, base = cells.get((level, recipe), {}), cells.get((level, ref), {})
+            seeds = sorted(set(arm) & set(base))
+            if recipe == ref or not seeds:
+                continue
+            row = []
+            for t in shown:
+                i = list(timesteps).index(t)
+                errors = [(arm[s]['final']['raw']['jacobian']['jv_rel_err'][i],
+                           base[s]['final']['raw']['jacobian']['jv_rel_err'][i]) for s in seeds]
+                row.append(_fmt(*bootstrap_ci([100.0 * (a - r) / r for a, r in errors]), 1))
+            lines.append(f'| {level} | {recipe} - {ref} | {len(seeds)} | ' + ' | '.join(row) +
+                         ' |')
+            rows += 1
+    return lines + ([''] if rows else ['', 'No paired runs yet.', ''])
+
+
 def superseded_lines(results_dir: str) -> List[str]:
     """Links to the results dir's other archives (``archive_*/README.md``, kept out of
     the map: runs of a recipe since redefined), each with its README's title."""
@@ -698,6 +733,7 @@ def write_report(results_dir: str, teacher: Optional[dict], runs: List[dict],
                     row.append(f'{before:.3f} -> {after:.3f}')
                 lines.append(f'| {lv} | {rc} | ' + ' | '.join(row) + ' |')
         lines.append('')
+        lines += mechanism_paired_section(cells, levels, recipes, ts)
     if teacher and runs:  # the figures below are drawn once both exist
         lines += ['## Figures', '', 'Samples of seed 0 (teacher\'s EMA and each recipe\'s raw '
                   'student, every sampler): ' + ', '.join(

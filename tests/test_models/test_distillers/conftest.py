@@ -63,4 +63,3 @@ def sd_folders(tmp_path_factory) -> dict:
     return dict(unet=save_model(unet, tmp_path_factory.mktemp('sd_unet')),
                 text_encoder=save_model(text_encoder, tmp_path_factory.mktemp('text_encoder')),
                 tokenizer=str(tok_dir))
-

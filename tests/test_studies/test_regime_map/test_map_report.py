@@ -205,3 +205,29 @@ def test_loss_terms_at_the_end_and_the_added_terms_share():
     assert '| p27 | 2ndm_log | 2 | 10.3 | 8 | 2 | 0.3 | 10 % -> 2.9 % | 300 -> 50 |' in lines
     assert not any(line.startswith('| p27 | dsm |') for line in lines)
     assert loss_terms_section({}, ['p27'], ['dsm_kd'])[2].startswith('No run')
+
+
+def test_mechanism_paired_by_seed_in_percent_of_the_reference():
+    from mmdiff_2ndm.studies.regime_map.report import JACOBIAN_T, mechanism_paired_section
+    _, runs = fake_results()
+    for run in runs:  # the reference's error 0.2 + 0.1 seed; 2ndm_log's 10 % / 20 % lower
+        if run['level'] == 'p27':
+            base = 0.2 + 0.1 * run['seed']
+            factor = {'dsm_kd': 1.0, '2ndm_log': 0.9}[run['recipe']]
+            errors = [base * (factor if t < 50 else 0.8 if run['recipe'] == '2ndm_log' else 1)
+                      for t in TIMESTEPS]
+            raw = dict(run['final']['raw'], jacobian=dict(jv_rel_err=errors))
+            run['final'] = dict(run['final'], raw=raw)
+    cells = index_runs(runs)
+    lines = mechanism_paired_section(cells, ['p27', 'p57'], ['dsm_kd', '2ndm_log', '2ndm'],
+                                     TIMESTEPS)
+    assert f'| level | recipe - reference | seeds | {" | ".join(f"t={t}" for t in JACOBIAN_T)} |' \
+        in lines
+    # every seed 10 % lower at t < 50, 20 % from t = 50: the interval is the point
+    assert ('| p27 | 2ndm_log - dsm_kd | 3 | -10.0 [-10.0, -10.0] | -10.0 [-10.0, -10.0] | '
+            '-20.0 [-20.0, -20.0] | -20.0 [-20.0, -20.0] | -20.0 [-20.0, -20.0] |') in lines
+    assert '| p57 | 2ndm - dsm_kd | 1 | +0.0 | +0.0 | +0.0 | +0.0 | +0.0 |' in lines
+    # timesteps not measured are left out
+    short = mechanism_paired_section(cells, ['p27'], ['dsm_kd', '2ndm_log'], TIMESTEPS[:3])
+    assert '| level | recipe - reference | seeds | t=0 |' in short
+    assert 'No paired runs yet.' in mechanism_paired_section(cells, ['p37'], ['2ndm'], TIMESTEPS)
