@@ -32,8 +32,8 @@ def test_tiny_preset_end_to_end(tmp_path):
             assert osp.isfile(osp.join(work_dir, f'{arm}_seed0', f'iter_{step}.pth'))
     with open(osp.join(work_dir, 'results.json')) as f:
         report = json.load(f)
-    arms = sorted((r['arm'], r['seed']) for r in report['runs'])
-    assert arms == [('2ndm', 0), ('dsm_kd', 0)]
+    runs = sorted((r['arm'], r['seed']) for r in report['runs'])
+    assert runs == [('2ndm', 0), ('dsm_kd', 0)]
     # the tiny preset trains its own teacher, and the report says which one it scored
     assert report['meta']['teacher'] == osp.join(work_dir, 'teacher', 'iter_4.pth')
     dense = report['dense']['final']
