@@ -9,7 +9,10 @@ Everything is resumable. The training runs live in the work dir (git-ignored: ch
 every result lives in the results dir (``docs/regime_map/``, committed): one JSON per
 evaluated run (``runs/<level>/<recipe>_seed<seed>.json``), written as soon as the run is
 scored; a run whose JSON exists is neither trained nor scored again, an interrupted
-training resumes from its last checkpoint (:func:`~..digits.runs.train`).
+training resumes from its last checkpoint (:func:`~..digits.runs.train`). The results dir
+also keeps the teacher (``teacher_ema.pth``, its digest in ``teacher.json``): a work dir
+without the teacher run takes it from there instead of training it again, and a teacher
+whose digest differs from the recorded one is refused (:meth:`RegimeMap.check_teacher`).
 """
 import json
 import os
@@ -28,6 +31,7 @@ from .axes import (ARCHS, MODELS, RECIPES, REFERENCE, level_options, map_preset,
 from .plateau import PLATEAU_TOL, plateau_iteration
 from .cells import reference_of
 from .scoring import MapScorer
+from .teacher_file import SHIPPED_TEACHER, save_slim_teacher, teacher_digest
 from .timing import build_train_step, describe, time_steps, timing_ratios
 
 Run = Tuple[str, str, int]  # (level, recipe, seed)
@@ -126,17 +130,80 @@ class RegimeMap:
         say(f'[map] feature network -> {self.feature_net}')
         prepare_feature_net(self.work_dir, self.preset['feature_iters'], dataset=self.dataset)
         iters, interval = self.preset['teacher_iters'], self.preset['teacher_interval']
-        say(f'[map] dense teacher: {self.teacher_config}, seed 0, {iters} iterations, cosine lr, '
-            f'checkpoint every {interval} (log: {self.teacher_dir}/train_stdout.log)')
-        train(self.teacher_config, self.teacher_dir, iters, self.teacher_options(), self.threads,
-              stream=False, ckpt_interval=interval)
+        if not self.restore_teacher():
+            say(f'[map] dense teacher: {self.teacher_config}, seed 0, {iters} iterations, '
+                f'cosine lr, checkpoint every {interval} '
+                f'(log: {self.teacher_dir}/train_stdout.log)')
+            train(self.teacher_config, self.teacher_dir, iters, self.teacher_options(),
+                  self.threads, stream=False, ckpt_interval=interval)
+        self.check_teacher()
         self.measure_teacher()
+        recorded = self.recorded_teacher()
+        if recorded and 'sha256' not in recorded:  # recorded before digests: score it now
+            distiller = self._load_teacher_run(iters)
+            self._scorer(distiller, distiller.student_ema.module)
+        self.ship_teacher()
+
+    def recorded_teacher(self) -> Optional[dict]:
+        """The results dir's ``teacher.json`` (None before the teacher is scored)."""
+        path = osp.join(self.results_dir, 'teacher.json')
+        if not osp.exists(path):
+            return None
+        with open(path) as f:
+            return json.load(f)
+
+    def shipped_teacher(self) -> str:
+        """The slim copy of the teacher kept in the results dir."""
+        return osp.join(self.results_dir, SHIPPED_TEACHER)
+
+    def restore_teacher(self) -> bool:
+        """Takes the results dir's copy of the teacher when the work dir lacks the teacher
+        run, the copy is the recorded teacher and its curve is scored (the curve needs the
+        run's checkpoints); returns whether it did."""
+        recorded, shipped = self.recorded_teacher(), self.shipped_teacher()
+        if (osp.exists(self.teacher_ckpt) or not recorded or 'sha256' not in recorded
+                or not osp.exists(shipped) or not osp.exists(self.teacher_curve_path())):
+            return False
+        if teacher_digest(shipped) != recorded['sha256']:
+            return False  # not the recorded teacher: train it; check_teacher decides
+        self.teacher_ckpt = shipped
+        say(f'[map] dense teacher: {shipped} (the recorded teacher, sha256 '
+            f'{recorded["sha256"][:12]}; not trained again)')
+        return True
+
+    def check_teacher(self) -> None:
+        """Refuses a teacher other than the one the results dir's runs learnt from.
+
+        Raises:
+            RuntimeError: If ``teacher.json`` records a digest and the teacher's differs.
+        """
+        recorded = self.recorded_teacher()
+        if not recorded or 'sha256' not in recorded:
+            return
+        got = teacher_digest(self.teacher_ckpt)
+        if got != recorded['sha256']:
+            raise RuntimeError(
+                f'The teacher {self.teacher_ckpt} (sha256 {got[:12]}) is not the one the runs '
+                f'in {self.results_dir} learnt from (teacher.json: sha256 '
+                f'{recorded["sha256"][:12]}), so its students would not pair with theirs. '
+                f'Put that teacher back ({self.shipped_teacher()}, or the teacher run in '
+                f'{self.teacher_dir}), or start a new map with another --results-dir.')
+
+    def ship_teacher(self) -> None:
+        """Keeps a slim copy of the teacher in the results dir (once it is recorded)."""
+        recorded = self.recorded_teacher()
+        if recorded and 'sha256' in recorded and not osp.exists(self.shipped_teacher()):
+            save_slim_teacher(self.teacher_ckpt, self.shipped_teacher(), meta=dict(
+                config=self.teacher_config, arch=self.preset['arch'], dataset=self.dataset,
+                seed=0, iters=self.preset['teacher_iters'], model='ema',
+                sha256=recorded.get('sha256')))
 
     def _evaluators(self) -> MapScorer:
         """The scorer (fixed noises, proxy features), created on first use; the teacher's
         samples are cached in the teacher's run folder."""
         if self.scorer is None:
             torch.set_num_threads(self.threads)
+            os.makedirs(self.teacher_dir, exist_ok=True)  # the cache, also for a restored one
             self.scorer = MapScorer(self.preset, self.feature_net, self.teacher_dir,
                                     self.dataset)
         return self.scorer
@@ -160,10 +227,38 @@ class RegimeMap:
                            iters=self.preset['teacher_iters'], lr_schedule=dict(
                                type='CosineAnnealingLR', T_max=self.preset['teacher_iters'],
                                eta_min=self.preset['teacher_lr_min']),
-                           checkpoint=osp.relpath(self.teacher_ckpt, self.work_dir))
-            write_json(teacher, osp.join(self.results_dir, 'teacher.json'))
+                           checkpoint=osp.relpath(self.teacher_ckpt, self.work_dir),
+                           sha256=teacher_digest(self.teacher_ckpt))
+            recorded = self.recorded_teacher()
+            if recorded is None:
+                write_json(teacher, osp.join(self.results_dir, 'teacher.json'))
+            elif 'sha256' not in recorded:  # recorded before digests: the scores must agree
+                self._check_rescored_teacher(recorded, teacher)
+                write_json(dict(recorded, sha256=teacher['sha256']),
+                           osp.join(self.results_dir, 'teacher.json'))
             torch.save(scorer.last_samples, osp.join(self.work_dir, 'teacher_grid.pt'))
         return scorer
+
+    def _check_rescored_teacher(self, recorded: dict, rescored: dict) -> None:
+        """A teacher recorded without a digest is the recorded one only if it scores as
+        recorded (same fixed noises and feature network: the same numbers).
+
+        Raises:
+            RuntimeError: If a proxy FID or the feature network's accuracy differs.
+        """
+        pairs = [(f'{name} proxy FID', s['fid'], rescored['samplers'][name]['fid'])
+                 for name, s in recorded['samplers'].items() if name in rescored['samplers']]
+        pairs.append(('feature network accuracy', recorded.get('feature_accuracy'),
+                      rescored.get('feature_accuracy')))
+        differ = [f'{what} {old} -> {new}' for what, old, new in pairs
+                  if old is None or new is None or abs(new - old) > 1e-6 * max(1.0, abs(old))]
+        if differ:
+            raise RuntimeError(
+                f'The teacher {self.teacher_ckpt} does not score as the one the runs in '
+                f'{self.results_dir} learnt from ({"; ".join(differ)}): a retrained teacher '
+                'or feature network that differs from the recorded one. Put the recorded '
+                f'teacher run back in {self.teacher_dir} (and the feature network in '
+                f'{self.work_dir}), or start a new map with another --results-dir.')
 
     def _load_teacher_run(self, step: int):
         """The teacher run's model at a checkpoint (its EMA: ``student_ema.module``)."""

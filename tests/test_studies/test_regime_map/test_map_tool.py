@@ -1,12 +1,16 @@
 """tools/regime_map.py end to end, tiny preset: the map's teacher run (EMA scored at every
 checkpoint), plateau run, two recipes at the hardest level scored with both samplers,
-report; a second call trains and scores nothing; a killed teacher scoring continues."""
+report; a second call trains and scores nothing; a killed teacher scoring continues; a
+fresh work dir takes the teacher the results dir keeps; another teacher is refused."""
 import json
 import math
 import os
 import os.path as osp
+import shutil
 import subprocess
 import sys
+
+from mmdiff_2ndm.studies.regime_map.teacher_file import teacher_digest
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
@@ -38,6 +42,9 @@ def test_tiny_map_end_to_end_and_resume(tmp_path):
     assert sorted(teacher['samplers']) == ['ddim10', 'ddim50']
     assert teacher['iters'] == 4 and teacher['model'] == 'ema'
     assert teacher['checkpoint'] == 'teacher_cosine4/iter_4.pth'
+    # the results dir keeps the teacher it records (a slim copy: the run's EMA)
+    assert teacher['sha256'] == teacher_digest(osp.join(teacher_dir, 'iter_4.pth')) \
+        == teacher_digest(str(results / 'teacher_ema.pth'))
     # the map's teacher is the run's final checkpoint: its EMA's samples are the curve's last
     assert teacher['samplers']['ddim50']['fid'] == \
         curve['curve']['4']['samplers']['ddim50']['fid']
@@ -125,6 +132,22 @@ def test_tiny_map_end_to_end_and_resume(tmp_path):
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     assert 'teacher iter 4' in resumed.stdout and 'teacher iter 2' not in resumed.stdout
     assert json.loads((results / 'teacher_curve.json').read_text()) == curve
+
+    # a fresh work dir takes the recorded teacher from the results dir, not trained again
+    shutil.rmtree(teacher_dir)
+    restored = subprocess.run(cmd + ['--teacher-only'], cwd=REPO, env=env,
+                              capture_output=True, text=True, timeout=900)
+    assert restored.returncode == 0, restored.stdout[-3000:] + restored.stderr[-3000:]
+    assert '(the recorded teacher, sha256 ' in restored.stdout
+    assert not osp.exists(osp.join(teacher_dir, 'iter_4.pth'))
+    # a teacher other than the recorded one is refused, naming both and the fix
+    tampered = dict(teacher, sha256='0' * 64)
+    (results / 'teacher.json').write_text(json.dumps(tampered))
+    refused = subprocess.run(cmd + ['--teacher-only'], cwd=REPO, env=env,
+                             capture_output=True, text=True, timeout=900)
+    assert refused.returncode != 0
+    assert 'is not the one the runs in' in refused.stderr
+    assert 'start a new map with another --results-dir' in refused.stderr
 
 
 def test_tiny_map_on_the_patches(tmp_path):
