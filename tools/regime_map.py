@@ -152,7 +152,8 @@ def report(args: argparse.Namespace, planned) -> str:
                      'timing.json'))
     path = write_report(args.results_dir, teacher, runs, planned,
                         map_preset(args.preset, args.arch), plateau,
-                        teacher_curve=teacher_curve, archived_teacher=archived, timing=timing)
+                        teacher_curve=teacher_curve, archived_teacher=archived, timing=timing,
+                        levels_flag=f' --levels {" ".join(args.levels)}' if args.levels else '')
     if teacher and osp.isdir(args.work_dir):  # sample figures need the kept samples
         for level in dict.fromkeys(run['level'] for run in runs):
             samples_figure(args.work_dir, args.results_dir, level,

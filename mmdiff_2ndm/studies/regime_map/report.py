@@ -519,7 +519,7 @@ def write_report(results_dir: str, teacher: Optional[dict], runs: List[dict],
                  plateau: Optional[dict] = None, figures: bool = True,
                  teacher_curve: Optional[dict] = None,
                  archived_teacher: Optional[dict] = None,
-                 timing: Optional[dict] = None) -> str:
+                 timing: Optional[dict] = None, levels_flag: str = '') -> str:
     """Writes ``README.md`` (and the heatmaps, the plateau figure) into the results dir;
     returns the markdown's path.
 
@@ -536,6 +536,9 @@ def write_report(results_dir: str, teacher: Optional[dict], runs: List[dict],
             (:data:`ARCHIVE`). Defaults to None.
         timing (dict, optional): ``timing.json``, the recipes' time per iteration
             measured back to back (:func:`cost_section`). Defaults to None.
+        levels_flag (str): The levels the map was restricted to, as the tool's option
+            (``' --levels p27'``), repeated in the commands the report gives. Defaults to
+            '' (the preset's levels).
     """
     cells = index_runs(runs)
     levels = [lv for lv in dict.fromkeys([p[0] for p in planned] + [r['level'] for r in runs])]
@@ -552,6 +555,7 @@ def write_report(results_dir: str, teacher: Optional[dict], runs: List[dict],
         title += f', {arch.label} teacher'
         flag += f' --arch {arch_name}'
         log_suffix += f'_{arch_name}'
+    flag += levels_flag
     lines = [f'# Regime map of recovery recipes ({title}) - in progress', '',
              f'Runs done: **{len(done & set(planned))} of {len(planned)} planned** '
              f'({len(runs)} evaluated in all). Regenerate: `python tools/regime_map.py '
