@@ -94,6 +94,8 @@ MAP_DRIVER = 'mmdiff_2ndm/studies/regime_map/driver.py'
 MAP_TIMING = 'mmdiff_2ndm/studies/regime_map/timing.py'
 MAP_COMBINE = 'mmdiff_2ndm/studies/regime_map/combine.py'
 STUDY_RUNS = 'mmdiff_2ndm/studies/digits/runs.py'
+STUDY_STATISTICS = 'mmdiff_2ndm/studies/digits/statistics.py'
+MAP_TEACHER = 'mmdiff_2ndm/studies/regime_map/teacher_file.py'
 MAP_TESTS = 'tests/test_studies/test_regime_map'
 
 MUTANTS: List[Mutant] = [
@@ -305,6 +307,12 @@ MUTANTS: List[Mutant] = [
            'option.format(iters=7500)',
            (f'{MAP_TESTS}/test_map_axes.py::'
             'test_the_dit_map_trains_a_dit_teacher_and_depth_prunes_its_students', )),
+    Mutant('t-interval-n-dof', STUDY_STATISTICS, 'confidence / 2, values.size - 1)',
+           'confidence / 2, values.size)',
+           ('tests/test_studies/test_digits/test_statistics.py::test_t_interval_closed_form', )),
+    Mutant('teacher-digest-names-only', MAP_TEACHER,
+           'digest.update(value.reshape(-1).view(torch.uint8).numpy().tobytes())', 'pass',
+           (f'{MAP_TESTS}/test_map_teacher_file.py', )),
 ]
 
 

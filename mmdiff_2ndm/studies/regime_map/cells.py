@@ -6,7 +6,7 @@ from typing import Dict, List, Tuple
 
 import numpy as np
 
-from ..digits.statistics import bootstrap_ci
+from ..digits.statistics import t_interval
 from .axes import RECIPES, REFERENCE
 
 # key, title, lower is better, relative (% of the reference's value, per seed)
@@ -29,8 +29,8 @@ def reference_of(recipe: str) -> str:
 
 def paired(cells: dict, level: str, recipe: str, sampler: str, key: str,
            relative: bool = False, model: str = 'raw') -> dict:
-    """recipe - reference at one level and sampler, paired by seed: mean, 95 % bootstrap
-    interval, the seeds, and whether every pair started from the same pruned channels."""
+    """recipe - reference at one level and sampler, paired by seed: mean, 95 % t interval
+    over the seeds (:func:`~..digits.statistics.t_interval`), the seeds, and whether every pair started from the same pruned channels."""
     ref = cells.get((level, reference_of(recipe)), {})
     arm = cells.get((level, recipe), {})
     seeds = sorted(set(ref) & set(arm))
@@ -38,6 +38,6 @@ def paired(cells: dict, level: str, recipe: str, sampler: str, key: str,
     for s in seeds:
         a, r = (x['final'][model]['samplers'][sampler][key] for x in (arm[s], ref[s]))
         diffs.append(100.0 * (a - r) / r if relative else a - r)
-    mean, low, high = bootstrap_ci(diffs) if diffs else (np.nan, np.nan, np.nan)
+    mean, low, high = t_interval(diffs) if diffs else (np.nan, np.nan, np.nan)
     return dict(mean=mean, low=low, high=high, seeds=seeds, diffs=diffs,
                 same_channels=all(arm[s]['record'] == ref[s]['record'] for s in seeds))

@@ -1,10 +1,30 @@
-"""Bootstrap intervals over seeds, their verdicts, paired differences to DSM+KD, the gap
+"""Bootstrap and t intervals over seeds, their verdicts, paired differences to DSM+KD, the gap
 closed and the recovery criteria."""
 import math
 
 from mmdiff_2ndm.studies.digits.statistics import (bootstrap_ci, by_arm, gap_closed,
                                                    paired_differences, recovery_summary,
-                                                   verdict)
+                                                   t_interval, verdict)
+
+
+def test_t_interval_closed_form():
+    # [1, 2, 3]: mean 2, sd 1, t(0.975, 2 dof) = 4.302653: half width 4.302653 / sqrt(3)
+    mean, low, high = t_interval([1.0, 2.0, 3.0])
+    assert mean == 2.0 and math.isclose(high - mean, 4.302653 / math.sqrt(3), rel_tol=1e-6)
+    assert math.isclose(mean - low, high - mean)
+    # 5 seeds: t(0.975, 4 dof) = 2.776445
+    values = [-3.0, -1.0, -2.0, -2.5, -1.5]
+    sd = math.sqrt(sum((v + 2.0) ** 2 for v in values) / 4)
+    mean, low, high = t_interval(values)
+    assert mean == -2.0 and math.isclose(high, -2.0 + 2.776445 * sd / math.sqrt(5),
+                                         rel_tol=1e-6)
+    assert t_interval([2.0, 2.0, 2.0]) == (2.0, 2.0, 2.0)
+    assert math.isnan(t_interval([1.0, 3.0])[1])  # under 3 seeds: no interval
+    # 3 seeds on one side: the bootstrap's range excludes 0, the t interval does not
+    assert bootstrap_ci([0.5, 1.0, 1.5])[1] > 0 and t_interval([0.5, 1.0, 1.5])[1] < 0
+    # other levels: t(0.75, 2 dof) = 0.816497
+    assert math.isclose(t_interval([1.0, 2.0, 3.0], confidence=0.5)[2],
+                        2.0 + 0.816497 / math.sqrt(3), rel_tol=1e-5)
 
 
 def test_bootstrap_interval_and_verdicts():
