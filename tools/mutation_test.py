@@ -96,6 +96,7 @@ MAP_COMBINE = 'mmdiff_2ndm/studies/regime_map/combine.py'
 STUDY_RUNS = 'mmdiff_2ndm/studies/digits/runs.py'
 STUDY_STATISTICS = 'mmdiff_2ndm/studies/digits/statistics.py'
 MAP_TEACHER = 'mmdiff_2ndm/studies/regime_map/teacher_file.py'
+MAP_REPORT = 'mmdiff_2ndm/studies/regime_map/report.py'
 MAP_TESTS = 'tests/test_studies/test_regime_map'
 
 MUTANTS: List[Mutant] = [
@@ -313,6 +314,11 @@ MUTANTS: List[Mutant] = [
     Mutant('teacher-digest-names-only', MAP_TEACHER,
            'digest.update(value.reshape(-1).view(torch.uint8).numpy().tobytes())', 'pass',
            (f'{MAP_TESTS}/test_map_teacher_file.py', )),
+    Mutant('heatmap-undecided-full-colour', MAP_REPORT,
+           'alpha = np.where(verdicts, 1.0, UNDECIDED_ALPHA)[..., None]',
+           'alpha = np.ones_like(verdicts, dtype=float)[..., None]',
+           (f'{MAP_TESTS}/test_map_report.py::'
+            'test_heatmap_colours_pale_where_the_interval_holds_zero', )),
 ]
 
 

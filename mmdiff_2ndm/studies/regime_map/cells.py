@@ -30,7 +30,8 @@ def reference_of(recipe: str) -> str:
 def paired(cells: dict, level: str, recipe: str, sampler: str, key: str,
            relative: bool = False, model: str = 'raw') -> dict:
     """recipe - reference at one level and sampler, paired by seed: mean, 95 % t interval
-    over the seeds (:func:`~..digits.statistics.t_interval`), the seeds, and whether every pair started from the same pruned channels."""
+    over the seeds (:func:`~..digits.statistics.t_interval`), the seeds, and whether every
+    pair started from the same pruned channels."""
     ref = cells.get((level, reference_of(recipe)), {})
     arm = cells.get((level, recipe), {})
     seeds = sorted(set(ref) & set(arm))

@@ -37,6 +37,36 @@ def _excludes_zero(cell: dict) -> bool:
     return bool(np.isfinite(cell['low']) and (cell['low'] > 0 or cell['high'] < 0))
 
 
+#: Opacity of a coloured cell whose interval holds 0: its colour still shows the mean
+#: difference, paler, so that a large but uncertain difference does not outshine a verdict.
+UNDECIDED_ALPHA = 0.35
+
+
+def cell_colours(signed_means: np.ndarray, verdicts: np.ndarray, vmax: float) -> np.ndarray:
+    """RGB colours of a heatmap panel's cells, composited on white.
+
+    Args:
+        signed_means (np.ndarray): Mean paired differences, positive = worse; NaN where a
+            cell is not coloured (not run, or under 3 seeds).
+        verdicts (np.ndarray): Where the cell's 95 % interval excludes 0.
+        vmax (float): The difference drawn at full red or blue.
+
+    Returns:
+        np.ndarray: ``(rows, columns, 3)`` floats in [0, 1]: diverging red-blue at full
+        strength for a verdict, at :data:`UNDECIDED_ALPHA` for a cell whose interval holds
+        0, light grey where the mean is NaN.
+    """
+    import matplotlib
+    cmap = matplotlib.colormaps['RdBu_r']
+    finite = np.isfinite(signed_means)
+    rgb = cmap(np.clip(0.5 + 0.5 * np.where(finite, signed_means, 0.0) / vmax, 0.0, 1.0))
+    rgb = rgb[..., :3]
+    alpha = np.where(verdicts, 1.0, UNDECIDED_ALPHA)[..., None]
+    rgb = alpha * rgb + (1.0 - alpha) * 1.0
+    rgb[~finite] = 0.88
+    return rgb
+
+
 def heatmap(cells: dict, teacher: dict, levels: Sequence[str], recipes: Sequence[str],
             sampler: str, path: str) -> None:
     """One PNG per sampler: a panel per metric of :data:`HEATMAP_METRICS`, rows = pruning
@@ -64,9 +94,8 @@ def heatmap(cells: dict, teacher: dict, levels: Sequence[str], recipes: Sequence
         sign = 1.0 if lower_better else -1.0  # colour: positive = worse
         vmax = 1.3 * np.nanmax(np.abs(means)) if np.isfinite(means).any() else 1.0
         vmax = vmax if vmax > 0 else 1.0
-        shown = np.ma.masked_invalid(sign * means)
-        cmap = matplotlib.colormaps['RdBu_r'].with_extremes(bad='0.88')
-        ax.imshow(shown, cmap=cmap, vmin=-vmax, vmax=vmax, aspect='auto')
+        verdicts = np.array([[_excludes_zero(c) for c in row] for row in table], dtype=bool)
+        ax.imshow(cell_colours(sign * means, verdicts, vmax), aspect='auto')
         for i, row in enumerate(table):
             for j, c in enumerate(row):
                 if not c['seeds']:
@@ -86,7 +115,7 @@ def heatmap(cells: dict, teacher: dict, levels: Sequence[str], recipes: Sequence
                     lines[0] += ' *'
                     ax.add_patch(Rectangle((j - 0.47, i - 0.47), 0.94, 0.94, fill=False,
                                            edgecolor='black', linewidth=2.2))
-                dark = len(c['seeds']) >= CI_MIN_SEEDS and abs(c['mean']) > 0.6 * vmax
+                dark = star and abs(c['mean']) > 0.6 * vmax
                 ax.text(j, i, '\n'.join(lines), ha='center', va='center', fontsize=7,
                         fontweight='bold' if star else 'normal',
                         color='white' if dark else 'black')
@@ -100,8 +129,9 @@ def heatmap(cells: dict, teacher: dict, levels: Sequence[str], recipes: Sequence
     fig.suptitle(f'Recipe minus its reference (DSM+KD unless the column names another), '
                  f'paired by seed; raw students, '
                  f'{sampler}; teacher EMA proxy FID {t_fid:.1f}.\nBlue = better, red = worse; '
-                 '* and frame: 95 % t interval over seeds excludes 0;\n(*ch): pruned channels '
-                 'differ; hatched grey: under 3 seeds (no interval, not coloured); grey: not run',
+                 '* and frame: 95 % t interval over seeds excludes 0 (pale: it holds 0);\n'
+                 '(*ch): pruned channels differ; hatched grey: under 3 seeds (no interval, '
+                 'not coloured); grey: not run',
                  fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -5,7 +5,7 @@ import pytest
 
 from mmdiff_2ndm.studies.regime_map import paired, planned_runs, plateau_iteration, write_report
 from mmdiff_2ndm.studies.regime_map.axes import PRESETS
-from mmdiff_2ndm.studies.regime_map.report import index_runs
+from mmdiff_2ndm.studies.regime_map.report import UNDECIDED_ALPHA, cell_colours, index_runs
 
 TIMESTEPS = PRESETS['screen']['ftle_timesteps']
 
@@ -72,6 +72,26 @@ def test_report_lists_done_runs_and_writes_heatmaps(tmp_path):
     for name in preset['samplers']:
         png = tmp_path / f'heatmap_{name}.png'
         assert png.is_file() and png.stat().st_size > 5000
+
+
+def test_heatmap_colours_pale_where_the_interval_holds_zero():
+    """A verdict keeps its full colour; an undecided cell twice as large is paler, on the
+    same side; an uncoloured cell is grey."""
+    signed = np.array([[1.0, 2.0, -1.0, np.nan]])
+    verdicts = np.array([[True, False, True, False]])
+    rgb = cell_colours(signed, verdicts, vmax=2.0)
+    assert rgb.shape == (1, 4, 3)
+    worse, undecided, better, missing = rgb[0]
+    assert worse[0] > worse[2] and better[2] > better[0]  # red = worse, blue = better
+    assert undecided[0] > undecided[2]  # still on the worse side
+
+    def distance_from_white(colour):
+        return float(np.abs(1.0 - colour).sum())
+
+    assert distance_from_white(undecided) < distance_from_white(worse)
+    full = cell_colours(signed, np.ones_like(verdicts), vmax=2.0)[0, 1]
+    assert np.allclose(undecided, UNDECIDED_ALPHA * full + 1.0 - UNDECIDED_ALPHA)
+    assert np.allclose(missing, 0.88)
 
 
 def fake_teacher_curve(fids):
