@@ -319,6 +319,10 @@ MUTANTS: List[Mutant] = [
            'alpha = np.ones_like(verdicts, dtype=float)[..., None]',
            (f'{MAP_TESTS}/test_map_report.py::'
             'test_heatmap_colours_pale_where_the_interval_holds_zero', )),
+    Mutant('heatmap-fid-colour-absolute', MAP_REPORT,
+           "coloured_by = table if key != 'fid' else [", 'coloured_by = table if True else [',
+           (f'{MAP_TESTS}/test_map_report.py::'
+            'test_heatmap_colours_proxy_fid_in_percent_of_the_reference', )),
 ]
 
 

@@ -67,12 +67,42 @@ def cell_colours(signed_means: np.ndarray, verdicts: np.ndarray, vmax: float) ->
     return rgb
 
 
+def panel_cells(cells: dict, levels: Sequence[str], columns: Sequence[str], sampler: str,
+                metric: tuple) -> Tuple[List[List[dict]], np.ndarray]:
+    """The cells of one heatmap panel and the means that colour them.
+
+    Args:
+        cells (dict): ``cells.index_runs`` of the evaluated runs.
+        levels (Sequence[str]): The rows.
+        columns (Sequence[str]): The recipes, one a column (each against its reference).
+        sampler (str): A key of :data:`SAMPLERS`.
+        metric (tuple): An entry of :data:`HEATMAP_METRICS`.
+
+    Returns:
+        Tuple[List[List[dict]], np.ndarray]: :func:`paired` of every cell in the metric's
+        own unit (the text and the verdict), and the mean difference that colours it: the
+        same, except proxy FID in % of the reference's (its scale differs between levels:
+        a 1-block DiT's is 3x a 2-block one's); NaN under 3 seeds, so that one seed's noise
+        does not read as a verdict.
+    """
+    key, _, _, relative = metric
+    table = [[paired(cells, lv, rc, sampler, key, relative) for rc in columns]
+             for lv in levels]
+    coloured_by = table if key != 'fid' else [
+        [paired(cells, lv, rc, sampler, key, relative=True) for rc in columns]
+        for lv in levels]
+    means = np.array([[c['mean'] if len(c['seeds']) >= CI_MIN_SEEDS else np.nan
+                       for c in row] for row in coloured_by], dtype=float)
+    return table, means
+
+
 def heatmap(cells: dict, teacher: dict, levels: Sequence[str], recipes: Sequence[str],
             sampler: str, path: str) -> None:
     """One PNG per sampler: a panel per metric of :data:`HEATMAP_METRICS`, rows = pruning
     levels, columns = recipes, colour = paired mean difference to the recipe's reference
-    (blue: better, red: worse), a black frame and '*' where the 95 % interval excludes 0,
-    grey where no pair is done yet."""
+    (:func:`panel_cells`; blue: better, red: worse), a black frame and '*' where the 95 %
+    interval excludes 0 and a paler colour where it holds 0 (:func:`cell_colours`), grey
+    where no pair is done yet."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
@@ -85,12 +115,7 @@ def heatmap(cells: dict, teacher: dict, levels: Sequence[str], recipes: Sequence
     t_fid = teacher['samplers'][sampler]['fid'] if teacher else np.nan
     for k, (ax, metric) in enumerate(zip(axes[:, 0], HEATMAP_METRICS)):
         key, title, lower_better, relative = metric
-        table = [[paired(cells, lv, rc, sampler, key, relative) for rc in columns]
-                 for lv in levels]
-        # only cells with an interval are coloured: under 3 seeds a cell shows its number
-        # on grey, so that one seed's noise does not read as a verdict
-        means = np.array([[c['mean'] if len(c['seeds']) >= CI_MIN_SEEDS else np.nan
-                           for c in row] for row in table], dtype=float)
+        table, means = panel_cells(cells, levels, columns, sampler, metric)
         sign = 1.0 if lower_better else -1.0  # colour: positive = worse
         vmax = 1.3 * np.nanmax(np.abs(means)) if np.isfinite(means).any() else 1.0
         vmax = vmax if vmax > 0 else 1.0
@@ -115,7 +140,7 @@ def heatmap(cells: dict, teacher: dict, levels: Sequence[str], recipes: Sequence
                     lines[0] += ' *'
                     ax.add_patch(Rectangle((j - 0.47, i - 0.47), 0.94, 0.94, fill=False,
                                            edgecolor='black', linewidth=2.2))
-                dark = star and abs(c['mean']) > 0.6 * vmax
+                dark = star and abs(means[i, j]) > 0.6 * vmax
                 ax.text(j, i, '\n'.join(lines), ha='center', va='center', fontsize=7,
                         fontweight='bold' if star else 'normal',
                         color='white' if dark else 'black')
@@ -124,8 +149,8 @@ def heatmap(cells: dict, teacher: dict, levels: Sequence[str], recipes: Sequence
                            rotation=30, ha='right', fontsize=8)
         ax.set_yticks(range(len(levels)))
         ax.set_yticklabels(_level_labels(cells, levels, sampler, t_fid), fontsize=8)
-        ax.set_title(title + (' (lower = better)' if lower_better else ' (higher = better)'),
-                     fontsize=9)
+        ax.set_title(title + (' (lower = better)' if lower_better else ' (higher = better)') +
+                     ('; colour: % of the reference\'s' if key == 'fid' else ''), fontsize=9)
     fig.suptitle(f'Recipe minus its reference (DSM+KD unless the column names another), '
                  f'paired by seed; raw students, '
                  f'{sampler}; teacher EMA proxy FID {t_fid:.1f}.\nBlue = better, red = worse; '

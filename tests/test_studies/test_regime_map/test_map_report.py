@@ -5,7 +5,9 @@ import pytest
 
 from mmdiff_2ndm.studies.regime_map import paired, planned_runs, plateau_iteration, write_report
 from mmdiff_2ndm.studies.regime_map.axes import PRESETS
-from mmdiff_2ndm.studies.regime_map.report import UNDECIDED_ALPHA, cell_colours, index_runs
+from mmdiff_2ndm.studies.regime_map.cells import HEATMAP_METRICS
+from mmdiff_2ndm.studies.regime_map.report import (UNDECIDED_ALPHA, cell_colours, index_runs,
+                                                   panel_cells)
 
 TIMESTEPS = PRESETS['screen']['ftle_timesteps']
 
@@ -92,6 +94,22 @@ def test_heatmap_colours_pale_where_the_interval_holds_zero():
     full = cell_colours(signed, np.ones_like(verdicts), vmax=2.0)[0, 1]
     assert np.allclose(undecided, UNDECIDED_ALPHA * full + 1.0 - UNDECIDED_ALPHA)
     assert np.allclose(missing, 0.88)
+
+
+def test_heatmap_colours_proxy_fid_in_percent_of_the_reference():
+    """Text and verdict stay in FID units; the colour is % of DSM+KD's FID, so a level whose
+    FIDs are larger does not outshine the others; SSIM is coloured as it is."""
+    _, runs = fake_results()
+    cells = index_runs(runs)
+    fid, ssim, _ = HEATMAP_METRICS
+    table, means = panel_cells(cells, ['p27', 'p57'], ['2ndm_log', '2ndm'], 'ddim50', fid)
+    assert table[0][0]['mean'] == pytest.approx(-10.0)
+    expected = np.mean([100.0 * d / (150.0 + s) for s, d in enumerate((-8.0, -10.0, -12.0))])
+    assert means[0, 0] == pytest.approx(expected)
+    assert np.isnan(means[1, 1])  # p57's 2ndM has 1 seed: not coloured
+    assert len(table[1][1]['seeds']) == 1
+    table, means = panel_cells(cells, ['p27'], ['2ndm_log'], 'ddim50', ssim)
+    assert means[0, 0] == pytest.approx(table[0][0]['mean'])
 
 
 def fake_teacher_curve(fids):
