@@ -112,6 +112,17 @@ def test_heatmap_colours_proxy_fid_in_percent_of_the_reference():
     assert means[0, 0] == pytest.approx(table[0][0]['mean'])
 
 
+def test_report_of_the_reference_alone_draws_no_heatmap(tmp_path):
+    """DSM+KD alone (the smoke test's map) leaves nothing to compare: no heatmap, no link."""
+    teacher, runs = fake_results()
+    runs = [run for run in runs if run['recipe'] == 'dsm_kd']
+    preset = dict(PRESETS['screen'], recipes=('dsm_kd', ))
+    text = open(write_report(str(tmp_path), teacher, runs, planned_runs(preset),
+                             preset)).read()
+    assert '## Figures' in text and 'heatmap_' not in text
+    assert not list(tmp_path.glob('heatmap_*.png'))
+
+
 def fake_teacher_curve(fids):
     steps = [2000 * (i + 1) for i in range(len(fids))]
     curve = {str(s): dict(samplers=dict(ddim50=dict(fid=f, fid_boot=2.0),
