@@ -323,6 +323,14 @@ MUTANTS: List[Mutant] = [
            "coloured_by = table if key != 'fid' else [", 'coloured_by = table if True else [',
            (f'{MAP_TESTS}/test_map_report.py::'
             'test_heatmap_colours_proxy_fid_in_percent_of_the_reference', )),
+    Mutant('map-length-ignored', MAP_AXES,
+           "return batch, RECIPES[recipe].length * finetune_iters * preset['batch_size'] // batch",
+           "return batch, finetune_iters * preset['batch_size'] // batch",
+           (f'{MAP_TESTS}/test_map_axes.py::'
+            'test_the_length_check_trains_dsm_kd_twice_as_long_at_every_level', )),
+    Mutant('map-length-verdict-sign', MAP_REPORT, 'if change < -tol', 'if change > tol',
+           (f'{MAP_TESTS}/test_map_report.py::'
+            'test_length_check_names_the_levels_a_longer_run_still_improves', )),
 ]
 
 

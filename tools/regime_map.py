@@ -23,7 +23,10 @@ Steps (each resumable; re-running the same command continues where it stopped):
 6. ``--timing``: the recipes' time per iteration, measured back to back in one process on
    their finished runs (``studies/regime_map/timing.py``; ``<results>/timing.json``), for
    the report's cost at equal wall-clock (the runs' own logs are taken on a shared
-   machine).
+   machine);
+7. ``--preset length``: DSM+KD for twice the run length, seed 0 at every level, against
+   DSM+KD: whether the length measured at the hardest level is long enough everywhere
+   (the report's "Is the run long enough?").
 
 Usage::
 
@@ -38,6 +41,7 @@ Usage::
     python tools/regime_map.py --follow-up       # more seeds where an interval is near 0
     python tools/regime_map.py --timing --levels p27 --seeds 0   # cost per iteration
     python tools/regime_map.py --preset combine   # feature KD + the better 2ndM form
+    python tools/regime_map.py --preset length    # DSM+KD at 2x the run length
 
 ``--dataset patches`` runs the same pipeline on ``SkimagePatches`` (16x16 patches of the
 pictures that ship with scikit-image) with its own feature network, teacher, plateau and

@@ -16,7 +16,7 @@ from .cells import HEATMAP_METRICS, index_runs, paired, reference_of
 from .combine import form_section
 from .followup import (FOLLOW_UP_SEEDS, MAX_SEEDS, NEAR_MARGIN, SEED_STEP, flagged_cells,
                        follow_up_runs)
-from .plateau import plateau_iteration
+from .plateau import PLATEAU_TOL, plateau_iteration
 
 JACOBIAN_T = (0, 10, 50, 250, 999)  # timesteps shown in the mechanism table
 # results made against the previous teacher (the shipped 6000-iteration checkpoint, which
@@ -569,6 +569,56 @@ def superseded_lines(results_dir: str) -> List[str]:
     return lines + [''] if lines else []
 
 
+#: The recipe that trains DSM+KD for longer than the map's runs (``--preset length``).
+LONGER_REFERENCE = 'dsm_kd_x2'
+
+
+def length_section(cells: dict, levels: Sequence[str], samplers: Sequence[str],
+                   tol: float = PLATEAU_TOL) -> List[str]:
+    """The report's "Is the run long enough?": per level and sampler, DSM+KD trained
+    :data:`LONGER_REFERENCE`'s times as long against DSM+KD, on the seeds both have
+    (raw proxy FID).
+
+    Args:
+        cells (dict): ``cells.index_runs`` of the evaluated runs.
+        levels (Sequence[str]): The map's levels.
+        samplers (Sequence[str]): The map's samplers.
+        tol (float): The plateau rule's tolerance: a longer run that lowers the proxy FID
+            by more than this (relative, mean over the seeds) says the level needs a longer
+            run. Defaults to :data:`PLATEAU_TOL`.
+
+    Returns:
+        List[str]: Markdown lines; none where no level has both runs.
+    """
+    length = RECIPES[LONGER_REFERENCE].length
+    rows = []
+    for lv in levels:
+        ref, long = cells.get((lv, REFERENCE), {}), cells.get((lv, LONGER_REFERENCE), {})
+        seeds = sorted(set(ref) & set(long))
+        if not seeds:
+            continue
+        for name in samplers:
+            fid = [ref[s]['final']['raw']['samplers'][name]['fid'] for s in seeds]
+            fid_long = [long[s]['final']['raw']['samplers'][name]['fid'] for s in seeds]
+            change = float(np.mean([b / a - 1.0 for a, b in zip(fid, fid_long)]))
+            verdict = (f'longer run needed (lower by more than {tol:.0%})' if change < -tol
+                       else 'long enough')
+            rows.append(f'| {lv} | {name} | {len(seeds)} | {ref[seeds[0]]["iters"]} | '
+                        f'{np.mean(fid):.1f} | {long[seeds[0]]["iters"]} | '
+                        f'{np.mean(fid_long):.1f} | {100 * change:+.1f} % | {verdict} |')
+    if not rows:
+        return []
+    return ['## Is the run long enough?', '',
+            f'The run length is DSM+KD\'s plateau at one level; `--preset length` trains '
+            f'DSM+KD {length}x as long (cosine lr over the whole run) on seed 0 at every '
+            f'level. Raw proxy FID, mean over the seeds both have; a level whose longer run '
+            f'lowers it by more than the plateau rule\'s {tol:.0%} has not converged at the '
+            'map\'s length, and its cells compare recipes before convergence.', '',
+            '| level | sampler | seeds | iterations | DSM+KD proxy FID | iterations | '
+            f'{length}x long proxy FID | change | verdict |',
+            '|---|---|---|---|---|---|---|---|---|', *rows, '']
+
+
 def write_report(results_dir: str, teacher: Optional[dict], runs: List[dict],
                  planned: Sequence[Tuple[str, str, int]], preset: dict,
                  plateau: Optional[dict] = None, figures: bool = True,
@@ -622,9 +672,10 @@ def write_report(results_dir: str, teacher: Optional[dict], runs: List[dict],
              f'--threads-per-run 1{flag} > work_dirs/regime_map/map{log_suffix}.log 2>&1 &` '
              '(one training at a '
              'time while the 2-core machine is shared, `--jobs 2` when it is not; each run is '
-             'scored in the driver\'s process as it finishes), then `--preset screen_b2` and '
-             '`--preset dose` (the log-ratio term at 10x and 100x its weight, seed 0) and '
-             '`--preset combine` (feature KD + the better 2ndM form).', '']
+             'scored in the driver\'s process as it finishes), then `--preset screen_b2`, '
+             '`--preset dose` (the log-ratio term at 10x and 100x its weight, seed 0), '
+             '`--preset combine` (feature KD + the better 2ndM form) and `--preset length` '
+             '(DSM+KD at twice the run length, seed 0 at every level).', '']
     if archived_teacher:
         lines += [f'Archive: the first runs and the student plateau run were made against the '
                   'previous teacher (the shipped `checkpoints/digits/teacher_digits16_ema.pth`, '
@@ -653,13 +704,14 @@ def write_report(results_dir: str, teacher: Optional[dict], runs: List[dict],
     lines += ['', arch.levels_note]
     lines += ['', '* Recipes (each compared with its reference, paired by seed: same pruned '
               'channels or blocks, data order and per-sample noise):', '',
-              '| recipe | config | changes | reference | batch |', '|---|---|---|---|---|']
+              '| recipe | config | changes | reference | batch | length |',
+              '|---|---|---|---|---|---|']
     for name in recipes:
         rc = RECIPES[name]
         options = (*rc.options, *(arch.feature_options('<run length>') if rc.features else ()))
         changes = ', '.join(f'`{o}`' for o in options) or '-'
         lines.append(f'| {name} | `{rc.config}` | {changes} | {rc.reference or "-"} | '
-                     f'{rc.batch_size or preset["batch_size"]} |')
+                     f'{rc.batch_size or preset["batch_size"]} | {rc.length}x |')
     if arch.net is not None:
         lines += ['', f'Every run puts the teacher\'s {arch.label} in the configs\' '
                   'U-Net\'s place (`model.teacher`, options `' + ', '.join(
@@ -705,6 +757,7 @@ def write_report(results_dir: str, teacher: Optional[dict], runs: List[dict],
         lines += ['![plateau](plateau.png)', '']
     else:
         lines += ['Not measured yet.', '']
+    lines += length_section(cells, levels, list(preset['samplers']))
     lines += ['## Runs done', '', '| level | ' + ' | '.join(recipes) + ' |',
               '|---|' + '---|' * len(recipes)]
     for lv in levels:

@@ -83,6 +83,18 @@ def test_smaller_batches_see_as_many_samples():
     assert run_iters(preset, 'authors_b2', 3000) == (2, 48000)
 
 
+def test_the_length_check_trains_dsm_kd_twice_as_long_at_every_level():
+    preset = PRESETS['length']
+    assert run_iters(preset, 'dsm_kd_x2', 6500) == (32, 13000)
+    assert RECIPES['dsm_kd_x2'].config == RECIPES['dsm_kd'].config
+    assert RECIPES['dsm_kd_x2'].options == RECIPES['dsm_kd'].options
+    assert RECIPES['dsm_kd_x2'].reference == 'dsm_kd'
+    runs = planned_runs(preset)
+    assert runs == [(lv, rc, 0) for lv in ('p27', 'p37', 'p57') for rc in ('dsm_kd', 'dsm_kd_x2')]
+    dit = map_preset('length', 'dit')
+    assert [lv for lv, _, _ in planned_runs(dit)][::2] == ['d2', 'd1', 'd4']
+
+
 def test_run_order_references_first_seed_by_seed():
     preset = PRESETS['screen']
     runs = planned_runs(preset, levels=['p27'], recipes=['authors_b2', '2ndm'], seeds=[0, 1])

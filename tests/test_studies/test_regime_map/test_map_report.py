@@ -7,7 +7,7 @@ from mmdiff_2ndm.studies.regime_map import paired, planned_runs, plateau_iterati
 from mmdiff_2ndm.studies.regime_map.axes import PRESETS
 from mmdiff_2ndm.studies.regime_map.cells import HEATMAP_METRICS
 from mmdiff_2ndm.studies.regime_map.report import (UNDECIDED_ALPHA, cell_colours, index_runs,
-                                                   panel_cells)
+                                                   length_section, panel_cells)
 
 TIMESTEPS = PRESETS['screen']['ftle_timesteps']
 
@@ -121,6 +121,22 @@ def test_report_of_the_reference_alone_draws_no_heatmap(tmp_path):
                              preset)).read()
     assert '## Figures' in text and 'heatmap_' not in text
     assert not list(tmp_path.glob('heatmap_*.png'))
+
+
+def test_length_check_names_the_levels_a_longer_run_still_improves():
+    """p27's 2x run lowers the proxy FID by 10 % (more than the rule's 5 %): longer run
+    needed; p57's by 2 %: long enough; a level without the 2x run is not listed."""
+    _, runs = fake_results()
+    runs += [fake_run('p27', 'dsm_kd_x2', 0, 150.0 * 0.9, 0.9),
+             fake_run('p57', 'dsm_kd_x2', 0, 120.0 * 0.98, 0.95)]
+    lines = length_section(index_runs(runs), ['p27', 'p37', 'p57'], ['ddim50'])
+    assert lines[0] == '## Is the run long enough?'
+    rows = [line for line in lines if line.startswith('| p')]
+    assert len(rows) == 2
+    assert rows[0].startswith('| p27 | ddim50 | 1 | 100 | 150.0 | 100 | 135.0 | -10.0 % |')
+    assert 'longer run needed' in rows[0]
+    assert rows[1].startswith('| p57 | ddim50 | 1 |') and '-2.0 % | long enough' in rows[1]
+    assert length_section(index_runs(fake_results()[1]), ['p27'], ['ddim50']) == []
 
 
 def fake_teacher_curve(fids):
