@@ -573,6 +573,20 @@ def superseded_lines(results_dir: str) -> List[str]:
 LONGER_REFERENCE = 'dsm_kd_x2'
 
 
+def effective_options(options: Sequence[str]) -> List[str]:
+    """``key=value`` cfg-options as they take effect: a later value of a key replaces an
+    earlier one (as ``--cfg-options`` merges them), in the order the keys first appear.
+
+    A recipe's feature options are followed by its architecture's (the DiT points the
+    feature term at its own blocks), so its list names some keys twice.
+    """
+    merged: Dict[str, str] = {}
+    for option in options:
+        key, _, value = option.partition('=')
+        merged[key] = value
+    return [f'{key}={value}' for key, value in merged.items()]
+
+
 def length_section(cells: dict, levels: Sequence[str], samplers: Sequence[str],
                    tol: float = PLATEAU_TOL) -> List[str]:
     """The report's "Is the run long enough?": per level and sampler, DSM+KD trained
@@ -709,7 +723,7 @@ def write_report(results_dir: str, teacher: Optional[dict], runs: List[dict],
     for name in recipes:
         rc = RECIPES[name]
         options = (*rc.options, *(arch.feature_options('<run length>') if rc.features else ()))
-        changes = ', '.join(f'`{o}`' for o in options) or '-'
+        changes = ', '.join(f'`{o}`' for o in effective_options(options)) or '-'
         lines.append(f'| {name} | `{rc.config}` | {changes} | {rc.reference or "-"} | '
                      f'{rc.batch_size or preset["batch_size"]} | {rc.length}x |')
     if arch.net is not None:

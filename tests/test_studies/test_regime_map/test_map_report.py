@@ -7,7 +7,8 @@ from mmdiff_2ndm.studies.regime_map import paired, planned_runs, plateau_iterati
 from mmdiff_2ndm.studies.regime_map.axes import PRESETS
 from mmdiff_2ndm.studies.regime_map.cells import HEATMAP_METRICS
 from mmdiff_2ndm.studies.regime_map.report import (UNDECIDED_ALPHA, cell_colours, index_runs,
-                                                   length_section, panel_cells)
+                                                   effective_options, length_section,
+                                                   panel_cells)
 
 TIMESTEPS = PRESETS['screen']['ftle_timesteps']
 
@@ -137,6 +138,14 @@ def test_length_check_names_the_levels_a_longer_run_still_improves():
     assert 'longer run needed' in rows[0]
     assert rows[1].startswith('| p57 | ddim50 | 1 |') and '-2.0 % | long enough' in rows[1]
     assert length_section(index_runs(fake_results()[1]), ['p27'], ['ddim50']) == []
+
+
+def test_recipe_table_shows_each_option_as_it_takes_effect():
+    options = ['a.layers=bk-sdm', 'a.reduction=mean', 'a.weight=768.0', 'a.layers=dit',
+               'a.weight=7.68', 'a.mask=2.0']
+    assert effective_options(options) == ['a.layers=dit', 'a.reduction=mean', 'a.weight=7.68',
+                                          'a.mask=2.0']
+    assert effective_options([]) == []
 
 
 def fake_teacher_curve(fids):
