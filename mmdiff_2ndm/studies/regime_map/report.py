@@ -905,18 +905,23 @@ def samples_figure(work_dir: str, results_dir: str, level: str, recipes: Sequenc
                    runs: List[dict], teacher: dict, seed: int = 0) -> Optional[str]:
     """``samples_<level>.png``: the teacher and every recipe's raw student (one seed),
     each sampler a column, from the same noise, with proxy FID and SSIM under each panel.
-    Reads the samples kept in the work dir; returns None where none are there."""
+    Reads the samples kept in the work dir; returns None where none are there, and where
+    the figure exists but the work dir lacks some evaluated run's samples (a fresh work dir
+    continuing a map): a figure of fewer runs would replace the committed one."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
     import torch
     teacher_path = osp.join(work_dir, 'teacher_grid.pt')
+    path = osp.join(results_dir, f'samples_{level}.png')
     cells = index_runs(runs)
     rows = [(name, osp.join(work_dir, level, f'{name}_seed{seed}', 'grid_raw.pt'))
             for name in recipes if seed in cells.get((level, name), {})]
-    rows = [(n, p) for n, p in rows if osp.exists(p)]
-    if not rows or not osp.exists(teacher_path):
+    kept = [(n, p) for n, p in rows if osp.exists(p)]
+    partial = len(kept) < len(rows) and osp.exists(path)
+    if not kept or not osp.exists(teacher_path) or partial:
         return None
+    rows = kept
     samplers = list(teacher['samplers'])
     fig, axes = plt.subplots(len(rows) + 1, len(samplers),
                              figsize=(3.6 * len(samplers), 2.35 * (len(rows) + 1)),
@@ -939,7 +944,6 @@ def samples_figure(work_dir: str, results_dir: str, level: str, recipes: Sequenc
     fig.suptitle(f'{level}: raw students of seed {seed}, the same noise in every panel',
                  fontsize=9)
     fig.tight_layout()
-    path = osp.join(results_dir, f'samples_{level}.png')
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path

@@ -8,7 +8,7 @@ from mmdiff_2ndm.studies.regime_map.axes import PRESETS
 from mmdiff_2ndm.studies.regime_map.cells import HEATMAP_METRICS
 from mmdiff_2ndm.studies.regime_map.report import (UNDECIDED_ALPHA, cell_colours, index_runs,
                                                    effective_options, length_section,
-                                                   panel_cells)
+                                                   panel_cells, samples_figure)
 
 TIMESTEPS = PRESETS['screen']['ftle_timesteps']
 
@@ -146,6 +146,30 @@ def test_recipe_table_shows_each_option_as_it_takes_effect():
     assert effective_options(options) == ['a.layers=dit', 'a.reduction=mean', 'a.weight=7.68',
                                           'a.mask=2.0']
     assert effective_options([]) == []
+
+
+def test_samples_figure_is_not_replaced_by_one_of_fewer_runs(tmp_path):
+    """A fresh work dir holds the samples of its own runs only: the committed figure of
+    every run stays; without a figure, what is there is drawn."""
+    import torch
+    work, results = tmp_path / 'work', tmp_path / 'results'
+    results.mkdir()
+    grids = {name: torch.zeros(8, 3, 4, 4, dtype=torch.uint8)
+             for name in PRESETS['screen']['samplers']}
+    (work / 'p27' / 'dsm_kd_seed0').mkdir(parents=True)
+    torch.save(grids, work / 'teacher_grid.pt')
+    torch.save(grids, work / 'p27' / 'dsm_kd_seed0' / 'grid_raw.pt')
+    teacher, runs = fake_results()
+    figure = results / 'samples_p27.png'
+    args = (str(work), str(results), 'p27', ['dsm_kd', '2ndm_log'], runs, teacher)
+    assert samples_figure(*args) == str(figure)  # no figure yet: dsm_kd's samples drawn
+    drawn = figure.read_bytes()
+    assert samples_figure(*args) is None  # 2ndm_log's samples are not here
+    assert figure.read_bytes() == drawn
+    (work / 'p27' / '2ndm_log_seed0').mkdir()
+    torch.save(grids, work / 'p27' / '2ndm_log_seed0' / 'grid_raw.pt')
+    assert samples_figure(*args) == str(figure)  # every run's samples: redrawn
+    assert figure.read_bytes() != drawn
 
 
 def fake_teacher_curve(fids):
