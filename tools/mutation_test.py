@@ -97,6 +97,7 @@ STUDY_RUNS = 'mmdiff_2ndm/studies/digits/runs.py'
 STUDY_STATISTICS = 'mmdiff_2ndm/studies/digits/statistics.py'
 MAP_TEACHER = 'mmdiff_2ndm/studies/regime_map/teacher_file.py'
 MAP_REPORT = 'mmdiff_2ndm/studies/regime_map/report.py'
+MAP_LENGTHS = 'mmdiff_2ndm/studies/regime_map/lengths.py'
 MAP_TESTS = 'tests/test_studies/test_regime_map'
 
 MUTANTS: List[Mutant] = [
@@ -328,9 +329,21 @@ MUTANTS: List[Mutant] = [
            "return batch, finetune_iters * preset['batch_size'] // batch",
            (f'{MAP_TESTS}/test_map_axes.py::'
             'test_the_length_check_trains_dsm_kd_twice_as_long_at_every_level', )),
-    Mutant('map-length-verdict-sign', MAP_REPORT, 'if change < -tol', 'if change > tol',
+    Mutant('map-length-verdict-sign', MAP_LENGTHS, 'longer_needed=change < -tol',
+           'longer_needed=change > tol',
            (f'{MAP_TESTS}/test_map_report.py::'
-            'test_length_check_names_the_levels_a_longer_run_still_improves', )),
+            'test_length_check_names_the_levels_a_longer_run_still_improves',
+            f'{MAP_TESTS}/test_map_lengths.py::'
+            'test_length_check_is_the_mean_relative_change_over_common_seeds')),
+    Mutant('map-level-length-ignored', MAP_DRIVER, 'if level is not None and level in lengths:',
+           'if False:',
+           (f'{MAP_TESTS}/test_map_lengths.py::'
+            'test_lengthen_archives_the_level_and_adopts_the_longer_runs', )),
+    Mutant('lengthen-keeps-the-longer-recipe', MAP_LENGTHS,
+           'data.update(recipe=REFERENCE, finetune_iters=new_iters, adopted_from=longer)',
+           'data.update(finetune_iters=new_iters, adopted_from=longer)',
+           (f'{MAP_TESTS}/test_map_lengths.py::'
+            'test_lengthen_archives_the_level_and_adopts_the_longer_runs', )),
 ]
 
 

@@ -26,7 +26,12 @@ Steps (each resumable; re-running the same command continues where it stopped):
    machine);
 7. ``--preset length``: DSM+KD for twice the run length, seed 0 at every level, against
    DSM+KD: whether the length measured at the hardest level is long enough everywhere
-   (the report's "Is the run long enough?").
+   (the report's "Is the run long enough?");
+8. ``--lengthen``: a level whose length check failed gets the longer length
+   (``<results>/lengths.json``; ``studies/regime_map/lengths.py``): its runs at the old
+   length move to ``archive_<level>_<iters>/`` (results and work dir), the longer DSM+KD
+   runs become its DSM+KD runs, and the screen then trains its other cells at the new
+   length; ``--preset length`` checks the new length in turn.
 
 Usage::
 
@@ -42,6 +47,7 @@ Usage::
     python tools/regime_map.py --timing --levels p27 --seeds 0   # cost per iteration
     python tools/regime_map.py --preset combine   # feature KD + the better 2ndM form
     python tools/regime_map.py --preset length    # DSM+KD at 2x the run length
+    python tools/regime_map.py --lengthen --levels p27   # where that check failed
 
 ``--dataset patches`` runs the same pipeline on ``SkimagePatches`` (16x16 patches of the
 pictures that ship with scikit-image) with its own feature network, teacher, plateau and
@@ -68,6 +74,7 @@ from mmdiff_2ndm.studies.regime_map.cells import index_runs  # noqa: E402
 from mmdiff_2ndm.studies.regime_map.combine import plan_runs  # noqa: E402
 from mmdiff_2ndm.studies.regime_map.followup import (flagged_cells,  # noqa: E402
                                                      follow_up_runs)
+from mmdiff_2ndm.studies.regime_map.lengths import read_lengths  # noqa: E402
 from mmdiff_2ndm.studies.regime_map.report import ARCHIVE, samples_figure  # noqa: E402
 
 
@@ -110,6 +117,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                         help='timed blocks per recipe (--timing)')
     parser.add_argument('--timing-block', type=int, default=5,
                         help='iterations per timed block (--timing)')
+    parser.add_argument('--lengthen', action='store_true',
+                        help='train and score nothing: give each level (--levels; default the '
+                        'preset\'s) whose length check failed the longer length, archiving its '
+                        'runs at the old length (studies/regime_map/lengths.py)')
     parser.add_argument('--report-only', action='store_true',
                         help='train and score nothing: rewrite the report')
     args = parser.parse_args(argv)
@@ -157,7 +168,8 @@ def report(args: argparse.Namespace, planned) -> str:
     path = write_report(args.results_dir, teacher, runs, planned,
                         map_preset(args.preset, args.arch), plateau,
                         teacher_curve=teacher_curve, archived_teacher=archived, timing=timing,
-                        levels_flag=f' --levels {" ".join(args.levels)}' if args.levels else '')
+                        levels_flag=f' --levels {" ".join(args.levels)}' if args.levels else '',
+                        lengths=read_lengths(args.results_dir))
     if teacher and osp.isdir(args.work_dir):  # sample figures need the kept samples
         for level in dict.fromkeys(run['level'] for run in runs):
             samples_figure(args.work_dir, args.results_dir, level,
@@ -175,13 +187,17 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
     planned, pending = plan_runs(map_preset(args.preset, args.arch),
                                  index_runs(load_results(args.results_dir)[1]), args.levels,
                                  args.recipes, args.seeds)
-    if pending and not args.report_only:
+    if pending and not (args.report_only or args.lengthen):
         raise ValueError(
             f'--preset {args.preset}: the screen cannot name the better 2ndM form yet (' +
             '; '.join(pending.values()) + '). Finish the screen there first (python '
             f'tools/regime_map.py --preset screen --levels {" ".join(pending)}), or name the '
             'combination yourself with --recipes feat_2ndm (or feat_2ndm_log).')
-    if args.timing:
+    if args.lengthen:
+        regime_map = RegimeMap(args.preset, args.work_dir, args.results_dir,
+                               args.threads_per_run or 1, args.dataset, args.arch)
+        regime_map.lengthen(list(dict.fromkeys(run[0] for run in planned)))
+    elif args.timing:
         threads = args.threads_per_run or 1
         regime_map = RegimeMap(args.preset, args.work_dir, args.results_dir, threads,
                                args.dataset, args.arch)

@@ -29,7 +29,8 @@ from ..digits.runs import loss_terms, seconds_per_iter, size_options, train
 from .axes import (ARCHS, MODELS, RECIPES, REFERENCE, level_options, map_preset, net_options,
                    run_iters, run_name)
 from .plateau import PLATEAU_TOL, plateau_iteration
-from .cells import reference_of
+from .cells import index_runs, reference_of
+from .lengths import LONGER_REFERENCE, length_check, lengthen_level, read_lengths
 from .scoring import MapScorer
 from .teacher_file import SHIPPED_TEACHER, save_slim_teacher, teacher_digest
 from .timing import build_train_step, describe, time_steps, timing_ratios
@@ -317,8 +318,16 @@ class RegimeMap:
     def plateau_path(self) -> str:
         return osp.join(self.results_dir, 'plateau.json')
 
-    def finetune_iters(self) -> Optional[int]:
-        """The run length: the preset's, or the measured plateau (None: not measured)."""
+    def finetune_iters(self, level: Optional[str] = None) -> Optional[int]:
+        """The run length: the level's own where its length check set one
+        (:mod:`.lengths`), else the preset's, or the measured plateau (None: not measured).
+
+        Args:
+            level (str, optional): The level. Defaults to None: the map's base length.
+        """
+        lengths = read_lengths(self.results_dir)
+        if level is not None and level in lengths:
+            return int(lengths[level]['iters'])
         if self.preset['finetune_iters'] is not None:
             return int(self.preset['finetune_iters'])
         if osp.exists(self.plateau_path()):
@@ -372,9 +381,10 @@ class RegimeMap:
         return data
 
     # ----------------------------------------------------------------- screen
-    def train_run(self, run: Run, finetune_iters: int) -> float:
-        """Trains one run (a finished one is not trained again); returns its wall time."""
-        batch, iters = run_iters(self.preset, run[1], finetune_iters)
+    def train_run(self, run: Run) -> float:
+        """Trains one run at its level's length (a finished one is not trained again);
+        returns its wall time."""
+        batch, iters = run_iters(self.preset, run[1], self.finetune_iters(run[0]))
         run_dir = self.run_dir(run)
         say(f'[map]   start {run_name(*run)}: {iters} iterations at batch {batch} '
             f'(log: {run_dir}/train_stdout.log)')
@@ -383,10 +393,11 @@ class RegimeMap:
         say(f'[map]   trained {run_name(*run)} in {wall:.0f} s')
         return wall
 
-    def score_run(self, run: Run, finetune_iters: int) -> dict:
+    def score_run(self, run: Run) -> dict:
         """Scores a trained run (raw and EMA, every sampler; the raw student also halfway
         and before finetuning) and writes its JSON."""
         level, recipe, seed = run
+        finetune_iters = self.finetune_iters(level)
         batch, iters = run_iters(self.preset, recipe, finetune_iters)
         run_dir, options = self.run_dir(run), self.options(run, iters, batch)
         ckpt = osp.join(run_dir, f'iter_{iters}.pth')
@@ -437,7 +448,7 @@ class RegimeMap:
         Raises:
             ValueError: If a recipe's run is not trained yet.
         """
-        finetune_iters = self.finetune_iters()
+        finetune_iters = self.finetune_iters(level)
         steps, missing = {}, []
         for recipe in recipes:
             run = (level, recipe, seed)
@@ -483,7 +494,7 @@ class RegimeMap:
                 data['loss_terms'] = terms
                 write_json(data, self.result_path(run))
 
-    def check_done(self, runs: List[Run], finetune_iters: int) -> None:
+    def check_done(self, runs: List[Run]) -> None:
         """Raises if a done run was trained with other options than the map gives it now
         (a recipe or level changed since): its scores would be mixed with runs of the new
         definition. The teacher checkpoint's path is left out (work dirs move)."""
@@ -493,7 +504,7 @@ class RegimeMap:
                 continue
             with open(self.result_path(run)) as f:
                 stored = json.load(f)['options']
-            batch, iters = run_iters(self.preset, run[1], finetune_iters)
+            batch, iters = run_iters(self.preset, run[1], self.finetune_iters(run[0]))
             now = self.options(run, iters, batch)
             stored, now = _without_teacher_path(stored), _without_teacher_path(now)
             if stored != now:
@@ -516,21 +527,58 @@ class RegimeMap:
             jobs (int): Trainings in parallel.
             on_scored (callable, optional): Called after every scored run (the report).
         """
-        finetune_iters = self.finetune_iters()
-        if finetune_iters is None:
-            finetune_iters = int(self.measure_plateau()['plateau']['iters'])
-        self.check_done(runs, finetune_iters)
+        if self.finetune_iters() is None:
+            self.measure_plateau()
+        self.check_done(runs)
         self.add_loss_terms(runs)
         todo = [run for run in runs if not self.is_done(run)]
-        say(f'[map] {len(runs) - len(todo)} of {len(runs)} runs done; {len(todo)} to go at '
-            f'{finetune_iters} iterations (batch {self.preset["batch_size"]}), {jobs} at a time')
+        lengths = ', '.join(f'{lv}: {self.finetune_iters(lv)}'
+                            for lv in dict.fromkeys(run[0] for run in todo))
+        say(f'[map] {len(runs) - len(todo)} of {len(runs)} runs done; {len(todo)} to go '
+            f'(run length: {lengths or "-"}; batch {self.preset["batch_size"]}), {jobs} at a '
+            'time')
         with ThreadPoolExecutor(max_workers=jobs) as pool:
-            futures = {pool.submit(self.train_run, run, finetune_iters): run for run in todo}
+            futures = {pool.submit(self.train_run, run): run for run in todo}
             for future in as_completed(futures):
                 future.result()
-                self.score_run(futures[future], finetune_iters)
+                self.score_run(futures[future])
                 if on_scored is not None:
                     on_scored()
+
+    # ----------------------------------------------------------------- length
+    def lengthen(self, levels: List[str]) -> Dict[str, str]:
+        """Applies the length check (:mod:`.lengths`) at each level: a level whose longer
+        DSM+KD run lowers the plateau's sampler's raw proxy FID by more than the plateau
+        rule's tolerance gets the longer length (:func:`~.lengths.lengthen_level`).
+
+        Returns:
+            Dict[str, str]: Per level, what was done and why.
+        """
+        sampler = next(iter(self.preset['samplers']))
+        if osp.exists(self.plateau_path()):
+            with open(self.plateau_path()) as f:
+                sampler = json.load(f)['sampler']
+        cells = index_runs(load_results(self.results_dir)[1])
+        done = {}
+        for level in levels:
+            check = length_check(cells, level, sampler)
+            if check is None:
+                done[level] = (f'no length check yet ({REFERENCE} and {LONGER_REFERENCE} on a '
+                               f'common seed): run --preset length --levels {level} first; '
+                               f'its length stays {self.finetune_iters(level)}')
+            elif not check['longer_needed']:
+                done[level] = (f'long enough ({sampler} proxy FID {100 * check["change"]:+.1f} '
+                               f'% at {check["iters_long"]} iterations); its length stays '
+                               f'{check["iters"]}')
+            else:
+                entry = lengthen_level(self.results_dir, self.work_dir, level, check, sampler)
+                done[level] = (f'lengthened {entry["previous"]} -> {entry["iters"]} iterations '
+                               f'({sampler} proxy FID {100 * check["change"]:+.1f} % at '
+                               f'{check["iters_long"]}); runs at {entry["previous"]} archived '
+                               f'in {entry["archive"]}/, {REFERENCE} seeds '
+                               f'{check["seeds"]} adopted from {LONGER_REFERENCE}')
+            say(f'[map] length {level}: {done[level]}')
+        return done
 
 
 def _without_teacher_path(options: List[str]) -> List[str]:

@@ -16,6 +16,7 @@ from .cells import HEATMAP_METRICS, index_runs, paired, reference_of
 from .combine import form_section
 from .followup import (FOLLOW_UP_SEEDS, MAX_SEEDS, NEAR_MARGIN, SEED_STEP, flagged_cells,
                        follow_up_runs)
+from .lengths import LONGER_REFERENCE, length_check, lengths_section
 from .plateau import PLATEAU_TOL, plateau_iteration
 
 JACOBIAN_T = (0, 10, 50, 250, 999)  # timesteps shown in the mechanism table
@@ -569,10 +570,6 @@ def superseded_lines(results_dir: str) -> List[str]:
     return lines + [''] if lines else []
 
 
-#: The recipe that trains DSM+KD for longer than the map's runs (``--preset length``).
-LONGER_REFERENCE = 'dsm_kd_x2'
-
-
 def effective_options(options: Sequence[str]) -> List[str]:
     """``key=value`` cfg-options as they take effect: a later value of a key replaces an
     earlier one (as ``--cfg-options`` merges them), in the order the keys first appear.
@@ -588,49 +585,57 @@ def effective_options(options: Sequence[str]) -> List[str]:
 
 
 def length_section(cells: dict, levels: Sequence[str], samplers: Sequence[str],
-                   tol: float = PLATEAU_TOL) -> List[str]:
-    """The report's "Is the run long enough?": per level and sampler, DSM+KD trained
-    :data:`LONGER_REFERENCE`'s times as long against DSM+KD, on the seeds both have
-    (raw proxy FID).
+                   tol: float = PLATEAU_TOL, flag: str = '') -> List[str]:
+    """The report's "Is the run long enough?": per level and sampler, the length check
+    (:func:`~.lengths.length_check`: DSM+KD trained :data:`~.lengths.LONGER_REFERENCE`'s
+    times as long against DSM+KD, raw proxy FID on the seeds both have).
 
     Args:
         cells (dict): ``cells.index_runs`` of the evaluated runs.
         levels (Sequence[str]): The map's levels.
         samplers (Sequence[str]): The map's samplers.
-        tol (float): The plateau rule's tolerance: a longer run that lowers the proxy FID
-            by more than this (relative, mean over the seeds) says the level needs a longer
-            run. Defaults to :data:`PLATEAU_TOL`.
+        tol (float): The plateau rule's tolerance. Defaults to :data:`PLATEAU_TOL`.
+        flag (str): The tool's options that name this map (``' --arch dit'``), repeated in
+            the command the section gives. Defaults to ''.
 
     Returns:
         List[str]: Markdown lines; none where no level has both runs.
     """
     length = RECIPES[LONGER_REFERENCE].length
-    rows = []
+    rows, short = [], []
     for lv in levels:
-        ref, long = cells.get((lv, REFERENCE), {}), cells.get((lv, LONGER_REFERENCE), {})
-        seeds = sorted(set(ref) & set(long))
-        if not seeds:
-            continue
         for name in samplers:
-            fid = [ref[s]['final']['raw']['samplers'][name]['fid'] for s in seeds]
-            fid_long = [long[s]['final']['raw']['samplers'][name]['fid'] for s in seeds]
-            change = float(np.mean([b / a - 1.0 for a, b in zip(fid, fid_long)]))
-            verdict = (f'longer run needed (lower by more than {tol:.0%})' if change < -tol
-                       else 'long enough')
-            rows.append(f'| {lv} | {name} | {len(seeds)} | {ref[seeds[0]]["iters"]} | '
-                        f'{np.mean(fid):.1f} | {long[seeds[0]]["iters"]} | '
-                        f'{np.mean(fid_long):.1f} | {100 * change:+.1f} % | {verdict} |')
+            check = length_check(cells, lv, name, tol)
+            if check is None:
+                continue
+            verdict = (f'longer run needed (lower by more than {tol:.0%})'
+                       if check['longer_needed'] else 'long enough')
+            if check['longer_needed'] and name == samplers[0] and lv not in short:
+                short.append(lv)
+            rows.append(f'| {lv} | {name} | {len(check["seeds"])} | {check["iters"]} | '
+                        f'{check["fid"]:.1f} | {check["iters_long"]} | '
+                        f'{check["fid_long"]:.1f} | {100 * check["change"]:+.1f} % | '
+                        f'{verdict} |')
     if not rows:
         return []
-    return ['## Is the run long enough?', '',
-            f'The run length is DSM+KD\'s plateau at one level; `--preset length` trains '
-            f'DSM+KD {length}x as long (cosine lr over the whole run) on seed 0 at every '
-            f'level. Raw proxy FID, mean over the seeds both have; a level whose longer run '
-            f'lowers it by more than the plateau rule\'s {tol:.0%} has not converged at the '
-            'map\'s length, and its cells compare recipes before convergence.', '',
-            '| level | sampler | seeds | iterations | DSM+KD proxy FID | iterations | '
-            f'{length}x long proxy FID | change | verdict |',
-            '|---|---|---|---|---|---|---|---|---|', *rows, '']
+    lines = ['## Is the run long enough?', '',
+             'A plateau measured in one run whose cosine lr anneals over that run lies near the '
+             'run\'s end by construction (the proxy FID falls most while the lr anneals), so '
+             f'it is checked: `--preset length` trains DSM+KD {length}x as long (cosine lr '
+             f'over the whole run) on seed 0 at every level. Raw proxy FID, mean over the '
+             f'seeds both have; a level whose longer run lowers it by more than the plateau '
+             f'rule\'s {tol:.0%} has not converged at its length, and its cells compare '
+             'recipes before convergence.', '',
+             '| level | sampler | seeds | iterations | DSM+KD proxy FID | iterations | '
+             f'{length}x long proxy FID | change | verdict |',
+             '|---|---|---|---|---|---|---|---|---|', *rows, '']
+    if short:
+        lines += [f'Judged with {samplers[0]}, {", ".join(short)} need a longer run: '
+                  f'`python tools/regime_map.py{flag} --lengthen --levels {" ".join(short)}` '
+                  'makes the longer length theirs (their runs at the old length are archived, '
+                  'the longer DSM+KD runs adopted), then the screen trains their cells again.',
+                  '']
+    return lines
 
 
 def write_report(results_dir: str, teacher: Optional[dict], runs: List[dict],
@@ -638,7 +643,8 @@ def write_report(results_dir: str, teacher: Optional[dict], runs: List[dict],
                  plateau: Optional[dict] = None, figures: bool = True,
                  teacher_curve: Optional[dict] = None,
                  archived_teacher: Optional[dict] = None,
-                 timing: Optional[dict] = None, levels_flag: str = '') -> str:
+                 timing: Optional[dict] = None, levels_flag: str = '',
+                 lengths: Optional[Dict[str, dict]] = None) -> str:
     """Writes ``README.md`` (and the heatmaps, the plateau figure) into the results dir;
     returns the markdown's path.
 
@@ -658,6 +664,8 @@ def write_report(results_dir: str, teacher: Optional[dict], runs: List[dict],
         levels_flag (str): The levels the map was restricted to, as the tool's option
             (``' --levels p27'``), repeated in the commands the report gives. Defaults to
             '' (the preset's levels).
+        lengths (dict, optional): ``lengths.json``'s levels: the levels that run longer
+            than the plateau (:mod:`.lengths`). Defaults to None.
     """
     cells = index_runs(runs)
     levels = [lv for lv in dict.fromkeys([p[0] for p in planned] + [r['level'] for r in runs])]
@@ -674,6 +682,7 @@ def write_report(results_dir: str, teacher: Optional[dict], runs: List[dict],
         title += f', {arch.label} teacher'
         flag += f' --arch {arch_name}'
         log_suffix += f'_{arch_name}'
+    map_flag = flag  # the map, without the levels it was restricted to
     flag += levels_flag
     lines = [f'# Regime map of recovery recipes ({title}) - in progress', '',
              f'Runs done: **{len(done & set(planned))} of {len(planned)} planned** '
@@ -757,7 +766,7 @@ def write_report(results_dir: str, teacher: Optional[dict], runs: List[dict],
                   f'same rule: {plateau["eps_plateau"]["iters"]}. Every run of the map trains '
                   f'that many iterations at batch {preset["batch_size"]} (a recipe with a smaller '
                   'batch proportionally more: as many samples seen), cosine lr annealed over '
-                  'its own length.', '']
+                  'its own length, except at the levels listed below.', '']
         if teacher:
             at = plateau['curve'][str(p['iters'])]['samplers'][plateau['sampler']]
             ratio = at['fid'] / teacher['samplers'][plateau['sampler']]['fid']
@@ -771,7 +780,10 @@ def write_report(results_dir: str, teacher: Optional[dict], runs: List[dict],
         lines += ['![plateau](plateau.png)', '']
     else:
         lines += ['Not measured yet.', '']
-    lines += length_section(cells, levels, list(preset['samplers']))
+    lines += lengths_section(lengths or {}, levels,
+                             plateau['plateau']['iters'] if plateau else None)
+    lines += length_section(cells, levels, list(preset['samplers']),
+                            flag=map_flag)
     lines += ['## Runs done', '', '| level | ' + ' | '.join(recipes) + ' |',
               '|---|' + '---|' * len(recipes)]
     for lv in levels:

@@ -265,6 +265,10 @@ def test_a_done_run_with_other_options_than_today_stops_the_screen(tmp_path):
     dit = RegimeMap('screen', str(tmp_path / 'work'), str(tmp_path / 'results'), 1, arch='dit')
     runs = [('d2', 'dsm_kd', 0), ('d2', 'dsm_kd_feat', 0)]
 
+    def set_length(iters):  # the map's run length: its plateau's
+        (tmp_path / 'results' / 'plateau.json').write_text(json.dumps(dict(
+            plateau=dict(iters=iters))))
+
     def store(run, options):
         path = tmp_path / 'results' / 'runs' / run[0] / f'{run[1]}_seed{run[2]}.json'
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -274,15 +278,17 @@ def test_a_done_run_with_other_options_than_today_stops_the_screen(tmp_path):
              for o in dit.options(runs[0], 7500, 32)]
     assert moved != dit.options(runs[0], 7500, 32)
     store(runs[0], moved)
-    dit.check_done(runs, 7500)  # the other run is not done: nothing to compare
+    set_length(7500)
+    dit.check_done(runs)  # the other run is not done: nothing to compare
     old_feat = [o for o in dit.options(runs[1], 7500, 32)
                 if 'loss_weight' not in o and 'mask_sigma' not in o]
     store(runs[1], old_feat)
     with pytest.raises(ValueError, match=r"d2/dsm_kd_feat_seed0 \(stored options not in "
                        r"today's: \[\]; today's not stored: \['model.losses.feat.loss_weight"
                        r"=7.68', 'model.losses.feat.mask_sigma=2.0'\]\)\. Move their JSON"):
-        dit.check_done(runs, 7500)
+        dit.check_done(runs)
     store(runs[1], dit.options(runs[1], 7500, 32))
-    dit.check_done(runs, 7500)
+    dit.check_done(runs)
+    set_length(6000)
     with pytest.raises(ValueError, match='dsm_kd_feat_seed0.*schedule_iters=7500'):
-        dit.check_done(runs, 6000)  # a new plateau length changes every run
+        dit.check_done(runs)  # a new plateau length changes every run

@@ -137,6 +137,9 @@ def test_length_check_names_the_levels_a_longer_run_still_improves():
     assert rows[0].startswith('| p27 | ddim50 | 1 | 100 | 150.0 | 100 | 135.0 | -10.0 % |')
     assert 'longer run needed' in rows[0]
     assert rows[1].startswith('| p57 | ddim50 | 1 |') and '-2.0 % | long enough' in rows[1]
+    assert 'Judged with ddim50, p27 need a longer run: `python tools/regime_map.py --arch dit ' \
+        '--lengthen --levels p27`' in '\n'.join(length_section(
+            index_runs(runs), ['p27', 'p37', 'p57'], ['ddim50'], flag=' --arch dit'))
     assert length_section(index_runs(fake_results()[1]), ['p27'], ['ddim50']) == []
 
 

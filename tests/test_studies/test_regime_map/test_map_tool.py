@@ -120,6 +120,38 @@ def test_tiny_map_end_to_end_and_resume(tmp_path):
     assert '| p27 | feat_2ndm_log - dsm_kd_feat | ddim50 | 1 |' in text
     assert '## Feature KD + the better 2ndM form' in text
 
+    # the length check: DSM+KD twice as long; a level where it lowers the proxy FID by more
+    # than 5 % (forced here: the tiny runs' FIDs are noise) gets the longer length
+    longer = subprocess.run(cmd + ['--recipes', 'dsm_kd_x2'], cwd=REPO, env=env,
+                            capture_output=True, text=True, timeout=900)
+    assert longer.returncode == 0, longer.stdout[-3000:] + longer.stderr[-3000:]
+    length = plateau['plateau']['iters']
+    x2_path = results / 'runs' / 'p27' / 'dsm_kd_x2_seed0.json'
+    x2 = json.loads(x2_path.read_text())
+    assert x2['iters'] == 2 * length and x2['record'] == dsm_kd['record']
+    x2['final']['raw']['samplers']['ddim50']['fid'] = \
+        0.5 * dsm_kd['final']['raw']['samplers']['ddim50']['fid']
+    x2_path.write_text(json.dumps(x2))
+    lengthened = subprocess.run(cmd + ['--lengthen'], cwd=REPO, env=env, capture_output=True,
+                                text=True, timeout=900)
+    assert lengthened.returncode == 0, lengthened.stdout[-3000:] + lengthened.stderr[-3000:]
+    assert f'[map] length p27: lengthened {length} -> {2 * length} iterations (ddim50 proxy ' \
+        'FID -50.0 %' in lengthened.stdout
+    archive = results / f'archive_p27_{length}'
+    assert sorted(p.name for p in (archive / 'runs' / 'p27').iterdir()) == [
+        '2ndm_log_seed0.json', 'dsm_kd_feat_seed0.json', 'dsm_kd_seed0.json',
+        'dsm_kd_x2_seed0.json', 'feat_2ndm_log_seed0.json']
+    assert sorted(p.name for p in (results / 'runs' / 'p27').iterdir()) == ['dsm_kd_seed0.json']
+    text = (results / 'README.md').read_text()
+    assert f'| p27 | {2 * length} | {length}: dsm_kd ' in text
+    # the screen trains the level's other cells at the new length, paired with the adopted run
+    again = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert f'1 of 2 runs done; 1 to go (run length: p27: {2 * length};' in again.stdout
+    log = json.loads((results / 'runs' / 'p27' / '2ndm_log_seed0.json').read_text())
+    assert (log['iters'], log['finetune_iters']) == (2 * length, 2 * length)
+    assert log['record'] == dsm_kd['record']
+
     # a teacher scoring killed after its first checkpoint continues with the next one
     os.remove(results / 'teacher_curve.json')
     cache = osp.join(teacher_dir, 'curve.json')

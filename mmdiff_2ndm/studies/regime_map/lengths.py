@@ -1,0 +1,202 @@
+"""Per-level run lengths: the length check's verdict, and lengthening a level that fails it.
+
+The map's run length is DSM+KD's plateau, measured at one level in one run whose cosine lr
+is annealed over that run (``plateau.json``). Such a run's proxy FID falls most while its lr
+anneals, so its plateau lies near the run's own end by construction, and says little about
+whether a longer run would end lower. The length check says it: DSM+KD trained
+:data:`LONGER_REFERENCE`'s times as long (its own cosine lr over the whole run) against
+DSM+KD, paired by seed. A level whose longer run lowers the raw proxy FID by more than the
+plateau rule's tolerance has not converged at its length.
+
+Lengthening such a level (:func:`lengthen_level`, ``tools/regime_map.py --lengthen``) makes
+the longer length the level's own (``lengths.json`` in the results dir), moves the level's
+runs at the old length to an archive beside the map (``archive_<level>_<iters>/``: kept,
+linked from the report, out of the map's cells), and adopts the longer DSM+KD runs as the
+level's DSM+KD runs at the new length: they are those runs, trained with the same options.
+Every other cell of the level is then trained again at the new length, and the check can be
+repeated there (DSM+KD at twice the new length), until a level passes.
+"""
+import json
+import os
+import os.path as osp
+import shutil
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+from .axes import REFERENCE, run_name
+from .plateau import PLATEAU_TOL
+
+#: The recipe that trains DSM+KD for longer than the map's runs (``--preset length``).
+LONGER_REFERENCE = 'dsm_kd_x2'
+#: Per-level run lengths of a results dir: level -> the length and the check that set it.
+LENGTHS_FILE = 'lengths.json'
+
+
+def length_check(cells: dict, level: str, sampler: str,
+                 tol: float = PLATEAU_TOL) -> Optional[dict]:
+    """The length check at one level and sampler: DSM+KD trained longer against DSM+KD, raw
+    proxy FID, mean over the seeds both have.
+
+    Args:
+        cells (dict): ``cells.index_runs`` of the evaluated runs.
+        level (str): The level.
+        sampler (str): A sampler of the runs' scores.
+        tol (float): A longer run that lowers the proxy FID by more than this (relative,
+            mean of the per-seed changes) says the level needs a longer run. Defaults to
+            :data:`~.plateau.PLATEAU_TOL`.
+
+    Returns:
+        dict, optional: ``seeds``, ``iters`` and ``iters_long`` (the runs' lengths),
+        ``fid`` and ``fid_long`` (means), ``change`` (mean relative change, negative =
+        the longer run is better), ``tol`` and ``longer_needed``; None where the level
+        lacks a seed with both runs.
+    """
+    ref = cells.get((level, REFERENCE), {})
+    long = cells.get((level, LONGER_REFERENCE), {})
+    seeds = sorted(set(ref) & set(long))
+    if not seeds:
+        return None
+    fid = [ref[s]['final']['raw']['samplers'][sampler]['fid'] for s in seeds]
+    fid_long = [long[s]['final']['raw']['samplers'][sampler]['fid'] for s in seeds]
+    change = float(np.mean([b / a - 1.0 for a, b in zip(fid, fid_long)]))
+    return dict(seeds=seeds, iters=int(ref[seeds[0]]['iters']),
+                iters_long=int(long[seeds[0]]['iters']), fid=float(np.mean(fid)),
+                fid_long=float(np.mean(fid_long)), change=change, tol=tol,
+                longer_needed=change < -tol)
+
+
+def read_lengths(results_dir: str) -> Dict[str, dict]:
+    """The results dir's per-level lengths (level -> entry; empty where none is set)."""
+    path = osp.join(results_dir, LENGTHS_FILE)
+    if not osp.exists(path):
+        return {}
+    with open(path) as f:
+        return json.load(f)['levels']
+
+
+def archive_name(level: str, iters: int) -> str:
+    """The folder (in the results dir and in the work dir) of a level's runs superseded
+    when its length grew from ``iters``."""
+    return f'archive_{level}_{iters}'
+
+
+def _archive_readme(level: str, check: dict, sampler: str, runs: List[dict],
+                    new_iters: int) -> List[str]:
+    rows = []
+    for run in sorted(runs, key=lambda r: (r['recipe'], r['seed'])):
+        scores = run['final']['raw']['samplers']
+        rows.append(f'| {run["recipe"]} | {run["seed"]} | {run["iters"]} | ' + ' | '.join(
+            f'{s["fid"]:.1f} / {s["ssim"]:.4f}' for s in scores.values()) + ' |')
+    samplers = list(runs[0]['final']['raw']['samplers']) if runs else []
+    return [f'# {level} at {check["iters"]} iterations: too short, superseded by '
+            f'{new_iters}', '',
+            f'The length check at {level} ({LONGER_REFERENCE} against {REFERENCE}, seeds '
+            f'{", ".join(map(str, check["seeds"]))}, raw proxy FID with {sampler}): '
+            f'{check["fid"]:.1f} at {check["iters"]} iterations, {check["fid_long"]:.1f} at '
+            f'{check["iters_long"]} ({100 * check["change"]:+.1f} %, more than the plateau '
+            f'rule\'s {check["tol"]:.0%}). The level\'s runs at {check["iters"]} iterations '
+            'compare recipes before convergence; they are kept here, out of the map, and '
+            f'its cells are trained again at {new_iters}. The longer {REFERENCE} runs are '
+            f'the map\'s {REFERENCE} runs at {new_iters} (same options, adopted).', '',
+            'Raw students, proxy FID / SSIM to the teacher\'s samples:', '',
+            '| recipe | seed | iterations | ' + ' | '.join(samplers) + ' |',
+            '|---|---|---|' + '---|' * len(samplers), *rows, '']
+
+
+def lengthen_level(results_dir: str, work_dir: str, level: str, check: dict,
+                   sampler: str) -> dict:
+    """Makes the length check's longer length a level's own.
+
+    Moves ``runs/<level>/`` of the results dir and ``<level>/`` of the work dir into
+    :func:`archive_name` (with a README and the level's samples figure), adopts the
+    longer DSM+KD runs as the level's DSM+KD runs at the new length (JSON and run folder)
+    and records the length in :data:`LENGTHS_FILE`.
+
+    Args:
+        results_dir (str): The map's results dir.
+        work_dir (str): The map's work dir.
+        level (str): The level.
+        check (dict): :func:`length_check` at the level, with ``longer_needed``.
+        sampler (str): The sampler the check judged.
+
+    Returns:
+        dict: The level's new entry of :data:`LENGTHS_FILE`.
+
+    Raises:
+        ValueError: If the check does not call for a longer run, or the archive exists.
+    """
+    if not check['longer_needed']:
+        raise ValueError(
+            f'{level}: the length check does not call for a longer run ({sampler} proxy FID '
+            f'{100 * check["change"]:+.1f} % at {check["iters_long"]} iterations against '
+            f'{check["iters"]}, tolerance {check["tol"]:.0%}); its length stays '
+            f'{check["iters"]}.')
+    name = archive_name(level, check['iters'])
+    archive, work_archive = osp.join(results_dir, name), osp.join(work_dir, name)
+    if osp.exists(archive) or osp.exists(osp.join(work_archive, level)):
+        raise ValueError(f'{level}: {archive} or {work_archive}/{level} exists already; a '
+                         'level is lengthened once from each length. Move it away to redo '
+                         'this step.')
+    new_iters = check['iters_long']
+    runs_dir = osp.join(results_dir, 'runs', level)
+    runs = []
+    for file in sorted(os.listdir(runs_dir)):
+        if file.endswith('.json'):
+            with open(osp.join(runs_dir, file)) as f:
+                runs.append(json.load(f))
+    os.makedirs(osp.join(archive, 'runs'))
+    shutil.move(runs_dir, osp.join(archive, 'runs', level))
+    figure = osp.join(results_dir, f'samples_{level}.png')
+    if osp.exists(figure):
+        shutil.move(figure, osp.join(archive, f'samples_{level}.png'))
+    with open(osp.join(archive, 'README.md'), 'w') as f:
+        f.write('\n'.join(_archive_readme(level, check, sampler, runs, new_iters)))
+    if osp.isdir(osp.join(work_dir, level)):
+        os.makedirs(work_archive, exist_ok=True)
+        shutil.move(osp.join(work_dir, level), osp.join(work_archive, level))
+    os.makedirs(runs_dir)
+    for seed in check['seeds']:
+        longer = run_name(level, LONGER_REFERENCE, seed)
+        with open(osp.join(archive, 'runs', longer + '.json')) as f:
+            data = json.load(f)
+        data.update(recipe=REFERENCE, finetune_iters=new_iters, adopted_from=longer)
+        with open(osp.join(results_dir, 'runs', run_name(level, REFERENCE, seed) + '.json'),
+                  'w') as f:
+            json.dump(data, f, indent=1)
+        if osp.isdir(osp.join(work_archive, longer)):
+            shutil.copytree(osp.join(work_archive, longer),
+                            osp.join(work_dir, run_name(level, REFERENCE, seed)))
+    entry = dict(iters=new_iters, previous=check['iters'], sampler=sampler,
+                 check={k: v for k, v in check.items() if k != 'longer_needed'},
+                 archive=name)
+    lengths = read_lengths(results_dir)
+    lengths[level] = entry
+    path = osp.join(results_dir, LENGTHS_FILE)
+    with open(path + '.tmp', 'w') as f:
+        json.dump(dict(levels=lengths), f, indent=1)
+    os.replace(path + '.tmp', path)
+    return entry
+
+
+def lengths_section(lengths: Dict[str, dict], levels: Sequence[str],
+                    base_iters: Optional[int]) -> List[str]:
+    """Markdown lines of the report's per-level run lengths (none where every level runs
+    the plateau's length)."""
+    rows = []
+    for lv in levels:
+        if lv not in lengths:
+            continue
+        e = lengths[lv]
+        c = e['check']
+        rows.append(f'| {lv} | {e["iters"]} | {e["previous"]}: {REFERENCE} '
+                    f'{c["fid"]:.1f} -> {c["fid_long"]:.1f} at {c["iters_long"]} '
+                    f'({100 * c["change"]:+.1f} %, {e["sampler"]}, seeds '
+                    f'{",".join(map(str, c["seeds"]))}) | [`{e["archive"]}/`]'
+                    f'({e["archive"]}/) |')
+    if not rows:
+        return []
+    return [f'Levels whose length check failed run longer than the plateau\'s '
+            f'{base_iters} iterations (`--lengthen`; `{LENGTHS_FILE}`):', '',
+            '| level | run length | was, and the check that failed | runs at the old length |',
+            '|---|---|---|---|', *rows, '']

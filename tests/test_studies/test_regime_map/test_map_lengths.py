@@ -1,0 +1,134 @@
+"""Per-level run lengths: the length check's closed form, and lengthening a level that fails
+it (runs archived, the longer DSM+KD runs adopted with the options the map now gives them,
+the new length read back by the driver)."""
+import json
+import os
+import os.path as osp
+
+import pytest
+
+from mmdiff_2ndm.studies.regime_map import RegimeMap, write_report
+from mmdiff_2ndm.studies.regime_map.axes import PRESETS, map_preset, planned_runs, run_iters
+from mmdiff_2ndm.studies.regime_map.cells import index_runs
+from mmdiff_2ndm.studies.regime_map.lengths import (LENGTHS_FILE, length_check,
+                                                    lengthen_level, read_lengths)
+
+
+def scored(fid, iters, recipe, seed, level='d1', options=()):
+    samplers = {name: dict(fid=fid + 10.0 * (name == 'ddim10'), ssim=0.8, sample_mse=0.01)
+                for name in PRESETS['screen']['samplers']}
+    return dict(level=level, recipe=recipe, seed=seed, iters=iters, finetune_iters=iters,
+                record='abc', options=list(options),
+                final=dict(raw=dict(samplers=samplers), ema=dict(samplers=samplers)))
+
+
+def test_length_check_is_the_mean_relative_change_over_common_seeds():
+    runs = [scored(200.0, 100, 'dsm_kd', 0), scored(150.0, 200, 'dsm_kd_x2', 0),
+            scored(100.0, 100, 'dsm_kd', 1), scored(98.0, 200, 'dsm_kd_x2', 1),
+            scored(50.0, 100, 'dsm_kd', 2)]  # seed 2 lacks the longer run: left out
+    check = length_check(index_runs(runs), 'd1', 'ddim50')
+    assert check['seeds'] == [0, 1] and (check['iters'], check['iters_long']) == (100, 200)
+    assert check['change'] == pytest.approx((-0.25 - 0.02) / 2)
+    assert check['fid'] == pytest.approx(150.0) and check['fid_long'] == pytest.approx(124.0)
+    assert check['longer_needed']  # -13.5 % < -5 %
+    assert not length_check(index_runs(runs), 'd1', 'ddim50', tol=0.2)['longer_needed']
+    assert length_check(index_runs(runs), 'd2', 'ddim50') is None
+
+
+def _fake_map(tmp_path):
+    """A DiT map whose d1 holds DSM+KD, DSM and DSM+KD 2x long (seed 0) at 100 iterations;
+    d2 holds DSM+KD. Run folders hold a marker file."""
+    work, results = tmp_path / 'work', tmp_path / 'results'
+    regime_map = RegimeMap('screen', str(work), str(results), 1, arch='dit')
+    (results).mkdir()
+    (results / 'plateau.json').write_text(json.dumps(dict(sampler='ddim50',
+                                                          plateau=dict(iters=100))))
+    preset = map_preset('screen', 'dit')
+    fids = dict(dsm_kd=200.0, dsm=260.0, dsm_kd_x2=120.0)
+    for level, recipe in (('d1', 'dsm_kd'), ('d1', 'dsm'), ('d1', 'dsm_kd_x2'), ('d2', 'dsm_kd')):
+        run = (level, recipe, 0)
+        batch, iters = run_iters(preset, recipe, 100)
+        path = regime_map.result_path(run)
+        os.makedirs(osp.dirname(path), exist_ok=True)
+        with open(path, 'w') as f:
+            json.dump(scored(fids[recipe], iters, recipe, 0, level,
+                             regime_map.options(run, iters, batch)), f)
+        os.makedirs(regime_map.run_dir(run))
+        with open(osp.join(regime_map.run_dir(run), 'marker'), 'w') as f:
+            f.write(recipe)
+    (results / 'samples_d1.png').write_bytes(b'png')
+    return regime_map, work, results
+
+
+def test_lengthen_archives_the_level_and_adopts_the_longer_runs(tmp_path):
+    regime_map, work, results = _fake_map(tmp_path)
+    assert regime_map.finetune_iters('d1') == 100 == regime_map.finetune_iters()
+    done = regime_map.lengthen(['d2', 'd1'])
+    assert done['d2'].startswith('no length check yet') and 'stays 100' in done['d2']
+    assert done['d1'].startswith('lengthened 100 -> 200 iterations (ddim50 proxy FID -40.0 %')
+    # the level's length is its own now; the others keep the plateau's
+    assert regime_map.finetune_iters('d1') == 200
+    assert regime_map.finetune_iters('d2') == regime_map.finetune_iters() == 100
+    entry = read_lengths(str(results))['d1']
+    assert (entry['iters'], entry['previous']) == (200, 100)
+    assert entry['archive'] == 'archive_d1_100'
+    assert entry['check']['change'] == pytest.approx(-0.4)
+    # runs at the old length: out of the map, kept in the archive (results and work dir)
+    archive = results / 'archive_d1_100'
+    assert sorted(os.listdir(archive / 'runs' / 'd1')) == [
+        'dsm_kd_seed0.json', 'dsm_kd_x2_seed0.json', 'dsm_seed0.json']
+    assert (archive / 'samples_d1.png').exists() and not (results / 'samples_d1.png').exists()
+    readme = (archive / 'README.md').read_text()
+    assert readme.startswith('# d1 at 100 iterations: too short, superseded by 200')
+    assert '| dsm | 0 | 100 | 260.0 / 0.8000 | 270.0 / 0.8000 |' in readme
+    assert (work / 'archive_d1_100' / 'd1' / 'dsm_seed0' / 'marker').read_text() == 'dsm'
+    # the map's d1: the adopted DSM+KD run alone, its folder the longer run's
+    assert sorted(os.listdir(results / 'runs' / 'd1')) == ['dsm_kd_seed0.json']
+    adopted = json.loads((results / 'runs' / 'd1' / 'dsm_kd_seed0.json').read_text())
+    assert (adopted['recipe'], adopted['iters'], adopted['finetune_iters']) == ('dsm_kd', 200,
+                                                                                200)
+    assert adopted['adopted_from'] == 'd1/dsm_kd_x2_seed0'
+    assert adopted['final']['raw']['samplers']['ddim50']['fid'] == 120.0
+    assert (work / 'd1' / 'dsm_kd_seed0' / 'marker').read_text() == 'dsm_kd_x2'
+    assert sorted(os.listdir(work / 'd1')) == ['dsm_kd_seed0']
+    # adopted with the options the map gives DSM+KD at the new length: not stale, done
+    runs = planned_runs(map_preset('screen', 'dit'), levels=['d1', 'd2'], seeds=[0])
+    regime_map.check_done(runs)
+    assert regime_map.is_done(('d1', 'dsm_kd', 0)) and not regime_map.is_done(('d1', 'dsm', 0))
+    # a run of the level is trained at its new length, the feature term decays over it
+    batch, iters = run_iters(regime_map.preset, 'dsm_kd_feat', regime_map.finetune_iters('d1'))
+    options = regime_map.options(('d1', 'dsm_kd_feat', 0), iters, batch)
+    assert 'param_scheduler.T_max=200' in options
+    assert 'model.losses.feat.schedule_iters=200' in options
+    # the report lists the level's length and links the archive
+    text = open(write_report(str(results), None, [adopted], runs, regime_map.preset,
+                             dict(json.loads((results / 'plateau.json').read_text()),
+                                  level='d2', iters=100, interval=50, tol=0.05,
+                                  plateau=dict(iters=100, fid=1.0, best=1.0, reached=True),
+                                  eps_plateau=dict(iters=100), curve={}),
+                             figures=False, lengths=read_lengths(str(results)))).read()
+    assert '| d1 | 200 | 100: dsm_kd 200.0 -> 120.0 at 200 (-40.0 %, ddim50, seeds 0) | ' \
+        '[`archive_d1_100/`](archive_d1_100/) |' in text
+    assert 'Superseded, kept out of the map: [`archive_d1_100/`](archive_d1_100/) - d1 at ' \
+        '100 iterations: too short, superseded by 200' in text
+
+
+def test_lengthen_refuses_a_level_that_passed_and_a_second_archive(tmp_path):
+    regime_map, work, results = _fake_map(tmp_path)
+    cells = index_runs([json.loads(p.read_text()) for p in results.rglob('runs/*/*.json')])
+    check = length_check(cells, 'd1', 'ddim50')
+    passed = dict(check, longer_needed=False, change=-0.01)
+    with pytest.raises(ValueError, match=r'd1: the length check does not call for a longer '
+                       r'run \(ddim50 proxy FID -1.0 % at 200 iterations against 100'):
+        lengthen_level(str(results), str(work), 'd1', passed, 'ddim50')
+    assert not (results / LENGTHS_FILE).exists()
+    (results / 'archive_d1_100').mkdir()
+    with pytest.raises(ValueError, match='a level is lengthened once from each length'):
+        lengthen_level(str(results), str(work), 'd1', check, 'ddim50')
+    assert sorted(os.listdir(results / 'runs' / 'd1')) == [
+        'dsm_kd_seed0.json', 'dsm_kd_x2_seed0.json', 'dsm_seed0.json']
+    # a level whose longer run gains less than the tolerance keeps its length
+    (results / 'runs' / 'd1' / 'dsm_kd_x2_seed0.json').write_text(json.dumps(
+        scored(195.0, 200, 'dsm_kd_x2', 0)))
+    assert regime_map.lengthen(['d1'])['d1'].startswith('long enough (ddim50 proxy FID -2.5 %')
+    assert regime_map.finetune_iters('d1') == 100
