@@ -197,6 +197,10 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
         regime_map = RegimeMap(args.preset, args.work_dir, args.results_dir,
                                args.threads_per_run or 1, args.dataset, args.arch)
         regime_map.lengthen(list(dict.fromkeys(run[0] for run in planned)))
+        # the levels name what to lengthen, not the map the report shows
+        args = argparse.Namespace(**dict(vars(args), levels=None))
+        planned = plan_runs(map_preset(args.preset, args.arch),
+                            index_runs(load_results(args.results_dir)[1]))[0]
     elif args.timing:
         threads = args.threads_per_run or 1
         regime_map = RegimeMap(args.preset, args.work_dir, args.results_dir, threads,

@@ -132,8 +132,8 @@ def test_tiny_map_end_to_end_and_resume(tmp_path):
     x2['final']['raw']['samplers']['ddim50']['fid'] = \
         0.5 * dsm_kd['final']['raw']['samplers']['ddim50']['fid']
     x2_path.write_text(json.dumps(x2))
-    lengthened = subprocess.run(cmd + ['--lengthen'], cwd=REPO, env=env, capture_output=True,
-                                text=True, timeout=900)
+    lengthened = subprocess.run(cmd + ['--lengthen', '--levels', 'p27'], cwd=REPO, env=env,
+                                capture_output=True, text=True, timeout=900)
     assert lengthened.returncode == 0, lengthened.stdout[-3000:] + lengthened.stderr[-3000:]
     assert f'[map] length p27: lengthened {length} -> {2 * length} iterations (ddim50 proxy ' \
         'FID -50.0 %' in lengthened.stdout
@@ -144,6 +144,7 @@ def test_tiny_map_end_to_end_and_resume(tmp_path):
     assert sorted(p.name for p in (results / 'runs' / 'p27').iterdir()) == ['dsm_kd_seed0.json']
     text = (results / 'README.md').read_text()
     assert f'| p27 | {2 * length} | {length}: dsm_kd ' in text
+    assert '--report-only`' in text  # the map's report, not one restricted to --levels
     # the screen trains the level's other cells at the new length, paired with the adopted run
     again = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
