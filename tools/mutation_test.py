@@ -329,12 +329,20 @@ MUTANTS: List[Mutant] = [
            "return batch, finetune_iters * preset['batch_size'] // batch",
            (f'{MAP_TESTS}/test_map_axes.py::'
             'test_the_length_check_trains_dsm_kd_twice_as_long_at_every_level', )),
-    Mutant('map-length-verdict-sign', MAP_LENGTHS, 'longer_needed=change < -tol',
-           'longer_needed=change > tol',
+    Mutant('map-length-verdict-sign', MAP_LENGTHS, 'past_tol = change < -tol',
+           'past_tol = change > tol',
            (f'{MAP_TESTS}/test_map_report.py::'
             'test_length_check_names_the_levels_a_longer_run_still_improves',
             f'{MAP_TESTS}/test_map_lengths.py::'
             'test_length_check_is_the_mean_relative_change_over_common_seeds')),
+    Mutant('length-check-ignores-noise', MAP_LENGTHS,
+           'longer_needed=past_tol and drop > NOISE_SDS * noise', 'longer_needed=past_tol',
+           (f'{MAP_TESTS}/test_map_lengths.py::'
+            'test_length_check_is_the_mean_relative_change_over_common_seeds', )),
+    Mutant('converge-stops-after-one-check', MAP_DRIVER,
+           'todo = [level for level in grown if doublings[level] < max_doublings]', 'todo = []',
+           (f'{MAP_TESTS}/test_map_lengths.py::'
+            'test_converge_doubles_each_level_until_its_check_passes', )),
     Mutant('map-level-length-ignored', MAP_DRIVER, 'if level is not None and level in lengths:',
            'if False:',
            (f'{MAP_TESTS}/test_map_lengths.py::'

@@ -31,7 +31,8 @@ Steps (each resumable; re-running the same command continues where it stopped):
    (``<results>/lengths.json``; ``studies/regime_map/lengths.py``): its runs at the old
    length move to ``archive_<level>_<iters>/`` (results and work dir), the longer DSM+KD
    runs become its DSM+KD runs, and the screen then trains its other cells at the new
-   length; ``--preset length`` checks the new length in turn.
+   length; ``--preset length`` checks the new length in turn. ``--converge`` does the
+   three (check, lengthen, check again) until each level passes or is undecided.
 
 Usage::
 
@@ -48,6 +49,7 @@ Usage::
     python tools/regime_map.py --preset combine   # feature KD + the better 2ndM form
     python tools/regime_map.py --preset length    # DSM+KD at 2x the run length
     python tools/regime_map.py --lengthen --levels p27   # where that check failed
+    python tools/regime_map.py --converge --levels p27   # check and lengthen until it passes
 
 ``--dataset patches`` runs the same pipeline on ``SkimagePatches`` (16x16 patches of the
 pictures that ship with scikit-image) with its own feature network, teacher, plateau and
@@ -121,6 +123,12 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                         help='train and score nothing: give each level (--levels; default the '
                         'preset\'s) whose length check failed the longer length, archiving its '
                         'runs at the old length (studies/regime_map/lengths.py)')
+    parser.add_argument('--converge', action='store_true',
+                        help='instead of the screen: the length check at each level (--levels; '
+                        '--seeds, default 0), --lengthen where it fails, the check again at the '
+                        'new length, until it passes or is undecided (at most --max-doublings)')
+    parser.add_argument('--max-doublings', type=int, default=2,
+                        help='most doublings of a level\'s length in one --converge call')
     parser.add_argument('--report-only', action='store_true',
                         help='train and score nothing: rewrite the report')
     args = parser.parse_args(argv)
@@ -182,6 +190,8 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
     args = parse_args(argv)
     if args.jobs < 1:
         raise ValueError(f'--jobs must be >= 1, got {args.jobs}.')
+    if args.max_doublings < 1:
+        raise ValueError(f'--max-doublings must be >= 1, got {args.max_doublings}.')
     args.work_dir, args.results_dir = osp.abspath(args.work_dir), osp.abspath(args.results_dir)
     os.makedirs(args.results_dir, exist_ok=True)
     planned, pending = plan_runs(map_preset(args.preset, args.arch),
@@ -220,7 +230,15 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
             report(args, planned)
         if args.follow_up:
             planned = follow_up_plan(args, planned, load_results(args.results_dir)[1])
-        if not (args.teacher_only or args.plateau_only):
+        if args.converge and not (args.teacher_only or args.plateau_only):
+            levels = list(dict.fromkeys(run[0] for run in planned))
+            regime_map.converge_lengths(levels, args.seeds or [0], args.jobs,
+                                        args.max_doublings,
+                                        on_scored=lambda: report(args, planned))
+            args = argparse.Namespace(**dict(vars(args), levels=None))
+            planned = plan_runs(map_preset(args.preset, args.arch),
+                                index_runs(load_results(args.results_dir)[1]))[0]
+        elif not (args.teacher_only or args.plateau_only):
             regime_map.screen(planned, args.jobs, on_scored=lambda: report(args, planned))
     path = report(args, planned)
     print(f'[map] report: {path}', flush=True)

@@ -27,10 +27,11 @@ from ..digits.feature_net import STUDY_DATASETS, feature_net_files, prepare_feat
 from ..digits.progress import say
 from ..digits.runs import loss_terms, seconds_per_iter, size_options, train
 from .axes import (ARCHS, MODELS, RECIPES, REFERENCE, level_options, map_preset, net_options,
-                   run_iters, run_name)
+                   planned_runs, run_iters, run_name)
 from .plateau import PLATEAU_TOL, plateau_iteration
 from .cells import index_runs, reference_of
-from .lengths import LONGER_REFERENCE, length_check, lengthen_level, read_lengths
+from .lengths import (LONGER_REFERENCE, NOISE_SDS, length_check, lengthen_level,
+                      read_lengths)
 from .scoring import MapScorer
 from .teacher_file import SHIPPED_TEACHER, save_slim_teacher, teacher_digest
 from .timing import build_train_step, describe, time_steps, timing_ratios
@@ -566,6 +567,15 @@ class RegimeMap:
                 done[level] = (f'no length check yet ({REFERENCE} and {LONGER_REFERENCE} on a '
                                f'common seed): run --preset length --levels {level} first; '
                                f'its length stays {self.finetune_iters(level)}')
+            elif check['undecided']:
+                seeds = ' '.join(str(s) for s in range(len(check['seeds']) + 2))
+                drop = check['fid'] - check['fid_long']
+                done[level] = (f'undecided ({sampler} proxy FID {100 * check["change"]:+.1f} % '
+                               f'at {check["iters_long"]} iterations, {drop:.1f} lower: '
+                               f'within {NOISE_SDS:g} bootstrap spreads, {NOISE_SDS:g} x '
+                               f'{check["noise"]:.1f}); more seeds decide it: --preset length '
+                               f'--levels {level} --seeds {seeds}; its length stays '
+                               f'{check["iters"]}')
             elif not check['longer_needed']:
                 done[level] = (f'long enough ({sampler} proxy FID {100 * check["change"]:+.1f} '
                                f'% at {check["iters_long"]} iterations); its length stays '
@@ -579,6 +589,40 @@ class RegimeMap:
                                f'{check["seeds"]} adopted from {LONGER_REFERENCE}')
             say(f'[map] length {level}: {done[level]}')
         return done
+
+    def converge_lengths(self, levels: List[str], seeds: List[int], jobs: int,
+                         max_doublings: int, on_scored=None) -> Dict[str, int]:
+        """Finds each level's run length: the length check (DSM+KD and
+        :data:`~.lengths.LONGER_REFERENCE` on ``seeds``), then :meth:`lengthen`, then the
+        check again at the new length, until the check passes or is undecided, or the
+        level has doubled ``max_doublings`` times here (its last length then unchecked).
+
+        Args:
+            levels (List[str]): The levels.
+            seeds (List[int]): The check's seeds.
+            jobs (int): Trainings in parallel.
+            max_doublings (int): Most doublings of a level in this call.
+            on_scored (callable, optional): Called after every scored run (the report).
+
+        Returns:
+            Dict[str, int]: Each level's run length at the end.
+        """
+        todo, doublings = list(levels), dict.fromkeys(levels, 0)
+        while todo:
+            runs = planned_runs(self.preset, levels=todo,
+                                recipes=[REFERENCE, LONGER_REFERENCE], seeds=seeds)
+            self.screen(runs, jobs, on_scored=on_scored)
+            before = {level: self.finetune_iters(level) for level in todo}
+            self.lengthen(todo)
+            grown = [level for level in todo if self.finetune_iters(level) != before[level]]
+            for level in grown:
+                doublings[level] += 1
+            todo = [level for level in grown if doublings[level] < max_doublings]
+            for level in grown:
+                if level not in todo:
+                    say(f'[map] length {level}: {doublings[level]} doublings in this call '
+                        f'(--max-doublings); {self.finetune_iters(level)} is not checked yet')
+        return {level: self.finetune_iters(level) for level in levels}
 
 
 def _without_teacher_path(options: List[str]) -> List[str]:

@@ -6,7 +6,13 @@ anneals, so its plateau lies near the run's own end by construction, and says li
 whether a longer run would end lower. The length check says it: DSM+KD trained
 :data:`LONGER_REFERENCE`'s times as long (its own cosine lr over the whole run) against
 DSM+KD, paired by seed. A level whose longer run lowers the raw proxy FID by more than the
-plateau rule's tolerance has not converged at its length.
+plateau rule's tolerance, and by more than the proxy FID's own noise, has not converged at its
+length. The noise is each score's bootstrap spread (``fid_boot``, over the scored samples),
+combined as if the two scores were independent: the paired runs share their pruned channels,
+data order and sampling noise, so the spread of their difference is smaller, and the rule
+errs towards calling a level converged. A drop past the tolerance but within
+:data:`NOISE_SDS` spreads is undecided: the check needs more seeds before it can lengthen the
+level.
 
 Lengthening such a level (:func:`lengthen_level`, ``tools/regime_map.py --lengthen``) makes
 the longer length the level's own (``lengths.json`` in the results dir), moves the level's
@@ -31,6 +37,8 @@ from .plateau import PLATEAU_TOL
 LONGER_REFERENCE = 'dsm_kd_x2'
 #: Per-level run lengths of a results dir: level -> the length and the check that set it.
 LENGTHS_FILE = 'lengths.json'
+#: A longer run's drop in proxy FID counts only beyond this many bootstrap spreads.
+NOISE_SDS = 2.0
 
 
 def length_check(cells: dict, level: str, sampler: str,
@@ -49,21 +57,30 @@ def length_check(cells: dict, level: str, sampler: str,
     Returns:
         dict, optional: ``seeds``, ``iters`` and ``iters_long`` (the runs' lengths),
         ``fid`` and ``fid_long`` (means), ``change`` (mean relative change, negative =
-        the longer run is better), ``tol`` and ``longer_needed``; None where the level
-        lacks a seed with both runs.
+        the longer run is better), ``noise`` (the bootstrap spread of the mean difference,
+        FID units), ``tol``, ``longer_needed`` (the drop exceeds the tolerance and
+        :data:`NOISE_SDS` spreads) and ``undecided`` (it exceeds the tolerance only); None
+        where the level lacks a seed with both runs.
     """
     ref = cells.get((level, REFERENCE), {})
     long = cells.get((level, LONGER_REFERENCE), {})
     seeds = sorted(set(ref) & set(long))
     if not seeds:
         return None
-    fid = [ref[s]['final']['raw']['samplers'][sampler]['fid'] for s in seeds]
-    fid_long = [long[s]['final']['raw']['samplers'][sampler]['fid'] for s in seeds]
+    scores = [(ref[s]['final']['raw']['samplers'][sampler],
+               long[s]['final']['raw']['samplers'][sampler]) for s in seeds]
+    fid = [a['fid'] for a, _ in scores]
+    fid_long = [b['fid'] for _, b in scores]
     change = float(np.mean([b / a - 1.0 for a, b in zip(fid, fid_long)]))
+    noise = float(np.sqrt(sum(a['fid_boot'] ** 2 + b['fid_boot'] ** 2 for a, b in scores))
+                  / len(seeds))
+    drop = float(np.mean(fid) - np.mean(fid_long))
+    past_tol = change < -tol
     return dict(seeds=seeds, iters=int(ref[seeds[0]]['iters']),
                 iters_long=int(long[seeds[0]]['iters']), fid=float(np.mean(fid)),
-                fid_long=float(np.mean(fid_long)), change=change, tol=tol,
-                longer_needed=change < -tol)
+                fid_long=float(np.mean(fid_long)), change=change, noise=noise, tol=tol,
+                longer_needed=past_tol and drop > NOISE_SDS * noise,
+                undecided=past_tol and drop <= NOISE_SDS * noise)
 
 
 def read_lengths(results_dir: str) -> Dict[str, dict]:
@@ -95,10 +112,12 @@ def _archive_readme(level: str, check: dict, sampler: str, runs: List[dict],
             f'{", ".join(map(str, check["seeds"]))}, raw proxy FID with {sampler}): '
             f'{check["fid"]:.1f} at {check["iters"]} iterations, {check["fid_long"]:.1f} at '
             f'{check["iters_long"]} ({100 * check["change"]:+.1f} %, more than the plateau '
-            f'rule\'s {check["tol"]:.0%}). The level\'s runs at {check["iters"]} iterations '
-            'compare recipes before convergence; they are kept here, out of the map, and '
-            f'its cells are trained again at {new_iters}. The longer {REFERENCE} runs are '
-            f'the map\'s {REFERENCE} runs at {new_iters} (same options, adopted).', '',
+            f'rule\'s {check["tol"]:.0%} and than {NOISE_SDS:g} bootstrap spreads of the '
+            f'difference, {NOISE_SDS:g} x {check["noise"]:.1f}). The level\'s runs at '
+            f'{check["iters"]} iterations compare recipes before convergence; they are kept '
+            f'here, out of the map, and its cells are trained again at {new_iters}. The '
+            f'longer {REFERENCE} runs are the map\'s {REFERENCE} runs at {new_iters} (same '
+            'options, adopted).', '',
             'Raw students, proxy FID / SSIM to the teacher\'s samples:', '',
             '| recipe | seed | iterations | ' + ' | '.join(samplers) + ' |',
             '|---|---|---|' + '---|' * len(samplers), *rows, '']
@@ -130,8 +149,8 @@ def lengthen_level(results_dir: str, work_dir: str, level: str, check: dict,
         raise ValueError(
             f'{level}: the length check does not call for a longer run ({sampler} proxy FID '
             f'{100 * check["change"]:+.1f} % at {check["iters_long"]} iterations against '
-            f'{check["iters"]}, tolerance {check["tol"]:.0%}); its length stays '
-            f'{check["iters"]}.')
+            f'{check["iters"]}, tolerance {check["tol"]:.0%}, noise '
+            f'{NOISE_SDS:g} x {check["noise"]:.1f}); its length stays {check["iters"]}.')
     name = archive_name(level, check['iters'])
     archive, work_archive = osp.join(results_dir, name), osp.join(work_dir, name)
     if osp.exists(archive) or osp.exists(osp.join(work_archive, level)):
@@ -168,7 +187,8 @@ def lengthen_level(results_dir: str, work_dir: str, level: str, check: dict,
             shutil.copytree(osp.join(work_archive, longer),
                             osp.join(work_dir, run_name(level, REFERENCE, seed)))
     entry = dict(iters=new_iters, previous=check['iters'], sampler=sampler,
-                 check={k: v for k, v in check.items() if k != 'longer_needed'},
+                 check={k: v for k, v in check.items()
+                        if k not in ('longer_needed', 'undecided')},
                  archive=name)
     lengths = read_lengths(results_dir)
     lengths[level] = entry

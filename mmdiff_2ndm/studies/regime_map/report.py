@@ -16,7 +16,7 @@ from .cells import HEATMAP_METRICS, index_runs, paired, reference_of
 from .combine import form_section
 from .followup import (FOLLOW_UP_SEEDS, MAX_SEEDS, NEAR_MARGIN, SEED_STEP, flagged_cells,
                        follow_up_runs)
-from .lengths import LONGER_REFERENCE, length_check, lengths_section
+from .lengths import LONGER_REFERENCE, NOISE_SDS, length_check, lengths_section
 from .plateau import PLATEAU_TOL, plateau_iteration
 
 JACOBIAN_T = (0, 10, 50, 250, 999)  # timesteps shown in the mechanism table
@@ -602,20 +602,29 @@ def length_section(cells: dict, levels: Sequence[str], samplers: Sequence[str],
         List[str]: Markdown lines; none where no level has both runs.
     """
     length = RECIPES[LONGER_REFERENCE].length
-    rows, short = [], []
+    rows, short, undecided = [], [], []
     for lv in levels:
         for name in samplers:
             check = length_check(cells, lv, name, tol)
             if check is None:
                 continue
-            verdict = (f'longer run needed (lower by more than {tol:.0%})'
-                       if check['longer_needed'] else 'long enough')
-            if check['longer_needed'] and name == samplers[0] and lv not in short:
-                short.append(lv)
+            if check['longer_needed']:
+                verdict = (f'longer run needed (lower by more than {tol:.0%} and '
+                           f'{NOISE_SDS:g} spreads)')
+            elif check['undecided']:
+                verdict = (f'undecided (lower by more than {tol:.0%}, within {NOISE_SDS:g} '
+                           'spreads: more seeds)')
+            else:
+                verdict = 'long enough'
+            if name == samplers[0] and lv not in short + undecided:
+                if check['longer_needed']:
+                    short.append(lv)
+                elif check['undecided']:
+                    undecided.append(lv)
             rows.append(f'| {lv} | {name} | {len(check["seeds"])} | {check["iters"]} | '
                         f'{check["fid"]:.1f} | {check["iters_long"]} | '
                         f'{check["fid_long"]:.1f} | {100 * check["change"]:+.1f} % | '
-                        f'{verdict} |')
+                        f'{check["noise"]:.1f} | {verdict} |')
     if not rows:
         return []
     lines = ['## Is the run long enough?', '',
@@ -624,17 +633,22 @@ def length_section(cells: dict, levels: Sequence[str], samplers: Sequence[str],
              f'it is checked: `--preset length` trains DSM+KD {length}x as long (cosine lr '
              f'over the whole run) on seed 0 at every level. Raw proxy FID, mean over the '
              f'seeds both have; a level whose longer run lowers it by more than the plateau '
-             f'rule\'s {tol:.0%} has not converged at its length, and its cells compare '
-             'recipes before convergence.', '',
+             f'rule\'s {tol:.0%} and by more than {NOISE_SDS:g} bootstrap spreads of the '
+             'difference (the scores\' spreads combined as if independent; "spread") has not '
+             'converged at its length, and its cells compare recipes before convergence.', '',
              '| level | sampler | seeds | iterations | DSM+KD proxy FID | iterations | '
-             f'{length}x long proxy FID | change | verdict |',
-             '|---|---|---|---|---|---|---|---|---|', *rows, '']
+             f'{length}x long proxy FID | change | spread | verdict |',
+             '|---|---|---|---|---|---|---|---|---|---|', *rows, '']
     if short:
         lines += [f'Judged with {samplers[0]}, {", ".join(short)} need a longer run: '
                   f'`python tools/regime_map.py{flag} --lengthen --levels {" ".join(short)}` '
                   'makes the longer length theirs (their runs at the old length are archived, '
                   'the longer DSM+KD runs adopted), then the screen trains their cells again.',
                   '']
+    if undecided:
+        lines += [f'Judged with {samplers[0]}, {", ".join(undecided)} undecided: more seeds of '
+                  f'the check decide (`python tools/regime_map.py{flag} --preset length '
+                  f'--levels {" ".join(undecided)} --seeds 0 1 2`).', '']
     return lines
 
 

@@ -5,6 +5,7 @@ import json
 import os
 import os.path as osp
 
+import numpy as np
 import pytest
 
 from mmdiff_2ndm.studies.regime_map import RegimeMap, write_report
@@ -14,8 +15,9 @@ from mmdiff_2ndm.studies.regime_map.lengths import (LENGTHS_FILE, length_check,
                                                     lengthen_level, read_lengths)
 
 
-def scored(fid, iters, recipe, seed, level='d1', options=()):
-    samplers = {name: dict(fid=fid + 10.0 * (name == 'ddim10'), ssim=0.8, sample_mse=0.01)
+def scored(fid, iters, recipe, seed, level='d1', options=(), boot=1.0):
+    samplers = {name: dict(fid=fid + 10.0 * (name == 'ddim10'), fid_boot=boot, ssim=0.8,
+                           sample_mse=0.01)
                 for name in PRESETS['screen']['samplers']}
     return dict(level=level, recipe=recipe, seed=seed, iters=iters, finetune_iters=iters,
                 record='abc', options=list(options),
@@ -30,9 +32,19 @@ def test_length_check_is_the_mean_relative_change_over_common_seeds():
     assert check['seeds'] == [0, 1] and (check['iters'], check['iters_long']) == (100, 200)
     assert check['change'] == pytest.approx((-0.25 - 0.02) / 2)
     assert check['fid'] == pytest.approx(150.0) and check['fid_long'] == pytest.approx(124.0)
-    assert check['longer_needed']  # -13.5 % < -5 %
-    assert not length_check(index_runs(runs), 'd1', 'ddim50', tol=0.2)['longer_needed']
+    # the bootstrap spread of the mean difference: sqrt(2 seeds x 2 scores x 1^2) / 2 = 1
+    assert check['noise'] == pytest.approx(1.0)
+    assert check['longer_needed'] and not check['undecided']  # -13.5 % < -5 %, 26 > 2 x 1
+    loose = length_check(index_runs(runs), 'd1', 'ddim50', tol=0.2)
+    assert not loose['longer_needed'] and not loose['undecided']
     assert length_check(index_runs(runs), 'd2', 'ddim50') is None
+    # a drop past the tolerance but within 2 spreads is undecided: more seeds
+    noisy = [scored(40.0, 100, 'dsm_kd', 0, boot=5.0), scored(34.0, 200, 'dsm_kd_x2', 0, boot=5.0)]
+    check = length_check(index_runs(noisy), 'd1', 'ddim50')
+    assert check['noise'] == pytest.approx(np.sqrt(50.0))  # 6 < 2 x 7.07
+    assert check['undecided'] and not check['longer_needed']
+    noisy[1] = scored(24.0, 200, 'dsm_kd_x2', 0, boot=5.0)  # 16 > 2 x 7.07
+    assert length_check(index_runs(noisy), 'd1', 'ddim50')['longer_needed']
 
 
 def _fake_map(tmp_path):
@@ -119,7 +131,8 @@ def test_lengthen_refuses_a_level_that_passed_and_a_second_archive(tmp_path):
     check = length_check(cells, 'd1', 'ddim50')
     passed = dict(check, longer_needed=False, change=-0.01)
     with pytest.raises(ValueError, match=r'd1: the length check does not call for a longer '
-                       r'run \(ddim50 proxy FID -1.0 % at 200 iterations against 100'):
+                       r'run \(ddim50 proxy FID -1.0 % at 200 iterations against 100, '
+                       r'tolerance 5%, noise 2 x 1.4\)'):
         lengthen_level(str(results), str(work), 'd1', passed, 'ddim50')
     assert not (results / LENGTHS_FILE).exists()
     (results / 'archive_d1_100').mkdir()
@@ -131,4 +144,55 @@ def test_lengthen_refuses_a_level_that_passed_and_a_second_archive(tmp_path):
     (results / 'runs' / 'd1' / 'dsm_kd_x2_seed0.json').write_text(json.dumps(
         scored(195.0, 200, 'dsm_kd_x2', 0)))
     assert regime_map.lengthen(['d1'])['d1'].startswith('long enough (ddim50 proxy FID -2.5 %')
-    assert regime_map.finetune_iters('d1') == 100
+    # one past the tolerance but within the scores' noise asks for seeds instead
+    (results / 'runs' / 'd1' / 'dsm_kd_x2_seed0.json').write_text(json.dumps(
+        scored(180.0, 200, 'dsm_kd_x2', 0, boot=10.0)))
+    assert regime_map.lengthen(['d1'])['d1'] == (
+        'undecided (ddim50 proxy FID -10.0 % at 200 iterations, 20.0 lower: within 2 bootstrap '
+        'spreads, 2 x 10.0); more seeds decide it: --preset length --levels d1 --seeds 0 1 2; '
+        'its length stays 100')
+    assert regime_map.finetune_iters('d1') == 100 and not (results / LENGTHS_FILE).exists()
+
+
+def test_converge_doubles_each_level_until_its_check_passes(tmp_path):
+    """DSM+KD's proxy FID halves with every doubling up to 400 iterations, then stays: from
+    100 the level is lengthened twice (100 -> 200 -> 400) and its check at 800 passes; with
+    one doubling allowed it stops at 200, unchecked. A level whose check passes at once keeps
+    its length."""
+    work, results = tmp_path / 'work', tmp_path / 'results'
+    regime_map = RegimeMap('screen', str(work), str(results), 1, arch='dit')
+    results.mkdir()
+    (results / 'plateau.json').write_text(json.dumps(dict(sampler='ddim50',
+                                                          plateau=dict(iters=100))))
+    curves = dict(d1=lambda iters: max(50.0, 20000.0 / iters), d4=lambda iters: 30.0)
+    trained = []
+
+    def fake_screen(runs, jobs, on_scored=None):  # scores each run by its length
+        for run in runs:
+            if regime_map.is_done(run):
+                continue
+            batch, iters = run_iters(regime_map.preset, run[1],
+                                     regime_map.finetune_iters(run[0]))
+            trained.append((run, iters))
+            path = regime_map.result_path(run)
+            os.makedirs(osp.dirname(path), exist_ok=True)
+            with open(path, 'w') as f:
+                json.dump(scored(curves[run[0]](iters), iters, run[1], run[2], run[0],
+                                 regime_map.options(run, iters, batch), boot=0.1), f)
+
+    regime_map.screen = fake_screen
+    assert regime_map.converge_lengths(['d1', 'd4'], [0], 1, 3) == dict(d1=400, d4=100)
+    assert trained == [(('d1', 'dsm_kd', 0), 100), (('d1', 'dsm_kd_x2', 0), 200),
+                       (('d4', 'dsm_kd', 0), 100), (('d4', 'dsm_kd_x2', 0), 200),
+                       (('d1', 'dsm_kd_x2', 0), 400), (('d1', 'dsm_kd_x2', 0), 800)]
+    assert sorted(os.listdir(results)) == ['archive_d1_100', 'archive_d1_200', 'lengths.json',
+                                           'plateau.json', 'runs']
+    assert read_lengths(str(results))['d1']['previous'] == 200
+    # at most one doubling: d1 stops at 200 without its check there
+    results2 = tmp_path / 'results2'
+    results2.mkdir()
+    (results2 / 'plateau.json').write_text((results / 'plateau.json').read_text())
+    regime_map.results_dir, regime_map.work_dir = str(results2), str(tmp_path / 'work2')
+    trained.clear()
+    assert regime_map.converge_lengths(['d1'], [0], 1, 1) == dict(d1=200)
+    assert [iters for _, iters in trained] == [100, 200]

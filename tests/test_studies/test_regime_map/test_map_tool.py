@@ -10,6 +10,8 @@ import shutil
 import subprocess
 import sys
 
+from mmdiff_2ndm.studies.regime_map.cells import index_runs
+from mmdiff_2ndm.studies.regime_map.lengths import length_check, read_lengths
 from mmdiff_2ndm.studies.regime_map.teacher_file import teacher_digest
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
@@ -129,9 +131,13 @@ def test_tiny_map_end_to_end_and_resume(tmp_path):
     x2_path = results / 'runs' / 'p27' / 'dsm_kd_x2_seed0.json'
     x2 = json.loads(x2_path.read_text())
     assert x2['iters'] == 2 * length and x2['record'] == dsm_kd['record']
-    x2['final']['raw']['samplers']['ddim50']['fid'] = \
-        0.5 * dsm_kd['final']['raw']['samplers']['ddim50']['fid']
+    x2['final']['raw']['samplers']['ddim50'].update(
+        fid=0.5 * dsm_kd['final']['raw']['samplers']['ddim50']['fid'], fid_boot=0.0)
     x2_path.write_text(json.dumps(x2))
+    ref_path = results / 'runs' / 'p27' / 'dsm_kd_seed0.json'
+    ref = json.loads(ref_path.read_text())
+    ref['final']['raw']['samplers']['ddim50']['fid_boot'] = 0.0  # 24 samples: noise only
+    ref_path.write_text(json.dumps(ref))
     lengthened = subprocess.run(cmd + ['--lengthen', '--levels', 'p27'], cwd=REPO, env=env,
                                 capture_output=True, text=True, timeout=900)
     assert lengthened.returncode == 0, lengthened.stdout[-3000:] + lengthened.stderr[-3000:]
@@ -152,6 +158,24 @@ def test_tiny_map_end_to_end_and_resume(tmp_path):
     log = json.loads((results / 'runs' / 'p27' / '2ndm_log_seed0.json').read_text())
     assert (log['iters'], log['finetune_iters']) == (2 * length, 2 * length)
     assert log['record'] == dsm_kd['record']
+    # --converge: the check at the new length (DSM+KD 4x the plateau), applied as it comes out
+    converged = subprocess.run(cmd + ['--converge', '--max-doublings', '1'], cwd=REPO,
+                               env=env, capture_output=True, text=True, timeout=900)
+    assert converged.returncode == 0, converged.stdout[-3000:] + converged.stderr[-3000:]
+    assert f'1 to go (run length: p27: {2 * length};' in converged.stdout
+    if (results / f'archive_p27_{2 * length}').exists():
+        assert read_lengths(str(results))['p27']['iters'] == 4 * length
+        assert '[map] length p27: 1 doublings in this call (--max-doublings); ' \
+            f'{4 * length} is not checked yet' in converged.stdout
+    else:
+        pair = [json.loads((results / 'runs' / 'p27' / f'{r}_seed0.json').read_text())
+                for r in ('dsm_kd', 'dsm_kd_x2')]
+        check = length_check(index_runs(pair), 'p27', 'ddim50')
+        assert check['iters_long'] == 4 * length and not check['longer_needed']
+        assert read_lengths(str(results))['p27']['iters'] == 2 * length
+    bad = subprocess.run(cmd + ['--converge', '--max-doublings', '0'], cwd=REPO, env=env,
+                         capture_output=True, text=True, timeout=900)
+    assert bad.returncode != 0 and '--max-doublings must be >= 1, got 0.' in bad.stderr
 
     # a teacher scoring killed after its first checkpoint continues with the next one
     os.remove(results / 'teacher_curve.json')
