@@ -339,6 +339,10 @@ MUTANTS: List[Mutant] = [
            'longer_needed=past_tol and drop > NOISE_SDS * noise', 'longer_needed=past_tol',
            (f'{MAP_TESTS}/test_map_lengths.py::'
             'test_length_check_is_the_mean_relative_change_over_common_seeds', )),
+    Mutant('lengthen-forgets-earlier-doublings', MAP_LENGTHS,
+           'history = [] if earlier is None else [', 'history = [] if True else [',
+           (f'{MAP_TESTS}/test_map_lengths.py::'
+            'test_converge_doubles_each_level_until_its_check_passes', )),
     Mutant('converge-stops-after-one-check', MAP_DRIVER,
            'todo = [level for level in grown if doublings[level] < max_doublings]', 'todo = []',
            (f'{MAP_TESTS}/test_map_lengths.py::'

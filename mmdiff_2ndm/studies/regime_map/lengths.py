@@ -140,7 +140,8 @@ def lengthen_level(results_dir: str, work_dir: str, level: str, check: dict,
         sampler (str): The sampler the check judged.
 
     Returns:
-        dict: The level's new entry of :data:`LENGTHS_FILE`.
+        dict: The level's new entry of :data:`LENGTHS_FILE` (its earlier lengthenings under
+        ``history``, oldest first).
 
     Raises:
         ValueError: If the check does not call for a longer run, or the archive exists.
@@ -186,11 +187,14 @@ def lengthen_level(results_dir: str, work_dir: str, level: str, check: dict,
         if osp.isdir(osp.join(work_archive, longer)):
             shutil.copytree(osp.join(work_archive, longer),
                             osp.join(work_dir, run_name(level, REFERENCE, seed)))
+    lengths = read_lengths(results_dir)
+    earlier = lengths.get(level)
+    history = [] if earlier is None else [
+        *earlier.get('history', []), {k: v for k, v in earlier.items() if k != 'history'}]
     entry = dict(iters=new_iters, previous=check['iters'], sampler=sampler,
                  check={k: v for k, v in check.items()
                         if k not in ('longer_needed', 'undecided')},
-                 archive=name)
-    lengths = read_lengths(results_dir)
+                 archive=name, history=history)
     lengths[level] = entry
     path = osp.join(results_dir, LENGTHS_FILE)
     with open(path + '.tmp', 'w') as f:
@@ -207,13 +211,13 @@ def lengths_section(lengths: Dict[str, dict], levels: Sequence[str],
     for lv in levels:
         if lv not in lengths:
             continue
-        e = lengths[lv]
-        c = e['check']
-        rows.append(f'| {lv} | {e["iters"]} | {e["previous"]}: {REFERENCE} '
-                    f'{c["fid"]:.1f} -> {c["fid_long"]:.1f} at {c["iters_long"]} '
-                    f'({100 * c["change"]:+.1f} %, {e["sampler"]}, seeds '
-                    f'{",".join(map(str, c["seeds"]))}) | [`{e["archive"]}/`]'
-                    f'({e["archive"]}/) |')
+        for e in [*lengths[lv].get('history', []), lengths[lv]]:  # oldest first
+            c = e['check']
+            rows.append(f'| {lv} | {e["iters"]} | {e["previous"]}: {REFERENCE} '
+                        f'{c["fid"]:.1f} -> {c["fid_long"]:.1f} at {c["iters_long"]} '
+                        f'({100 * c["change"]:+.1f} %, {e["sampler"]}, seeds '
+                        f'{",".join(map(str, c["seeds"]))}) | [`{e["archive"]}/`]'
+                        f'({e["archive"]}/) |')
     if not rows:
         return []
     return [f'Levels whose length check failed run longer than the plateau\'s '

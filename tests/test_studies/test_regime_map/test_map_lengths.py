@@ -12,7 +12,8 @@ from mmdiff_2ndm.studies.regime_map import RegimeMap, write_report
 from mmdiff_2ndm.studies.regime_map.axes import PRESETS, map_preset, planned_runs, run_iters
 from mmdiff_2ndm.studies.regime_map.cells import index_runs
 from mmdiff_2ndm.studies.regime_map.lengths import (LENGTHS_FILE, length_check,
-                                                    lengthen_level, read_lengths)
+                                                    lengthen_level, lengths_section,
+                                                    read_lengths)
 
 
 def scored(fid, iters, recipe, seed, level='d1', options=(), boot=1.0):
@@ -187,7 +188,14 @@ def test_converge_doubles_each_level_until_its_check_passes(tmp_path):
                        (('d1', 'dsm_kd_x2', 0), 400), (('d1', 'dsm_kd_x2', 0), 800)]
     assert sorted(os.listdir(results)) == ['archive_d1_100', 'archive_d1_200', 'lengths.json',
                                            'plateau.json', 'runs']
-    assert read_lengths(str(results))['d1']['previous'] == 200
+    entry = read_lengths(str(results))['d1']
+    assert (entry['previous'], entry['iters']) == (200, 400)
+    assert [(e['previous'], e['iters'], e['archive']) for e in entry['history']] == [
+        (100, 200, 'archive_d1_100')]  # the first doubling, kept
+    text = '\n'.join(lengths_section(read_lengths(str(results)), ['d1', 'd4'], 100))
+    assert text.index('| d1 | 200 | 100: dsm_kd 200.0 -> 100.0 at 200 (-50.0 %') < \
+        text.index('| d1 | 400 | 200: dsm_kd 100.0 -> 50.0 at 400 (-50.0 %')
+    assert '| d4 |' not in text
     # at most one doubling: d1 stops at 200 without its check there
     results2 = tmp_path / 'results2'
     results2.mkdir()
