@@ -185,6 +185,14 @@ def report(args: argparse.Namespace, planned) -> str:
     return path
 
 
+def whole_map(args: argparse.Namespace):
+    """The arguments and planned runs of the whole map, for the report after a step whose
+    ``--levels`` named what to lengthen, not the map the report shows."""
+    args = argparse.Namespace(**dict(vars(args), levels=None))
+    return args, plan_runs(map_preset(args.preset, args.arch),
+                           index_runs(load_results(args.results_dir)[1]))[0]
+
+
 def main(argv: Optional[Sequence[str]] = None) -> str:
     """Runs what is asked and not done yet; returns the report's path."""
     args = parse_args(argv)
@@ -207,10 +215,7 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
         regime_map = RegimeMap(args.preset, args.work_dir, args.results_dir,
                                args.threads_per_run or 1, args.dataset, args.arch)
         regime_map.lengthen(list(dict.fromkeys(run[0] for run in planned)))
-        # the levels name what to lengthen, not the map the report shows
-        args = argparse.Namespace(**dict(vars(args), levels=None))
-        planned = plan_runs(map_preset(args.preset, args.arch),
-                            index_runs(load_results(args.results_dir)[1]))[0]
+        args, planned = whole_map(args)
     elif args.timing:
         threads = args.threads_per_run or 1
         regime_map = RegimeMap(args.preset, args.work_dir, args.results_dir, threads,
@@ -235,9 +240,7 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
             regime_map.converge_lengths(levels, args.seeds or [0], args.jobs,
                                         args.max_doublings,
                                         on_scored=lambda: report(args, planned))
-            args = argparse.Namespace(**dict(vars(args), levels=None))
-            planned = plan_runs(map_preset(args.preset, args.arch),
-                                index_runs(load_results(args.results_dir)[1]))[0]
+            args, planned = whole_map(args)
         elif not (args.teacher_only or args.plateau_only):
             regime_map.screen(planned, args.jobs, on_scored=lambda: report(args, planned))
     path = report(args, planned)

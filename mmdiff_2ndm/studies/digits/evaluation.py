@@ -10,7 +10,6 @@ under a fingerprint of the preset settings they depend on.
 import argparse
 import hashlib
 import json
-import os
 import os.path as osp
 from typing import List, Optional, Tuple
 
@@ -19,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from ...models.sampling import STUDY_NAMES
+from ..json_files import write_json
 from .feature_net import load_images
 from .presets import ARMS, MODELS, checkpoint_iters
 from .progress import progress
@@ -225,13 +225,6 @@ def _load_cache(path: str, key: str) -> dict:
     return dict(fingerprint=key)
 
 
-def _save_cache(data: dict, path: str) -> None:
-    tmp = path + '.tmp'
-    with open(tmp, 'w') as f:
-        json.dump(data, f, indent=1)
-    os.replace(tmp, path)
-
-
 def evaluate_teacher(evaluator: Evaluator, distiller, work_dir: str, preset: dict) -> dict:
     """The dense teacher's scores (cached with its samples, which SSIM compares against)."""
     path, samples_path = osp.join(work_dir, 'teacher_eval.json'), osp.join(
@@ -243,7 +236,7 @@ def evaluate_teacher(evaluator: Evaluator, distiller, work_dir: str, preset: dic
     scores, samples = evaluator.evaluate(distiller, distiller.teacher, full=True)
     torch.save(samples, samples_path)
     data.update(scores)
-    _save_cache(data, path)
+    write_json(data, path)
     return data
 
 
@@ -271,7 +264,7 @@ def evaluate_run(evaluator: Evaluator, arm: str, run_dir: str, options: List[str
                 torch.save(samples[:64].clone(), osp.join(run_dir, f'samples_{model}.pt'))
         if full:
             data['record'] = record_hash(ckpt)
-        _save_cache(data, path)
+        write_json(data, path)
     with open(osp.join(run_dir, 'wall.json')) as f:
         data['wall'] = float(json.load(f)['wall_s'])
     data['s_per_iter'] = seconds_per_iter(run_dir)

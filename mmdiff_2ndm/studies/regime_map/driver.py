@@ -26,6 +26,7 @@ from ..digits.evaluation import load_distiller, record_hash
 from ..digits.feature_net import STUDY_DATASETS, feature_net_files, prepare_feature_net
 from ..digits.progress import say
 from ..digits.runs import loss_terms, seconds_per_iter, size_options, train
+from ..json_files import write_json
 from .axes import (ARCHS, MODELS, RECIPES, REFERENCE, level_options, map_preset, net_options,
                    planned_runs, run_iters, run_name)
 from .plateau import PLATEAU_TOL, plateau_iteration
@@ -37,15 +38,6 @@ from .teacher_file import SHIPPED_TEACHER, save_slim_teacher, teacher_digest
 from .timing import build_train_step, describe, time_steps, timing_ratios
 
 Run = Tuple[str, str, int]  # (level, recipe, seed)
-
-
-def write_json(data: dict, path: str) -> None:
-    """Writes ``data`` atomically (a reader never sees half a file)."""
-    os.makedirs(osp.dirname(path), exist_ok=True)
-    tmp = path + '.tmp'
-    with open(tmp, 'w') as f:
-        json.dump(data, f, indent=1)
-    os.replace(tmp, path)
 
 
 class RegimeMap:

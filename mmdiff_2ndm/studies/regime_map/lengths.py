@@ -30,6 +30,7 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
+from ..json_files import write_json
 from .axes import REFERENCE, run_name
 from .plateau import PLATEAU_TOL
 
@@ -181,9 +182,7 @@ def lengthen_level(results_dir: str, work_dir: str, level: str, check: dict,
         with open(osp.join(archive, 'runs', longer + '.json')) as f:
             data = json.load(f)
         data.update(recipe=REFERENCE, finetune_iters=new_iters, adopted_from=longer)
-        with open(osp.join(results_dir, 'runs', run_name(level, REFERENCE, seed) + '.json'),
-                  'w') as f:
-            json.dump(data, f, indent=1)
+        write_json(data, osp.join(results_dir, 'runs', run_name(level, REFERENCE, seed) + '.json'))
         if osp.isdir(osp.join(work_archive, longer)):
             shutil.copytree(osp.join(work_archive, longer),
                             osp.join(work_dir, run_name(level, REFERENCE, seed)))
@@ -196,10 +195,7 @@ def lengthen_level(results_dir: str, work_dir: str, level: str, check: dict,
                         if k not in ('longer_needed', 'undecided')},
                  archive=name, history=history)
     lengths[level] = entry
-    path = osp.join(results_dir, LENGTHS_FILE)
-    with open(path + '.tmp', 'w') as f:
-        json.dump(dict(levels=lengths), f, indent=1)
-    os.replace(path + '.tmp', path)
+    write_json(dict(levels=lengths), osp.join(results_dir, LENGTHS_FILE))
     return entry
 
 

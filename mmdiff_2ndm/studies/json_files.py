@@ -1,0 +1,14 @@
+"""JSON results of the studies, written so that a reader never sees half a file."""
+import json
+import os
+import os.path as osp
+
+
+def write_json(data: dict, path: str) -> None:
+    """Writes ``data`` to ``path`` atomically (a temporary file, then a rename), creating
+    its folder."""
+    os.makedirs(osp.dirname(path) or '.', exist_ok=True)
+    tmp = path + '.tmp'
+    with open(tmp, 'w') as f:
+        json.dump(data, f, indent=1)
+    os.replace(tmp, path)
