@@ -9,7 +9,7 @@ import os.path as osp
 import subprocess
 import sys
 import time
-from typing import List, Optional
+from typing import Iterable, List, Optional
 
 import numpy as np
 
@@ -43,6 +43,44 @@ def size_options(preset: dict, role: str) -> List[str]:
         widths = ','.join(str(w) for w in preset['widths'])
         opts.append(f'{key}.block_out_channels=({widths})')
     return opts
+
+
+def halfway_ckpt_interval(iters: int, most: int = 2000) -> int:
+    """Checkpoint interval of a run that is scored halfway and at its end.
+
+    The largest divisor of ``iters // 2`` that is at most ``most``, so a run killed when a
+    sitting ends loses at most ``most`` iterations and still writes the halfway checkpoint
+    its scorer reads. Where ``iters // 2`` has no divisor in ``[most / 2, most]`` (it would
+    mean a checkpoint every few iterations), the interval is ``iters // 2``.
+
+    Args:
+        iters (int): Training iterations of the run.
+        most (int): The most iterations between two checkpoints. Defaults to 2000.
+
+    Returns:
+        int: Iterations between checkpoints; ``iters // 2`` is a multiple of it.
+    """
+    half = max(1, iters // 2)
+    if half <= most:
+        return half
+    for parts in range(-(-half // most), 2 * (-(-half // most)) + 1):
+        if half % parts == 0:
+            return half // parts
+    return half
+
+
+def drop_checkpoints(work_dir: str, keep: Iterable[int]) -> List[str]:
+    """Deletes the run's ``iter_<n>.pth`` checkpoints whose ``n`` is not in ``keep``
+    (checkpoints written only so a killed run could resume); returns the deleted paths."""
+    keep = {int(n) for n in keep}
+    dropped = []
+    for name in sorted(os.listdir(work_dir)):
+        stem, ext = osp.splitext(name)
+        if (ext == '.pth' and stem.startswith('iter_') and stem[5:].isdigit()
+                and int(stem[5:]) not in keep):
+            os.remove(osp.join(work_dir, name))
+            dropped.append(osp.join(work_dir, name))
+    return dropped
 
 
 def is_finished(work_dir: str, iters: int) -> bool:

@@ -25,7 +25,8 @@ import torch
 from ..digits.evaluation import load_distiller, record_hash
 from ..digits.feature_net import STUDY_DATASETS, feature_net_files, prepare_feature_net
 from ..digits.progress import say
-from ..digits.runs import loss_terms, seconds_per_iter, size_options, train
+from ..digits.runs import (drop_checkpoints, halfway_ckpt_interval, loss_terms,
+                           seconds_per_iter, size_options, train)
 from ..json_files import write_json
 from .axes import (ARCHS, MODELS, RECIPES, REFERENCE, level_options, map_preset, net_options,
                    planned_runs, run_iters, run_name)
@@ -382,7 +383,9 @@ class RegimeMap:
         say(f'[map]   start {run_name(*run)}: {iters} iterations at batch {batch} '
             f'(log: {run_dir}/train_stdout.log)')
         wall = train(RECIPES[run[1]].config, run_dir, iters, self.options(run, iters, batch),
-                     self.threads, stream=False, ckpt_interval=max(1, iters // 2))
+                     self.threads, stream=False, ckpt_interval=halfway_ckpt_interval(iters))
+        # the scorer reads the halfway and final checkpoints; the rest were for resuming
+        drop_checkpoints(run_dir, keep=(max(1, iters // 2), iters))
         say(f'[map]   trained {run_name(*run)} in {wall:.0f} s')
         return wall
 

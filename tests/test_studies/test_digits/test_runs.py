@@ -84,3 +84,29 @@ def test_loss_terms_of_a_resumed_run(tmp_path):
     assert terms['last'] == dict(loss_dsm=40.5, loss_jacobian=0.5, loss=41.0, grad_norm=40.5)
     assert runs.seconds_per_iter(str(run_dir)) == pytest.approx(0.1)
     assert runs.loss_terms(str(tmp_path / 'empty')) is None
+
+
+@pytest.mark.parametrize('iters, most', [(15000, 2000), (13000, 2000), (60000, 2000),
+                                         (30000, 1000), (800, 2000), (4006, 2000)])
+def test_halfway_ckpt_interval_keeps_the_halfway_checkpoint(iters, most):
+    interval = runs.halfway_ckpt_interval(iters, most)
+    half = iters // 2
+    assert half % interval == 0  # the halfway checkpoint is written
+    # at most `most` iterations between checkpoints, unless half has no divisor near it
+    if half <= most:
+        assert interval == half
+    elif any(half % n == 0 for n in range(-(-half // most), 2 * -(-half // most) + 1)):
+        assert most // 2 <= interval <= most
+    else:
+        assert interval == half
+    assert runs.halfway_ckpt_interval(6500, 2000) == 1625  # 3250 = 2 x 1625
+
+
+def test_drop_checkpoints_keeps_the_scored_ones(tmp_path):
+    for name in ('iter_1875.pth', 'iter_7500.pth', 'iter_9375.pth', 'iter_15000.pth',
+                 'last_checkpoint', 'teacher.pth', 'iter_x.pth'):
+        (tmp_path / name).write_bytes(b'')
+    dropped = runs.drop_checkpoints(str(tmp_path), keep=(7500, 15000))
+    assert sorted(osp.basename(p) for p in dropped) == ['iter_1875.pth', 'iter_9375.pth']
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        'iter_15000.pth', 'iter_7500.pth', 'iter_x.pth', 'last_checkpoint', 'teacher.pth']
