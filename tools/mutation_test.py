@@ -312,6 +312,11 @@ MUTANTS: List[Mutant] = [
     Mutant('t-interval-n-dof', STUDY_STATISTICS, 'confidence / 2, values.size - 1)',
            'confidence / 2, values.size)',
            ('tests/test_studies/test_digits/test_statistics.py::test_t_interval_closed_form', )),
+    Mutant('study-interval-is-the-seed-range', STUDY_STATISTICS,
+           'out[key] = t_interval(diffs)',
+           'out[key] = (float(np.mean(diffs)), min(diffs), max(diffs))',
+           ('tests/test_studies/test_digits/test_statistics.py::'
+            'test_paired_differences_use_t_intervals_over_the_paired_seeds', )),
     Mutant('teacher-digest-names-only', MAP_TEACHER,
            'digest.update(value.reshape(-1).view(torch.uint8).numpy().tobytes())', 'pass',
            (f'{MAP_TESTS}/test_map_teacher_file.py', )),

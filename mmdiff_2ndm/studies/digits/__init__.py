@@ -19,10 +19,10 @@ Modules: :mod:`.presets` (arms, presets, run order), :mod:`.runs` (training runs
 """
 from .feature_net import DigitFeatureNet, train_feature_net
 from .presets import ARMS, MODELS, PRESETS, REFERENCE_ARM, planned_runs
-from .statistics import (bootstrap_ci, equal_wallclock, gap_closed, paired_differences,
+from .statistics import (equal_wallclock, gap_closed, paired_differences,
                          recovery_summary, verdict)
 from .study import Study
 
 __all__ = ['ARMS', 'MODELS', 'PRESETS', 'REFERENCE_ARM', 'DigitFeatureNet', 'Study',
-           'bootstrap_ci', 'equal_wallclock', 'gap_closed', 'paired_differences',
+           'equal_wallclock', 'gap_closed', 'paired_differences',
            'planned_runs', 'recovery_summary', 'train_feature_net', 'verdict']

@@ -156,8 +156,8 @@ def write_report(study: dict, meta: dict, preset: dict, path: str) -> dict:
     lines += ['', 'gap closed = (FID_dsm - FID_x) / (FID_dsm - FID_dense), per seed.', '']
     paired = {}
     if REFERENCE_ARM in arms:
-        lines += [f'## Paired by seed: arm - {REFERENCE_ARM} (mean [95 % bootstrap CI over '
-                  'seeds])', '']
+        lines += [f'## Paired by seed: arm - {REFERENCE_ARM} (mean [95 % Student-t interval '
+                  'over seeds])', '']
         table, paired = _paired_table(arms, dense)
         lines += table + ['', 'Verdicts: `better`/`worse` than DSM+KD where the interval '
                           'excludes 0, else `no difference shown`.', '']

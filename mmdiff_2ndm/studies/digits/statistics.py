@@ -1,4 +1,4 @@
-"""What the evaluated runs allow one to say: paired differences to DSM+KD with bootstrap
+"""What the evaluated runs allow one to say: paired differences to DSM+KD with Student-t
 intervals over seeds and their verdicts, the recovery criteria, equal wall-clock."""
 from typing import Dict, List, Sequence, Tuple
 
@@ -6,8 +6,7 @@ import numpy as np
 
 from .presets import REFERENCE_ARM, checkpoint_iters
 
-CI_RESAMPLES = 10000  # bootstrap resamples of the seeds for each confidence interval
-# below 3 seeds a percentile bootstrap interval is just the range of the values
+# an interval over fewer paired seeds says nothing
 CI_MIN_SEEDS = 3
 # "recovered": proxy FID within this factor of the teacher's and SSIM to it at least this
 RECOVERED_FID_FACTOR, RECOVERED_SSIM = 1.5, 0.8
@@ -15,20 +14,6 @@ METRICS = (  # key, column name, lower is better
     ('fid', 'proxy FID', True), ('eps_mse', 'eps-MSE to teacher', True),
     ('eps_mse_t50', 'eps-MSE t<50', True), ('sample_mse', 'sample MSE to teacher', True),
     ('ssim', 'SSIM to teacher', False))
-
-
-def bootstrap_ci(values: Sequence[float], resamples: int = CI_RESAMPLES,
-                 seed: int = 0) -> Tuple[float, float, float]:
-    """Mean and 95 % percentile-bootstrap interval of the mean (nan with fewer than
-    ``CI_MIN_SEEDS`` values). Over 3-5 seeds it is narrower than a t interval: read a
-    verdict near the edge with care."""
-    values = np.asarray(values, dtype=float)
-    if values.size < CI_MIN_SEEDS:
-        return float(values.mean()) if values.size else float('nan'), np.nan, np.nan
-    idx = np.random.default_rng(seed).integers(0, values.size, (resamples, values.size))
-    means = values[idx].mean(axis=1)
-    return float(values.mean()), float(np.percentile(means, 2.5)), float(
-        np.percentile(means, 97.5))
 
 
 def t_interval(values: Sequence[float], confidence: float = 0.95) -> Tuple[float, float, float]:
@@ -79,12 +64,12 @@ def paired_differences(arms: dict, arm: str, model: str, dense_fid: float) -> di
     for key, _, _ in METRICS:
         diffs = [arms[arm][s]['final'][model][key] - ref[s]['final'][model][key]
                  for s in seeds]
-        out[key] = bootstrap_ci(diffs)
+        out[key] = t_interval(diffs)
         if key == 'fid':
             out['fid_lower_in'] = sum(d < 0 for d in diffs)
     dsm = arms.get('dsm', {})
     gap_seeds = [s for s in arms[arm] if s in dsm]
-    out['gap_closed'] = bootstrap_ci([gap_closed(dsm[s]['final'][model]['fid'],
+    out['gap_closed'] = t_interval([gap_closed(dsm[s]['final'][model]['fid'],
                                                  arms[arm][s]['final'][model]['fid'],
                                                  dense_fid) for s in gap_seeds])
     return out

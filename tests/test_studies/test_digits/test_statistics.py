@@ -1,8 +1,10 @@
-"""Bootstrap and t intervals over seeds, their verdicts, paired differences to DSM+KD, the gap
+"""t intervals over seeds, their verdicts, paired differences to DSM+KD, the gap
 closed and the recovery criteria."""
 import math
 
-from mmdiff_2ndm.studies.digits.statistics import (bootstrap_ci, by_arm, gap_closed,
+import pytest
+
+from mmdiff_2ndm.studies.digits.statistics import (by_arm, gap_closed,
                                                    paired_differences, recovery_summary,
                                                    t_interval, verdict)
 
@@ -20,20 +22,16 @@ def test_t_interval_closed_form():
                                          rel_tol=1e-6)
     assert t_interval([2.0, 2.0, 2.0]) == (2.0, 2.0, 2.0)
     assert math.isnan(t_interval([1.0, 3.0])[1])  # under 3 seeds: no interval
-    # 3 seeds on one side: the bootstrap's range excludes 0, the t interval does not
-    assert bootstrap_ci([0.5, 1.0, 1.5])[1] > 0 and t_interval([0.5, 1.0, 1.5])[1] < 0
+    # 3 seeds on one side of 0 are not enough when they spread as far as their mean
+    assert t_interval([0.5, 1.0, 1.5])[1] < 0
     # other levels: t(0.75, 2 dof) = 0.816497
     assert math.isclose(t_interval([1.0, 2.0, 3.0], confidence=0.5)[2],
                         2.0 + 0.816497 / math.sqrt(3), rel_tol=1e-5)
 
 
-def test_bootstrap_interval_and_verdicts():
-    mean, low, high = bootstrap_ci([2.0, 2.0, 2.0])
-    assert (mean, low, high) == (2.0, 2.0, 2.0)
-    mean, low, high = bootstrap_ci([-3.0, -1.0, -2.0, -2.5, -1.5])
-    assert mean == -2.0 and -3.0 <= low < -2.0 < high <= -1.0
-    assert math.isnan(bootstrap_ci([1.0])[1])
-    assert math.isnan(bootstrap_ci([1.0, 3.0])[2])  # 2 seeds: just their range
+def test_verdicts():
+    mean, low, high = t_interval([-3.0, -1.0, -2.0, -2.5, -1.5])
+    assert mean == -2.0 and low < -2.0 < high < 0
     assert verdict(low, high) == 'better'  # lower is better: the CI is below 0
     assert verdict(low, high, lower_is_better=False) == 'worse'  # e.g. SSIM
     assert verdict(-1.0, 2.0) == 'no difference shown'
@@ -66,3 +64,11 @@ def test_paired_differences_gap_closed_and_recovery():
     assert summary['dsm_gap'] == 9.0
     arms['dsm_kd'] = {0: _run('dsm_kd', 0, 2.5), 1: _run('dsm_kd', 1, 3.0)}
     assert recovery_summary(arms, dense)['recovered']  # 2.75 <= 3 and SSIM 0.9
+
+
+def test_paired_differences_use_t_intervals_over_the_paired_seeds():
+    runs = [_run('dsm_kd', s, f) for s, f in enumerate((5.0, 4.0, 6.0))]
+    runs += [_run('x', s, f) for s, f in enumerate((5.5, 5.0, 6.2))]  # diffs 0.5, 1.0, 0.2
+    diff = paired_differences(by_arm(runs), 'x', 'raw', 2.0)
+    assert diff['fid'] == pytest.approx(t_interval([0.5, 1.0, 0.2]))
+    assert diff['fid'][1] < 0 < diff['fid'][2]  # 3 of 3 above 0, yet no difference shown
