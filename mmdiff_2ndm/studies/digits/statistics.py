@@ -70,8 +70,8 @@ def paired_differences(arms: dict, arm: str, model: str, dense_fid: float) -> di
     dsm = arms.get('dsm', {})
     gap_seeds = [s for s in arms[arm] if s in dsm]
     out['gap_closed'] = t_interval([gap_closed(dsm[s]['final'][model]['fid'],
-                                                 arms[arm][s]['final'][model]['fid'],
-                                                 dense_fid) for s in gap_seeds])
+                                               arms[arm][s]['final'][model]['fid'],
+                                               dense_fid) for s in gap_seeds])
     return out
 
 
