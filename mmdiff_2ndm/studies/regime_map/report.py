@@ -780,7 +780,9 @@ def write_report(results_dir: str, teacher: Optional[dict], runs: List[dict],
                   f'same rule: {plateau["eps_plateau"]["iters"]}. Every run of the map trains '
                   f'that many iterations at batch {preset["batch_size"]} (a recipe with a smaller '
                   'batch proportionally more: as many samples seen), cosine lr annealed over '
-                  'its own length, except at the levels listed below.', '']
+                  'its own length' + (', except at the levels listed below.'
+                                      if any(lv in (lengths or {}) for lv in levels)
+                                      else '.'), '']
         if teacher:
             at = plateau['curve'][str(p['iters'])]['samplers'][plateau['sampler']]
             ratio = at['fid'] / teacher['samplers'][plateau['sampler']]['fid']

@@ -124,6 +124,15 @@ def test_lengthen_archives_the_level_and_adopts_the_longer_runs(tmp_path):
         '[`archive_d1_100/`](archive_d1_100/) |' in text
     assert 'Superseded, kept out of the map: [`archive_d1_100/`](archive_d1_100/) - d1 at ' \
         '100 iterations: too short, superseded by 200' in text
+    assert 'annealed over its own length, except at the levels listed below.' in text
+    # a map whose levels all run the plateau's length says so without pointing below
+    plain = open(write_report(str(results), None, [adopted], runs, regime_map.preset,
+                              dict(json.loads((results / 'plateau.json').read_text()),
+                                   level='d2', iters=100, interval=50, tol=0.05,
+                                   plateau=dict(iters=100, fid=1.0, best=1.0, reached=True),
+                                   eps_plateau=dict(iters=100), curve={}),
+                              figures=False, lengths={})).read()
+    assert 'annealed over its own length.' in plain and 'listed below' not in plain
 
 
 def test_lengthen_refuses_a_level_that_passed_and_a_second_archive(tmp_path):
