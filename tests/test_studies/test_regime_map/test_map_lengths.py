@@ -114,24 +114,22 @@ def test_lengthen_archives_the_level_and_adopts_the_longer_runs(tmp_path):
     assert 'param_scheduler.T_max=200' in options
     assert 'model.losses.feat.schedule_iters=200' in options
     # the report lists the level's length and links the archive
-    text = open(write_report(str(results), None, [adopted], runs, regime_map.preset,
-                             dict(json.loads((results / 'plateau.json').read_text()),
-                                  level='d2', iters=100, interval=50, tol=0.05,
-                                  plateau=dict(iters=100, fid=1.0, best=1.0, reached=True),
-                                  eps_plateau=dict(iters=100), curve={}),
-                             figures=False, lengths=read_lengths(str(results)))).read()
+    plateau = dict(json.loads((results / 'plateau.json').read_text()), level='d2', iters=100,
+                   interval=50, tol=0.05, eps_plateau=dict(iters=100), curve={},
+                   plateau=dict(iters=100, fid=1.0, best=1.0, reached=True))
+
+    def report(lengths):
+        return open(write_report(str(results), None, [adopted], runs, regime_map.preset,
+                                 plateau, figures=False, lengths=lengths)).read()
+
+    text = report(read_lengths(str(results)))
     assert '| d1 | 200 | 100: dsm_kd 200.0 -> 120.0 at 200 (-40.0 %, ddim50, seeds 0) | ' \
         '[`archive_d1_100/`](archive_d1_100/) |' in text
     assert 'Superseded, kept out of the map: [`archive_d1_100/`](archive_d1_100/) - d1 at ' \
         '100 iterations: too short, superseded by 200' in text
     assert 'annealed over its own length, except at the levels listed below.' in text
     # a map whose levels all run the plateau's length says so without pointing below
-    plain = open(write_report(str(results), None, [adopted], runs, regime_map.preset,
-                              dict(json.loads((results / 'plateau.json').read_text()),
-                                   level='d2', iters=100, interval=50, tol=0.05,
-                                   plateau=dict(iters=100, fid=1.0, best=1.0, reached=True),
-                                   eps_plateau=dict(iters=100), curve={}),
-                              figures=False, lengths={})).read()
+    plain = report({})
     assert 'annealed over its own length.' in plain and 'listed below' not in plain
 
 
