@@ -410,9 +410,14 @@ class RegimeMap:
         pruned = scorer.score_pruned(distiller, record)
         half = max(1, iters // 2)
         halfway = None
-        if half != iters and osp.exists(osp.join(run_dir, f'iter_{half}.pth')):
-            mid = load_distiller(RECIPES[recipe].config, options,
-                                 osp.join(run_dir, f'iter_{half}.pth'),
+        if half != iters:  # the cost table scores every run at its halfway checkpoint
+            mid_ckpt = osp.join(run_dir, f'iter_{half}.pth')
+            if not osp.exists(mid_ckpt):
+                raise FileNotFoundError(
+                    f'{run_name(*run)} has no halfway checkpoint {mid_ckpt}: its training '
+                    'writes one (halfway_ckpt_interval) and keeps it. Train the run again '
+                    '(delete its folder) to score it.')
+            mid = load_distiller(RECIPES[recipe].config, options, mid_ckpt,
                                  osp.join(run_dir, 'eval'))
             halfway = dict(iters=half, raw=scorer.score(mid, mid.student, with_jacobian=False))
         with open(osp.join(run_dir, 'wall.json')) as f:

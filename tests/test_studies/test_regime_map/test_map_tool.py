@@ -61,6 +61,13 @@ def test_tiny_map_end_to_end_and_resume(tmp_path):
         jac = run['final']['raw']['jacobian']
         assert len(jac['jv_rel_err']) == 3 and len(run['pruned']['jacobian']['jv_rel_err']) == 3
         assert any('ignored_layers' in o for o in run['options'])  # the level's settings
+        # scored halfway too (the cost table's equal wall-clock), then only the scored
+        # checkpoints are kept
+        assert run['halfway']['iters'] == run['iters'] // 2
+        assert math.isfinite(run['halfway']['raw']['samplers']['ddim50']['fid'])
+        kept = sorted(f for f in os.listdir(osp.join(work_dir, 'p27', f'{recipe}_seed0'))
+                      if f.endswith('.pth'))
+        assert kept == sorted({f'iter_{run["iters"] // 2}.pth', f'iter_{run["iters"]}.pth'})
     dsm_kd, log = (json.loads((results / 'runs' / 'p27' / f'{r}_seed0.json').read_text())
                    for r in ('dsm_kd', '2ndm_log'))
     assert dsm_kd['record'] == log['record']  # paired: same pruned channels
