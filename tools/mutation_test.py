@@ -353,7 +353,7 @@ MUTANTS: List[Mutant] = [
            (f'{MAP_TESTS}/test_map_lengths.py::'
             'test_converge_doubles_each_level_until_its_check_passes', )),
     Mutant('map-drops-the-halfway-checkpoint', MAP_DRIVER,
-           'drop_checkpoints(run_dir, keep=(max(1, iters // 2), iters))',
+           'drop_checkpoints(run_dir, keep=(halfway_iter(iters), iters))',
            'drop_checkpoints(run_dir, keep=(iters, ))',
            (f'{MAP_TESTS}/test_map_tool.py::test_tiny_map_end_to_end_and_resume', )),
     Mutant('map-level-length-ignored', MAP_DRIVER, 'if level is not None and level in lengths:',

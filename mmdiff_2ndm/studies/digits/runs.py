@@ -6,6 +6,7 @@ source checkout, or in an installed package the copies under ``mmdiff_2ndm/.mim/
 import json
 import os
 import os.path as osp
+import re
 import subprocess
 import sys
 import time
@@ -45,25 +46,30 @@ def size_options(preset: dict, role: str) -> List[str]:
     return opts
 
 
+def halfway_iter(iters: int) -> int:
+    """The iteration of a run's halfway checkpoint (scored besides the final one)."""
+    return max(1, iters // 2)
+
+
 def halfway_ckpt_interval(iters: int, most: int = 2000) -> int:
     """Checkpoint interval of a run that is scored halfway and at its end.
 
-    The largest divisor of ``iters // 2`` that is at most ``most``, so a run killed when a
-    sitting ends loses at most ``most`` iterations and still writes the halfway checkpoint
-    its scorer reads. Where ``iters // 2`` has no divisor in ``[most / 2, most]`` (it would
-    mean a checkpoint every few iterations), the interval is ``iters // 2``.
+    The largest divisor of the halfway iteration (:func:`halfway_iter`) that is at most
+    ``most``, so a run killed when a sitting ends loses at most ``most`` iterations and
+    still writes the halfway checkpoint its scorer reads. Where the halfway iteration has
+    no divisor in ``[most / 2, most]`` (it would mean a checkpoint every few iterations),
+    the interval is the halfway iteration.
 
     Args:
         iters (int): Training iterations of the run.
         most (int): The most iterations between two checkpoints. Defaults to 2000.
 
     Returns:
-        int: Iterations between checkpoints; ``iters // 2`` is a multiple of it.
+        int: Iterations between checkpoints; the halfway iteration is a multiple of it.
     """
-    half = max(1, iters // 2)
-    if half <= most:
-        return half
-    for parts in range(-(-half // most), 2 * (-(-half // most)) + 1):
+    half = halfway_iter(iters)
+    fewest_parts = -(-half // most)  # ceil
+    for parts in range(fewest_parts, 2 * fewest_parts + 1):
         if half % parts == 0:
             return half // parts
     return half
@@ -75,9 +81,8 @@ def drop_checkpoints(work_dir: str, keep: Iterable[int]) -> List[str]:
     keep = {int(n) for n in keep}
     dropped = []
     for name in sorted(os.listdir(work_dir)):
-        stem, ext = osp.splitext(name)
-        if (ext == '.pth' and stem.startswith('iter_') and stem[5:].isdigit()
-                and int(stem[5:]) not in keep):
+        match = re.fullmatch(r'iter_(\d+)\.pth', name)
+        if match and int(match.group(1)) not in keep:
             os.remove(osp.join(work_dir, name))
             dropped.append(osp.join(work_dir, name))
     return dropped

@@ -25,8 +25,8 @@ import torch
 from ..digits.evaluation import load_distiller, record_hash
 from ..digits.feature_net import STUDY_DATASETS, feature_net_files, prepare_feature_net
 from ..digits.progress import say
-from ..digits.runs import (drop_checkpoints, halfway_ckpt_interval, loss_terms,
-                           seconds_per_iter, size_options, train)
+from ..digits.runs import (drop_checkpoints, halfway_ckpt_interval, halfway_iter,
+                           loss_terms, seconds_per_iter, size_options, train)
 from ..json_files import write_json
 from .axes import (ARCHS, MODELS, RECIPES, REFERENCE, level_options, map_preset, net_options,
                    planned_runs, run_iters, run_name)
@@ -385,7 +385,7 @@ class RegimeMap:
         wall = train(RECIPES[run[1]].config, run_dir, iters, self.options(run, iters, batch),
                      self.threads, stream=False, ckpt_interval=halfway_ckpt_interval(iters))
         # the scorer reads the halfway and final checkpoints; the rest were for resuming
-        drop_checkpoints(run_dir, keep=(max(1, iters // 2), iters))
+        drop_checkpoints(run_dir, keep=(halfway_iter(iters), iters))
         say(f'[map]   trained {run_name(*run)} in {wall:.0f} s')
         return wall
 
@@ -408,7 +408,7 @@ class RegimeMap:
         from mmdiff_2ndm.utils import safe_torch_load
         record = safe_torch_load(ckpt, map_location='cpu')['meta']['pruning']
         pruned = scorer.score_pruned(distiller, record)
-        half = max(1, iters // 2)
+        half = halfway_iter(iters)
         halfway = None
         if half != iters:  # the cost table scores every run at its halfway checkpoint
             mid_ckpt = osp.join(run_dir, f'iter_{half}.pth')

@@ -768,6 +768,8 @@ def write_report(results_dir: str, teacher: Optional[dict], runs: List[dict],
               'and its EMA (JSON); the Jacobian statistics before and after finetuning.', '']
     lines += teacher_section(teacher_curve, teacher, archived_teacher, preset['num_samples'])
     lines += ['## Run length', '']
+    level_lengths = lengths_section(lengths or {}, levels,
+                                    plateau['plateau']['iters'] if plateau else None)
     if plateau:
         p = plateau['plateau']
         lines += [f'DSM+KD, raw, seed 0, level {plateau["level"]}: one run of '
@@ -781,8 +783,7 @@ def write_report(results_dir: str, teacher: Optional[dict], runs: List[dict],
                   f'that many iterations at batch {preset["batch_size"]} (a recipe with a smaller '
                   'batch proportionally more: as many samples seen), cosine lr annealed over '
                   'its own length' + (', except at the levels listed below.'
-                                      if any(lv in (lengths or {}) for lv in levels)
-                                      else '.'), '']
+                                      if level_lengths else '.'), '']
         if teacher:
             at = plateau['curve'][str(p['iters'])]['samplers'][plateau['sampler']]
             ratio = at['fid'] / teacher['samplers'][plateau['sampler']]['fid']
@@ -796,8 +797,7 @@ def write_report(results_dir: str, teacher: Optional[dict], runs: List[dict],
         lines += ['![plateau](plateau.png)', '']
     else:
         lines += ['Not measured yet.', '']
-    lines += lengths_section(lengths or {}, levels,
-                             plateau['plateau']['iters'] if plateau else None)
+    lines += level_lengths
     lines += length_section(cells, levels, list(preset['samplers']),
                             flag=map_flag)
     lines += ['## Runs done', '', '| level | ' + ' | '.join(recipes) + ' |',
