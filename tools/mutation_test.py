@@ -341,17 +341,32 @@ MUTANTS: List[Mutant] = [
             f'{MAP_TESTS}/test_map_lengths.py::'
             'test_length_check_is_the_mean_relative_change_over_common_seeds')),
     Mutant('length-check-ignores-noise', MAP_LENGTHS,
-           'longer_needed=past_tol and drop > NOISE_SDS * noise', 'longer_needed=past_tol',
+           'longer_needed = past_tol and drop > NOISE_SDS * noise', 'longer_needed = past_tol',
            (f'{MAP_TESTS}/test_map_lengths.py::'
             'test_length_check_is_the_mean_relative_change_over_common_seeds', )),
     Mutant('lengthen-forgets-earlier-doublings', MAP_LENGTHS,
            'history = [] if earlier is None else [', 'history = [] if True else [',
            (f'{MAP_TESTS}/test_map_lengths.py::'
-            'test_converge_doubles_each_level_until_its_check_passes', )),
+            'test_converge_doubles_each_level_until_its_check_passes_or_reaches_the_cap', )),
     Mutant('converge-stops-after-one-check', MAP_DRIVER,
            'todo = [level for level in grown if doublings[level] < max_doublings]', 'todo = []',
            (f'{MAP_TESTS}/test_map_lengths.py::'
-            'test_converge_doubles_each_level_until_its_check_passes', )),
+            'test_converge_doubles_each_level_until_its_check_passes_or_reaches_the_cap', )),
+    Mutant('converge-checks-past-the-cap', MAP_DRIVER,
+           'if 2 * self.finetune_iters(level) > self.length_cap()]', 'if False]',
+           (f'{MAP_TESTS}/test_map_lengths.py::'
+            'test_converge_doubles_each_level_until_its_check_passes_or_reaches_the_cap', )),
+    Mutant('lengthen-past-the-cap', MAP_LENGTHS,
+           'capped=longer_needed and cap is not None and iters_long > cap)', 'capped=False)',
+           (f'{MAP_TESTS}/test_map_lengths.py::'
+            'test_lengthen_refuses_a_level_that_passed_and_a_second_archive', )),
+    Mutant('length-check-seeds-interval-is-the-range', MAP_LENGTHS,
+           "change, change_low, change_high = t_interval([b / a - 1.0 for a, b in zip(fid, "
+           "fid_long)])",
+           "change, change_low, change_high = (lambda v: (float(np.mean(v)), min(v), max(v)))("
+           "[b / a - 1.0 for a, b in zip(fid, fid_long)])",
+           (f'{MAP_TESTS}/test_map_lengths.py::'
+            'test_length_check_is_the_mean_relative_change_over_common_seeds', )),
     Mutant('map-drops-the-halfway-checkpoint', MAP_DRIVER,
            'drop_checkpoints(run_dir, keep=(halfway_iter(iters), iters))',
            'drop_checkpoints(run_dir, keep=(iters, ))',

@@ -32,7 +32,9 @@ Steps (each resumable; re-running the same command continues where it stopped):
    length move to ``archive_<level>_<iters>/`` (results and work dir), the longer DSM+KD
    runs become its DSM+KD runs, and the screen then trains its other cells at the new
    length; ``--preset length`` checks the new length in turn. ``--converge`` does the
-   three (check, lengthen, check again) until each level passes or is undecided.
+   three (check, lengthen, check again) until each level passes or is undecided, up to the
+   map's cap of 4x the plateau length (``lengths.MAX_LENGTH_FACTOR``): a level there keeps
+   its length, and the report says its cells compare recipes at that budget.
 
 Usage::
 

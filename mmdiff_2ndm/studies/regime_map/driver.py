@@ -32,8 +32,8 @@ from .axes import (ARCHS, MODELS, RECIPES, REFERENCE, level_options, map_preset,
                    planned_runs, run_iters, run_name)
 from .plateau import PLATEAU_TOL, plateau_iteration
 from .cells import index_runs, reference_of
-from .lengths import (LONGER_REFERENCE, NOISE_SDS, length_check, lengthen_level,
-                      read_lengths)
+from .lengths import (LONGER_REFERENCE, MAX_LENGTH_FACTOR, NOISE_SDS, length_cap,
+                      length_check, lengthen_level, read_lengths)
 from .scoring import MapScorer
 from .teacher_file import SHIPPED_TEACHER, save_slim_teacher, teacher_digest
 from .timing import build_train_step, describe, time_steps, timing_ratios
@@ -329,6 +329,12 @@ class RegimeMap:
                 return int(json.load(f)['plateau']['iters'])
         return None
 
+    def length_cap(self) -> Optional[int]:
+        """The longest run length a level may get (:func:`~.lengths.length_cap` of the
+        map's plateau length; None before the plateau is measured)."""
+        base = self.finetune_iters()
+        return None if base is None else length_cap(base)
+
     def measure_plateau(self) -> dict:
         """One long DSM+KD run on seed 0 at the preset's plateau level, scored (raw) at
         every checkpoint; writes ``plateau.json`` with the length it implies."""
@@ -560,9 +566,10 @@ class RegimeMap:
             with open(self.plateau_path()) as f:
                 sampler = json.load(f)['sampler']
         cells = index_runs(load_results(self.results_dir)[1])
+        cap = self.length_cap()
         done = {}
         for level in levels:
-            check = length_check(cells, level, sampler)
+            check = length_check(cells, level, sampler, cap=cap)
             if check is None:
                 done[level] = (f'no length check yet ({REFERENCE} and {LONGER_REFERENCE} on a '
                                f'common seed): run --preset length --levels {level} first; '
@@ -576,6 +583,13 @@ class RegimeMap:
                                f'{check["noise"]:.1f}); more seeds decide it: --preset length '
                                f'--levels {level} --seeds {seeds}; its length stays '
                                f'{check["iters"]}')
+            elif check['capped']:
+                done[level] = (f'still too short ({sampler} proxy FID '
+                               f'{100 * check["change"]:+.1f} % at {check["iters_long"]} '
+                               f'iterations), but {check["iters_long"]} passes the map\'s cap '
+                               f'of {cap} ({MAX_LENGTH_FACTOR}x the plateau): its length '
+                               f'stays {check["iters"]}, and its cells compare recipes at '
+                               'that budget, before convergence')
             elif not check['longer_needed']:
                 done[level] = (f'long enough ({sampler} proxy FID {100 * check["change"]:+.1f} '
                                f'% at {check["iters_long"]} iterations); its length stays '
@@ -595,7 +609,8 @@ class RegimeMap:
         """Finds each level's run length: the length check (DSM+KD and
         :data:`~.lengths.LONGER_REFERENCE` on ``seeds``), then :meth:`lengthen`, then the
         check again at the new length, until the check passes or is undecided, or the
-        level has doubled ``max_doublings`` times here (its last length then unchecked).
+        level has doubled ``max_doublings`` times here (its last length then unchecked), or
+        its check would train past the map's cap (:meth:`length_cap`: not trained).
 
         Args:
             levels (List[str]): The levels.
@@ -609,6 +624,15 @@ class RegimeMap:
         """
         todo, doublings = list(levels), dict.fromkeys(levels, 0)
         while todo:
+            at_cap = [level for level in todo
+                      if 2 * self.finetune_iters(level) > self.length_cap()]
+            for level in at_cap:
+                say(f'[map] length {level}: {self.finetune_iters(level)} iterations, the '
+                    f'check\'s {2 * self.finetune_iters(level)} would pass the map\'s cap of '
+                    f'{self.length_cap()} ({MAX_LENGTH_FACTOR}x the plateau): not checked')
+            todo = [level for level in todo if level not in at_cap]
+            if not todo:
+                break
             runs = planned_runs(self.preset, levels=todo,
                                 recipes=[REFERENCE, LONGER_REFERENCE], seeds=seeds)
             self.screen(runs, jobs, on_scored=on_scored)

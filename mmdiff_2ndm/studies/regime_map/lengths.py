@@ -21,6 +21,13 @@ linked from the report, out of the map's cells), and adopts the longer DSM+KD ru
 level's DSM+KD runs at the new length: they are those runs, trained with the same options.
 Every other cell of the level is then trained again at the new length, and the check can be
 repeated there (DSM+KD at twice the new length), until a level passes.
+
+Lengthening stops at the map's cap, :data:`MAX_LENGTH_FACTOR` times the plateau's length.
+Each doubling doubles the cost of the level's whole screen (a dozen recipes x seeds), and a
+slowly recovering level (a DiT student with one block left) may need many: past the cap the
+map compares recipes at a fixed budget, and says so. A check whose longer run would pass the
+cap is not trained by ``--converge``; one that was trained anyway and still calls for a longer
+run is ``capped``: the level keeps its length, and its cells are known not to have converged.
 """
 import json
 import os
@@ -30,6 +37,7 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
+from ..digits.statistics import t_interval
 from ..json_files import write_json
 from .axes import REFERENCE, run_name
 from .plateau import PLATEAU_TOL
@@ -40,10 +48,18 @@ LONGER_REFERENCE = 'dsm_kd_x2'
 LENGTHS_FILE = 'lengths.json'
 #: A longer run's drop in proxy FID counts only beyond this many bootstrap spreads.
 NOISE_SDS = 2.0
+#: The longest run length of a level, in multiples of the map's plateau length (two doublings).
+MAX_LENGTH_FACTOR = 4
 
 
-def length_check(cells: dict, level: str, sampler: str,
-                 tol: float = PLATEAU_TOL) -> Optional[dict]:
+def length_cap(base_iters: int) -> int:
+    """The longest run length a level of a map may get (:data:`MAX_LENGTH_FACTOR` times the
+    map's plateau length ``base_iters``)."""
+    return MAX_LENGTH_FACTOR * int(base_iters)
+
+
+def length_check(cells: dict, level: str, sampler: str, tol: float = PLATEAU_TOL,
+                 cap: Optional[int] = None) -> Optional[dict]:
     """The length check at one level and sampler: DSM+KD trained longer against DSM+KD, raw
     proxy FID, mean over the seeds both have.
 
@@ -54,14 +70,20 @@ def length_check(cells: dict, level: str, sampler: str,
         tol (float): A longer run that lowers the proxy FID by more than this (relative,
             mean of the per-seed changes) says the level needs a longer run. Defaults to
             :data:`~.plateau.PLATEAU_TOL`.
+        cap (int, optional): The map's longest run length (:func:`length_cap`). Defaults
+            to None: no cap.
 
     Returns:
         dict, optional: ``seeds``, ``iters`` and ``iters_long`` (the runs' lengths),
         ``fid`` and ``fid_long`` (means), ``change`` (mean relative change, negative =
         the longer run is better), ``noise`` (the bootstrap spread of the mean difference,
         FID units), ``tol``, ``longer_needed`` (the drop exceeds the tolerance and
-        :data:`NOISE_SDS` spreads) and ``undecided`` (it exceeds the tolerance only); None
-        where the level lacks a seed with both runs.
+        :data:`NOISE_SDS` spreads), ``undecided`` (it exceeds the tolerance only) and
+        ``capped`` (a longer run is needed, but its length passes ``cap``: the level keeps
+        its length, unconverged), and ``change_low``/``change_high``: the 95 % Student-t
+        interval of the per-seed changes (nan under 3 seeds), which shows how far the seeds
+        agree and is not part of the rule (fixed before the checks ran); None where the
+        level lacks a seed with both runs.
     """
     ref = cells.get((level, REFERENCE), {})
     long = cells.get((level, LONGER_REFERENCE), {})
@@ -72,16 +94,19 @@ def length_check(cells: dict, level: str, sampler: str,
                long[s]['final']['raw']['samplers'][sampler]) for s in seeds]
     fid = [a['fid'] for a, _ in scores]
     fid_long = [b['fid'] for _, b in scores]
-    change = float(np.mean([b / a - 1.0 for a, b in zip(fid, fid_long)]))
+    change, change_low, change_high = t_interval([b / a - 1.0 for a, b in zip(fid, fid_long)])
     noise = float(np.sqrt(sum(a['fid_boot'] ** 2 + b['fid_boot'] ** 2 for a, b in scores))
                   / len(seeds))
     drop = float(np.mean(fid) - np.mean(fid_long))
     past_tol = change < -tol
-    return dict(seeds=seeds, iters=int(ref[seeds[0]]['iters']),
-                iters_long=int(long[seeds[0]]['iters']), fid=float(np.mean(fid)),
-                fid_long=float(np.mean(fid_long)), change=change, noise=noise, tol=tol,
-                longer_needed=past_tol and drop > NOISE_SDS * noise,
-                undecided=past_tol and drop <= NOISE_SDS * noise)
+    iters_long = int(long[seeds[0]]['iters'])
+    longer_needed = past_tol and drop > NOISE_SDS * noise
+    return dict(seeds=seeds, iters=int(ref[seeds[0]]['iters']), iters_long=iters_long,
+                fid=float(np.mean(fid)), fid_long=float(np.mean(fid_long)), change=change,
+                change_low=change_low, change_high=change_high, noise=noise, tol=tol,
+                longer_needed=longer_needed,
+                undecided=past_tol and drop <= NOISE_SDS * noise,
+                capped=longer_needed and cap is not None and iters_long > cap)
 
 
 def read_lengths(results_dir: str) -> Dict[str, dict]:
@@ -145,8 +170,14 @@ def lengthen_level(results_dir: str, work_dir: str, level: str, check: dict,
         ``history``, oldest first).
 
     Raises:
-        ValueError: If the check does not call for a longer run, or the archive exists.
+        ValueError: If the check does not call for a longer run, its longer run passes the
+            map's cap, or the archive exists.
     """
+    if check.get('capped'):
+        raise ValueError(
+            f'{level}: the length check calls for {check["iters_long"]} iterations, past the '
+            f'map\'s cap ({MAX_LENGTH_FACTOR}x its plateau length); its length stays '
+            f'{check["iters"]} and its cells compare recipes before convergence.')
     if not check['longer_needed']:
         raise ValueError(
             f'{level}: the length check does not call for a longer run ({sampler} proxy FID '
@@ -192,7 +223,8 @@ def lengthen_level(results_dir: str, work_dir: str, level: str, check: dict,
         *earlier.get('history', []), {k: v for k, v in earlier.items() if k != 'history'}]
     entry = dict(iters=new_iters, previous=check['iters'], sampler=sampler,
                  check={k: v for k, v in check.items()
-                        if k not in ('longer_needed', 'undecided')},
+                        if k not in ('longer_needed', 'undecided', 'capped', 'change_low',
+                                     'change_high')},
                  archive=name, history=history)
     lengths[level] = entry
     write_json(dict(levels=lengths), osp.join(results_dir, LENGTHS_FILE))
@@ -202,11 +234,14 @@ def lengthen_level(results_dir: str, work_dir: str, level: str, check: dict,
 def lengths_section(lengths: Dict[str, dict], levels: Sequence[str],
                     base_iters: Optional[int]) -> List[str]:
     """Markdown lines of the report's per-level run lengths (none where every level runs
-    the plateau's length)."""
-    rows = []
+    the plateau's length), with the levels that have reached the map's cap
+    (:func:`length_cap`)."""
+    rows, at_cap = [], []
     for lv in levels:
         if lv not in lengths:
             continue
+        if base_iters is not None and 2 * lengths[lv]['iters'] > length_cap(base_iters):
+            at_cap.append(f'{lv} ({100 * lengths[lv]["check"]["change"]:+.1f} %)')
         for e in [*lengths[lv].get('history', []), lengths[lv]]:  # oldest first
             c = e['check']
             rows.append(f'| {lv} | {e["iters"]} | {e["previous"]}: {REFERENCE} '
@@ -216,7 +251,15 @@ def lengths_section(lengths: Dict[str, dict], levels: Sequence[str],
                         f'({e["archive"]}/) |')
     if not rows:
         return []
-    return [f'Levels whose length check failed run longer than the plateau\'s '
-            f'{base_iters} iterations (`--lengthen`; `{LENGTHS_FILE}`):', '',
-            '| level | run length | was, and the check that failed | runs at the old length |',
-            '|---|---|---|---|', *rows, '']
+    lines = [f'Levels whose length check failed run longer than the plateau\'s '
+             f'{base_iters} iterations (`--lengthen`; `{LENGTHS_FILE}`):', '',
+             '| level | run length | was, and the check that failed | runs at the old length |',
+             '|---|---|---|---|', *rows, '']
+    if at_cap:
+        lines += [f'At the map\'s cap of {length_cap(base_iters)} iterations '
+                  f'({MAX_LENGTH_FACTOR}x the plateau; each doubling doubles the cost of a '
+                  f'level\'s screen): {", ".join(at_cap)}, the last doubling\'s change in '
+                  f'{REFERENCE}\'s proxy FID. `--converge` trains no check past the cap, so '
+                  'these levels\' cells compare recipes at that budget, not necessarily at '
+                  'convergence.', '']
+    return lines

@@ -16,7 +16,8 @@ from .cells import HEATMAP_METRICS, index_runs, paired, reference_of
 from .combine import form_section
 from .followup import (FOLLOW_UP_SEEDS, MAX_SEEDS, NEAR_MARGIN, SEED_STEP, flagged_cells,
                        follow_up_runs)
-from .lengths import LONGER_REFERENCE, NOISE_SDS, length_check, lengths_section
+from .lengths import (LONGER_REFERENCE, MAX_LENGTH_FACTOR, NOISE_SDS, length_cap,
+                      length_check, lengths_section)
 from .plateau import PLATEAU_TOL, plateau_iteration
 
 JACOBIAN_T = (0, 10, 50, 250, 999)  # timesteps shown in the mechanism table
@@ -585,7 +586,8 @@ def effective_options(options: Sequence[str]) -> List[str]:
 
 
 def length_section(cells: dict, levels: Sequence[str], samplers: Sequence[str],
-                   tol: float = PLATEAU_TOL, flag: str = '') -> List[str]:
+                   tol: float = PLATEAU_TOL, flag: str = '',
+                   cap: Optional[int] = None) -> List[str]:
     """The report's "Is the run long enough?": per level and sampler, the length check
     (:func:`~.lengths.length_check`: DSM+KD trained :data:`~.lengths.LONGER_REFERENCE`'s
     times as long against DSM+KD, raw proxy FID on the seeds both have).
@@ -597,18 +599,24 @@ def length_section(cells: dict, levels: Sequence[str], samplers: Sequence[str],
         tol (float): The plateau rule's tolerance. Defaults to :data:`PLATEAU_TOL`.
         flag (str): The tool's options that name this map (``' --arch dit'``), repeated in
             the command the section gives. Defaults to ''.
+        cap (int, optional): The map's longest run length (:func:`~.lengths.length_cap`).
+            Defaults to None: no cap.
 
     Returns:
         List[str]: Markdown lines; none where no level has both runs.
     """
     length = RECIPES[LONGER_REFERENCE].length
-    rows, short, undecided = [], [], []
+    rows, short, undecided, capped = [], [], [], []
+    check_seeds = 0  # the most seeds an undecided check has: it asks for two more
     for lv in levels:
         for name in samplers:
-            check = length_check(cells, lv, name, tol)
+            check = length_check(cells, lv, name, tol, cap)
             if check is None:
                 continue
-            if check['longer_needed']:
+            if check['capped']:
+                verdict = (f'longer run needed, past the cap of {cap}: the level keeps its '
+                           'length, unconverged')
+            elif check['longer_needed']:
                 verdict = (f'longer run needed (lower by more than {tol:.0%} and '
                            f'{NOISE_SDS:g} spreads)')
             elif check['undecided']:
@@ -616,15 +624,21 @@ def length_section(cells: dict, levels: Sequence[str], samplers: Sequence[str],
                            'spreads: more seeds)')
             else:
                 verdict = 'long enough'
-            if name == samplers[0] and lv not in short + undecided:
-                if check['longer_needed']:
+            if name == samplers[0] and lv not in short + undecided + capped:
+                if check['capped']:
+                    capped.append(lv)
+                elif check['longer_needed']:
                     short.append(lv)
                 elif check['undecided']:
                     undecided.append(lv)
+                    check_seeds = max(check_seeds, len(check['seeds']))
+            seeds_interval = ('-' if np.isnan(check['change_low']) else
+                              f'[{100 * check["change_low"]:+.1f}, '
+                              f'{100 * check["change_high"]:+.1f}] %')
             rows.append(f'| {lv} | {name} | {len(check["seeds"])} | {check["iters"]} | '
                         f'{check["fid"]:.1f} | {check["iters_long"]} | '
                         f'{check["fid_long"]:.1f} | {100 * check["change"]:+.1f} % | '
-                        f'{check["noise"]:.1f} | {verdict} |')
+                        f'{seeds_interval} | {check["noise"]:.1f} | {verdict} |')
     if not rows:
         return []
     lines = ['## Is the run long enough?', '',
@@ -635,10 +649,13 @@ def length_section(cells: dict, levels: Sequence[str], samplers: Sequence[str],
              f'seeds both have; a level whose longer run lowers it by more than the plateau '
              f'rule\'s {tol:.0%} and by more than {NOISE_SDS:g} bootstrap spreads of the '
              'difference (the scores\' spreads combined as if independent; "spread") has not '
-             'converged at its length, and its cells compare recipes before convergence.', '',
+             'converged at its length, and its cells compare recipes before convergence. '
+             '"Seeds" is the 95 % t interval of the per-seed changes (3 seeds or more): how '
+             'far the seeds agree, shown beside the rule, not part of it (the rule was fixed '
+             'before the checks ran).', '',
              '| level | sampler | seeds | iterations | DSM+KD proxy FID | iterations | '
-             f'{length}x long proxy FID | change | spread | verdict |',
-             '|---|---|---|---|---|---|---|---|---|---|', *rows, '']
+             f'{length}x long proxy FID | change | seeds | spread | verdict |',
+             '|---|---|---|---|---|---|---|---|---|---|---|', *rows, '']
     if short:
         lines += [f'Judged with {samplers[0]}, {", ".join(short)} need a longer run: '
                   f'`python tools/regime_map.py{flag} --lengthen --levels {" ".join(short)}` '
@@ -648,7 +665,13 @@ def length_section(cells: dict, levels: Sequence[str], samplers: Sequence[str],
     if undecided:
         lines += [f'Judged with {samplers[0]}, {", ".join(undecided)} undecided: more seeds of '
                   f'the check decide (`python tools/regime_map.py{flag} --preset length '
-                  f'--levels {" ".join(undecided)} --seeds 0 1 2`).', '']
+                  f'--levels {" ".join(undecided)} --seeds '
+                  f'{" ".join(map(str, range(check_seeds + 2)))}`).', '']
+    if capped:
+        lines += [f'Judged with {samplers[0]}, {", ".join(capped)} would need a longer run '
+                  f'than the map\'s cap of {cap} iterations ({MAX_LENGTH_FACTOR}x the '
+                  'plateau) allows: they keep their length, and their cells compare recipes '
+                  'at that budget, before convergence.', '']
     return lines
 
 
@@ -798,8 +821,8 @@ def write_report(results_dir: str, teacher: Optional[dict], runs: List[dict],
     else:
         lines += ['Not measured yet.', '']
     lines += level_lengths
-    lines += length_section(cells, levels, list(preset['samplers']),
-                            flag=map_flag)
+    lines += length_section(cells, levels, list(preset['samplers']), flag=map_flag,
+                            cap=length_cap(plateau['plateau']['iters']) if plateau else None)
     lines += ['## Runs done', '', '| level | ' + ' | '.join(recipes) + ' |',
               '|---|' + '---|' * len(recipes)]
     for lv in levels:

@@ -11,9 +11,12 @@ import pytest
 from mmdiff_2ndm.studies.regime_map import RegimeMap, write_report
 from mmdiff_2ndm.studies.regime_map.axes import PRESETS, map_preset, planned_runs, run_iters
 from mmdiff_2ndm.studies.regime_map.cells import index_runs
-from mmdiff_2ndm.studies.regime_map.lengths import (LENGTHS_FILE, length_check,
+from mmdiff_2ndm.studies.regime_map.driver import load_results
+from mmdiff_2ndm.studies.regime_map.lengths import (LENGTHS_FILE, MAX_LENGTH_FACTOR,
+                                                    length_cap, length_check,
                                                     lengthen_level, lengths_section,
                                                     read_lengths)
+from mmdiff_2ndm.studies.regime_map.report import length_section
 
 
 def scored(fid, iters, recipe, seed, level='d1', options=(), boot=1.0):
@@ -32,6 +35,7 @@ def test_length_check_is_the_mean_relative_change_over_common_seeds():
     check = length_check(index_runs(runs), 'd1', 'ddim50')
     assert check['seeds'] == [0, 1] and (check['iters'], check['iters_long']) == (100, 200)
     assert check['change'] == pytest.approx((-0.25 - 0.02) / 2)
+    assert np.isnan(check['change_low']) and np.isnan(check['change_high'])  # 2 seeds
     assert check['fid'] == pytest.approx(150.0) and check['fid_long'] == pytest.approx(124.0)
     # the bootstrap spread of the mean difference: sqrt(2 seeds x 2 scores x 1^2) / 2 = 1
     assert check['noise'] == pytest.approx(1.0)
@@ -46,6 +50,24 @@ def test_length_check_is_the_mean_relative_change_over_common_seeds():
     assert check['undecided'] and not check['longer_needed']
     noisy[1] = scored(24.0, 200, 'dsm_kd_x2', 0, boot=5.0)  # 16 > 2 x 7.07
     assert length_check(index_runs(noisy), 'd1', 'ddim50')['longer_needed']
+    # the seeds' agreement: the t interval of the per-seed changes (-10, -20, -30 %), shown
+    # beside the rule, not part of it: the mean change and the noise decide as before
+    three = [scored(100.0, 100, 'dsm_kd', s) for s in range(3)] + [
+        scored(100.0 * (0.9 - 0.1 * s), 200, 'dsm_kd_x2', s, boot=20.0) for s in range(3)]
+    check = length_check(index_runs(three), 'd1', 'ddim50')
+    half = 4.302653 * 0.1 / np.sqrt(3)  # t(0.975, 2 dof) x sd / sqrt(n)
+    assert check['change'] == pytest.approx(-0.2)
+    assert (check['change_low'], check['change_high']) == pytest.approx((-0.2 - half,
+                                                                         -0.2 + half))
+    assert check['undecided']  # a drop of 20 within 2 x 11.6, however the seeds agree
+    section = '\n'.join(length_section(index_runs(three), ['d1'], ['ddim50']))
+    assert '| -20.0 % | [-44.8, +4.8] % | 11.6 | undecided' in section
+    assert '--preset length --levels d1 --seeds 0 1 2 3 4`' in section  # two more seeds
+    # a longer run past the map's cap: still needed, but capped; at the cap itself, not
+    assert length_check(index_runs(noisy), 'd1', 'ddim50', cap=199)['capped']
+    assert not length_check(index_runs(noisy), 'd1', 'ddim50', cap=200)['capped']
+    assert not length_check(index_runs(runs), 'd1', 'ddim50', tol=0.2, cap=100)['capped']
+    assert length_cap(100) == MAX_LENGTH_FACTOR * 100 == 400
 
 
 def _fake_map(tmp_path):
@@ -160,19 +182,35 @@ def test_lengthen_refuses_a_level_that_passed_and_a_second_archive(tmp_path):
         'spreads, 2 x 10.0); more seeds decide it: --preset length --levels d1 --seeds 0 1 2; '
         'its length stays 100')
     assert regime_map.finetune_iters('d1') == 100 and not (results / LENGTHS_FILE).exists()
+    # a check that still calls for a longer run past the cap (4 x 100) keeps the length
+    (results / 'runs' / 'd1' / 'dsm_kd_x2_seed0.json').write_text(json.dumps(
+        scored(120.0, 800, 'dsm_kd_x2', 0)))
+    assert regime_map.lengthen(['d1'])['d1'] == (
+        'still too short (ddim50 proxy FID -40.0 % at 800 iterations), but 800 passes the '
+        'map\'s cap of 400 (4x the plateau): its length stays 100, and its cells compare '
+        'recipes at that budget, before convergence')
+    assert regime_map.finetune_iters('d1') == 100 and not (results / LENGTHS_FILE).exists()
+    cells = index_runs([json.loads(p.read_text()) for p in results.rglob('runs/*/*.json')])
+    with pytest.raises(ValueError, match=r'd1: the length check calls for 800 iterations, '
+                       r'past the map\'s cap \(4x its plateau length\); its length stays 100'):
+        lengthen_level(str(results), str(work), 'd1',
+                       length_check(cells, 'd1', 'ddim50', cap=400), 'ddim50')
+    assert sorted(os.listdir(results / 'runs' / 'd1')) == [
+        'dsm_kd_seed0.json', 'dsm_kd_x2_seed0.json', 'dsm_seed0.json']
 
 
-def test_converge_doubles_each_level_until_its_check_passes(tmp_path):
-    """DSM+KD's proxy FID halves with every doubling up to 400 iterations, then stays: from
-    100 the level is lengthened twice (100 -> 200 -> 400) and its check at 800 passes; with
-    one doubling allowed it stops at 200, unchecked. A level whose check passes at once keeps
-    its length."""
+def test_converge_doubles_each_level_until_its_check_passes_or_reaches_the_cap(tmp_path):
+    """d1's DSM+KD proxy FID halves from 100 to 200 iterations, then stays: d1 is lengthened
+    once (100 -> 200) and its check at 400 passes. d2's halves with every doubling: it is
+    lengthened up to the map's cap (4 x the plateau's 100) and no check past the cap is
+    trained. A level whose check passes at once (d4) keeps its length."""
     work, results = tmp_path / 'work', tmp_path / 'results'
     regime_map = RegimeMap('screen', str(work), str(results), 1, arch='dit')
     results.mkdir()
     (results / 'plateau.json').write_text(json.dumps(dict(sampler='ddim50',
                                                           plateau=dict(iters=100))))
-    curves = dict(d1=lambda iters: max(50.0, 20000.0 / iters), d4=lambda iters: 30.0)
+    curves = dict(d1=lambda iters: max(100.0, 20000.0 / iters),
+                  d2=lambda iters: 20000.0 / iters, d4=lambda iters: 30.0)
     trained = []
 
     def fake_screen(runs, jobs, on_scored=None):  # scores each run by its length
@@ -189,20 +227,45 @@ def test_converge_doubles_each_level_until_its_check_passes(tmp_path):
                                  regime_map.options(run, iters, batch), boot=0.1), f)
 
     regime_map.screen = fake_screen
-    assert regime_map.converge_lengths(['d1', 'd4'], [0], 1, 3) == dict(d1=400, d4=100)
+    assert regime_map.length_cap() == 400
+    assert regime_map.converge_lengths(['d1', 'd2', 'd4'], [0], 1, 3) == dict(d1=200, d2=400,
+                                                                              d4=100)
     assert trained == [(('d1', 'dsm_kd', 0), 100), (('d1', 'dsm_kd_x2', 0), 200),
+                       (('d2', 'dsm_kd', 0), 100), (('d2', 'dsm_kd_x2', 0), 200),
                        (('d4', 'dsm_kd', 0), 100), (('d4', 'dsm_kd_x2', 0), 200),
-                       (('d1', 'dsm_kd_x2', 0), 400), (('d1', 'dsm_kd_x2', 0), 800)]
-    assert sorted(os.listdir(results)) == ['archive_d1_100', 'archive_d1_200', 'lengths.json',
-                                           'plateau.json', 'runs']
-    entry = read_lengths(str(results))['d1']
+                       (('d1', 'dsm_kd_x2', 0), 400), (('d2', 'dsm_kd_x2', 0), 400)]
+    assert sorted(os.listdir(results)) == ['archive_d1_100', 'archive_d2_100',
+                                           'archive_d2_200', 'lengths.json', 'plateau.json',
+                                           'runs']
+    entry = read_lengths(str(results))['d2']
     assert (entry['previous'], entry['iters']) == (200, 400)
     assert [(e['previous'], e['iters'], e['archive']) for e in entry['history']] == [
-        (100, 200, 'archive_d1_100')]  # the first doubling, kept
-    text = '\n'.join(lengths_section(read_lengths(str(results)), ['d1', 'd4'], 100))
-    assert text.index('| d1 | 200 | 100: dsm_kd 200.0 -> 100.0 at 200 (-50.0 %') < \
-        text.index('| d1 | 400 | 200: dsm_kd 100.0 -> 50.0 at 400 (-50.0 %')
+        (100, 200, 'archive_d2_100')]  # the first doubling, kept
+    text = '\n'.join(lengths_section(read_lengths(str(results)), ['d1', 'd2', 'd4'], 100))
+    assert text.index('| d2 | 200 | 100: dsm_kd 200.0 -> 100.0 at 200 (-50.0 %') < \
+        text.index('| d2 | 400 | 200: dsm_kd 100.0 -> 50.0 at 400 (-50.0 %')
+    assert '| d1 | 200 | 100: dsm_kd 200.0 -> 100.0 at 200 (-50.0 %' in text
     assert '| d4 |' not in text
+    # d2 alone has reached the cap; d1 at 200 could still be checked at 400
+    assert "At the map's cap of 400 iterations (4x the plateau; each doubling doubles the " \
+        "cost of a level's screen): d2 (-50.0 %), the last doubling's change" in text
+    # a check trained past the cap anyway (--preset length) is reported, not acted on
+    batch, iters = run_iters(regime_map.preset, 'dsm_kd_x2', 400)
+    with open(regime_map.result_path(('d2', 'dsm_kd_x2', 0)), 'w') as f:
+        json.dump(scored(25.0, iters, 'dsm_kd_x2', 0, 'd2',
+                         regime_map.options(('d2', 'dsm_kd_x2', 0), iters, batch), boot=0.1), f)
+    assert regime_map.lengthen(['d2'])['d2'].startswith(
+        "still too short (ddim50 proxy FID -50.0 % at 800 iterations), but 800 passes the "
+        "map's cap of 400")
+    assert regime_map.finetune_iters('d2') == 400
+    section = '\n'.join(length_section(index_runs(load_results(str(results))[1]),
+                                       ['d1', 'd2'], ['ddim50'], cap=400))
+    assert '| d2 | ddim50 | 1 | 400 | 50.0 | 800 | 25.0 | -50.0 % | - | 0.1 | longer run ' \
+        'needed, ' \
+        'past the cap of 400: the level keeps its length, unconverged |' in section
+    assert "Judged with ddim50, d2 would need a longer run than the map's cap of 400 " \
+        'iterations (4x the plateau) allows' in section
+    assert '--lengthen' not in section
     # at most one doubling: d1 stops at 200 without its check there
     results2 = tmp_path / 'results2'
     results2.mkdir()
