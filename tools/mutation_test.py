@@ -367,6 +367,11 @@ MUTANTS: List[Mutant] = [
            "[b / a - 1.0 for a, b in zip(fid, fid_long)])",
            (f'{MAP_TESTS}/test_map_lengths.py::'
             'test_length_check_is_the_mean_relative_change_over_common_seeds', )),
+    Mutant('remaining-ignores-the-timed-ratio', MAP_REPORT,
+           'per_iter = float(np.median(reference)) * ratios[recipe]',
+           'per_iter = float(np.median(reference))',
+           (f'{MAP_TESTS}/test_map_report.py::'
+            'test_remaining_training_is_estimated_from_logged_and_timed_iterations', )),
     Mutant('map-drops-the-halfway-checkpoint', MAP_DRIVER,
            'drop_checkpoints(run_dir, keep=(halfway_iter(iters), iters))',
            'drop_checkpoints(run_dir, keep=(iters, ))',

@@ -11,7 +11,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..digits.statistics import CI_MIN_SEEDS, t_interval, verdict
-from .axes import ARCHS, LEVELS, RECIPES, REFERENCE, map_preset
+from .axes import ARCHS, LEVELS, RECIPES, REFERENCE, map_preset, run_iters
 from .cells import HEATMAP_METRICS, index_runs, paired, reference_of
 from .combine import form_section
 from .followup import (FOLLOW_UP_SEEDS, MAX_SEEDS, NEAR_MARGIN, SEED_STEP, flagged_cells,
@@ -675,6 +675,64 @@ def length_section(cells: dict, levels: Sequence[str], samplers: Sequence[str],
     return lines
 
 
+def _logged_s_per_iter(cells: dict, recipe: str, level: Optional[str] = None) -> List[float]:
+    return [r['s_per_iter'] for (lv, rc), seeds in cells.items()
+            if rc == recipe and level in (None, lv) for r in seeds.values()]
+
+
+def remaining_section(cells: dict, planned: Sequence[Tuple[str, str, int]], preset: dict,
+                      level_iters: Dict[str, int], timing: Optional[dict] = None) -> List[str]:
+    """The report's estimate of the training still to do: each planned run not evaluated
+    yet, its iterations (:func:`~.axes.run_iters` at its level's length) times a time per
+    iteration: the median logged by the evaluated runs of its recipe at its level; else the
+    reference's there times the recipe's ratio to it measured back to back (``timing``);
+    else its recipe's at any level.
+
+    Args:
+        cells (dict): ``cells.index_runs`` of the evaluated runs.
+        planned (Sequence[Tuple[str, str, int]]): The planned runs (level, recipe, seed).
+        preset (dict): The map's preset.
+        level_iters (Dict[str, int]): Each planned level's run length.
+        timing (dict, optional): ``timing.json``. Defaults to None.
+
+    Returns:
+        List[str]: Markdown lines; none when every planned run is evaluated.
+    """
+    todo = [run for run in planned if run[2] not in cells.get(run[:2], {})]
+    if not todo:
+        return []
+    ratios = {}  # recipe -> its time per iteration over the reference's, back to back
+    for measured in (timing or {}).get('levels', {}).values():
+        times = measured['times']
+        for recipe, t in times.items():
+            ratios.setdefault(recipe, t['median'] / times[REFERENCE]['median'])
+    hours, iterations, unknown = 0.0, 0, []
+    for level, recipe, _ in todo:
+        iters = run_iters(preset, recipe, level_iters[level])[1]
+        iterations += iters
+        logged = _logged_s_per_iter(cells, recipe, level)
+        reference = (_logged_s_per_iter(cells, REFERENCE, level)
+                     or _logged_s_per_iter(cells, REFERENCE))
+        if logged:
+            per_iter = float(np.median(logged))
+        elif recipe in ratios and reference:
+            per_iter = float(np.median(reference)) * ratios[recipe]
+        elif _logged_s_per_iter(cells, recipe):
+            per_iter = float(np.median(_logged_s_per_iter(cells, recipe)))
+        else:
+            unknown.append(recipe)
+            continue
+        hours += iters * per_iter / 3600
+    left_out = (f' (leaving out {len(unknown)} runs of recipes no evaluated run has logged '
+                f'yet: {", ".join(sorted(set(unknown)))})' if unknown else '')
+    return [f'To go: {len(todo)} runs, {iterations} iterations; about {hours:.1f} h of '
+            f'training one run at a time{left_out}. Time per iteration: the median logged by '
+            'the evaluated runs of the recipe at its level, else the reference\'s there times '
+            'the recipe\'s ratio to it in `timing.json`, else the recipe\'s at any level; '
+            'those runs shared the 2-core machine with other trainings, so this is a guide to '
+            'plan sittings by, not a measurement.', '']
+
+
 def write_report(results_dir: str, teacher: Optional[dict], runs: List[dict],
                  planned: Sequence[Tuple[str, str, int]], preset: dict,
                  plateau: Optional[dict] = None, figures: bool = True,
@@ -834,6 +892,11 @@ def write_report(results_dir: str, teacher: Optional[dict], runs: List[dict],
             row.append(f'{len(have)}/{len(want)}{seeds_text}')
         lines.append(f'| {lv} | ' + ' | '.join(row) + ' |')
     lines.append('')
+    base_iters = preset['finetune_iters'] or (plateau['plateau']['iters'] if plateau else None)
+    if base_iters is not None:
+        lines += remaining_section(cells, planned, preset, {
+            lv: int((lengths or {}).get(lv, {}).get('iters', base_iters))
+            for lv in dict.fromkeys(run[0] for run in planned)}, timing)
     if teacher:
         lines += ['## Scores (raw students; the teacher\'s EMA; mean +- std over seeds)', '',
                   '| level | recipe | sampler | seeds | proxy FID | x teacher | SSIM | sample MSE '
