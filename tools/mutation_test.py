@@ -357,9 +357,13 @@ MUTANTS: List[Mutant] = [
            (f'{MAP_TESTS}/test_map_lengths.py::'
             'test_converge_doubles_each_level_until_its_check_passes_or_reaches_the_cap', )),
     Mutant('lengthen-past-the-cap', MAP_LENGTHS,
-           'capped=longer_needed and cap is not None and iters_long > cap)', 'capped=False)',
+           'capped=past_tol and cap is not None and iters_long > cap)', 'capped=False)',
            (f'{MAP_TESTS}/test_map_lengths.py::'
             'test_lengthen_refuses_a_level_that_passed_and_a_second_archive', )),
+    Mutant('undecided-check-past-the-cap-asks-for-seeds', MAP_LENGTHS,
+           'capped=past_tol and cap is not None and iters_long > cap)',
+           'capped=longer_needed and cap is not None and iters_long > cap)',
+           (f'{MAP_TESTS}/test_map_lengths.py', )),
     Mutant('length-check-seeds-interval-is-the-range', MAP_LENGTHS,
            "change, change_low, change_high = t_interval([b / a - 1.0 for a, b in zip(fid, "
            "fid_long)])",

@@ -574,6 +574,17 @@ class RegimeMap:
                 done[level] = (f'no length check yet ({REFERENCE} and {LONGER_REFERENCE} on a '
                                f'common seed): run --preset length --levels {level} first; '
                                f'its length stays {self.finetune_iters(level)}')
+            elif check['capped']:
+                drop = check['fid'] - check['fid_long']
+                state = ('past' if check['longer_needed'] else 'within')
+                done[level] = (f'at the cap: {sampler} proxy FID {100 * check["change"]:+.1f} % '
+                               f'at {check["iters_long"]} iterations ({drop:.1f} lower, '
+                               f'{state} {NOISE_SDS:g} bootstrap spreads, {NOISE_SDS:g} x '
+                               f'{check["noise"]:.1f}), but {check["iters_long"]} passes the '
+                               f'map\'s cap of {cap} ({MAX_LENGTH_FACTOR}x the plateau): its '
+                               f'length stays {check["iters"]} (more seeds would not change '
+                               'that), and its cells compare recipes at that budget, maybe '
+                               'before convergence')
             elif check['undecided']:
                 seeds = ' '.join(str(s) for s in range(len(check['seeds']) + 2))
                 drop = check['fid'] - check['fid_long']
@@ -583,13 +594,6 @@ class RegimeMap:
                                f'{check["noise"]:.1f}); more seeds decide it: --preset length '
                                f'--levels {level} --seeds {seeds}; its length stays '
                                f'{check["iters"]}')
-            elif check['capped']:
-                done[level] = (f'still too short ({sampler} proxy FID '
-                               f'{100 * check["change"]:+.1f} % at {check["iters_long"]} '
-                               f'iterations), but {check["iters_long"]} passes the map\'s cap '
-                               f'of {cap} ({MAX_LENGTH_FACTOR}x the plateau): its length '
-                               f'stays {check["iters"]}, and its cells compare recipes at '
-                               'that budget, before convergence')
             elif not check['longer_needed']:
                 done[level] = (f'long enough ({sampler} proxy FID {100 * check["change"]:+.1f} '
                                f'% at {check["iters_long"]} iterations); its length stays '

@@ -26,8 +26,10 @@ Lengthening stops at the map's cap, :data:`MAX_LENGTH_FACTOR` times the plateau'
 Each doubling doubles the cost of the level's whole screen (a dozen recipes x seeds), and a
 slowly recovering level (a DiT student with one block left) may need many: past the cap the
 map compares recipes at a fixed budget, and says so. A check whose longer run would pass the
-cap is not trained by ``--converge``; one that was trained anyway and still calls for a longer
-run is ``capped``: the level keeps its length, and its cells are known not to have converged.
+cap is not trained by ``--converge``; one that was trained anyway and falls past the
+tolerance is ``capped``, whether or not past the noise: the level keeps its length (more
+seeds could only confirm a longer length it may not get), and its cells compare recipes at
+that budget, maybe before convergence.
 """
 import json
 import os
@@ -78,12 +80,12 @@ def length_check(cells: dict, level: str, sampler: str, tol: float = PLATEAU_TOL
         ``fid`` and ``fid_long`` (means), ``change`` (mean relative change, negative =
         the longer run is better), ``noise`` (the bootstrap spread of the mean difference,
         FID units), ``tol``, ``longer_needed`` (the drop exceeds the tolerance and
-        :data:`NOISE_SDS` spreads), ``undecided`` (it exceeds the tolerance only) and
-        ``capped`` (a longer run is needed, but its length passes ``cap``: the level keeps
-        its length, unconverged), and ``change_low``/``change_high``: the 95 % Student-t
-        interval of the per-seed changes (nan under 3 seeds), which shows how far the seeds
-        agree and is not part of the rule (fixed before the checks ran); None where the
-        level lacks a seed with both runs.
+        :data:`NOISE_SDS` spreads), ``undecided`` (it exceeds the tolerance only),
+        ``capped`` (a longer run is needed or undecided, but its length passes ``cap``: the
+        level keeps its length, maybe unconverged, and more seeds would not change it), and
+        ``change_low``/``change_high``: the 95 % Student-t interval of the per-seed changes
+        (nan under 3 seeds), which shows how far the seeds agree and is not part of the rule
+        (fixed before the checks ran); None where the level lacks a seed with both runs.
     """
     ref = cells.get((level, REFERENCE), {})
     long = cells.get((level, LONGER_REFERENCE), {})
@@ -106,7 +108,7 @@ def length_check(cells: dict, level: str, sampler: str, tol: float = PLATEAU_TOL
                 change_low=change_low, change_high=change_high, noise=noise, tol=tol,
                 longer_needed=longer_needed,
                 undecided=past_tol and drop <= NOISE_SDS * noise,
-                capped=longer_needed and cap is not None and iters_long > cap)
+                capped=past_tol and cap is not None and iters_long > cap)
 
 
 def read_lengths(results_dir: str) -> Dict[str, dict]:
@@ -175,9 +177,9 @@ def lengthen_level(results_dir: str, work_dir: str, level: str, check: dict,
     """
     if check.get('capped'):
         raise ValueError(
-            f'{level}: the length check calls for {check["iters_long"]} iterations, past the '
+            f'{level}: the length check asks about {check["iters_long"]} iterations, past the '
             f'map\'s cap ({MAX_LENGTH_FACTOR}x its plateau length); its length stays '
-            f'{check["iters"]} and its cells compare recipes before convergence.')
+            f'{check["iters"]} and its cells compare recipes at that budget.')
     if not check['longer_needed']:
         raise ValueError(
             f'{level}: the length check does not call for a longer run ({sampler} proxy FID '

@@ -614,8 +614,8 @@ def length_section(cells: dict, levels: Sequence[str], samplers: Sequence[str],
             if check is None:
                 continue
             if check['capped']:
-                verdict = (f'longer run needed, past the cap of {cap}: the level keeps its '
-                           'length, unconverged')
+                verdict = ('longer run needed' if check['longer_needed'] else 'undecided') + (
+                    f', past the cap of {cap}: the level keeps its length')
             elif check['longer_needed']:
                 verdict = (f'longer run needed (lower by more than {tol:.0%} and '
                            f'{NOISE_SDS:g} spreads)')
@@ -668,10 +668,11 @@ def length_section(cells: dict, levels: Sequence[str], samplers: Sequence[str],
                   f'--levels {" ".join(undecided)} --seeds '
                   f'{" ".join(map(str, range(check_seeds + 2)))}`).', '']
     if capped:
-        lines += [f'Judged with {samplers[0]}, {", ".join(capped)} would need a longer run '
-                  f'than the map\'s cap of {cap} iterations ({MAX_LENGTH_FACTOR}x the '
-                  'plateau) allows: they keep their length, and their cells compare recipes '
-                  'at that budget, before convergence.', '']
+        lines += [f'Judged with {samplers[0]}, {", ".join(capped)} still fall by more than '
+                  f'{tol:.0%} at a length past the map\'s cap of {cap} iterations '
+                  f'({MAX_LENGTH_FACTOR}x the plateau): they keep their length (more seeds of '
+                  'the check could not change that), and their cells compare recipes at that '
+                  'budget, maybe before convergence.', '']
     return lines
 
 
