@@ -668,11 +668,11 @@ def length_section(cells: dict, levels: Sequence[str], samplers: Sequence[str],
                   f'--levels {" ".join(undecided)} --seeds '
                   f'{" ".join(map(str, range(check_seeds + 2)))}`).', '']
     if capped:
-        lines += [f'Judged with {samplers[0]}, {", ".join(capped)} still fall by more than '
-                  f'{tol:.0%} at a length past the map\'s cap of {cap} iterations '
-                  f'({MAX_LENGTH_FACTOR}x the plateau): they keep their length (more seeds of '
-                  'the check could not change that), and their cells compare recipes at that '
-                  'budget, maybe before convergence.', '']
+        lines += [f'Judged with {samplers[0]}, DSM+KD still falls by more than {tol:.0%} at '
+                  f'{", ".join(capped)}, at a length past the map\'s cap of {cap} iterations '
+                  f'({MAX_LENGTH_FACTOR}x the plateau): such a level keeps its length (more '
+                  'seeds of the check could not change that), and its cells compare recipes at '
+                  'that budget, maybe before convergence.', '']
     return lines
 
 

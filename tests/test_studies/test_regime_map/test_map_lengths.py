@@ -271,8 +271,8 @@ def test_converge_doubles_each_level_until_its_check_passes_or_reaches_the_cap(t
                                        ['d1', 'd2'], ['ddim50'], cap=400))
     assert '| d2 | ddim50 | 1 | 400 | 50.0 | 800 | 25.0 | -50.0 % | - | 0.1 | longer run ' \
         'needed, past the cap of 400: the level keeps its length |' in section
-    assert "Judged with ddim50, d2 still fall by more than 5% at a length past the map's cap " \
-        'of 400 iterations (4x the plateau): they keep their length' in section
+    assert "Judged with ddim50, DSM+KD still falls by more than 5% at d2, at a length past the " \
+        "map's cap of 400 iterations (4x the plateau): such a level keeps its length" in section
     assert '--lengthen' not in section
     # at most one doubling: d1 stops at 200 without its check there
     results2 = tmp_path / 'results2'
