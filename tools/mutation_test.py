@@ -353,7 +353,7 @@ MUTANTS: List[Mutant] = [
            (f'{MAP_TESTS}/test_map_lengths.py::'
             'test_converge_doubles_each_level_until_its_check_passes_or_reaches_the_cap', )),
     Mutant('converge-checks-past-the-cap', MAP_DRIVER,
-           'if 2 * self.finetune_iters(level) > self.length_cap()]', 'if False]',
+           'if check_past_cap(self.finetune_iters(level), self.length_cap())]', 'if False]',
            (f'{MAP_TESTS}/test_map_lengths.py::'
             'test_converge_doubles_each_level_until_its_check_passes_or_reaches_the_cap', )),
     Mutant('lengthen-past-the-cap', MAP_LENGTHS,
@@ -371,6 +371,14 @@ MUTANTS: List[Mutant] = [
            "[b / a - 1.0 for a, b in zip(fid, fid_long)])",
            (f'{MAP_TESTS}/test_map_lengths.py::'
             'test_length_check_is_the_mean_relative_change_over_common_seeds', )),
+    Mutant('screen-trains-checks-past-the-cap', MAP_DRIVER,
+           'and check_past_cap(self.finetune_iters(run[0]), cap)]', 'and False]',
+           (f'{MAP_TESTS}/test_map_lengths.py::'
+            'test_converge_doubles_each_level_until_its_check_passes_or_reaches_the_cap', )),
+    Mutant('report-plans-checks-past-the-cap', MAP_REPORT,
+           'or not check_past_cap(level_iters[run[0]], cap)]', 'or True]',
+           (f'{MAP_TESTS}/test_map_lengths.py::'
+            'test_converge_doubles_each_level_until_its_check_passes_or_reaches_the_cap', )),
     Mutant('remaining-ignores-the-timed-ratio', MAP_REPORT,
            'per_iter = float(np.median(reference)) * ratios[recipe]',
            'per_iter = float(np.median(reference))',

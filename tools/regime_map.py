@@ -244,6 +244,7 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
                                         on_scored=lambda: report(args, planned))
             args, planned = whole_map(args)
         elif not (args.teacher_only or args.plateau_only):
+            planned = regime_map.without_checks_past_cap(planned)
             regime_map.screen(planned, args.jobs, on_scored=lambda: report(args, planned))
     path = report(args, planned)
     print(f'[map] report: {path}', flush=True)

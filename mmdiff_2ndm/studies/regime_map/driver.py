@@ -32,8 +32,8 @@ from .axes import (ARCHS, MODELS, RECIPES, REFERENCE, level_options, map_preset,
                    planned_runs, run_iters, run_name)
 from .plateau import PLATEAU_TOL, plateau_iteration
 from .cells import index_runs, reference_of
-from .lengths import (LONGER_REFERENCE, MAX_LENGTH_FACTOR, NOISE_SDS, length_cap,
-                      length_check, lengthen_level, read_lengths)
+from .lengths import (LONGER_REFERENCE, MAX_LENGTH_FACTOR, NOISE_SDS, check_past_cap,
+                      length_cap, length_check, lengthen_level, read_lengths)
 from .scoring import MapScorer
 from .teacher_file import SHIPPED_TEACHER, save_slim_teacher, teacher_digest
 from .timing import build_train_step, describe, time_steps, timing_ratios
@@ -608,6 +608,19 @@ class RegimeMap:
             say(f'[map] length {level}: {done[level]}')
         return done
 
+    def without_checks_past_cap(self, runs: List[Run]) -> List[Run]:
+        """The planned runs less the length checks (:data:`~.lengths.LONGER_REFERENCE`) not
+        trained yet whose length passes the map's cap (:meth:`length_cap`): whatever they
+        showed, their level would keep its length."""
+        cap = self.length_cap()
+        past = [run for run in runs if run[1] == LONGER_REFERENCE and not self.is_done(run)
+                and check_past_cap(self.finetune_iters(run[0]), cap)]
+        if past:
+            say(f'[map] not planned: {", ".join(run_name(*run) for run in past)}: past the '
+                f'map\'s cap of {cap} iterations ({MAX_LENGTH_FACTOR}x the plateau), a length '
+                'check there could not lengthen its level')
+        return [run for run in runs if run not in past]
+
     def converge_lengths(self, levels: List[str], seeds: List[int], jobs: int,
                          max_doublings: int, on_scored=None) -> Dict[str, int]:
         """Finds each level's run length: the length check (DSM+KD and
@@ -629,7 +642,7 @@ class RegimeMap:
         todo, doublings = list(levels), dict.fromkeys(levels, 0)
         while todo:
             at_cap = [level for level in todo
-                      if 2 * self.finetune_iters(level) > self.length_cap()]
+                      if check_past_cap(self.finetune_iters(level), self.length_cap())]
             for level in at_cap:
                 say(f'[map] length {level}: {self.finetune_iters(level)} iterations, the '
                     f'check\'s {2 * self.finetune_iters(level)} would pass the map\'s cap of '

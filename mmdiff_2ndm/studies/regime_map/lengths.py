@@ -41,7 +41,7 @@ import numpy as np
 
 from ..digits.statistics import t_interval
 from ..json_files import write_json
-from .axes import REFERENCE, run_name
+from .axes import RECIPES, REFERENCE, run_name
 from .plateau import PLATEAU_TOL
 
 #: The recipe that trains DSM+KD for longer than the map's runs (``--preset length``).
@@ -58,6 +58,12 @@ def length_cap(base_iters: int) -> int:
     """The longest run length a level of a map may get (:data:`MAX_LENGTH_FACTOR` times the
     map's plateau length ``base_iters``)."""
     return MAX_LENGTH_FACTOR * int(base_iters)
+
+
+def check_past_cap(level_iters: int, cap: Optional[int]) -> bool:
+    """Whether the length check of a level that runs ``level_iters`` would train past the
+    map's cap (whatever it showed, the level would keep its length)."""
+    return cap is not None and RECIPES[LONGER_REFERENCE].length * int(level_iters) > cap
 
 
 def length_check(cells: dict, level: str, sampler: str, tol: float = PLATEAU_TOL,
@@ -242,7 +248,8 @@ def lengths_section(lengths: Dict[str, dict], levels: Sequence[str],
     for lv in levels:
         if lv not in lengths:
             continue
-        if base_iters is not None and 2 * lengths[lv]['iters'] > length_cap(base_iters):
+        if base_iters is not None and check_past_cap(lengths[lv]['iters'],
+                                                     length_cap(base_iters)):
             at_cap.append(f'{lv} ({100 * lengths[lv]["check"]["change"]:+.1f} %)')
         for e in [*lengths[lv].get('history', []), lengths[lv]]:  # oldest first
             c = e['check']

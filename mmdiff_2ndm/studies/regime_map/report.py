@@ -16,8 +16,8 @@ from .cells import HEATMAP_METRICS, index_runs, paired, reference_of
 from .combine import form_section
 from .followup import (FOLLOW_UP_SEEDS, MAX_SEEDS, NEAR_MARGIN, SEED_STEP, flagged_cells,
                        follow_up_runs)
-from .lengths import (LONGER_REFERENCE, MAX_LENGTH_FACTOR, NOISE_SDS, length_cap,
-                      length_check, lengths_section)
+from .lengths import (LONGER_REFERENCE, MAX_LENGTH_FACTOR, NOISE_SDS, check_past_cap,
+                      length_cap, length_check, lengths_section)
 from .plateau import PLATEAU_TOL, plateau_iteration
 
 JACOBIAN_T = (0, 10, 50, 250, 999)  # timesteps shown in the mechanism table
@@ -764,6 +764,13 @@ def write_report(results_dir: str, teacher: Optional[dict], runs: List[dict],
             than the plateau (:mod:`.lengths`). Defaults to None.
     """
     cells = index_runs(runs)
+    base_iters = preset['finetune_iters'] or (plateau['plateau']['iters'] if plateau else None)
+    cap = None if base_iters is None else length_cap(base_iters)
+    level_iters = {lv: int((lengths or {}).get(lv, {}).get('iters', base_iters or 0))
+                   for lv in dict.fromkeys(run[0] for run in planned)}
+    # a length check past the cap is not trained (lengths.check_past_cap): not planned
+    planned = [run for run in planned if run[1] != LONGER_REFERENCE
+               or run[2] in cells.get(run[:2], {}) or not check_past_cap(level_iters[run[0]], cap)]
     levels = [lv for lv in dict.fromkeys([p[0] for p in planned] + [r['level'] for r in runs])]
     recipes = [rc for rc in dict.fromkeys([p[1] for p in planned] + [r['recipe'] for r in runs])]
     samplers = list(preset['samplers'])
@@ -880,8 +887,7 @@ def write_report(results_dir: str, teacher: Optional[dict], runs: List[dict],
     else:
         lines += ['Not measured yet.', '']
     lines += level_lengths
-    lines += length_section(cells, levels, list(preset['samplers']), flag=map_flag,
-                            cap=length_cap(plateau['plateau']['iters']) if plateau else None)
+    lines += length_section(cells, levels, list(preset['samplers']), flag=map_flag, cap=cap)
     lines += ['## Runs done', '', '| level | ' + ' | '.join(recipes) + ' |',
               '|---|' + '---|' * len(recipes)]
     for lv in levels:
@@ -893,11 +899,8 @@ def write_report(results_dir: str, teacher: Optional[dict], runs: List[dict],
             row.append(f'{len(have)}/{len(want)}{seeds_text}')
         lines.append(f'| {lv} | ' + ' | '.join(row) + ' |')
     lines.append('')
-    base_iters = preset['finetune_iters'] or (plateau['plateau']['iters'] if plateau else None)
     if base_iters is not None:
-        lines += remaining_section(cells, planned, preset, {
-            lv: int((lengths or {}).get(lv, {}).get('iters', base_iters))
-            for lv in dict.fromkeys(run[0] for run in planned)}, timing)
+        lines += remaining_section(cells, planned, preset, level_iters, timing)
     if teacher:
         lines += ['## Scores (raw students; the teacher\'s EMA; mean +- std over seeds)', '',
                   '| level | recipe | sampler | seeds | proxy FID | x teacher | SSIM | sample MSE '

@@ -274,6 +274,20 @@ def test_converge_doubles_each_level_until_its_check_passes_or_reaches_the_cap(t
     assert "Judged with ddim50, DSM+KD still falls by more than 5% at d2, at a length past the " \
         "map's cap of 400 iterations (4x the plateau): such a level keeps its length" in section
     assert '--lengthen' not in section
+    # more seeds of a check past the cap are not planned (trained or reported as to go)
+    runs = planned_runs(regime_map.preset, levels=['d1', 'd2'],
+                        recipes=['dsm_kd', 'dsm_kd_x2'], seeds=[0, 1, 2])
+    kept = regime_map.without_checks_past_cap(runs)
+    assert [run for run in runs if run not in kept] == [('d2', 'dsm_kd_x2', 1),
+                                                        ('d2', 'dsm_kd_x2', 2)]
+    plateau = dict(sampler='ddim50', level='d2', iters=100, interval=50, tol=0.05,
+                   eps_plateau=dict(iters=100), curve={},
+                   plateau=dict(iters=100, fid=1.0, best=1.0, reached=True))
+    text = open(write_report(str(results), None, load_results(str(results))[1], runs,
+                             regime_map.preset, plateau, figures=False,
+                             lengths=read_lengths(str(results)))).read()
+    assert '| d2 | 1/3 (seeds 0) | 1/1 (seeds 0) |' in text
+    assert '| d1 | 1/3 (seeds 0) | 1/3 (seeds 0) |' in text
     # at most one doubling: d1 stops at 200 without its check there
     results2 = tmp_path / 'results2'
     results2.mkdir()
