@@ -6,6 +6,7 @@ any sitting, from what is committed.
 """
 import os
 import os.path as osp
+import textwrap
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -111,8 +112,8 @@ def heatmap(cells: dict, teacher: dict, levels: Sequence[str], recipes: Sequence
     from matplotlib.patches import Rectangle
     columns = [r for r in recipes if r != REFERENCE]
     n = len(HEATMAP_METRICS)  # one panel per metric, stacked
-    fig, axes = plt.subplots(n, 1, figsize=(2.8 + max(3.0, 1.4 * len(columns)),
-                                            1.0 + n * (1.0 + 0.85 * len(levels))),
+    width = 2.8 + max(3.0, 1.4 * len(columns))
+    fig, axes = plt.subplots(n, 1, figsize=(width, 1.0 + n * (1.0 + 0.85 * len(levels))),
                              squeeze=False)
     t_fid = teacher['samplers'][sampler]['fid'] if teacher else np.nan
     for k, (ax, metric) in enumerate(zip(axes[:, 0], HEATMAP_METRICS)):
@@ -153,13 +154,15 @@ def heatmap(cells: dict, teacher: dict, levels: Sequence[str], recipes: Sequence
         ax.set_yticklabels(_level_labels(cells, levels, sampler, t_fid), fontsize=8)
         ax.set_title(title + (' (lower = better)' if lower_better else ' (higher = better)') +
                      ('; colour: % of the reference\'s' if key == 'fid' else ''), fontsize=9)
-    fig.suptitle(f'Recipe minus its reference (DSM+KD unless the column names another), '
-                 f'paired by seed; raw students, '
-                 f'{sampler}; teacher EMA proxy FID {t_fid:.1f}.\nBlue = better, red = worse; '
-                 '* and frame: 95 % t interval over seeds excludes 0 (pale: it holds 0);\n'
-                 '(*ch): pruned channels differ; hatched grey: under 3 seeds (no interval, '
-                 'not coloured); grey: not run',
-                 fontsize=9)
+    legend = ' '.join([
+        'Recipe minus its reference (DSM+KD unless the column names another), paired by seed;',
+        f'raw students, {sampler}; teacher EMA proxy FID {t_fid:.1f}. Blue = better, red =',
+        'worse; * and frame: 95 % t interval over seeds excludes 0 (pale: it holds 0); (*ch):',
+        'pruned channels differ; hatched grey: under 3 seeds (no interval, not coloured);',
+        'grey: not run'])
+    # wrapped to the figure's width (about 13 characters an inch at this size): a narrow
+    # map (few recipes) would clip a longer line at both edges
+    fig.suptitle(textwrap.fill(legend, int(13 * width)), fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
