@@ -379,6 +379,9 @@ MUTANTS: List[Mutant] = [
            'or not check_past_cap(level_iters[run[0]], cap)]', 'or True]',
            (f'{MAP_TESTS}/test_map_lengths.py::'
             'test_converge_doubles_each_level_until_its_check_passes_or_reaches_the_cap', )),
+    Mutant('heatmap-legend-not-wrapped-to-the-figure', MAP_REPORT,
+           'textwrap.fill(legend, int(13 * width))', 'textwrap.fill(legend, 150)',
+           (f'{MAP_TESTS}/test_map_report.py::test_heatmap_legend_fits_the_figure', )),
     Mutant('remaining-ignores-the-timed-ratio', MAP_REPORT,
            'per_iter = float(np.median(reference)) * ratios[recipe]',
            'per_iter = float(np.median(reference))',

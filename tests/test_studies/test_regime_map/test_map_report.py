@@ -7,7 +7,7 @@ from mmdiff_2ndm.studies.regime_map import paired, planned_runs, plateau_iterati
 from mmdiff_2ndm.studies.regime_map.axes import PRESETS
 from mmdiff_2ndm.studies.regime_map.cells import HEATMAP_METRICS
 from mmdiff_2ndm.studies.regime_map.report import (UNDECIDED_ALPHA, cell_colours, index_runs,
-                                                   effective_options, length_section,
+                                                   effective_options, heatmap, length_section,
                                                    panel_cells, remaining_section,
                                                    samples_figure)
 
@@ -369,3 +369,28 @@ def test_remaining_training_is_estimated_from_logged_and_timed_iterations():
         'of training one run at a time (leaving out 1 runs of recipes no evaluated run has '
         'logged yet: authors_b2).')
     assert remaining_section(index_runs(runs), planned[:1], preset, dict(p27=1000)) == []
+
+
+@pytest.mark.parametrize('recipes', [['dsm_kd', '2ndm_log'],
+                                     ['dsm_kd', '2ndm_log', '2ndm', 'dsm_kd_feat', 'dsm']])
+def test_heatmap_legend_fits_the_figure(tmp_path, monkeypatch, recipes):
+    """The legend above the panels stays inside the figure, however few the recipes (a
+    narrow map clipped its first line at both edges)."""
+    import matplotlib
+    matplotlib.use('Agg')
+    from matplotlib.figure import Figure
+    teacher, runs = fake_results()
+    saved = []
+    original = Figure.savefig
+
+    def keep(fig, *args, **kwargs):
+        original(fig, *args, **kwargs)  # draws: the extents below are the saved ones
+        renderer = fig.canvas.get_renderer()
+        saved.append((fig._suptitle.get_window_extent(renderer), fig.bbox))
+
+    monkeypatch.setattr(Figure, 'savefig', keep)
+    heatmap(index_runs(runs), teacher, ['p27', 'p57'], recipes, 'ddim50',
+            str(tmp_path / 'heatmap.png'))
+    (title, figure), = saved
+    assert figure.x0 <= title.x0 and title.x1 <= figure.x1
+    assert title.y1 <= figure.y1
