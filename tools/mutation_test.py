@@ -353,7 +353,7 @@ MUTANTS: List[Mutant] = [
            (f'{MAP_TESTS}/test_map_lengths.py::'
             'test_converge_doubles_each_level_until_its_check_passes_or_reaches_the_cap', )),
     Mutant('converge-checks-past-the-cap', MAP_DRIVER,
-           'if check_past_cap(self.finetune_iters(level), self.length_cap())]', 'if False]',
+           'if check_past_cap(self.finetune_iters(level), cap)]', 'if False]',
            (f'{MAP_TESTS}/test_map_lengths.py::'
             'test_converge_doubles_each_level_until_its_check_passes_or_reaches_the_cap', )),
     Mutant('lengthen-past-the-cap', MAP_LENGTHS,

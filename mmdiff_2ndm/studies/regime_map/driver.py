@@ -640,13 +640,14 @@ class RegimeMap:
             Dict[str, int]: Each level's run length at the end.
         """
         todo, doublings = list(levels), dict.fromkeys(levels, 0)
+        cap = self.length_cap()
         while todo:
-            at_cap = [level for level in todo
-                      if check_past_cap(self.finetune_iters(level), self.length_cap())]
+            at_cap = [level for level in todo if check_past_cap(self.finetune_iters(level), cap)]
             for level in at_cap:
+                longer = run_iters(self.preset, LONGER_REFERENCE, self.finetune_iters(level))[1]
                 say(f'[map] length {level}: {self.finetune_iters(level)} iterations, the '
-                    f'check\'s {2 * self.finetune_iters(level)} would pass the map\'s cap of '
-                    f'{self.length_cap()} ({MAX_LENGTH_FACTOR}x the plateau): not checked')
+                    f'check\'s {longer} would pass the map\'s cap of {cap} '
+                    f'({MAX_LENGTH_FACTOR}x the plateau): not checked')
             todo = [level for level in todo if level not in at_cap]
             if not todo:
                 break
