@@ -372,11 +372,11 @@ MUTANTS: List[Mutant] = [
            (f'{MAP_TESTS}/test_map_lengths.py::'
             'test_length_check_is_the_mean_relative_change_over_common_seeds', )),
     Mutant('screen-trains-checks-past-the-cap', MAP_DRIVER,
-           'and check_past_cap(self.finetune_iters(run[0]), cap)]', 'and False]',
+           'return [run for run in runs if run not in past]', 'return list(runs)',
            (f'{MAP_TESTS}/test_map_lengths.py::'
             'test_converge_doubles_each_level_until_its_check_passes_or_reaches_the_cap', )),
     Mutant('report-plans-checks-past-the-cap', MAP_REPORT,
-           'or not check_past_cap(level_iters[run[0]], cap)]', 'or True]',
+           'planned = [run for run in planned if run not in past]', 'planned = list(planned)',
            (f'{MAP_TESTS}/test_map_lengths.py::'
             'test_converge_doubles_each_level_until_its_check_passes_or_reaches_the_cap', )),
     Mutant('heatmap-legend-not-wrapped-to-the-figure', MAP_REPORT,

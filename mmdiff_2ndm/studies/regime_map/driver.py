@@ -33,7 +33,8 @@ from .axes import (ARCHS, MODELS, RECIPES, REFERENCE, level_options, map_preset,
 from .plateau import PLATEAU_TOL, plateau_iteration
 from .cells import index_runs, reference_of
 from .lengths import (LONGER_REFERENCE, MAX_LENGTH_FACTOR, NOISE_SDS, check_past_cap,
-                      length_cap, length_check, lengthen_level, read_lengths)
+                      checks_past_cap, length_cap, length_check, lengthen_level,
+                      read_lengths)
 from .scoring import MapScorer
 from .teacher_file import SHIPPED_TEACHER, save_slim_teacher, teacher_digest
 from .timing import build_train_step, describe, time_steps, timing_ratios
@@ -613,8 +614,7 @@ class RegimeMap:
         trained yet whose length passes the map's cap (:meth:`length_cap`): whatever they
         showed, their level would keep its length."""
         cap = self.length_cap()
-        past = [run for run in runs if run[1] == LONGER_REFERENCE and not self.is_done(run)
-                and check_past_cap(self.finetune_iters(run[0]), cap)]
+        past = checks_past_cap(runs, self.is_done, self.finetune_iters, cap)
         if past:
             say(f'[map] not planned: {", ".join(run_name(*run) for run in past)}: past the '
                 f'map\'s cap of {cap} iterations ({MAX_LENGTH_FACTOR}x the plateau), a length '

@@ -35,7 +35,7 @@ import json
 import os
 import os.path as osp
 import shutil
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -64,6 +64,22 @@ def check_past_cap(level_iters: int, cap: Optional[int]) -> bool:
     """Whether the length check of a level that runs ``level_iters`` would train past the
     map's cap (whatever it showed, the level would keep its length)."""
     return cap is not None and RECIPES[LONGER_REFERENCE].length * int(level_iters) > cap
+
+
+def checks_past_cap(runs: Sequence[Tuple[str, str, int]], is_done: Callable[[tuple], bool],
+                    level_iters: Callable[[str], int],
+                    cap: Optional[int]) -> List[Tuple[str, str, int]]:
+    """The planned length checks (:data:`LONGER_REFERENCE` runs) not done yet that would
+    train past the map's cap (:func:`check_past_cap`): neither trained nor counted as to go.
+
+    Args:
+        runs (Sequence[Tuple[str, str, int]]): Planned runs (level, recipe, seed).
+        is_done (Callable): Whether a run is evaluated.
+        level_iters (Callable): A level's run length.
+        cap (int, optional): The map's cap (:func:`length_cap`); None: no cap.
+    """
+    return [run for run in runs if run[1] == LONGER_REFERENCE and not is_done(run)
+            and check_past_cap(level_iters(run[0]), cap)]
 
 
 def length_check(cells: dict, level: str, sampler: str, tol: float = PLATEAU_TOL,

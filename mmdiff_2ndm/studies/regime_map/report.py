@@ -17,7 +17,7 @@ from .cells import HEATMAP_METRICS, index_runs, paired, reference_of
 from .combine import form_section
 from .followup import (FOLLOW_UP_SEEDS, MAX_SEEDS, NEAR_MARGIN, SEED_STEP, flagged_cells,
                        follow_up_runs)
-from .lengths import (LONGER_REFERENCE, MAX_LENGTH_FACTOR, NOISE_SDS, check_past_cap,
+from .lengths import (LONGER_REFERENCE, MAX_LENGTH_FACTOR, NOISE_SDS, checks_past_cap,
                       length_cap, length_check, lengths_section)
 from .plateau import PLATEAU_TOL, plateau_iteration
 
@@ -717,12 +717,13 @@ def remaining_section(cells: dict, planned: Sequence[Tuple[str, str, int]], pres
         logged = _logged_s_per_iter(cells, recipe, level)
         reference = (_logged_s_per_iter(cells, REFERENCE, level)
                      or _logged_s_per_iter(cells, REFERENCE))
+        anywhere = _logged_s_per_iter(cells, recipe)
         if logged:
             per_iter = float(np.median(logged))
         elif recipe in ratios and reference:
             per_iter = float(np.median(reference)) * ratios[recipe]
-        elif _logged_s_per_iter(cells, recipe):
-            per_iter = float(np.median(_logged_s_per_iter(cells, recipe)))
+        elif anywhere:
+            per_iter = float(np.median(anywhere))
         else:
             unknown.append(recipe)
             continue
@@ -771,9 +772,9 @@ def write_report(results_dir: str, teacher: Optional[dict], runs: List[dict],
     cap = None if base_iters is None else length_cap(base_iters)
     level_iters = {lv: int((lengths or {}).get(lv, {}).get('iters', base_iters or 0))
                    for lv in dict.fromkeys(run[0] for run in planned)}
-    # a length check past the cap is not trained (lengths.check_past_cap): not planned
-    planned = [run for run in planned if run[1] != LONGER_REFERENCE
-               or run[2] in cells.get(run[:2], {}) or not check_past_cap(level_iters[run[0]], cap)]
+    past = checks_past_cap(planned, lambda run: run[2] in cells.get(run[:2], {}),
+                           level_iters.get, cap)  # not trained: not planned
+    planned = [run for run in planned if run not in past]
     levels = [lv for lv in dict.fromkeys([p[0] for p in planned] + [r['level'] for r in runs])]
     recipes = [rc for rc in dict.fromkeys([p[1] for p in planned] + [r['recipe'] for r in runs])]
     samplers = list(preset['samplers'])
@@ -860,8 +861,7 @@ def write_report(results_dir: str, teacher: Optional[dict], runs: List[dict],
               'and its EMA (JSON); the Jacobian statistics before and after finetuning.', '']
     lines += teacher_section(teacher_curve, teacher, archived_teacher, preset['num_samples'])
     lines += ['## Run length', '']
-    level_lengths = lengths_section(lengths or {}, levels,
-                                    plateau['plateau']['iters'] if plateau else None)
+    level_lengths = lengths_section(lengths or {}, levels, base_iters)
     if plateau:
         p = plateau['plateau']
         lines += [f'DSM+KD, raw, seed 0, level {plateau["level"]}: one run of '
