@@ -400,6 +400,22 @@ MUTANTS: List[Mutant] = [
            'data.update(finetune_iters=new_iters, adopted_from=longer)',
            (f'{MAP_TESTS}/test_map_lengths.py::'
             'test_lengthen_archives_the_level_and_adopts_the_longer_runs', )),
+    Mutant('map-step-reports-its-own-preset', 'tools/regime_map.py',
+           "name, cells = 'screen', index_runs(runs)", 'cells = index_runs(runs)',
+           (f'{MAP_TESTS}/test_map_tool_report.py', )),
+    Mutant('undecided-length-check-plans-one-seed-more', MAP_LENGTHS,
+           'for seed in range(len(check[\'seeds\']) + 2)',
+           'for seed in range(len(check[\'seeds\']) + 1)',
+           (f'{MAP_TESTS}/test_map_lengths.py::'
+            'test_length_check_is_the_mean_relative_change_over_common_seeds', )),
+    Mutant('evaluated-runs-not-counted-as-planned', MAP_REPORT,
+           'samplers[0], cap=cap) + sorted(done)))', 'samplers[0], cap=cap)))',
+           (f'{MAP_TESTS}/test_map_report.py::'
+            'test_report_lists_done_runs_and_writes_heatmaps', )),
+    Mutant('data-set-map-plans-every-level', MAP_AXES,
+           'if scope is not None and name in MAP_PRESETS:', 'if False:',
+           (f'{MAP_TESTS}/test_map_axes.py::test_a_data_sets_map_covers_its_levels',
+            f'{MAP_TESTS}/test_map_tool_report.py')),
 ]
 
 

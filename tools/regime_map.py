@@ -44,7 +44,7 @@ Usage::
     python tools/regime_map.py --plateau-only                # stop after step 2
     python tools/regime_map.py --levels p27 --recipes dsm_kd 2ndm_log --seeds 0 1 2
     python tools/regime_map.py --report-only                 # rewrite the report
-    python tools/regime_map.py --dataset patches --levels p27   # scikit-image's patches
+    python tools/regime_map.py --dataset patches   # scikit-image's patches (level p27)
     python tools/regime_map.py --arch dit                      # depth-pruned DiT students
     python tools/regime_map.py --follow-up       # more seeds where an interval is near 0
     python tools/regime_map.py --timing --levels p27 --seeds 0   # cost per iteration
@@ -55,7 +55,8 @@ Usage::
 
 ``--dataset patches`` runs the same pipeline on ``SkimagePatches`` (16x16 patches of the
 pictures that ship with scikit-image) with its own feature network, teacher, plateau and
-runs, in ``work_dirs/regime_map/patches`` and ``docs/regime_map/patches``. ``--arch dit``
+runs, in ``work_dirs/regime_map/patches`` and ``docs/regime_map/patches``, at the hardest
+level (``axes.MAP_LEVELS``: it checks the digits' verdicts elsewhere). ``--arch dit``
 puts a class-conditional DiT in the U-Net's place (teacher and students) with depth-pruned
 levels (``d2``, ``d1``, ``d4``: blocks dropped by TinyFusion's learnable selection), in a
 sub-folder ``dit``.
@@ -149,10 +150,9 @@ def _read_json(path: str) -> Optional[dict]:
         return json.load(f)
 
 
-def follow_up_plan(args: argparse.Namespace, planned, runs) -> list:
+def follow_up_plan(preset: dict, planned, runs) -> list:
     """The follow-up runs (done or not) that the evaluated ``runs`` call for, in the
-    cells of the ``planned`` runs."""
-    preset = map_preset(args.preset, args.arch)
+    cells of the ``planned`` runs, with ``preset``'s samplers and screen seeds."""
     levels = list(dict.fromkeys(run[0] for run in planned))
     recipes = list(dict.fromkeys(run[1] for run in planned))
     flags = flagged_cells(index_runs(runs), levels, recipes, list(preset['samplers']),
@@ -161,38 +161,31 @@ def follow_up_plan(args: argparse.Namespace, planned, runs) -> list:
 
 
 def report(args: argparse.Namespace, planned) -> str:
-    """Rewrites the results dir's report from its JSON; the runs planned are those of
-    every preset of the map (``MAP_PRESETS``) when this is one of them, and the
-    follow-up runs the results call for."""
+    """Rewrites the results dir's report from its JSON. A step of a map (a preset of
+    ``MAP_PRESETS``, whatever its ``--levels``, ``--recipes`` or ``--seeds``) writes the
+    whole map's report, the one ``--report-only`` writes: every preset's runs, the
+    screen's seeds for the follow-up; any other preset reports its ``planned`` runs."""
     teacher, runs = load_results(args.results_dir)
-    if args.preset in MAP_PRESETS and not (args.levels or args.recipes or args.seeds):
-        cells = index_runs(runs)
-        planned = list(dict.fromkeys(run for name in MAP_PRESETS
-                                     for run in plan_runs(map_preset(name, args.arch),
-                                                          cells)[0]))
-    planned = list(dict.fromkeys(list(planned) + follow_up_plan(args, planned, runs)))
+    name = args.preset
+    if name in MAP_PRESETS:
+        name, cells = 'screen', index_runs(runs)
+        planned = list(dict.fromkeys(
+            run for step in MAP_PRESETS
+            for run in plan_runs(map_preset(step, args.arch, args.dataset), cells)[0]))
+    preset = map_preset(name, args.arch, args.dataset)
+    planned = list(dict.fromkeys(list(planned) + follow_up_plan(preset, planned, runs)))
     plateau, teacher_curve, archived, timing = (
-        _read_json(osp.join(args.results_dir, name))
-        for name in ('plateau.json', 'teacher_curve.json', osp.join(ARCHIVE, 'teacher.json'),
-                     'timing.json'))
-    path = write_report(args.results_dir, teacher, runs, planned,
-                        map_preset(args.preset, args.arch), plateau,
+        _read_json(osp.join(args.results_dir, file_name))
+        for file_name in ('plateau.json', 'teacher_curve.json',
+                          osp.join(ARCHIVE, 'teacher.json'), 'timing.json'))
+    path = write_report(args.results_dir, teacher, runs, planned, preset, plateau,
                         teacher_curve=teacher_curve, archived_teacher=archived, timing=timing,
-                        levels_flag=f' --levels {" ".join(args.levels)}' if args.levels else '',
                         lengths=read_lengths(args.results_dir))
     if teacher and osp.isdir(args.work_dir):  # sample figures need the kept samples
         for level in dict.fromkeys(run['level'] for run in runs):
             samples_figure(args.work_dir, args.results_dir, level,
                            list(dict.fromkeys(p[1] for p in planned)), runs, teacher)
     return path
-
-
-def whole_map(args: argparse.Namespace):
-    """The arguments and planned runs of the whole map, for the report after a step whose
-    ``--levels`` named what to lengthen, not the map the report shows."""
-    args = argparse.Namespace(**dict(vars(args), levels=None))
-    return args, plan_runs(map_preset(args.preset, args.arch),
-                           index_runs(load_results(args.results_dir)[1]))[0]
 
 
 def main(argv: Optional[Sequence[str]] = None) -> str:
@@ -204,7 +197,7 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
         raise ValueError(f'--max-doublings must be >= 1, got {args.max_doublings}.')
     args.work_dir, args.results_dir = osp.abspath(args.work_dir), osp.abspath(args.results_dir)
     os.makedirs(args.results_dir, exist_ok=True)
-    planned, pending = plan_runs(map_preset(args.preset, args.arch),
+    planned, pending = plan_runs(map_preset(args.preset, args.arch, args.dataset),
                                  index_runs(load_results(args.results_dir)[1]), args.levels,
                                  args.recipes, args.seeds)
     if pending and not (args.report_only or args.lengthen):
@@ -217,7 +210,6 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
         regime_map = RegimeMap(args.preset, args.work_dir, args.results_dir,
                                args.threads_per_run or 1, args.dataset, args.arch)
         regime_map.lengthen(list(dict.fromkeys(run[0] for run in planned)))
-        args, planned = whole_map(args)
     elif args.timing:
         threads = args.threads_per_run or 1
         regime_map = RegimeMap(args.preset, args.work_dir, args.results_dir, threads,
@@ -236,13 +228,13 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
             regime_map.measure_plateau()
             report(args, planned)
         if args.follow_up:
-            planned = follow_up_plan(args, planned, load_results(args.results_dir)[1])
+            planned = follow_up_plan(regime_map.preset, planned,
+                                     load_results(args.results_dir)[1])
         if args.converge and not (args.teacher_only or args.plateau_only):
             levels = list(dict.fromkeys(run[0] for run in planned))
             regime_map.converge_lengths(levels, args.seeds or [0], args.jobs,
                                         args.max_doublings,
                                         on_scored=lambda: report(args, planned))
-            args, planned = whole_map(args)
         elif not (args.teacher_only or args.plateau_only):
             planned = regime_map.without_checks_past_cap(planned)
             regime_map.screen(planned, args.jobs, on_scored=lambda: report(args, planned))

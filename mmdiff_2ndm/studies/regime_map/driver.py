@@ -64,7 +64,7 @@ class RegimeMap:
             raise ValueError(f'dataset must be one of {sorted(STUDY_DATASETS)}, got '
                              f'{dataset!r}.')
         self.dataset = dataset
-        self.preset_name, self.preset = preset_name, map_preset(preset_name, arch)
+        self.preset_name, self.preset = preset_name, map_preset(preset_name, arch, dataset)
         self.arch = ARCHS[arch]
         self.teacher_config = self.arch.teacher_config
         self.work_dir, self.results_dir, self.threads = work_dir, results_dir, threads

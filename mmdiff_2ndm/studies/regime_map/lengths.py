@@ -133,6 +133,33 @@ def length_check(cells: dict, level: str, sampler: str, tol: float = PLATEAU_TOL
                 capped=past_tol and cap is not None and iters_long > cap)
 
 
+def undecided_check_runs(cells: dict, levels: Sequence[str], sampler: str,
+                         tol: float = PLATEAU_TOL, cap: Optional[int] = None
+                         ) -> List[Tuple[str, str, int]]:
+    """The runs that decide the undecided length checks: at each level whose check
+    (:func:`length_check` with ``sampler``) is undecided and not capped, DSM+KD and
+    :data:`LONGER_REFERENCE` on two more seeds than the check has (seeds from 0).
+
+    Args:
+        cells (dict): ``cells.index_runs`` of the evaluated runs.
+        levels (Sequence[str]): The map's levels.
+        sampler (str): The sampler that judges the check (the map's first).
+        tol (float): As :func:`length_check`. Defaults to :data:`~.plateau.PLATEAU_TOL`.
+        cap (int, optional): As :func:`length_check`. Defaults to None: no cap.
+
+    Returns:
+        List[Tuple[str, str, int]]: (level, recipe, seed), done or not.
+    """
+    runs = []
+    for level in levels:
+        check = length_check(cells, level, sampler, tol, cap)
+        if check is None or not check['undecided'] or check['capped']:
+            continue
+        runs += [(level, recipe, seed) for seed in range(len(check['seeds']) + 2)
+                 for recipe in (REFERENCE, LONGER_REFERENCE)]
+    return runs
+
+
 def read_lengths(results_dir: str) -> Dict[str, dict]:
     """The results dir's per-level lengths (level -> entry; empty where none is set)."""
     path = osp.join(results_dir, LENGTHS_FILE)

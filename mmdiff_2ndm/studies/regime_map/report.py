@@ -18,7 +18,7 @@ from .combine import form_section
 from .followup import (FOLLOW_UP_SEEDS, MAX_SEEDS, NEAR_MARGIN, SEED_STEP, flagged_cells,
                        follow_up_runs)
 from .lengths import (LONGER_REFERENCE, MAX_LENGTH_FACTOR, NOISE_SDS, checks_past_cap,
-                      length_cap, length_check, lengths_section)
+                      length_cap, length_check, lengths_section, undecided_check_runs)
 from .plateau import PLATEAU_TOL, plateau_iteration
 
 JACOBIAN_T = (0, 10, 50, 250, 999)  # timesteps shown in the mechanism table
@@ -610,7 +610,6 @@ def length_section(cells: dict, levels: Sequence[str], samplers: Sequence[str],
     """
     length = RECIPES[LONGER_REFERENCE].length
     rows, short, undecided, capped = [], [], [], []
-    check_seeds = 0  # the most seeds an undecided check has: it asks for two more
     for lv in levels:
         for name in samplers:
             check = length_check(cells, lv, name, tol, cap)
@@ -634,7 +633,6 @@ def length_section(cells: dict, levels: Sequence[str], samplers: Sequence[str],
                     short.append(lv)
                 elif check['undecided']:
                     undecided.append(lv)
-                    check_seeds = max(check_seeds, len(check['seeds']))
             seeds_interval = ('-' if np.isnan(check['change_low']) else
                               f'[{100 * check["change_low"]:+.1f}, '
                               f'{100 * check["change_high"]:+.1f}] %')
@@ -666,10 +664,17 @@ def length_section(cells: dict, levels: Sequence[str], samplers: Sequence[str],
                   'the longer DSM+KD runs adopted), then the screen trains their cells again.',
                   '']
     if undecided:
+        seeds_of = {}  # the levels that ask for the same seeds share a command
+        for lv, _, seed in undecided_check_runs(cells, undecided, samplers[0], tol, cap):
+            seeds_of.setdefault(lv, []).append(seed)
+        commands = {}
+        for lv, seeds in seeds_of.items():
+            commands.setdefault(' '.join(map(str, sorted(set(seeds)))), []).append(lv)
         lines += [f'Judged with {samplers[0]}, {", ".join(undecided)} undecided: more seeds of '
-                  f'the check decide (`python tools/regime_map.py{flag} --preset length '
-                  f'--levels {" ".join(undecided)} --seeds '
-                  f'{" ".join(map(str, range(check_seeds + 2)))}`).', '']
+                  'the check decide (' + ', '.join(
+                      f'`python tools/regime_map.py{flag} --preset length --levels '
+                      f'{" ".join(lvs)} --seeds {seeds}`' for seeds, lvs in commands.items())
+                  + ').', '']
     if capped:
         lines += [f'Judged with {samplers[0]}, DSM+KD still falls by more than {tol:.0%} at '
                   f'{", ".join(capped)}, at a length past the map\'s cap of {cap} iterations '
@@ -743,7 +748,7 @@ def write_report(results_dir: str, teacher: Optional[dict], runs: List[dict],
                  plateau: Optional[dict] = None, figures: bool = True,
                  teacher_curve: Optional[dict] = None,
                  archived_teacher: Optional[dict] = None,
-                 timing: Optional[dict] = None, levels_flag: str = '',
+                 timing: Optional[dict] = None,
                  lengths: Optional[Dict[str, dict]] = None) -> str:
     """Writes ``README.md`` (and the heatmaps, the plateau figure) into the results dir;
     returns the markdown's path.
@@ -761,9 +766,6 @@ def write_report(results_dir: str, teacher: Optional[dict], runs: List[dict],
             (:data:`ARCHIVE`). Defaults to None.
         timing (dict, optional): ``timing.json``, the recipes' time per iteration
             measured back to back (:func:`cost_section`). Defaults to None.
-        levels_flag (str): The levels the map was restricted to, as the tool's option
-            (``' --levels p27'``), repeated in the commands the report gives. Defaults to
-            '' (the preset's levels).
         lengths (dict, optional): ``lengths.json``'s levels: the levels that run longer
             than the plateau (:mod:`.lengths`). Defaults to None.
     """
@@ -775,10 +777,15 @@ def write_report(results_dir: str, teacher: Optional[dict], runs: List[dict],
     past = checks_past_cap(planned, lambda run: run[2] in cells.get(run[:2], {}),
                            level_iters.get, cap)  # not trained: not planned
     planned = [run for run in planned if run not in past]
-    levels = [lv for lv in dict.fromkeys([p[0] for p in planned] + [r['level'] for r in runs])]
-    recipes = [rc for rc in dict.fromkeys([p[1] for p in planned] + [r['recipe'] for r in runs])]
     samplers = list(preset['samplers'])
     done = {(r['level'], r['recipe'], r['seed']) for r in runs}
+    # planned too: the seeds that decide an undecided length check, and every evaluated run
+    # (some step asked for it: a preset, a follow-up, a length check's seeds)
+    planned = list(dict.fromkeys(
+        list(planned) + undecided_check_runs(cells, list(dict.fromkeys(p[0] for p in planned)),
+                                             samplers[0], cap=cap) + sorted(done)))
+    levels = [lv for lv in dict.fromkeys([p[0] for p in planned] + [r['level'] for r in runs])]
+    recipes = [rc for rc in dict.fromkeys([p[1] for p in planned] + [r['recipe'] for r in runs])]
     dataset = (teacher or {}).get('dataset', 'digits')
     arch_name = preset.get('arch', 'unet')
     arch = ARCHS[arch_name]
@@ -789,11 +796,9 @@ def write_report(results_dir: str, teacher: Optional[dict], runs: List[dict],
         title += f', {arch.label} teacher'
         flag += f' --arch {arch_name}'
         log_suffix += f'_{arch_name}'
-    map_flag = flag  # the map, without the levels it was restricted to
-    flag += levels_flag
     lines = [f'# Regime map of recovery recipes ({title}) - in progress', '',
-             f'Runs done: **{len(done & set(planned))} of {len(planned)} planned** '
-             f'({len(runs)} evaluated in all). Regenerate: `python tools/regime_map.py '
+             f'Runs done: **{len(done)} of {len(planned)} planned**. Regenerate: '
+             '`python tools/regime_map.py '
              f'--report-only{flag}`. Every number below is read from the committed JSON in '
              '`runs/`; no conclusion is drawn here before the map is complete.', '',
              'Continue (resumes: runs whose JSON is here are skipped, an interrupted training '
@@ -890,7 +895,7 @@ def write_report(results_dir: str, teacher: Optional[dict], runs: List[dict],
     else:
         lines += ['Not measured yet.', '']
     lines += level_lengths
-    lines += length_section(cells, levels, list(preset['samplers']), flag=map_flag, cap=cap)
+    lines += length_section(cells, levels, list(preset['samplers']), flag=flag, cap=cap)
     lines += ['## Runs done', '', '| level | ' + ' | '.join(recipes) + ' |',
               '|---|' + '---|' * len(recipes)]
     for lv in levels:
@@ -957,7 +962,7 @@ def write_report(results_dir: str, teacher: Optional[dict], runs: List[dict],
         lines.append('')
         lines += cost_section(cells, levels, recipes, samplers, timing, flag)
         lines += follow_up_section(cells, levels, recipes, samplers, preset, flag)
-        combine_levels = [lv for lv in map_preset('combine', arch_name)['levels']
+        combine_levels = [lv for lv in map_preset('combine', arch_name, dataset)['levels']
                           if lv in levels]
         lines += form_section(cells, combine_levels, samplers, preset['seeds'])
         lines += loss_terms_section(cells, levels, recipes)

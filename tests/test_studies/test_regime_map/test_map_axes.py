@@ -11,7 +11,8 @@ from mmengine.config import Config, DictAction
 
 from mmdiff_2ndm.studies.digits.runs import CONFIG_DIR
 from mmdiff_2ndm.studies.regime_map.axes import (ARCHS, DEPTH_SEARCH_STEPS, LEVELS,
-                                                 MIN_GROUP_CHANNELS, PRESETS, RECIPES,
+                                                 MAP_PRESETS, MIN_GROUP_CHANNELS, PRESETS,
+                                                 RECIPES,
                                                  TEACHER_PARAMS, level_options, map_preset,
                                                  net_options, planned_runs, run_iters)
 
@@ -229,6 +230,18 @@ def test_map_presets_per_architecture():
         planned_runs(unet, levels=['d2'])
     with pytest.raises(ValueError, match='Unknown architecture'):
         map_preset('screen', 'vit')
+
+
+def test_a_data_sets_map_covers_its_levels():
+    """The patches' map checks the digits' verdicts at the hardest level (MAP_LEVELS): every
+    step of it plans p27 alone; the digits' map and other presets keep their levels."""
+    for name in MAP_PRESETS:
+        patches = map_preset(name, 'unet', 'patches')
+        assert patches['levels'] == ('p27',) and patches['dataset'] == 'patches'
+        assert map_preset(name)['levels'] == PRESETS[name]['levels']
+    assert map_preset('screen')['levels'] == ('p27', 'p37', 'p57')
+    assert map_preset('tiny', 'unet', 'patches')['levels'] == PRESETS['tiny']['levels']
+    assert map_preset('screen', 'dit', 'patches')['levels'] == ('d2', 'd1', 'd4')
 
 
 def test_the_dit_map_trains_a_dit_teacher_and_depth_prunes_its_students(tmp_path):

@@ -15,7 +15,7 @@ from mmdiff_2ndm.studies.regime_map.driver import load_results
 from mmdiff_2ndm.studies.regime_map.lengths import (LENGTHS_FILE, MAX_LENGTH_FACTOR,
                                                     length_cap, length_check,
                                                     lengthen_level, lengths_section,
-                                                    read_lengths)
+                                                    read_lengths, undecided_check_runs)
 from mmdiff_2ndm.studies.regime_map.report import length_section
 
 
@@ -63,6 +63,12 @@ def test_length_check_is_the_mean_relative_change_over_common_seeds():
     section = '\n'.join(length_section(index_runs(three), ['d1'], ['ddim50']))
     assert '| -20.0 % | [-44.8, +4.8] % | 11.6 | undecided' in section
     assert '--preset length --levels d1 --seeds 0 1 2 3 4`' in section  # two more seeds
+    # the runs that decide it are planned: both recipes on those seeds, done or not; none
+    # where the check is decided, capped, or missing
+    assert undecided_check_runs(index_runs(three), ['d1', 'd2'], 'ddim50') == [
+        ('d1', recipe, seed) for seed in range(5) for recipe in ('dsm_kd', 'dsm_kd_x2')]
+    assert undecided_check_runs(index_runs(three), ['d1'], 'ddim50', cap=199) == []
+    assert undecided_check_runs(index_runs(runs), ['d1'], 'ddim50') == []
     # a longer run past the map's cap: still needed, but capped; at the cap itself, not
     assert length_check(index_runs(noisy), 'd1', 'ddim50', cap=199)['capped']
     assert not length_check(index_runs(noisy), 'd1', 'ddim50', cap=200)['capped']

@@ -73,6 +73,11 @@ def test_report_lists_done_runs_and_writes_heatmaps(tmp_path):
     assert '| p27 | 2ndm_log - dsm_kd | ddim50 | 3 | -10.0 [' in text
     assert 'better / no difference shown' in text
     assert '0.900 -> 0.200' in text  # Jacobian relative error before -> after
+    # a run evaluated outside the plan (a seed asked for by hand) counts as planned
+    assert planned[0] == ('p27', 'dsm_kd', 0)
+    again = open(write_report(str(tmp_path), teacher, runs, planned[1:], preset,
+                              figures=False)).read()
+    assert f'**{len(runs)} of {len(planned)} planned**' in again
     for name in preset['samplers']:
         png = tmp_path / f'heatmap_{name}.png'
         assert png.is_file() and png.stat().st_size > 5000
