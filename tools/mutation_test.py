@@ -412,6 +412,10 @@ MUTANTS: List[Mutant] = [
            'samplers[0], cap=cap) + sorted(done)))', 'samplers[0], cap=cap)))',
            (f'{MAP_TESTS}/test_map_report.py::'
             'test_report_lists_done_runs_and_writes_heatmaps', )),
+    Mutant('remaining-leaves-out-the-longer-reference', MAP_REPORT,
+           'ratios.setdefault(name, 1.0)', 'pass',
+           (f'{MAP_TESTS}/test_map_report.py::'
+            'test_remaining_training_is_estimated_from_logged_and_timed_iterations', )),
     Mutant('data-set-map-plans-every-level', MAP_AXES,
            'if scope is not None and name in MAP_PRESETS:', 'if False:',
            (f'{MAP_TESTS}/test_map_axes.py::test_a_data_sets_map_covers_its_levels',

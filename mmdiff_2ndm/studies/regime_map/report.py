@@ -689,13 +689,19 @@ def _logged_s_per_iter(cells: dict, recipe: str, level: Optional[str] = None) ->
             if rc == recipe and level in (None, lv) for r in seeds.values()]
 
 
+def _training_step(recipe) -> tuple:
+    """What one training iteration of a recipe does (not how many it trains)."""
+    return recipe.config, recipe.options, recipe.batch_size, recipe.features
+
+
 def remaining_section(cells: dict, planned: Sequence[Tuple[str, str, int]], preset: dict,
                       level_iters: Dict[str, int], timing: Optional[dict] = None) -> List[str]:
     """The report's estimate of the training still to do: each planned run not evaluated
     yet, its iterations (:func:`~.axes.run_iters` at its level's length) times a time per
     iteration: the median logged by the evaluated runs of its recipe at its level; else the
-    reference's there times the recipe's ratio to it measured back to back (``timing``);
-    else its recipe's at any level.
+    reference's there times the recipe's ratio to it measured back to back (``timing``;
+    1 for a recipe that differs from its reference only in length); else its recipe's at
+    any level.
 
     Args:
         cells (dict): ``cells.index_runs`` of the evaluated runs.
@@ -715,6 +721,10 @@ def remaining_section(cells: dict, planned: Sequence[Tuple[str, str, int]], pres
         times = measured['times']
         for recipe, t in times.items():
             ratios.setdefault(recipe, t['median'] / times[REFERENCE]['median'])
+    for name, recipe in RECIPES.items():
+        if recipe.reference in RECIPES and \
+                _training_step(recipe) == _training_step(RECIPES[recipe.reference]):
+            ratios.setdefault(name, 1.0)  # the reference's step, only run longer
     hours, iterations, unknown = 0.0, 0, []
     for level, recipe, _ in todo:
         iters = run_iters(preset, recipe, level_iters[level])[1]
@@ -738,7 +748,8 @@ def remaining_section(cells: dict, planned: Sequence[Tuple[str, str, int]], pres
     return [f'To go: {len(todo)} runs, {iterations} iterations; about {hours:.1f} h of '
             f'training one run at a time{left_out}. Time per iteration: the median logged by '
             'the evaluated runs of the recipe at its level, else the reference\'s there times '
-            'the recipe\'s ratio to it in `timing.json`, else the recipe\'s at any level; '
+            'the recipe\'s ratio to it in `timing.json` (1 for the reference run longer), '
+            'else the recipe\'s at any level; '
             'those runs shared the 2-core machine with other trainings, so this is a guide to '
             'plan sittings by, not a measurement.', '']
 

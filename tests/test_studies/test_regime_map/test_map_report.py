@@ -361,16 +361,18 @@ def test_remaining_training_is_estimated_from_logged_and_timed_iterations():
             for s, t in ((0, 0.1), (1, 0.3))]  # median 0.2 s at p27
     runs.append(dict(fake_run('p57', 'dsm', 0, 100.0, 0.9), s_per_iter=0.05))
     planned = [('p27', 'dsm_kd', 0), ('p27', 'dsm_kd', 2), ('p27', '2ndm', 0),
-               ('p27', 'dsm', 0), ('p27', 'authors_b2', 0), ('p57', 'dsm_kd', 0)]
+               ('p27', 'dsm', 0), ('p27', 'authors_b2', 0), ('p57', 'dsm_kd', 0),
+               ('p27', 'dsm_kd_x2', 0)]
     timing = dict(levels=dict(p27=dict(times=dict(dsm_kd=dict(median=0.5),
                                                   **{'2ndm': dict(median=1.0)}))))
     lines = remaining_section(index_runs(runs), planned, preset,
                               dict(p27=100000, p57=50000), timing)
     # p27 dsm_kd seed 2: 1e5 x 0.2; 2ndm: 1e5 x 0.2 x 2; dsm: 1e5 x 0.05 (from p57);
-    # p57 dsm_kd: 5e4 x median(0.1, 0.3) (no dsm_kd at p57: any level); authors_b2 unknown
-    hours = (20000 + 40000 + 5000 + 10000) / 3600
+    # p57 dsm_kd: 5e4 x median(0.1, 0.3) (no dsm_kd at p57: any level); authors_b2 unknown;
+    # DSM+KD 2x long: DSM+KD's step, untimed and never logged: 2e5 x 0.2
+    hours = (20000 + 40000 + 5000 + 10000 + 40000) / 3600
     assert lines[0].startswith(
-        f'To go: 5 runs, {300000 + 50000 + 100000 * 32 // 2} iterations; about {hours:.1f} h '
+        f'To go: 6 runs, {500000 + 50000 + 100000 * 32 // 2} iterations; about {hours:.1f} h '
         'of training one run at a time (leaving out 1 runs of recipes no evaluated run has '
         'logged yet: authors_b2).')
     assert remaining_section(index_runs(runs), planned[:1], preset, dict(p27=1000)) == []
