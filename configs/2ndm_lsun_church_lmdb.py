@@ -5,7 +5,8 @@
 # MMEngine's `lmdb` file backend serves the images; `BasicImageDataset` needs the list of
 # keys as an annotation file (one key per line; `LoadImageFromFile` looks up the base
 # name of each entry). Write it once, e.g.
-#   python -c "import lmdb; e = lmdb.open('data/lsun/church_outdoor_train_lmdb', readonly=True, lock=False); \
+#   python -c "import lmdb; e = lmdb.open('data/lsun/church_outdoor_train_lmdb', \
+#   readonly=True, lock=False); \
 #   print('\n'.join(k.decode() for k, _ in e.begin().cursor()))" > data/lsun/church_keys.txt
 # Needs the `lmdb` package.
 _base_ = ['./2ndm_lsun.py']
