@@ -404,8 +404,8 @@ MUTANTS: List[Mutant] = [
            "name, cells = 'screen', index_runs(runs)", 'cells = index_runs(runs)',
            (f'{MAP_TESTS}/test_map_tool_report.py', )),
     Mutant('undecided-length-check-plans-one-seed-more', MAP_LENGTHS,
-           'for seed in range(len(check[\'seeds\']) + 2)',
-           'for seed in range(len(check[\'seeds\']) + 1)',
+           "return list(range(len(check['seeds']) + 2))",
+           "return list(range(len(check['seeds']) + 1))",
            (f'{MAP_TESTS}/test_map_lengths.py::'
             'test_length_check_is_the_mean_relative_change_over_common_seeds', )),
     Mutant('evaluated-runs-not-counted-as-planned', MAP_REPORT,

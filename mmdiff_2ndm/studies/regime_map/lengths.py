@@ -133,12 +133,18 @@ def length_check(cells: dict, level: str, sampler: str, tol: float = PLATEAU_TOL
                 capped=past_tol and cap is not None and iters_long > cap)
 
 
+def deciding_seeds(check: dict) -> List[int]:
+    """The seeds an undecided length check (:func:`length_check`) asks for: two more than
+    it has, from 0."""
+    return list(range(len(check['seeds']) + 2))
+
+
 def undecided_check_runs(cells: dict, levels: Sequence[str], sampler: str,
                          tol: float = PLATEAU_TOL, cap: Optional[int] = None
                          ) -> List[Tuple[str, str, int]]:
     """The runs that decide the undecided length checks: at each level whose check
     (:func:`length_check` with ``sampler``) is undecided and not capped, DSM+KD and
-    :data:`LONGER_REFERENCE` on two more seeds than the check has (seeds from 0).
+    :data:`LONGER_REFERENCE` on the seeds it asks for (:func:`deciding_seeds`).
 
     Args:
         cells (dict): ``cells.index_runs`` of the evaluated runs.
@@ -155,7 +161,7 @@ def undecided_check_runs(cells: dict, levels: Sequence[str], sampler: str,
         check = length_check(cells, level, sampler, tol, cap)
         if check is None or not check['undecided'] or check['capped']:
             continue
-        runs += [(level, recipe, seed) for seed in range(len(check['seeds']) + 2)
+        runs += [(level, recipe, seed) for seed in deciding_seeds(check)
                  for recipe in (REFERENCE, LONGER_REFERENCE)]
     return runs
 

@@ -18,7 +18,8 @@ from .combine import form_section
 from .followup import (FOLLOW_UP_SEEDS, MAX_SEEDS, NEAR_MARGIN, SEED_STEP, flagged_cells,
                        follow_up_runs)
 from .lengths import (LONGER_REFERENCE, MAX_LENGTH_FACTOR, NOISE_SDS, checks_past_cap,
-                      length_cap, length_check, lengths_section, undecided_check_runs)
+                      deciding_seeds, length_cap, length_check, lengths_section,
+                      undecided_check_runs)
 from .plateau import PLATEAU_TOL, plateau_iteration
 
 JACOBIAN_T = (0, 10, 50, 250, 999)  # timesteps shown in the mechanism table
@@ -610,6 +611,7 @@ def length_section(cells: dict, levels: Sequence[str], samplers: Sequence[str],
     """
     length = RECIPES[LONGER_REFERENCE].length
     rows, short, undecided, capped = [], [], [], []
+    commands = {}  # the seeds an undecided check asks for -> its levels (one command each)
     for lv in levels:
         for name in samplers:
             check = length_check(cells, lv, name, tol, cap)
@@ -633,6 +635,7 @@ def length_section(cells: dict, levels: Sequence[str], samplers: Sequence[str],
                     short.append(lv)
                 elif check['undecided']:
                     undecided.append(lv)
+                    commands.setdefault(' '.join(map(str, deciding_seeds(check))), []).append(lv)
             seeds_interval = ('-' if np.isnan(check['change_low']) else
                               f'[{100 * check["change_low"]:+.1f}, '
                               f'{100 * check["change_high"]:+.1f}] %')
@@ -664,12 +667,6 @@ def length_section(cells: dict, levels: Sequence[str], samplers: Sequence[str],
                   'the longer DSM+KD runs adopted), then the screen trains their cells again.',
                   '']
     if undecided:
-        seeds_of = {}  # the levels that ask for the same seeds share a command
-        for lv, _, seed in undecided_check_runs(cells, undecided, samplers[0], tol, cap):
-            seeds_of.setdefault(lv, []).append(seed)
-        commands = {}
-        for lv, seeds in seeds_of.items():
-            commands.setdefault(' '.join(map(str, sorted(set(seeds)))), []).append(lv)
         lines += [f'Judged with {samplers[0]}, {", ".join(undecided)} undecided: more seeds of '
                   'the check decide (' + ', '.join(
                       f'`python tools/regime_map.py{flag} --preset length --levels '
