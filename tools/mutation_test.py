@@ -404,10 +404,17 @@ MUTANTS: List[Mutant] = [
            "name, cells = 'screen', index_runs(runs)", 'cells = index_runs(runs)',
            (f'{MAP_TESTS}/test_map_tool_report.py', )),
     Mutant('undecided-length-check-plans-one-seed-more', MAP_LENGTHS,
-           "return list(range(len(check['seeds']) + 2))",
-           "return list(range(len(check['seeds']) + 1))",
+           "min(MAX_SEEDS, len(check['seeds']) + 2)", "min(MAX_SEEDS, len(check['seeds']) + 1)",
            (f'{MAP_TESTS}/test_map_lengths.py::'
             'test_length_check_is_the_mean_relative_change_over_common_seeds', )),
+    Mutant('undecided-length-check-asks-past-pending-seeds', MAP_LENGTHS,
+           "    if check['pending']:\n", "    if False:\n",
+           (f'{MAP_TESTS}/test_map_lengths.py::'
+            'test_an_undecided_check_finishes_its_pending_seeds_before_asking_for_more', )),
+    Mutant('undecided-length-check-without-seed-limit', MAP_LENGTHS,
+           "min(MAX_SEEDS, len(check['seeds']) + 2)", "len(check['seeds']) + 2",
+           (f'{MAP_TESTS}/test_map_lengths.py::'
+            'test_an_undecided_check_finishes_its_pending_seeds_before_asking_for_more', )),
     Mutant('evaluated-runs-not-counted-as-planned', MAP_REPORT,
            'samplers[0], cap=cap) + sorted(done)))', 'samplers[0], cap=cap)))',
            (f'{MAP_TESTS}/test_map_report.py::'

@@ -32,9 +32,10 @@ from .axes import (ARCHS, MODELS, RECIPES, REFERENCE, level_options, map_preset,
                    planned_runs, run_iters, run_name)
 from .plateau import PLATEAU_TOL, plateau_iteration
 from .cells import index_runs, reference_of
+from .followup import MAX_SEEDS
 from .lengths import (LONGER_REFERENCE, MAX_LENGTH_FACTOR, NOISE_SDS, check_past_cap,
-                      checks_past_cap, length_cap, length_check, lengthen_level,
-                      read_lengths)
+                      checks_past_cap, deciding_seeds, length_cap, length_check,
+                      lengthen_level, read_lengths)
 from .scoring import MapScorer
 from .teacher_file import SHIPPED_TEACHER, save_slim_teacher, teacher_digest
 from .timing import build_train_step, describe, time_steps, timing_ratios
@@ -587,13 +588,15 @@ class RegimeMap:
                                'that), and its cells compare recipes at that budget, maybe '
                                'before convergence')
             elif check['undecided']:
-                seeds = ' '.join(str(s) for s in range(len(check['seeds']) + 2))
+                seeds = deciding_seeds(check)
                 drop = check['fid'] - check['fid_long']
+                then = (f'more seeds decide it: --preset length --levels {level} --seeds '
+                        f'{" ".join(map(str, seeds))}' if seeds != check['seeds'] else
+                        f'at the check\'s limit of {MAX_SEEDS} seeds')
                 done[level] = (f'undecided ({sampler} proxy FID {100 * check["change"]:+.1f} % '
                                f'at {check["iters_long"]} iterations, {drop:.1f} lower: '
                                f'within {NOISE_SDS:g} bootstrap spreads, {NOISE_SDS:g} x '
-                               f'{check["noise"]:.1f}); more seeds decide it: --preset length '
-                               f'--levels {level} --seeds {seeds}; its length stays '
+                               f'{check["noise"]:.1f}); {then}; its length stays '
                                f'{check["iters"]}')
             elif not check['longer_needed']:
                 done[level] = (f'long enough ({sampler} proxy FID {100 * check["change"]:+.1f} '

@@ -42,6 +42,7 @@ import numpy as np
 from ..digits.statistics import t_interval
 from ..json_files import write_json
 from .axes import RECIPES, REFERENCE, run_name
+from .followup import MAX_SEEDS
 from .plateau import PLATEAU_TOL
 
 #: The recipe that trains DSM+KD for longer than the map's runs (``--preset length``).
@@ -107,11 +108,14 @@ def length_check(cells: dict, level: str, sampler: str, tol: float = PLATEAU_TOL
         level keeps its length, maybe unconverged, and more seeds would not change it), and
         ``change_low``/``change_high``: the 95 % Student-t interval of the per-seed changes
         (nan under 3 seeds), which shows how far the seeds agree and is not part of the rule
-        (fixed before the checks ran); None where the level lacks a seed with both runs.
+        (fixed before the checks ran); ``pending``: the seeds that have one of the two
+        runs only (a check in progress, or DSM+KD seeds of the screen); None where the level
+        lacks a seed with both runs.
     """
     ref = cells.get((level, REFERENCE), {})
     long = cells.get((level, LONGER_REFERENCE), {})
     seeds = sorted(set(ref) & set(long))
+    pending = sorted(set(ref) ^ set(long))
     if not seeds:
         return None
     scores = [(ref[s]['final']['raw']['samplers'][sampler],
@@ -128,15 +132,24 @@ def length_check(cells: dict, level: str, sampler: str, tol: float = PLATEAU_TOL
     return dict(seeds=seeds, iters=int(ref[seeds[0]]['iters']), iters_long=iters_long,
                 fid=float(np.mean(fid)), fid_long=float(np.mean(fid_long)), change=change,
                 change_low=change_low, change_high=change_high, noise=noise, tol=tol,
+                pending=pending,
                 longer_needed=longer_needed,
                 undecided=past_tol and drop <= NOISE_SDS * noise,
                 capped=past_tol and cap is not None and iters_long > cap)
 
 
 def deciding_seeds(check: dict) -> List[int]:
-    """The seeds an undecided length check (:func:`length_check`) asks for: two more than
-    it has, from 0."""
-    return list(range(len(check['seeds']) + 2))
+    """The seeds an undecided length check (:func:`length_check`) asks for.
+
+    Its pending seeds first (those with one of the two runs): a check whose seeds are still
+    being trained is judged on them before it asks for more, so that its request does not
+    move with every interim result. Once every seed has both runs, two more, from 0, up to
+    :data:`~.followup.MAX_SEEDS` (the follow-up's cap): a check still undecided there asks
+    for nothing more, and its level keeps its length.
+    """
+    if check['pending']:
+        return sorted(check['seeds'] + check['pending'])
+    return list(range(max(len(check['seeds']), min(MAX_SEEDS, len(check['seeds']) + 2))))
 
 
 def undecided_check_runs(cells: dict, levels: Sequence[str], sampler: str,

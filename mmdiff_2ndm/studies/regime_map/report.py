@@ -623,6 +623,9 @@ def length_section(cells: dict, levels: Sequence[str], samplers: Sequence[str],
             elif check['longer_needed']:
                 verdict = (f'longer run needed (lower by more than {tol:.0%} and '
                            f'{NOISE_SDS:g} spreads)')
+            elif check['undecided'] and deciding_seeds(check) == check['seeds']:
+                verdict = (f'undecided at the check\'s limit of {MAX_SEEDS} seeds: the level '
+                           'keeps its length')
             elif check['undecided']:
                 verdict = (f'undecided (lower by more than {tol:.0%}, within {NOISE_SDS:g} '
                            'spreads: more seeds)')
@@ -633,7 +636,7 @@ def length_section(cells: dict, levels: Sequence[str], samplers: Sequence[str],
                     capped.append(lv)
                 elif check['longer_needed']:
                     short.append(lv)
-                elif check['undecided']:
+                elif check['undecided'] and deciding_seeds(check) != check['seeds']:
                     undecided.append(lv)
                     commands.setdefault(' '.join(map(str, deciding_seeds(check))), []).append(lv)
             seeds_interval = ('-' if np.isnan(check['change_low']) else

@@ -16,6 +16,7 @@ from mmdiff_2ndm.studies.regime_map.lengths import (LENGTHS_FILE, MAX_LENGTH_FAC
                                                     length_cap, length_check,
                                                     lengthen_level, lengths_section,
                                                     read_lengths, undecided_check_runs)
+from mmdiff_2ndm.studies.regime_map.followup import MAX_SEEDS
 from mmdiff_2ndm.studies.regime_map.report import length_section
 
 
@@ -76,6 +77,37 @@ def test_length_check_is_the_mean_relative_change_over_common_seeds():
     noisy[1] = scored(34.0, 200, 'dsm_kd_x2', 0, boot=5.0)  # undecided: capped all the same
     assert length_check(index_runs(noisy), 'd1', 'ddim50', cap=199)['capped']
     assert length_cap(100) == MAX_LENGTH_FACTOR * 100 == 400
+
+
+def test_an_undecided_check_finishes_its_pending_seeds_before_asking_for_more():
+    # seeds 0-1 have both runs (undecided), seed 2 only DSM+KD: its longer run is asked for,
+    # not seeds 0-3, so the request does not move while seed 2 trains
+    runs = [scored(40.0, 100, 'dsm_kd', s, boot=5.0) for s in range(3)] + [
+        scored(34.0, 200, 'dsm_kd_x2', s, boot=5.0) for s in range(2)]
+    check = length_check(index_runs(runs), 'd1', 'ddim50')
+    assert check['undecided'] and check['seeds'] == [0, 1] and check['pending'] == [2]
+    assert undecided_check_runs(index_runs(runs), ['d1'], 'ddim50') == [
+        ('d1', recipe, seed) for seed in range(3) for recipe in ('dsm_kd', 'dsm_kd_x2')]
+    assert '--preset length --levels d1 --seeds 0 1 2`' in '\n'.join(
+        length_section(index_runs(runs), ['d1'], ['ddim50']))
+    # seed 2 in and still undecided: two more seeds
+    runs.append(scored(34.0, 200, 'dsm_kd_x2', 2, boot=5.0))
+    check = length_check(index_runs(runs), 'd1', 'ddim50')
+    assert check['pending'] == [] and check['undecided']
+    assert {seed for _, _, seed in undecided_check_runs(index_runs(runs), ['d1'],
+                                                        'ddim50')} == set(range(5))
+    # at the limit of seeds an undecided check asks for nothing more: the level keeps its
+    # length, and the report says so instead of giving a command
+    runs = [scored(40.0, 100, 'dsm_kd', s, boot=20.0) for s in range(MAX_SEEDS)] + [
+        scored(34.0, 200, 'dsm_kd_x2', s, boot=20.0) for s in range(MAX_SEEDS)]
+    check = length_check(index_runs(runs), 'd1', 'ddim50')
+    assert check['undecided']  # 6 within 2 x sqrt(20 x 400) / 10 = 17.9
+    assert {seed for _, _, seed in undecided_check_runs(index_runs(runs), ['d1'],
+                                                        'ddim50')} == set(range(MAX_SEEDS))
+    section = '\n'.join(length_section(index_runs(runs), ['d1'], ['ddim50']))
+    assert f'undecided at the check\'s limit of {MAX_SEEDS} seeds: the level keeps its ' \
+        'length |' in section
+    assert '--preset length' not in section.split('| verdict |')[1]
 
 
 def _fake_map(tmp_path):
@@ -212,6 +244,13 @@ def test_lengthen_refuses_a_level_that_passed_and_a_second_archive(tmp_path):
                        length_check(cells, 'd1', 'ddim50', cap=400), 'ddim50')
     assert sorted(os.listdir(results / 'runs' / 'd1')) == [
         'dsm_kd_seed0.json', 'dsm_kd_x2_seed0.json', 'dsm_seed0.json']
+    # undecided at the limit of seeds: nothing more to ask for, and no command to run
+    for seed in range(MAX_SEEDS):
+        for recipe, fid, iters in (('dsm_kd', 200.0, 100), ('dsm_kd_x2', 180.0, 200)):
+            (results / 'runs' / 'd1' / f'{recipe}_seed{seed}.json').write_text(json.dumps(
+                scored(fid, iters, recipe, seed, boot=50.0)))
+    assert regime_map.lengthen(['d1'])['d1'].endswith(
+        f'; at the check\'s limit of {MAX_SEEDS} seeds; its length stays 100')
 
 
 def test_converge_doubles_each_level_until_its_check_passes_or_reaches_the_cap(tmp_path):
