@@ -330,10 +330,25 @@ MUTANTS: List[Mutant] = [
            (f'{MAP_TESTS}/test_map_report.py::'
             'test_heatmap_colours_proxy_fid_in_percent_of_the_reference', )),
     Mutant('map-length-ignored', MAP_AXES,
-           "return batch, RECIPES[recipe].length * finetune_iters * preset['batch_size'] // batch",
-           "return batch, finetune_iters * preset['batch_size'] // batch",
+           "round(RECIPES[recipe].length * finetune_iters * preset['batch_size'] / batch)",
+           "round(finetune_iters * preset['batch_size'] / batch)",
            (f'{MAP_TESTS}/test_map_axes.py::'
-            'test_the_length_check_trains_dsm_kd_twice_as_long_at_every_level', )),
+            'test_the_length_check_trains_dsm_kd_twice_as_long_at_every_level',
+            f'{MAP_TESTS}/test_map_axes.py::'
+            'test_the_budget_trains_each_2ndm_form_half_as_long_as_its_full_run')),
+    Mutant('half-length-run-not-timed-as-its-full-recipe', MAP_REPORT,
+           '_training_step(RECIPES[name]) == step), None)',
+           '_training_step(RECIPES[name]) == step and False), None)',
+           (f'{MAP_TESTS}/test_map_report.py::'
+            'test_cost_of_a_half_length_run_at_the_references_wall_clock',
+            f'{MAP_TESTS}/test_map_report.py::'
+            'test_remaining_training_is_estimated_from_logged_and_timed_iterations')),
+    Mutant('halfway-checkpoint-shown-as-final', MAP_REPORT,
+           'return dict(iters=iters, final=final, **scores',
+           'return dict(iters=iters, final=True, **scores',
+           (f'{MAP_TESTS}/test_map_report.py::test_cost_at_the_references_wall_clock',
+            f'{MAP_TESTS}/test_map_report.py::'
+            'test_cost_of_a_half_length_run_at_the_references_wall_clock')),
     Mutant('map-length-verdict-sign', MAP_LENGTHS, 'past_tol = change < -tol',
            'past_tol = change > tol',
            (f'{MAP_TESTS}/test_map_report.py::'

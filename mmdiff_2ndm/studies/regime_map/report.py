@@ -368,20 +368,36 @@ def at_reference_wall_clock(run: dict, ref: dict, sampler: str,
                             ratio: Optional[float] = None) -> Optional[dict]:
     """A run's raw scores at the last of its scored checkpoints (halfway, final) that it
     reaches within its reference's whole wall-clock (5 % slack for timing noise), with
-    that checkpoint's iterations; None when neither fits. Time per iteration: ``ratio``
-    times the reference's (measured back to back, :mod:`.timing`), or without it each
-    run's own training log."""
+    that checkpoint's iterations and whether it is the final one (its lr annealed); None
+    when neither fits. Time per iteration: ``ratio`` times the reference's (measured back
+    to back, :mod:`.timing`), or without it each run's own training log."""
     if ratio is None:
         budget, per_iter = 1.05 * ref['iters'] * ref['s_per_iter'], run['s_per_iter']
     else:
         budget, per_iter = 1.05 * ref['iters'], ratio
-    points = [(run['iters'], run['final']['raw'])]
+    points = [(run['iters'], run['final']['raw'], True)]
     if run.get('halfway'):
-        points.append((run['halfway']['iters'], run['halfway']['raw']))
-    for iters, scores in points:  # latest first
+        points.append((run['halfway']['iters'], run['halfway']['raw'], False))
+    for iters, scores, final in points:  # latest first
         if iters * per_iter <= budget:
-            return dict(iters=iters, **scores['samplers'][sampler])
+            return dict(iters=iters, final=final, **scores['samplers'][sampler])
     return None
+
+
+def _training_step(recipe) -> tuple:
+    """What one training iteration of a recipe does (not how many it trains)."""
+    return recipe.config, recipe.options, recipe.batch_size, recipe.features
+
+
+def timed_ratio(ratios: Dict[str, float], recipe: str) -> Optional[float]:
+    """A recipe's time per iteration over its reference's, measured back to back
+    (``ratios``: one level of ``timing.json``), or that of a timed recipe whose training
+    iteration is the same (it differs only in length): None when neither was timed."""
+    if recipe in ratios:
+        return ratios[recipe]
+    step = _training_step(RECIPES[recipe])
+    return next((ratio for name, ratio in ratios.items()
+                 if name in RECIPES and _training_step(RECIPES[name]) == step), None)
 
 
 def cost_section(cells: dict, levels: Sequence[str], recipes: Sequence[str],
@@ -407,11 +423,17 @@ def cost_section(cells: dict, levels: Sequence[str], recipes: Sequence[str],
                         for lv, m in measured.items()) or 'none yet') + '); elsewhere '
              'from the runs\' training logs ("log": the runs shared the 2-core machine with '
              'one to three other trainings, so those ratios say more about what else ran '
-             'than about the recipe). At equal wall-clock: the recipe\'s raw scores at the '
-             'last of its scored checkpoints (halfway, final) it reached within the '
+             'than about the recipe); a recipe that only trains shorter or longer than '
+             'another has that one\'s ratio. At equal wall-clock: the recipe\'s raw scores '
+             'at the last of its scored checkpoints (halfway, final) it reached within the '
              'reference\'s whole run, minus the reference\'s final scores; the reference is '
              'at its plateau, so training it for longer would not have lowered its FID by '
-             'more than the plateau rule\'s 5 %.', '',
+             'more than the plateau rule\'s 5 %. A halfway checkpoint is a full run\'s '
+             'midpoint, its cosine lr still at half its peak, so it understates what a run '
+             'of that length reaches and overstates the recipe\'s cost; the half-length '
+             'recipes (`--preset budget`) train half the run length with their own lr '
+             'annealed, at about the reference\'s wall-clock: their final checkpoint is the '
+             'fair point.', '',
              '| level | recipe - reference | time / iter | sampler | seeds | checkpoint | '
              'd proxy FID | d SSIM |', '|---|---|---|---|---|---|---|---|']
     rows = 0
@@ -421,13 +443,17 @@ def cost_section(cells: dict, levels: Sequence[str], recipes: Sequence[str],
             seeds = sorted(set(ref_cell) & set(cell)) if rc != reference_of(rc) else []
             if not seeds:
                 continue
-            timed = measured.get(lv, {}).get('ratios', {}).get(rc)
+            timed = timed_ratio(measured.get(lv, {}).get('ratios', {}), rc)
             if timed is None:
                 ratio = np.mean([cell[s]['s_per_iter'] / ref_cell[s]['s_per_iter']
                                  for s in seeds])
                 ratio_text = f'{ratio:.2f}x (log)'
             else:
+                ratio = timed
                 ratio_text = f'{timed:.2f}x'
+            length = RECIPES[rc].length / RECIPES[reference_of(rc)].length
+            if length != 1:
+                ratio_text += f'; {length:g}x as long: {length * ratio:.2f}x the wall-clock'
             for name in samplers:
                 points = {s: at_reference_wall_clock(cell[s], ref_cell[s], name, timed)
                           for s in seeds}
@@ -440,9 +466,11 @@ def cost_section(cells: dict, levels: Sequence[str], recipes: Sequence[str],
                 ref_final = {s: ref_cell[s]['final']['raw']['samplers'][name] for s in fits}
                 d_fid = [points[s]['fid'] - ref_final[s]['fid'] for s in fits]
                 d_ssim = [points[s]['ssim'] - ref_final[s]['ssim'] for s in fits]
-                iters = sorted({points[s]['iters'] for s in fits})
+                iters = sorted({(points[s]['iters'], points[s]['final']) for s in fits})
+                where = '/'.join(f'{i} ({"final" if final else "halfway, lr not annealed"})'
+                                 for i, final in iters)
                 lines.append(f'| {lv} | {rc} - {reference_of(rc)} | {ratio_text} | {name} | '
-                             f'{len(fits)} | {"/".join(map(str, iters))} | '
+                             f'{len(fits)} | {where} | '
                              f'{_mean_std(d_fid, 1)} | {_mean_std(d_ssim, 4)} |')
                 rows += 1
     if not rows:
@@ -689,11 +717,6 @@ def _logged_s_per_iter(cells: dict, recipe: str, level: Optional[str] = None) ->
             if rc == recipe and level in (None, lv) for r in seeds.values()]
 
 
-def _training_step(recipe) -> tuple:
-    """What one training iteration of a recipe does (not how many it trains)."""
-    return recipe.config, recipe.options, recipe.batch_size, recipe.features
-
-
 def remaining_section(cells: dict, planned: Sequence[Tuple[str, str, int]], preset: dict,
                       level_iters: Dict[str, int], timing: Optional[dict] = None) -> List[str]:
     """The report's estimate of the training still to do: each planned run not evaluated
@@ -725,6 +748,10 @@ def remaining_section(cells: dict, planned: Sequence[Tuple[str, str, int]], pres
         if recipe.reference in RECIPES and \
                 _training_step(recipe) == _training_step(RECIPES[recipe.reference]):
             ratios.setdefault(name, 1.0)  # the reference's step, only run longer
+    for name in RECIPES:  # a timed recipe's step, only run shorter or longer
+        ratio = timed_ratio(ratios, name)
+        if ratio is not None:
+            ratios.setdefault(name, ratio)
     hours, iterations, unknown = 0.0, 0, []
     for level, recipe, _ in todo:
         iters = run_iters(preset, recipe, level_iters[level])[1]
@@ -820,7 +847,9 @@ def write_report(results_dir: str, teacher: Optional[dict], runs: List[dict],
              'time while the 2-core machine is shared, `--jobs 2` when it is not; each run is '
              'scored in the driver\'s process as it finishes), then `--preset screen_b2`, '
              '`--preset dose` (the log-ratio term at 10x and 100x its weight, seed 0), '
-             '`--preset combine` (feature KD + the better 2ndM form) and `--preset length` '
+             '`--preset combine` (feature KD + the better 2ndM form), `--preset budget` (both '
+             '2ndM forms at half the run length: about DSM+KD\'s wall-clock) and '
+             '`--preset length` '
              '(DSM+KD at twice the run length, seed 0 at every level).', '']
     if archived_teacher:
         lines += [f'Archive: the first runs and the student plateau run were made against the '

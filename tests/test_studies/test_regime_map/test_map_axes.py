@@ -61,7 +61,7 @@ def test_recipe_and_level_options_merge_into_the_config(recipe):
     if '2ndm_log' in recipe:
         assert jac.form == 'log_ratio' and jac.scale is None and jac.batch_fraction == 0.25
         assert jac.loss_weight == (float(recipe.split('_w')[1]) if '_w' in recipe else 10.0)
-    if recipe in ('2ndm', 'feat_2ndm'):
+    if recipe in ('2ndm', 'feat_2ndm', '2ndm_half'):
         assert jac.scale == 'sigma' and jac.get('form', 'squared') == 'squared'
     if recipe == 'authors_b2':
         assert (jac.mode, jac.loss_weight, jac.scale) == ('vjp', 0.1, None)
@@ -94,6 +94,22 @@ def test_the_length_check_trains_dsm_kd_twice_as_long_at_every_level():
     assert runs == [(lv, rc, 0) for lv in ('p27', 'p37', 'p57') for rc in ('dsm_kd', 'dsm_kd_x2')]
     dit = map_preset('length', 'dit')
     assert [lv for lv, _, _ in planned_runs(dit)][::2] == ['d2', 'd1', 'd4']
+
+
+def test_the_budget_trains_each_2ndm_form_half_as_long_as_its_full_run():
+    """At about DSM+KD's wall-clock (the term doubles an iteration's time): the same
+    iteration as the full recipe, half the iterations, its own lr schedule over them."""
+    preset = PRESETS['budget']
+    for half, full in (('2ndm_half', '2ndm'), ('2ndm_log_half', '2ndm_log')):
+        assert run_iters(preset, half, 13000) == (32, 6500)
+        assert run_iters(preset, half, 7501) == (32, 3750)  # a whole number of iterations
+        assert (RECIPES[half].config, RECIPES[half].options, RECIPES[half].reference) == \
+            (RECIPES[full].config, RECIPES[full].options, RECIPES[full].reference)
+        assert RECIPES[half].length == 0.5 and RECIPES[full].length == 1
+    assert planned_runs(preset) == [('p27', rc, s) for s in (0, 1, 2)
+                                    for rc in ('dsm_kd', '2ndm_log_half', '2ndm_half')]
+    assert [lv for lv, _, _ in planned_runs(map_preset('budget', 'dit'))] == ['d2'] * 9
+    assert 'budget' in MAP_PRESETS
 
 
 def test_run_order_references_first_seed_by_seed():

@@ -262,8 +262,10 @@ def test_cost_at_the_references_wall_clock():
     assert at_reference_wall_clock(slower, ref, 'ddim50') is None
     text = '\n'.join(cost_section(index_runs([ref, same, slow, slower]), ['p27'],
                                   ['dsm_kd', 'dsm', '2ndm', '2ndm_log'], ['ddim50']))
-    assert '| p27 | dsm - dsm_kd | 1.00x (log) | ddim50 | 1 | 100 | 10.0 | -0.0100 |' in text
-    assert '| p27 | 2ndm - dsm_kd | 2.00x (log) | ddim50 | 1 | 50 | 30.0 | -0.0500 |' in text
+    assert '| p27 | dsm - dsm_kd | 1.00x (log) | ddim50 | 1 | 100 (final) | 10.0 | -0.0100 |' \
+        in text
+    assert '| p27 | 2ndm - dsm_kd | 2.00x (log) | ddim50 | 1 | 50 (halfway, lr not annealed) ' \
+        '| 30.0 | -0.0500 |' in text
     assert "| p27 | 2ndm_log - dsm_kd | 3.00x (log) | ddim50 | 1 | none within the " \
         "reference's time | - | - |" in text
     assert '(levels: none yet)' in text
@@ -277,14 +279,41 @@ def test_cost_at_the_references_wall_clock():
     text = '\n'.join(cost_section(index_runs([ref, same, slow, slower]), ['p27'],
                                   ['dsm_kd', 'dsm', '2ndm', '2ndm_log'], ['ddim50'], timing,
                                   ' --arch dit'))
-    assert '| p27 | dsm - dsm_kd | 1.00x (log) | ddim50 | 1 | 100 |' in text  # not timed
-    assert '| p27 | 2ndm - dsm_kd | 1.50x | ddim50 | 1 | 50 | 30.0 | -0.0500 |' in text
-    assert '| p27 | 2ndm_log - dsm_kd | 1.04x | ddim50 | 1 | 100 | -10.0 | 0.0200 |' in text
+    assert '| p27 | dsm - dsm_kd | 1.00x (log) | ddim50 | 1 | 100 (final) |' in text  # not timed
+    assert '| p27 | 2ndm - dsm_kd | 1.50x | ddim50 | 1 | 50 (halfway, lr not annealed) | ' \
+        '30.0 | -0.0500 |' in text
+    assert '| p27 | 2ndm_log - dsm_kd | 1.04x | ddim50 | 1 | 100 (final) | -10.0 | 0.0200 |' \
+        in text
     assert '`python tools/regime_map.py --timing --arch dit`' in text
     assert ('levels: p27 (10 blocks of 5, 1 thread, seed 0 runs), p57 (4 blocks of 2, '
             '2 threads, seed 1 runs)') in text
     assert 'No recipe and its reference share a seed yet.' in cost_section(
         index_runs([ref]), ['p27'], ['dsm_kd', 'dsm'], ['ddim50'])
+
+
+def test_cost_of_a_half_length_run_at_the_references_wall_clock():
+    """A recipe that trains half as long with a timed recipe's iteration has that one's
+    time per iteration: at 1.9x it fits in the reference's time with its final (annealed)
+    checkpoint; at 2.2x only its halfway one does."""
+    from mmdiff_2ndm.studies.regime_map.report import cost_section, timed_ratio
+    ref = fake_run('p27', 'dsm_kd', 0, 100.0, 0.90)
+    half = dict(fake_run('p27', '2ndm_half', 0, 104.0, 0.91), iters=50)
+    half['halfway'] = dict(iters=25,
+                           raw=fake_run('p27', '2ndm_half', 0, 180.0, 0.8)['final']['raw'])
+    assert timed_ratio({'2ndm': 1.9}, '2ndm_half') == 1.9
+    assert timed_ratio({'2ndm_half': 1.7, '2ndm': 1.9}, '2ndm_half') == 1.7  # its own first
+    assert timed_ratio({'2ndm': 1.9}, '2ndm_log_half') is None  # another iteration
+    assert timed_ratio({}, 'dsm') is None
+    for ratio, row in ((1.9, '1.90x; 0.5x as long: 0.95x the wall-clock | ddim50 | 1 | '
+                             '50 (final) | 4.0 | 0.0100 |'),
+                       (2.2, '2.20x; 0.5x as long: 1.10x the wall-clock | ddim50 | 1 | '
+                             '25 (halfway, lr not annealed) | 80.0 | -0.1000 |')):
+        timing = dict(levels=dict(p27=dict(ratios={'2ndm': ratio}, rounds=10, block=5,
+                                           threads=1, seed=0)))
+        text = '\n'.join(cost_section(index_runs([ref, half]), ['p27'], ['dsm_kd', '2ndm_half'],
+                                      ['ddim50'], timing))
+        assert f'| p27 | 2ndm_half - dsm_kd | {row}' in text
+    assert '`--preset budget`' in text
 
 
 def test_gap_to_the_teacher_per_level_and_sampler():
@@ -362,17 +391,18 @@ def test_remaining_training_is_estimated_from_logged_and_timed_iterations():
     runs.append(dict(fake_run('p57', 'dsm', 0, 100.0, 0.9), s_per_iter=0.05))
     planned = [('p27', 'dsm_kd', 0), ('p27', 'dsm_kd', 2), ('p27', '2ndm', 0),
                ('p27', 'dsm', 0), ('p27', 'authors_b2', 0), ('p57', 'dsm_kd', 0),
-               ('p27', 'dsm_kd_x2', 0)]
+               ('p27', 'dsm_kd_x2', 0), ('p27', '2ndm_half', 0)]
     timing = dict(levels=dict(p27=dict(times=dict(dsm_kd=dict(median=0.5),
                                                   **{'2ndm': dict(median=1.0)}))))
     lines = remaining_section(index_runs(runs), planned, preset,
                               dict(p27=100000, p57=50000), timing)
     # p27 dsm_kd seed 2: 1e5 x 0.2; 2ndm: 1e5 x 0.2 x 2; dsm: 1e5 x 0.05 (from p57);
     # p57 dsm_kd: 5e4 x median(0.1, 0.3) (no dsm_kd at p57: any level); authors_b2 unknown;
-    # DSM+KD 2x long: DSM+KD's step, untimed and never logged: 2e5 x 0.2
-    hours = (20000 + 40000 + 5000 + 10000 + 40000) / 3600
+    # DSM+KD 2x long: DSM+KD's step, untimed and never logged: 2e5 x 0.2; 2ndM half as
+    # long: 2ndM's step, timed: 5e4 x 0.2 x 2
+    hours = (20000 + 40000 + 5000 + 10000 + 40000 + 20000) / 3600
     assert lines[0].startswith(
-        f'To go: 6 runs, {500000 + 50000 + 100000 * 32 // 2} iterations; about {hours:.1f} h '
+        f'To go: 7 runs, {550000 + 50000 + 100000 * 32 // 2} iterations; about {hours:.1f} h '
         'of training one run at a time (leaving out 1 runs of recipes no evaluated run has '
         'logged yet: authors_b2).')
     assert remaining_section(index_runs(runs), planned[:1], preset, dict(p27=1000)) == []

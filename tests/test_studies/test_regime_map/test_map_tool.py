@@ -107,6 +107,22 @@ def test_tiny_map_end_to_end_and_resume(tmp_path):
     assert missing.returncode != 0
     assert "Timing needs trained runs; not trained yet: ['p27/dsm_kd_seed1'" in missing.stderr
 
+    # the budget: a 2ndM form half as long, its own lr annealed over it, costed with the
+    # full form's timed iteration
+    half = subprocess.run(cmd + ['--recipes', '2ndm_log_half'], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=900)
+    assert half.returncode == 0, half.stdout[-3000:] + half.stderr[-3000:]
+    short = json.loads((results / 'runs' / 'p27' / '2ndm_log_half_seed0.json').read_text())
+    assert short['iters'] == round(plateau['plateau']['iters'] / 2)
+    assert short['record'] == dsm_kd['record']  # paired with the map's other runs
+    assert 'model.losses.jacobian.form=log_ratio' in short['options']
+    assert math.isfinite(short['final']['raw']['samplers']['ddim10']['fid'])
+    text = (results / 'README.md').read_text()
+    ratio = timing['ratios']['2ndm_log']
+    assert f'| p27 | 2ndm_log_half - dsm_kd | {ratio:.2f}x; 0.5x as long: {0.5 * ratio:.2f}x ' \
+        'the wall-clock | ddim50 | 1 |' in text
+    assert '| p27 | 2ndm_log_half - dsm_kd | ddim50 | 1 |' in text  # paired differences
+
     # feature KD + 2ndM: refused while the screen cannot name the form, trained against
     # feature KD alone when the recipe is named on the command line
     combine = [a if a != 'tiny' else 'combine' for a in cmd]
@@ -152,8 +168,8 @@ def test_tiny_map_end_to_end_and_resume(tmp_path):
         'FID -50.0 %' in lengthened.stdout
     archive = results / f'archive_p27_{length}'
     assert sorted(p.name for p in (archive / 'runs' / 'p27').iterdir()) == [
-        '2ndm_log_seed0.json', 'dsm_kd_feat_seed0.json', 'dsm_kd_seed0.json',
-        'dsm_kd_x2_seed0.json', 'feat_2ndm_log_seed0.json']
+        '2ndm_log_half_seed0.json', '2ndm_log_seed0.json', 'dsm_kd_feat_seed0.json',
+        'dsm_kd_seed0.json', 'dsm_kd_x2_seed0.json', 'feat_2ndm_log_seed0.json']
     assert sorted(p.name for p in (results / 'runs' / 'p27').iterdir()) == ['dsm_kd_seed0.json']
     text = (results / 'README.md').read_text()
     assert f'| p27 | {2 * length} | {length}: dsm_kd ' in text
