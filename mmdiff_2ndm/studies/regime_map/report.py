@@ -429,11 +429,12 @@ def cost_section(cells: dict, levels: Sequence[str], recipes: Sequence[str],
              'reference\'s whole run, minus the reference\'s final scores; the reference is '
              'at its plateau, so training it for longer would not have lowered its FID by '
              'more than the plateau rule\'s 5 %. A halfway checkpoint is a full run\'s '
-             'midpoint, its cosine lr still at half its peak, so it understates what a run '
-             'of that length reaches and overstates the recipe\'s cost; the half-length '
-             'recipes (`--preset budget`) train half the run length with their own lr '
-             'annealed, at about the reference\'s wall-clock: their final checkpoint is the '
-             'fair point.', '',
+             'midpoint, its cosine lr still at half its peak: no stand-in for a run of that '
+             'length, whose lr is annealed (against the maps\' archived shorter runs, same '
+             'seeds, DSM+KD\'s halfway checkpoints scored worse on the digits U-Net and the '
+             'DiT, better with DDIM-50 on the patches). The half-length recipes (`--preset '
+             'budget`) train half the run length with their own lr annealed, at about the '
+             'reference\'s wall-clock: their final checkpoint is the fair point.', '',
              '| level | recipe - reference | time / iter | sampler | seeds | checkpoint | '
              'd proxy FID | d SSIM |', '|---|---|---|---|---|---|---|---|']
     rows = 0
