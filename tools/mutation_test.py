@@ -435,7 +435,7 @@ MUTANTS: List[Mutant] = [
            (f'{MAP_TESTS}/test_map_report.py::'
             'test_report_lists_done_runs_and_writes_heatmaps', )),
     Mutant('remaining-leaves-out-the-longer-reference', MAP_REPORT,
-           'ratios.setdefault(name, 1.0)', 'pass',
+           'ratios = {REFERENCE: 1.0}', 'ratios = {}',
            (f'{MAP_TESTS}/test_map_report.py::'
             'test_remaining_training_is_estimated_from_logged_and_timed_iterations', )),
     Mutant('data-set-map-plans-every-level', MAP_AXES,

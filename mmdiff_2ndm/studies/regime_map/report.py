@@ -724,8 +724,8 @@ def remaining_section(cells: dict, planned: Sequence[Tuple[str, str, int]], pres
     yet, its iterations (:func:`~.axes.run_iters` at its level's length) times a time per
     iteration: the median logged by the evaluated runs of its recipe at its level; else the
     reference's there times the recipe's ratio to it measured back to back (``timing``;
-    1 for a recipe that differs from its reference only in length); else its recipe's at
-    any level.
+    a recipe that differs from a timed one or the reference only in length has that one's
+    ratio); else its recipe's at any level.
 
     Args:
         cells (dict): ``cells.index_runs`` of the evaluated runs.
@@ -740,15 +740,13 @@ def remaining_section(cells: dict, planned: Sequence[Tuple[str, str, int]], pres
     todo = [run for run in planned if run[2] not in cells.get(run[:2], {})]
     if not todo:
         return []
-    ratios = {}  # recipe -> its time per iteration over the reference's, back to back
+    # recipe -> its time per iteration over the reference's, back to back (the
+    # reference's own is 1 without timing it)
+    ratios = {REFERENCE: 1.0}
     for measured in (timing or {}).get('levels', {}).values():
         times = measured['times']
         for recipe, t in times.items():
             ratios.setdefault(recipe, t['median'] / times[REFERENCE]['median'])
-    for name, recipe in RECIPES.items():
-        if recipe.reference in RECIPES and \
-                _training_step(recipe) == _training_step(RECIPES[recipe.reference]):
-            ratios.setdefault(name, 1.0)  # the reference's step, only run longer
     for name in RECIPES:  # a timed recipe's step, only run shorter or longer
         ratio = timed_ratio(ratios, name)
         if ratio is not None:

@@ -406,6 +406,10 @@ def test_remaining_training_is_estimated_from_logged_and_timed_iterations():
         'of training one run at a time (leaving out 1 runs of recipes no evaluated run has '
         'logged yet: authors_b2).')
     assert remaining_section(index_runs(runs), planned[:1], preset, dict(p27=1000)) == []
+    # without timing, DSM+KD run longer still has DSM+KD's time per iteration (0.2 s at p27)
+    untimed = remaining_section(index_runs(runs), [('p27', 'dsm_kd_x2', 0)], preset,
+                                dict(p27=100000))
+    assert untimed[0].startswith(f'To go: 1 runs, 200000 iterations; about {40000 / 3600:.1f} h')
 
 
 @pytest.mark.parametrize('recipes', [['dsm_kd', '2ndm_log'],
