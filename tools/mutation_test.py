@@ -98,6 +98,7 @@ STUDY_STATISTICS = 'mmdiff_2ndm/studies/digits/statistics.py'
 MAP_TEACHER = 'mmdiff_2ndm/studies/regime_map/teacher_file.py'
 MAP_REPORT = 'mmdiff_2ndm/studies/regime_map/report.py'
 MAP_LENGTHS = 'mmdiff_2ndm/studies/regime_map/lengths.py'
+MAP_SCHEDULE = 'mmdiff_2ndm/studies/regime_map/schedule.py'
 MAP_TESTS = 'tests/test_studies/test_regime_map'
 
 MUTANTS: List[Mutant] = [
@@ -336,13 +337,14 @@ MUTANTS: List[Mutant] = [
             'test_the_length_check_trains_dsm_kd_twice_as_long_at_every_level',
             f'{MAP_TESTS}/test_map_axes.py::'
             'test_the_budget_trains_each_2ndm_form_half_as_long_as_its_full_run')),
-    Mutant('half-length-run-not-timed-as-its-full-recipe', MAP_REPORT,
-           '_training_step(RECIPES[name]) == step), None)',
-           '_training_step(RECIPES[name]) == step and False), None)',
+    Mutant('half-length-run-not-timed-as-its-full-recipe', MAP_SCHEDULE,
+           'training_step(RECIPES[name]) == step), None)',
+           'training_step(RECIPES[name]) == step and False), None)',
            (f'{MAP_TESTS}/test_map_report.py::'
             'test_cost_of_a_half_length_run_at_the_references_wall_clock',
             f'{MAP_TESTS}/test_map_report.py::'
-            'test_remaining_training_is_estimated_from_logged_and_timed_iterations')),
+            'test_remaining_training_is_estimated_from_logged_and_timed_iterations',
+            f'{MAP_TESTS}/test_map_schedule.py')),
     Mutant('halfway-checkpoint-shown-as-final', MAP_REPORT,
            'return dict(iters=iters, final=final, **scores',
            'return dict(iters=iters, final=True, **scores',
@@ -397,11 +399,12 @@ MUTANTS: List[Mutant] = [
     Mutant('heatmap-legend-not-wrapped-to-the-figure', MAP_REPORT,
            'textwrap.fill(legend, int(13 * width))', 'textwrap.fill(legend, 150)',
            (f'{MAP_TESTS}/test_map_report.py::test_heatmap_legend_fits_the_figure', )),
-    Mutant('remaining-ignores-the-timed-ratio', MAP_REPORT,
-           'per_iter = float(np.median(reference)) * ratios[recipe]',
-           'per_iter = float(np.median(reference))',
+    Mutant('remaining-ignores-the-timed-ratio', MAP_SCHEDULE,
+           'return float(np.median(reference)) * ratios[recipe]',
+           'return float(np.median(reference))',
            (f'{MAP_TESTS}/test_map_report.py::'
-            'test_remaining_training_is_estimated_from_logged_and_timed_iterations', )),
+            'test_remaining_training_is_estimated_from_logged_and_timed_iterations',
+            f'{MAP_TESTS}/test_map_schedule.py')),
     Mutant('map-drops-the-halfway-checkpoint', MAP_DRIVER,
            'drop_checkpoints(run_dir, keep=(halfway_iter(iters), iters))',
            'drop_checkpoints(run_dir, keep=(iters, ))',
@@ -434,10 +437,25 @@ MUTANTS: List[Mutant] = [
            'samplers[0], cap=cap) + sorted(done)))', 'samplers[0], cap=cap)))',
            (f'{MAP_TESTS}/test_map_report.py::'
             'test_report_lists_done_runs_and_writes_heatmaps', )),
-    Mutant('remaining-leaves-out-the-longer-reference', MAP_REPORT,
+    Mutant('remaining-leaves-out-the-longer-reference', MAP_SCHEDULE,
            'ratios = {REFERENCE: 1.0}', 'ratios = {}',
            (f'{MAP_TESTS}/test_map_report.py::'
-            'test_remaining_training_is_estimated_from_logged_and_timed_iterations', )),
+            'test_remaining_training_is_estimated_from_logged_and_timed_iterations',
+            f'{MAP_TESTS}/test_map_schedule.py')),
+    Mutant('until-trains-a-resumed-run-from-the-start', MAP_SCHEDULE,
+           'max(iters - trained, 0) * per_iter', 'iters * per_iter',
+           (f'{MAP_TESTS}/test_map_schedule.py', )),
+    Mutant('until-leaves-out-the-scoring', MAP_DRIVER,
+           'timedelta(seconds=sum(estimate))', 'timedelta(seconds=estimate[0])',
+           (f'{MAP_TESTS}/test_map_schedule.py', )),
+    Mutant('until-starts-a-run-it-cannot-estimate', MAP_DRIVER,
+           "'it stays planned (train it in a sitting without --until)')\n            return False",
+           "'it stays planned (train it in a sitting without --until)')\n            return True",
+           (f'{MAP_TESTS}/test_map_schedule.py',
+            f'{MAP_TESTS}/test_map_tool.py::test_tiny_map_end_to_end_and_resume')),
+    Mutant('screen-scores-a-run-left-for-later', MAP_DRIVER,
+           'if future.result() is None:', 'if False:',
+           (f'{MAP_TESTS}/test_map_schedule.py', )),
     Mutant('data-set-map-plans-every-level', MAP_AXES,
            'if scope is not None and name in MAP_PRESETS:', 'if False:',
            (f'{MAP_TESTS}/test_map_axes.py::test_a_data_sets_map_covers_its_levels',

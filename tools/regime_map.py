@@ -52,6 +52,7 @@ Usage::
     python tools/regime_map.py --preset length    # DSM+KD at 2x the run length
     python tools/regime_map.py --lengthen --levels p27   # where that check failed
     python tools/regime_map.py --converge --levels p27   # check and lengthen until it passes
+    python tools/regime_map.py --until 21:30      # start only runs that end by 21:30
 
 ``--dataset patches`` runs the same pipeline on ``SkimagePatches`` (16x16 patches of the
 pictures that ship with scikit-image) with its own feature network, teacher, plateau and
@@ -62,6 +63,7 @@ levels (``d2``, ``d1``, ``d4``: blocks dropped by TinyFusion's learnable selecti
 sub-folder ``dit``.
 """
 import argparse
+import datetime
 import json
 import os
 import os.path as osp
@@ -81,6 +83,7 @@ from mmdiff_2ndm.studies.regime_map.followup import (flagged_cells,  # noqa: E40
                                                      follow_up_runs)
 from mmdiff_2ndm.studies.regime_map.lengths import read_lengths  # noqa: E402
 from mmdiff_2ndm.studies.regime_map.report import ARCHIVE, samples_figure  # noqa: E402
+from mmdiff_2ndm.studies.regime_map.schedule import parse_until  # noqa: E402
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -134,6 +137,11 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                         help='most doublings of a level\'s length in one --converge call')
     parser.add_argument('--report-only', action='store_true',
                         help='train and score nothing: rewrite the report')
+    parser.add_argument('--until', default=None, metavar='HH:MM',
+                        help='the end of this sitting (local time; HH:MM, its next '
+                        'occurrence, or an ISO date and time): start only the runs whose '
+                        'estimated training and scoring end before it, leave the others '
+                        'planned (studies/regime_map/schedule.py)')
     args = parser.parse_args(argv)
     below = ([] if args.dataset == 'digits' else [args.dataset]) + \
         ([] if args.arch == 'unet' else [args.arch])
@@ -195,6 +203,12 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
         raise ValueError(f'--jobs must be >= 1, got {args.jobs}.')
     if args.max_doublings < 1:
         raise ValueError(f'--max-doublings must be >= 1, got {args.max_doublings}.')
+    until = None
+    if args.until is not None:
+        if args.report_only or args.timing or args.lengthen:
+            raise ValueError('--until holds training runs to the end of a sitting; '
+                             '--report-only, --timing and --lengthen train none: drop it.')
+        until = parse_until(args.until, datetime.datetime.now())
     args.work_dir, args.results_dir = osp.abspath(args.work_dir), osp.abspath(args.results_dir)
     os.makedirs(args.results_dir, exist_ok=True)
     planned, pending = plan_runs(map_preset(args.preset, args.arch, args.dataset),
@@ -221,7 +235,7 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
         threads = args.threads_per_run or max(1, (os.cpu_count() or 1) // args.jobs)
         torch.set_num_threads(threads)
         regime_map = RegimeMap(args.preset, args.work_dir, args.results_dir, threads,
-                               args.dataset, args.arch)
+                               args.dataset, args.arch, until=until)
         regime_map.prepare()
         report(args, planned)
         if not args.teacher_only and regime_map.finetune_iters() is None:

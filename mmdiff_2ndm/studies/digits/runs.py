@@ -94,6 +94,16 @@ def is_finished(work_dir: str, iters: int) -> bool:
             and osp.exists(osp.join(work_dir, f'iter_{iters}.pth')))
 
 
+def trained_iters(work_dir: str) -> int:
+    """Iterations held by the run's latest ``iter_<n>.pth`` in ``work_dir`` (0 before its
+    first checkpoint): where :func:`train` resumes it."""
+    found = [int(m.group(1)) for m in (re.fullmatch(r'iter_(\d+)\.pth', name)
+                                       for name in (os.listdir(work_dir)
+                                                    if osp.isdir(work_dir) else []))
+             if m]
+    return max(found, default=0)
+
+
 def train(config: str, work_dir: str, iters: int, options: List[str], threads: int,
           stream: bool, ckpt_interval: Optional[int] = None) -> float:
     """Runs tools/train.py on ``configs/digits/<config>``; returns its wall time (s).

@@ -14,9 +14,11 @@ also keeps the teacher (``teacher_ema.pth``, its digest in ``teacher.json``): a 
 without the teacher run takes it from there instead of training it again, and a teacher
 whose digest differs from the recorded one is refused (:meth:`RegimeMap.check_teacher`).
 """
+import datetime
 import json
 import os
 import os.path as osp
+import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Dict, List, Optional, Tuple
 
@@ -26,7 +28,7 @@ from ..digits.evaluation import load_distiller, record_hash
 from ..digits.feature_net import STUDY_DATASETS, feature_net_files, prepare_feature_net
 from ..digits.progress import say
 from ..digits.runs import (drop_checkpoints, halfway_ckpt_interval, halfway_iter,
-                           loss_terms, seconds_per_iter, size_options, train)
+                           loss_terms, seconds_per_iter, size_options, train, trained_iters)
 from ..json_files import write_json
 from .axes import (ARCHS, MODELS, RECIPES, REFERENCE, level_options, map_preset, net_options,
                    planned_runs, run_iters, run_name)
@@ -36,6 +38,7 @@ from .followup import MAX_SEEDS
 from .lengths import (LONGER_REFERENCE, MAX_LENGTH_FACTOR, NOISE_SDS, check_past_cap,
                       checks_past_cap, deciding_seeds, length_cap, length_check,
                       lengthen_level, read_lengths)
+from .schedule import recipe_ratios, run_seconds
 from .scoring import MapScorer
 from .teacher_file import SHIPPED_TEACHER, save_slim_teacher, teacher_digest
 from .timing import build_train_step, describe, time_steps, timing_ratios
@@ -57,10 +60,16 @@ class RegimeMap:
         arch (str): The teacher architecture, a key of :data:`~.axes.ARCHS` ('unet': the
             configs' U-Net; 'dit': a DiT in its place, depth-pruned levels). Defaults to
             'unet'.
+        until (datetime.datetime, optional): The end of the sitting (local time): the
+            screen starts only the runs whose estimated training and scoring
+            (:mod:`.schedule`) end before it, and leaves the others planned. The teacher
+            and plateau runs, trained once per map, are not held to it. Defaults to None
+            (every run starts).
     """
 
     def __init__(self, preset_name: str, work_dir: str, results_dir: str,
-                 threads: int, dataset: str = 'digits', arch: str = 'unet') -> None:
+                 threads: int, dataset: str = 'digits', arch: str = 'unet',
+                 until: Optional[datetime.datetime] = None) -> None:
         if dataset not in STUDY_DATASETS:
             raise ValueError(f'dataset must be one of {sorted(STUDY_DATASETS)}, got '
                              f'{dataset!r}.')
@@ -76,6 +85,8 @@ class RegimeMap:
         self.teacher_dir = osp.join(work_dir, f'teacher_cosine{iters}')
         self.teacher_ckpt = osp.join(self.teacher_dir, f'iter_{iters}.pth')
         self.scorer: Optional[MapScorer] = None
+        self.until = until
+        self.left_for_later: List[Run] = []
 
     # ----------------------------------------------------------------- paths, options
     def run_dir(self, run: Run) -> str:
@@ -397,9 +408,46 @@ class RegimeMap:
         say(f'[map]   trained {run_name(*run)} in {wall:.0f} s')
         return wall
 
+    def ends_in_time(self, run: Run) -> bool:
+        """Whether a run may start: without ``until`` always; with it, when its estimated
+        training (what it has not trained yet) and scoring (:func:`~.schedule.run_seconds`)
+        end before ``until``. Says why a run does not start."""
+        if self.until is None:
+            return True
+        timing = None
+        if osp.exists(self.timing_path()):
+            with open(self.timing_path()) as f:
+                timing = json.load(f)
+        estimate = run_seconds(index_runs(load_results(self.results_dir)[1]), run,
+                               self.preset, self.finetune_iters(run[0]),
+                               recipe_ratios(timing), trained_iters(self.run_dir(run)))
+        until = f'--until {self.until:%Y-%m-%d %H:%M}'
+        if estimate is None:
+            say(f'[map]   not started: {run_name(*run)}: no evaluated run has logged the time '
+                f'per iteration of its recipe, so whether it ends before {until} is unknown; '
+                'it stays planned (train it in a sitting without --until)')
+            return False
+        end = datetime.datetime.now() + datetime.timedelta(seconds=sum(estimate))
+        if end > self.until:
+            say(f'[map]   not started: {run_name(*run)}: about {estimate[0] / 60:.0f} min of '
+                f'training and {estimate[1] / 60:.0f} of scoring would end at '
+                f'{end:%Y-%m-%d %H:%M}, after {until}; it stays planned for a later sitting')
+            return False
+        return True
+
+    def train_in_time(self, run: Run) -> Optional[float]:
+        """:meth:`train_run` where the run :meth:`ends_in_time` (checked as it would
+        start, with the runs scored so far), else None: the run stays planned."""
+        if not self.ends_in_time(run):
+            self.left_for_later.append(run)
+            return None
+        return self.train_run(run)
+
     def score_run(self, run: Run) -> dict:
         """Scores a trained run (raw and EMA, every sampler; the raw student also halfway
-        and before finetuning) and writes its JSON."""
+        and before finetuning) and writes its JSON (with the seconds scoring took,
+        ``score_s``, for :mod:`.schedule`)."""
+        start = time.time()
         level, recipe, seed = run
         finetune_iters = self.finetune_iters(level)
         batch, iters = run_iters(self.preset, recipe, finetune_iters)
@@ -437,7 +485,8 @@ class RegimeMap:
                     params=final['raw']['params'], wall_s=wall,
                     s_per_iter=seconds_per_iter(run_dir), loss_terms=loss_terms(run_dir),
                     options=options,
-                    final=final, halfway=halfway, pruned=pruned)
+                    final=final, halfway=halfway, pruned=pruned,
+                    score_s=round(time.time() - start, 1))
         write_json(data, self.result_path(run))
         raw = final['raw']['samplers']
         say(f'[map]   scored {run_name(*run)}: ' + ', '.join(
@@ -547,12 +596,17 @@ class RegimeMap:
             f'(run length: {lengths or "-"}; batch {self.preset["batch_size"]}), {jobs} at a '
             'time')
         with ThreadPoolExecutor(max_workers=jobs) as pool:
-            futures = {pool.submit(self.train_run, run): run for run in todo}
+            futures = {pool.submit(self.train_in_time, run): run for run in todo}
             for future in as_completed(futures):
-                future.result()
+                if future.result() is None:
+                    continue  # left for a later sitting (--until)
                 self.score_run(futures[future])
                 if on_scored is not None:
                     on_scored()
+        left = [run for run in todo if run in self.left_for_later]
+        if left:
+            say(f'[map] {len(left)} of {len(todo)} runs left for a later sitting (--until '
+                f'{self.until:%Y-%m-%d %H:%M}): {", ".join(run_name(*run) for run in left)}')
 
     # ----------------------------------------------------------------- length
     def lengthen(self, levels: List[str]) -> Dict[str, str]:

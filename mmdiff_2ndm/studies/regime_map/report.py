@@ -21,6 +21,7 @@ from .lengths import (LONGER_REFERENCE, MAX_LENGTH_FACTOR, NOISE_SDS, checks_pas
                       deciding_seeds, length_cap, length_check, lengths_section,
                       undecided_check_runs)
 from .plateau import PLATEAU_TOL, plateau_iteration
+from .schedule import recipe_ratios, s_per_iter, timed_ratio
 
 JACOBIAN_T = (0, 10, 50, 250, 999)  # timesteps shown in the mechanism table
 # results made against the previous teacher (the shipped 6000-iteration checkpoint, which
@@ -384,22 +385,6 @@ def at_reference_wall_clock(run: dict, ref: dict, sampler: str,
     return None
 
 
-def _training_step(recipe) -> tuple:
-    """What one training iteration of a recipe does (not how many it trains)."""
-    return recipe.config, recipe.options, recipe.batch_size, recipe.features
-
-
-def timed_ratio(ratios: Dict[str, float], recipe: str) -> Optional[float]:
-    """A recipe's time per iteration over its reference's, measured back to back
-    (``ratios``: one level of ``timing.json``), or that of a timed recipe whose training
-    iteration is the same (it differs only in length): None when neither was timed."""
-    if recipe in ratios:
-        return ratios[recipe]
-    step = _training_step(RECIPES[recipe])
-    return next((ratio for name, ratio in ratios.items()
-                 if name in RECIPES and _training_step(RECIPES[name]) == step), None)
-
-
 def cost_section(cells: dict, levels: Sequence[str], recipes: Sequence[str],
                  samplers: Sequence[str], timing: Optional[dict] = None,
                  flag: str = '') -> List[str]:
@@ -713,11 +698,6 @@ def length_section(cells: dict, levels: Sequence[str], samplers: Sequence[str],
     return lines
 
 
-def _logged_s_per_iter(cells: dict, recipe: str, level: Optional[str] = None) -> List[float]:
-    return [r['s_per_iter'] for (lv, rc), seeds in cells.items()
-            if rc == recipe and level in (None, lv) for r in seeds.values()]
-
-
 def remaining_section(cells: dict, planned: Sequence[Tuple[str, str, int]], preset: dict,
                       level_iters: Dict[str, int], timing: Optional[dict] = None) -> List[str]:
     """The report's estimate of the training still to do: each planned run not evaluated
@@ -740,32 +720,13 @@ def remaining_section(cells: dict, planned: Sequence[Tuple[str, str, int]], pres
     todo = [run for run in planned if run[2] not in cells.get(run[:2], {})]
     if not todo:
         return []
-    # recipe -> its time per iteration over the reference's, back to back (the
-    # reference's own is 1 without timing it)
-    ratios = {REFERENCE: 1.0}
-    for measured in (timing or {}).get('levels', {}).values():
-        times = measured['times']
-        for recipe, t in times.items():
-            ratios.setdefault(recipe, t['median'] / times[REFERENCE]['median'])
-    for name in RECIPES:  # a timed recipe's step, only run shorter or longer
-        ratio = timed_ratio(ratios, name)
-        if ratio is not None:
-            ratios.setdefault(name, ratio)
+    ratios = recipe_ratios(timing)
     hours, iterations, unknown = 0.0, 0, []
     for level, recipe, _ in todo:
         iters = run_iters(preset, recipe, level_iters[level])[1]
         iterations += iters
-        logged = _logged_s_per_iter(cells, recipe, level)
-        reference = (_logged_s_per_iter(cells, REFERENCE, level)
-                     or _logged_s_per_iter(cells, REFERENCE))
-        anywhere = _logged_s_per_iter(cells, recipe)
-        if logged:
-            per_iter = float(np.median(logged))
-        elif recipe in ratios and reference:
-            per_iter = float(np.median(reference)) * ratios[recipe]
-        elif anywhere:
-            per_iter = float(np.median(anywhere))
-        else:
+        per_iter = s_per_iter(cells, recipe, level, ratios)
+        if per_iter is None:
             unknown.append(recipe)
             continue
         hours += iters * per_iter / 3600

@@ -2,6 +2,7 @@
 checkpoint), plateau run, two recipes at the hardest level scored with both samplers,
 report; a second call trains and scores nothing; a killed teacher scoring continues; a
 fresh work dir takes the teacher the results dir keeps; another teacher is refused."""
+import datetime
 import json
 import math
 import os
@@ -54,6 +55,7 @@ def test_tiny_map_end_to_end_and_resume(tmp_path):
         run = json.loads((results / 'runs' / 'p27' / f'{recipe}_seed0.json').read_text())
         assert run['iters'] == plateau['plateau']['iters']  # the measured length
         assert run['params'] < teacher['params']  # pruned
+        assert run['score_s'] > 0  # how long scoring took, for --until's estimates
         for model in ('raw', 'ema'):
             for name, scores in run['final'][model]['samplers'].items():
                 for key in ('fid', 'ssim', 'sample_mse'):
@@ -122,6 +124,20 @@ def test_tiny_map_end_to_end_and_resume(tmp_path):
     assert f'| p27 | 2ndm_log_half - dsm_kd | {ratio:.2f}x; 0.5x as long: {0.5 * ratio:.2f}x ' \
         'the wall-clock | ddim50 | 1 |' in text
     assert '| p27 | 2ndm_log_half - dsm_kd | ddim50 | 1 |' in text  # paired differences
+
+    # --until (the end of a sitting): a recipe no evaluated run has timed cannot be shown to
+    # end in time, so it is not started and stays planned; a time already past is refused
+    later = (datetime.datetime.now() + datetime.timedelta(days=1)).isoformat(timespec='minutes')
+    held = subprocess.run(cmd + ['--recipes', 'dsm', '--until', later], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=900)
+    assert held.returncode == 0, held.stdout[-3000:] + held.stderr[-3000:]
+    assert 'not started: p27/dsm_seed0: no evaluated run has logged the time per iteration ' \
+        'of its recipe' in held.stdout
+    assert '[map] 1 of 1 runs left for a later sitting (--until ' in held.stdout
+    assert not (results / 'runs' / 'p27' / 'dsm_seed0.json').exists()
+    past = subprocess.run(cmd + ['--until', '2000-01-01T00:00'], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=900)
+    assert past.returncode != 0 and "--until '2000-01-01T00:00' is already past" in past.stderr
 
     # feature KD + 2ndM: refused while the screen cannot name the form, trained against
     # feature KD alone when the recipe is named on the command line
