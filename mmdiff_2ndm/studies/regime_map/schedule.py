@@ -22,8 +22,9 @@ import numpy as np
 from .axes import RECIPES, REFERENCE, run_iters
 
 #: Seconds allowed for scoring a run where no evaluated run of the map has logged its
-#: scoring time (``score_s``): the longest seen on the 2-core machine, a DiT or U-Net
-#: student with both samplers, raw and EMA, halfway and before finetuning.
+#: scoring time (``score_s``; runs scored before it was recorded have none). Meant to be
+#: generous, so that ``--until`` errs toward leaving a run for a later sitting; once one
+#: run of the map is scored, its logged time replaces it.
 SCORE_S_UNLOGGED = 600.0
 
 
