@@ -64,7 +64,6 @@ sub-folder ``dit``.
 """
 import argparse
 import datetime
-import json
 import os
 import os.path as osp
 import sys
@@ -76,6 +75,7 @@ sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..'))
 from mmdiff_2ndm.studies.regime_map import (LEVELS, PRESETS, RECIPES,  # noqa: E402
                                             RegimeMap, load_results, write_report)
 from mmdiff_2ndm.studies.digits.feature_net import STUDY_DATASETS  # noqa: E402
+from mmdiff_2ndm.studies.json_files import read_json  # noqa: E402
 from mmdiff_2ndm.studies.regime_map.axes import ARCHS, MAP_PRESETS, map_preset  # noqa: E402
 from mmdiff_2ndm.studies.regime_map.cells import index_runs  # noqa: E402
 from mmdiff_2ndm.studies.regime_map.combine import plan_runs  # noqa: E402
@@ -150,14 +150,6 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     return args
 
 
-def _read_json(path: str) -> Optional[dict]:
-    """The JSON at ``path``, or None where there is none."""
-    if not osp.exists(path):
-        return None
-    with open(path) as f:
-        return json.load(f)
-
-
 def follow_up_plan(preset: dict, planned, runs) -> list:
     """The follow-up runs (done or not) that the evaluated ``runs`` call for, in the
     cells of the ``planned`` runs, with ``preset``'s samplers and screen seeds."""
@@ -183,7 +175,7 @@ def report(args: argparse.Namespace, planned) -> str:
     preset = map_preset(name, args.arch, args.dataset)
     planned = list(dict.fromkeys(list(planned) + follow_up_plan(preset, planned, runs)))
     plateau, teacher_curve, archived, timing = (
-        _read_json(osp.join(args.results_dir, file_name))
+        read_json(osp.join(args.results_dir, file_name))
         for file_name in ('plateau.json', 'teacher_curve.json',
                           osp.join(ARCHIVE, 'teacher.json'), 'timing.json'))
     path = write_report(args.results_dir, teacher, runs, planned, preset, plateau,

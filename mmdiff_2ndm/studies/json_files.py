@@ -2,6 +2,15 @@
 import json
 import os
 import os.path as osp
+from typing import Optional
+
+
+def read_json(path: str) -> Optional[dict]:
+    """The JSON at ``path``, or None where there is none (not written yet)."""
+    if not osp.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
 
 
 def write_json(data: dict, path: str) -> None:

@@ -75,16 +75,24 @@ def halfway_ckpt_interval(iters: int, most: int = 2000) -> int:
     return half
 
 
+def checkpoint_iters(work_dir: str) -> List[int]:
+    """The iterations of the run's ``iter_<n>.pth`` checkpoints in ``work_dir``, in order
+    (none where the folder does not exist yet)."""
+    names = os.listdir(work_dir) if osp.isdir(work_dir) else []
+    return sorted(int(m.group(1)) for m in (re.fullmatch(r'iter_(\d+)\.pth', name)
+                                            for name in names) if m)
+
+
 def drop_checkpoints(work_dir: str, keep: Iterable[int]) -> List[str]:
     """Deletes the run's ``iter_<n>.pth`` checkpoints whose ``n`` is not in ``keep``
     (checkpoints written only so a killed run could resume); returns the deleted paths."""
     keep = {int(n) for n in keep}
     dropped = []
-    for name in sorted(os.listdir(work_dir)):
-        match = re.fullmatch(r'iter_(\d+)\.pth', name)
-        if match and int(match.group(1)) not in keep:
-            os.remove(osp.join(work_dir, name))
-            dropped.append(osp.join(work_dir, name))
+    for n in checkpoint_iters(work_dir):
+        if n not in keep:
+            path = osp.join(work_dir, f'iter_{n}.pth')
+            os.remove(path)
+            dropped.append(path)
     return dropped
 
 
@@ -95,13 +103,9 @@ def is_finished(work_dir: str, iters: int) -> bool:
 
 
 def trained_iters(work_dir: str) -> int:
-    """Iterations held by the run's latest ``iter_<n>.pth`` in ``work_dir`` (0 before its
-    first checkpoint): where :func:`train` resumes it."""
-    found = [int(m.group(1)) for m in (re.fullmatch(r'iter_(\d+)\.pth', name)
-                                       for name in (os.listdir(work_dir)
-                                                    if osp.isdir(work_dir) else []))
-             if m]
-    return max(found, default=0)
+    """Iterations held by the run's latest checkpoint in ``work_dir`` (0 before its
+    first): where :func:`train` resumes it."""
+    return max(checkpoint_iters(work_dir), default=0)
 
 
 def train(config: str, work_dir: str, iters: int, options: List[str], threads: int,

@@ -29,7 +29,7 @@ from ..digits.feature_net import STUDY_DATASETS, feature_net_files, prepare_feat
 from ..digits.progress import say
 from ..digits.runs import (drop_checkpoints, halfway_ckpt_interval, halfway_iter,
                            loss_terms, seconds_per_iter, size_options, train, trained_iters)
-from ..json_files import write_json
+from ..json_files import read_json, write_json
 from .axes import (ARCHS, MODELS, RECIPES, REFERENCE, level_options, map_preset, net_options,
                    planned_runs, run_iters, run_name)
 from .plateau import PLATEAU_TOL, plateau_iteration
@@ -154,11 +154,7 @@ class RegimeMap:
 
     def recorded_teacher(self) -> Optional[dict]:
         """The results dir's ``teacher.json`` (None before the teacher is scored)."""
-        path = osp.join(self.results_dir, 'teacher.json')
-        if not osp.exists(path):
-            return None
-        with open(path) as f:
-            return json.load(f)
+        return read_json(osp.join(self.results_dir, 'teacher.json'))
 
     def shipped_teacher(self) -> str:
         """The slim copy of the teacher kept in the results dir."""
@@ -414,13 +410,10 @@ class RegimeMap:
         end before ``until``. Says why a run does not start."""
         if self.until is None:
             return True
-        timing = None
-        if osp.exists(self.timing_path()):
-            with open(self.timing_path()) as f:
-                timing = json.load(f)
         estimate = run_seconds(index_runs(load_results(self.results_dir)[1]), run,
                                self.preset, self.finetune_iters(run[0]),
-                               recipe_ratios(timing), trained_iters(self.run_dir(run)))
+                               recipe_ratios(read_json(self.timing_path())),
+                               trained_iters(self.run_dir(run)))
         until = f'--until {self.until:%Y-%m-%d %H:%M}'
         if estimate is None:
             say(f'[map]   not started: {run_name(*run)}: no evaluated run has logged the time '
@@ -530,10 +523,7 @@ class RegimeMap:
         data = dict(seed=seed, threads=self.threads, rounds=rounds, block=block,
                     batch_sizes={rc: run_iters(self.preset, rc, 1)[0] for rc in recipes},
                     times=times, ratios=ratios)
-        timing = dict(levels={})
-        if osp.exists(self.timing_path()):
-            with open(self.timing_path()) as f:
-                timing = json.load(f)
+        timing = read_json(self.timing_path()) or dict(levels={})
         timing['levels'][level] = data  # one measurement per level, the latest
         write_json(timing, self.timing_path())
         return data
