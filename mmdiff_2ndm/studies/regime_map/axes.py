@@ -214,12 +214,15 @@ _FEAT = ('model.losses.feat.type=FeatureKDLoss', 'model.losses.feat.layers=bk-sd
 # the authors' released CIFAR-10 run: unscaled, weight 0.1, one projection, whole batch,
 # J^T v by double backward, lr 2e-4, global batch 2
 _AUTHORS = ('model.losses.jacobian.mode=vjp', 'optim_wrapper.student.optimizer.lr=0.0002')
+# weight 10, a quarter of the batch (the config's); the budget preset's runs derive from these
+_2NDM = Recipe('2ndm_digits16.py', label='+2ndM sigma')
+_2NDM_LOG = Recipe('2ndm_digits16.py', _LOG_RATIO, label='+2ndM log')
 RECIPES: Dict[str, Recipe] = {
     'dsm_kd': Recipe('2ndm_digits16_dsm_kd.py', reference='', label='DSM+KD'),
     'dsm': Recipe('2ndm_digits16_dsm.py', label='DSM'),
     'dsm_kd_feat': Recipe('2ndm_digits16_dsm_kd_feat.py', label='+feat KD', features=True),
-    '2ndm': Recipe('2ndm_digits16.py', label='+2ndM sigma'),  # w 10, quarter batch
-    '2ndm_log': Recipe('2ndm_digits16.py', _LOG_RATIO, label='+2ndM log'),  # w 10, quarter
+    '2ndm': _2NDM,
+    '2ndm_log': _2NDM_LOG,
     # feature KD + a 2ndM form, against feature KD alone: what the Jacobian term adds to
     # the feature term (the form: combine.better_form, from the screen)
     'feat_2ndm': Recipe('2ndm_digits16.py', _FEAT, reference='dsm_kd_feat',
@@ -244,9 +247,8 @@ RECIPES: Dict[str, Recipe] = {
     # about DSM+KD's wall-clock, since the Jacobian term doubles an iteration's time within
     # 10 % (timing.json: 1.82-1.99x). A full run's halfway checkpoint is no stand-in: its
     # lr is still at half its peak
-    '2ndm_half': Recipe('2ndm_digits16.py', length=0.5, label='+2ndM sigma, half length'),
-    '2ndm_log_half': Recipe('2ndm_digits16.py', _LOG_RATIO, length=0.5,
-                            label='+2ndM log, half length'),
+    '2ndm_half': _2NDM._replace(length=0.5, label='+2ndM sigma, half length'),
+    '2ndm_log_half': _2NDM_LOG._replace(length=0.5, label='+2ndM log, half length'),
     'dsm_kd_b2': Recipe('2ndm_digits16_dsm_kd.py',
                         ('optim_wrapper.student.optimizer.lr=0.0002',), batch_size=2,
                         label='DSM+KD b2'),
