@@ -278,16 +278,13 @@ class RegimeMap:
         applies the plateau rule to its ``ddim50`` curve; writes ``teacher_curve.json``.
         Each scored checkpoint is cached (``curve.json`` in the run folder), so a killed
         scoring continues."""
-        if osp.exists(self.teacher_curve_path()):
-            with open(self.teacher_curve_path()) as f:
-                return json.load(f)
+        recorded = read_json(self.teacher_curve_path())
+        if recorded is not None:
+            return recorded
         iters, interval = self.preset['teacher_iters'], self.preset['teacher_interval']
         steps = list(range(interval, iters + 1, interval))
         cache_path = osp.join(self.teacher_dir, 'curve.json')
-        curve: Dict[str, dict] = {}
-        if osp.exists(cache_path):
-            with open(cache_path) as f:
-                curve = json.load(f)
+        curve: Dict[str, dict] = read_json(cache_path) or {}
         for step in steps:
             if str(step) in curve:
                 continue
@@ -333,10 +330,8 @@ class RegimeMap:
             return int(lengths[level]['iters'])
         if self.preset['finetune_iters'] is not None:
             return int(self.preset['finetune_iters'])
-        if osp.exists(self.plateau_path()):
-            with open(self.plateau_path()) as f:
-                return int(json.load(f)['plateau']['iters'])
-        return None
+        plateau = read_json(self.plateau_path())
+        return None if plateau is None else int(plateau['plateau']['iters'])
 
     def length_cap(self) -> Optional[int]:
         """The longest run length a level may get (:func:`~.lengths.length_cap` of the
@@ -347,9 +342,9 @@ class RegimeMap:
     def measure_plateau(self) -> dict:
         """One long DSM+KD run on seed 0 at the preset's plateau level, scored (raw) at
         every checkpoint; writes ``plateau.json`` with the length it implies."""
-        if osp.exists(self.plateau_path()):
-            with open(self.plateau_path()) as f:
-                return json.load(f)
+        recorded = read_json(self.plateau_path())
+        if recorded is not None:
+            return recorded
         preset, level = self.preset, self.preset['plateau_level']
         iters, interval = preset['plateau_iters'], preset['plateau_interval']
         run = (level, REFERENCE, 0)
@@ -361,10 +356,7 @@ class RegimeMap:
         wall = train(RECIPES[REFERENCE].config, run_dir, iters, options, self.threads,
                      stream=False, ckpt_interval=interval)
         cache_path = osp.join(run_dir, 'curve.json')
-        curve: Dict[str, dict] = {}
-        if osp.exists(cache_path):
-            with open(cache_path) as f:
-                curve = json.load(f)
+        curve: Dict[str, dict] = read_json(cache_path) or {}
         steps = list(range(interval, iters + 1, interval))
         for step in steps:
             if str(step) in curve:
@@ -607,10 +599,8 @@ class RegimeMap:
         Returns:
             Dict[str, str]: Per level, what was done and why.
         """
-        sampler = next(iter(self.preset['samplers']))
-        if osp.exists(self.plateau_path()):
-            with open(self.plateau_path()) as f:
-                sampler = json.load(f)['sampler']
+        plateau = read_json(self.plateau_path())
+        sampler = next(iter(self.preset['samplers'])) if plateau is None else plateau['sampler']
         cells = index_runs(load_results(self.results_dir)[1])
         cap = self.length_cap()
         done = {}
@@ -720,11 +710,7 @@ def _without_teacher_path(options: List[str]) -> List[str]:
 
 def load_results(results_dir: str) -> Tuple[Optional[dict], List[dict]]:
     """The teacher's scores and every evaluated run in a results dir."""
-    teacher = None
-    path = osp.join(results_dir, 'teacher.json')
-    if osp.exists(path):
-        with open(path) as f:
-            teacher = json.load(f)
+    teacher = read_json(osp.join(results_dir, 'teacher.json'))
     runs = []
     root = osp.join(results_dir, 'runs')
     for level in sorted(os.listdir(root)) if osp.isdir(root) else []:

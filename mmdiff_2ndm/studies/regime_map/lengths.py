@@ -40,7 +40,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..digits.statistics import t_interval
-from ..json_files import write_json
+from ..json_files import read_json, write_json
 from .axes import RECIPES, REFERENCE, run_name
 from .followup import MAX_SEEDS
 from .plateau import PLATEAU_TOL
@@ -181,11 +181,8 @@ def undecided_check_runs(cells: dict, levels: Sequence[str], sampler: str,
 
 def read_lengths(results_dir: str) -> Dict[str, dict]:
     """The results dir's per-level lengths (level -> entry; empty where none is set)."""
-    path = osp.join(results_dir, LENGTHS_FILE)
-    if not osp.exists(path):
-        return {}
-    with open(path) as f:
-        return json.load(f)['levels']
+    recorded = read_json(osp.join(results_dir, LENGTHS_FILE))
+    return {} if recorded is None else recorded['levels']
 
 
 def archive_name(level: str, iters: int) -> str:
