@@ -75,9 +75,10 @@ def halfway_ckpt_interval(iters: int, most: int = 2000) -> int:
     return half
 
 
-def checkpoint_iters(work_dir: str) -> List[int]:
-    """The iterations of the run's ``iter_<n>.pth`` checkpoints in ``work_dir``, in order
-    (none where the folder does not exist yet)."""
+def saved_checkpoint_iters(work_dir: str) -> List[int]:
+    """The iterations of the run's ``iter_<n>.pth`` checkpoints on disk in ``work_dir``, in
+    order (none where the folder does not exist yet); :func:`.presets.checkpoint_iters` is
+    where a finetuning run is planned to save them."""
     names = os.listdir(work_dir) if osp.isdir(work_dir) else []
     return sorted(int(m.group(1)) for m in (re.fullmatch(r'iter_(\d+)\.pth', name)
                                             for name in names) if m)
@@ -88,7 +89,7 @@ def drop_checkpoints(work_dir: str, keep: Iterable[int]) -> List[str]:
     (checkpoints written only so a killed run could resume); returns the deleted paths."""
     keep = {int(n) for n in keep}
     dropped = []
-    for n in checkpoint_iters(work_dir):
+    for n in saved_checkpoint_iters(work_dir):
         if n not in keep:
             path = osp.join(work_dir, f'iter_{n}.pth')
             os.remove(path)
@@ -105,7 +106,7 @@ def is_finished(work_dir: str, iters: int) -> bool:
 def trained_iters(work_dir: str) -> int:
     """Iterations held by the run's latest checkpoint in ``work_dir`` (0 before its
     first): where :func:`train` resumes it."""
-    return max(checkpoint_iters(work_dir), default=0)
+    return max(saved_checkpoint_iters(work_dir), default=0)
 
 
 def train(config: str, work_dir: str, iters: int, options: List[str], threads: int,
