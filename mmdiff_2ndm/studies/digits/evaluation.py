@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from ...models.sampling import STUDY_NAMES
-from ..json_files import write_json
+from ..json_files import read_json, write_json
 from .feature_net import load_images
 from .presets import ARMS, MODELS, checkpoint_iters
 from .progress import progress
@@ -217,11 +217,9 @@ def fingerprint(preset: dict) -> str:
 
 def _load_cache(path: str, key: str) -> dict:
     """The cached scores in ``path`` if they were computed under ``key``, else a new cache."""
-    if osp.exists(path):
-        with open(path) as f:
-            data = json.load(f)
-        if data.get('fingerprint') == key:
-            return data
+    data = read_json(path)
+    if data is not None and data.get('fingerprint') == key:
+        return data
     return dict(fingerprint=key)
 
 
