@@ -2,7 +2,7 @@
 import json
 import os
 import os.path as osp
-from typing import Optional
+from typing import List, Optional
 
 
 def read_json(path: str) -> Optional[dict]:
@@ -11,6 +11,12 @@ def read_json(path: str) -> Optional[dict]:
         return None
     with open(path) as f:
         return json.load(f)
+
+
+def read_json_folder(folder: str) -> List[dict]:
+    """Every ``*.json`` directly in ``folder``, in the order of their file names."""
+    paths = [osp.join(folder, name) for name in sorted(os.listdir(folder))]
+    return [read_json(path) for path in paths if path.endswith('.json') and osp.isfile(path)]
 
 
 def write_json(data: dict, path: str) -> None:

@@ -29,7 +29,7 @@ from ..digits.feature_net import STUDY_DATASETS, feature_net_files, prepare_feat
 from ..digits.progress import say
 from ..digits.runs import (drop_checkpoints, halfway_ckpt_interval, halfway_iter,
                            loss_terms, seconds_per_iter, size_options, train, trained_iters)
-from ..json_files import read_json, write_json
+from ..json_files import read_json, read_json_folder, write_json
 from .axes import (ARCHS, MODELS, RECIPES, REFERENCE, level_options, map_preset, net_options,
                    planned_runs, run_iters, run_name)
 from .plateau import PLATEAU_TOL, plateau_iteration
@@ -714,8 +714,5 @@ def load_results(results_dir: str) -> Tuple[Optional[dict], List[dict]]:
     runs = []
     root = osp.join(results_dir, 'runs')
     for level in sorted(os.listdir(root)) if osp.isdir(root) else []:
-        for name in sorted(os.listdir(osp.join(root, level))):
-            if name.endswith('.json'):
-                with open(osp.join(root, level, name)) as f:
-                    runs.append(json.load(f))
+        runs.extend(read_json_folder(osp.join(root, level)))
     return teacher, runs

@@ -40,7 +40,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..digits.statistics import t_interval
-from ..json_files import read_json, write_json
+from ..json_files import read_json, read_json_folder, write_json
 from .axes import RECIPES, REFERENCE, run_name
 from .followup import MAX_SEEDS
 from .plateau import PLATEAU_TOL
@@ -259,11 +259,7 @@ def lengthen_level(results_dir: str, work_dir: str, level: str, check: dict,
                          'this step.')
     new_iters = check['iters_long']
     runs_dir = osp.join(results_dir, 'runs', level)
-    runs = []
-    for file in sorted(os.listdir(runs_dir)):
-        if file.endswith('.json'):
-            with open(osp.join(runs_dir, file)) as f:
-                runs.append(json.load(f))
+    runs = read_json_folder(runs_dir)
     os.makedirs(osp.join(archive, 'runs'))
     shutil.move(runs_dir, osp.join(archive, 'runs', level))
     figure = osp.join(results_dir, f'samples_{level}.png')
