@@ -2,7 +2,7 @@
 
 Shared by the report and the follow-up planner (:mod:`.followup`).
 """
-from typing import Dict, List, Tuple
+from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 
@@ -25,6 +25,19 @@ def index_runs(runs: List[dict]) -> Dict[Tuple[str, str], Dict[int, dict]]:
 def reference_of(recipe: str) -> str:
     """The recipe a recipe is compared with."""
     return RECIPES[recipe].reference or REFERENCE
+
+
+def with_references(recipes: Sequence[str]) -> List[str]:
+    """The recipes and, before each, its chain of references down to :data:`REFERENCE`
+    (``authors_b2`` -> ``dsm_kd_b2`` -> ``dsm_kd``), each once: what a timing must measure
+    to state every recipe's ratio to its reference and to the map's reference."""
+    ordered: List[str] = []
+    for recipe in recipes:
+        chain = [recipe]
+        while chain[-1] != REFERENCE:
+            chain.append(reference_of(chain[-1]))
+        ordered += [name for name in reversed(chain) if name not in ordered]
+    return ordered
 
 
 def paired(cells: dict, level: str, recipe: str, sampler: str, key: str,

@@ -33,7 +33,7 @@ from ..json_files import read_json, read_json_folder, write_json
 from .axes import (ARCHS, MODELS, RECIPES, REFERENCE, level_options, map_preset, net_options,
                    planned_runs, run_iters, run_name)
 from .plateau import PLATEAU_TOL, plateau_iteration
-from .cells import index_runs, reference_of
+from .cells import index_runs, reference_of, with_references
 from .followup import MAX_SEEDS
 from .lengths import (LONGER_REFERENCE, MAX_LENGTH_FACTOR, NOISE_SDS, check_past_cap,
                       checks_past_cap, deciding_seeds, length_cap, length_check,
@@ -485,40 +485,88 @@ class RegimeMap:
     def measure_timing(self, level: str, seed: int, recipes: List[str], rounds: int = 10,
                        block: int = 5) -> dict:
         """Times the recipes' training iterations back to back in this process
-        (:mod:`.timing`) on their finished runs at ``level`` and ``seed``, with this map's
-        threads per run; stores it under the level in ``timing.json`` and returns it.
+        (:mod:`.timing`) at ``level`` and ``seed``, with this map's threads per run, each
+        with its chain of references (:func:`~.cells.with_references`: the ratios are
+        stated to them); stores it under the level in ``timing.json`` (replacing the
+        level's earlier measurement) and returns it.
+
+        Each recipe is timed on its finished run's last checkpoint, or, for a recipe not
+        trained yet at that seed, on another finished run's there (:meth:`timing_checkpoint`):
+        so a recipe is costed before its first run, as ``--until`` and "To go" need.
 
         Raises:
-            ValueError: If a recipe's run is not trained yet.
+            ValueError: If the level has no run length yet, or no run is trained at
+                ``level`` and ``seed``.
         """
         finetune_iters = self.finetune_iters(level)
-        steps, missing = {}, []
+        if finetune_iters is None:
+            raise ValueError(f'Timing needs trained runs; {level} has no run length yet: '
+                             'measure the plateau first (the screen does).')
+        recipes = with_references(recipes)
+        steps, timed_on = {}, {}
         for recipe in recipes:
             run = (level, recipe, seed)
-            batch, iters = run_iters(self.preset, recipe, finetune_iters or 0)
-            ckpt = osp.join(self.run_dir(run), f'iter_{iters}.pth')
-            if finetune_iters is None or not osp.exists(ckpt):
-                missing.append(run_name(*run))
-                continue
+            batch, iters = run_iters(self.preset, recipe, finetune_iters)
+            found = self.timing_checkpoint(run, recipes)
+            if found is None:
+                raise ValueError(
+                    f'Timing needs a trained run at {level}, seed {seed}; none is trained '
+                    f'yet (looked for {run_name(*run)} and the other recipes there). Train '
+                    'one first (the screen), or time another seed (--seeds).')
+            timed_on[recipe], ckpt = found
             steps[recipe] = build_train_step(
                 RECIPES[recipe].config, self.options(run, iters, batch),
                 ckpt, osp.join(self.work_dir, 'timing', recipe))
-        if missing:
-            raise ValueError(f'Timing needs trained runs; not trained yet: {missing}. Train '
-                             'them first (the screen), or time other recipes (--recipes) or '
-                             'another seed (--seeds).')
         torch.set_num_threads(self.threads)
         times = time_steps(steps, rounds, block)
         ratios = timing_ratios(times, {rc: reference_of(rc) for rc in recipes})
         for line in describe(times, ratios, recipes):
             say(f'[map]   timing {line}')
+        for recipe, source in timed_on.items():
+            if source != run_name(level, recipe, seed):
+                say(f'[map]   timing {recipe}: not trained yet, timed on {source}\'s student')
         data = dict(seed=seed, threads=self.threads, rounds=rounds, block=block,
                     batch_sizes={rc: run_iters(self.preset, rc, 1)[0] for rc in recipes},
-                    times=times, ratios=ratios)
+                    times=times, ratios=ratios, timed_on=timed_on)
         timing = read_json(self.timing_path()) or dict(levels={})
         timing['levels'][level] = data  # one measurement per level, the latest
         write_json(timing, self.timing_path())
         return data
+
+    @staticmethod
+    def _timing_sources(recipe: str, recipes: List[str]) -> List[str]:
+        """The recipes whose finished run a recipe may be timed on, in order of preference:
+        its own, its reference, the other timed recipes, then every other recipe."""
+        return list(dict.fromkeys([recipe, reference_of(recipe), *recipes,
+                                   *RECIPES]))
+
+    def timing_checkpoint(self, run: Run, recipes: List[str]) -> Optional[Tuple[str, str]]:
+        """The checkpoint a run's training iteration is timed on, and the run it belongs to.
+
+        The run's own last checkpoint; where the run is not trained yet, the last of a
+        finished run at the same level and seed (:meth:`_timing_sources`' order): paired by
+        seed, that run's pruning record rebuilds the same pruned student, and the cost of an
+        iteration does not depend on the weights it starts from.
+
+        Args:
+            run (Run): (level, recipe, seed) to time.
+            recipes (List[str]): The recipes timed with it.
+
+        Returns:
+            Optional[Tuple[str, str]]: (run name, checkpoint path), or None when no run at
+            that level and seed is trained.
+        """
+        level, recipe, seed = run
+        finetune_iters = self.finetune_iters(level)
+        if finetune_iters is None:
+            return None
+        for source in self._timing_sources(recipe, recipes):
+            source_run = (level, source, seed)
+            iters = run_iters(self.preset, source, finetune_iters)[1]
+            ckpt = osp.join(self.run_dir(source_run), f'iter_{iters}.pth')
+            if osp.exists(ckpt):
+                return run_name(*source_run), ckpt
+        return None
 
     def add_loss_terms(self, runs: List[Run]) -> None:
         """Adds the logged loss terms (:func:`~..digits.runs.loss_terms`) to the done runs'

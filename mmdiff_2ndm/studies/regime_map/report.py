@@ -12,7 +12,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..digits.statistics import CI_MIN_SEEDS, t_interval, verdict
-from .axes import ARCHS, LEVELS, RECIPES, REFERENCE, map_preset, run_iters
+from .axes import ARCHS, LEVELS, RECIPES, REFERENCE, map_preset, run_iters, run_name
 from .cells import HEATMAP_METRICS, index_runs, paired, reference_of
 from .combine import form_section
 from .followup import (FOLLOW_UP_SEEDS, MAX_SEEDS, NEAR_MARGIN, SEED_STEP, flagged_cells,
@@ -385,6 +385,18 @@ def at_reference_wall_clock(run: dict, ref: dict, sampler: str,
     return None
 
 
+def _timed_elsewhere(level: str, measurement: dict) -> str:
+    """'; <recipes> not trained yet, timed on <run>'s student' for the recipes a timing
+    measured on another run's checkpoint (:meth:`RegimeMap.timing_checkpoint`), else ''."""
+    seed = measurement['seed']
+    elsewhere: Dict[str, List[str]] = {}
+    for recipe, source in measurement.get('timed_on', {}).items():
+        if source != run_name(level, recipe, seed):
+            elsewhere.setdefault(source, []).append(recipe)
+    return ''.join(f'; {", ".join(recipes)} not trained yet, timed on {source}\'s student'
+                   for source, recipes in elsewhere.items())
+
+
 def cost_section(cells: dict, levels: Sequence[str], recipes: Sequence[str],
                  samplers: Sequence[str], timing: Optional[dict] = None,
                  flag: str = '') -> List[str]:
@@ -404,7 +416,8 @@ def cost_section(cells: dict, levels: Sequence[str], recipes: Sequence[str],
              'robin (median over blocks; `python tools/regime_map.py --timing' + flag +
              '`, `timing.json`), where that was done (levels: ' +
              (', '.join(f'{lv} ({m["rounds"]} blocks of {m["block"]}, {m["threads"]} thread'
-                        f'{"s" if m["threads"] > 1 else ""}, seed {m["seed"]} runs)'
+                        f'{"s" if m["threads"] > 1 else ""}, seed {m["seed"]} runs'
+                        f'{_timed_elsewhere(lv, m)})'
                         for lv, m in measured.items()) or 'none yet') + '); elsewhere '
              'from the runs\' training logs ("log": the runs shared the 2-core machine with '
              'one to three other trainings, so those ratios say more about what else ran '

@@ -275,7 +275,9 @@ def test_cost_at_the_references_wall_clock():
     timing = dict(levels=dict(p27=dict(ratios={'2ndm': 1.5, '2ndm_log': 1.04}, rounds=10,
                                        block=5, threads=1, seed=0),
                               p57=dict(ratios={'dsm': 9.0}, rounds=4, block=2, threads=2,
-                                       seed=1)))
+                                       seed=1, timed_on={'dsm_kd': 'p57/dsm_kd_seed1',
+                                                         'dsm': 'p57/dsm_kd_seed1',
+                                                         '2ndm': 'p57/dsm_kd_seed1'})))
     text = '\n'.join(cost_section(index_runs([ref, same, slow, slower]), ['p27'],
                                   ['dsm_kd', 'dsm', '2ndm', '2ndm_log'], ['ddim50'], timing,
                                   ' --arch dit'))
@@ -285,8 +287,10 @@ def test_cost_at_the_references_wall_clock():
     assert '| p27 | 2ndm_log - dsm_kd | 1.04x | ddim50 | 1 | 100 (final) | -10.0 | 0.0200 |' \
         in text
     assert '`python tools/regime_map.py --timing --arch dit`' in text
+    # a recipe not trained yet was timed on another run's pruned student: said so
     assert ('levels: p27 (10 blocks of 5, 1 thread, seed 0 runs), p57 (4 blocks of 2, '
-            '2 threads, seed 1 runs)') in text
+            "2 threads, seed 1 runs; dsm, 2ndm not trained yet, timed on p57/dsm_kd_seed1's "
+            'student)') in text
     assert 'No recipe and its reference share a seed yet.' in cost_section(
         index_runs([ref]), ['p27'], ['dsm_kd', 'dsm'], ['ddim50'])
 

@@ -1,6 +1,12 @@
 """The recipes' time per iteration: round robin blocks, medians, ratios to the reference."""
+import json
+import os
+import os.path as osp
+
 import pytest
 
+from mmdiff_2ndm.studies.regime_map.cells import with_references
+from mmdiff_2ndm.studies.regime_map.driver import RegimeMap
 from mmdiff_2ndm.studies.regime_map.timing import describe, time_steps, timing_ratios
 
 
@@ -63,3 +69,47 @@ def test_median_resists_a_slow_block():
 def test_bad_counts():
     with pytest.raises(ValueError, match='rounds and block must be >= 1, got 0 and 1'):
         time_steps({'a': lambda: None}, rounds=0, block=1)
+
+
+def test_with_references_puts_each_chain_of_references_first_once():
+    assert with_references(['authors_b2']) == ['dsm_kd', 'dsm_kd_b2', 'authors_b2']
+    assert with_references(['2ndm_log', 'dsm', 'authors_b2', 'dsm_kd_b2']) == \
+        ['dsm_kd', '2ndm_log', 'dsm', 'dsm_kd_b2', 'authors_b2']
+    assert with_references(['dsm_kd']) == ['dsm_kd']
+
+
+def _touch_final(regime_map, run, iters):
+    path = osp.join(regime_map.run_dir(run), f'iter_{iters}.pth')
+    os.makedirs(osp.dirname(path), exist_ok=True)
+    open(path, 'w').close()
+    return path
+
+
+def test_timing_checkpoint_own_run_else_a_finished_run_of_the_same_seed(tmp_path):
+    results = tmp_path / 'results'
+    results.mkdir()
+    (results / 'plateau.json').write_text(json.dumps(dict(plateau=dict(iters=100))))
+    regime_map = RegimeMap('screen', str(tmp_path / 'work'), str(results), 1)
+    recipes = ['dsm_kd', '2ndm_log', 'authors_b2']
+    assert regime_map.timing_checkpoint(('p27', 'authors_b2', 0), recipes) is None
+
+    # a batch-2 run trains 16x the iterations: only its final checkpoint counts
+    _touch_final(regime_map, ('p27', 'dsm_kd_b2', 0), 100)
+    assert regime_map.timing_checkpoint(('p27', 'authors_b2', 0), recipes) is None
+    b2 = _touch_final(regime_map, ('p27', 'dsm_kd_b2', 0), 1600)
+    # its reference before the other timed recipes, another seed or level never
+    _touch_final(regime_map, ('p27', '2ndm_log', 0), 100)
+    _touch_final(regime_map, ('p27', 'authors_b2', 1), 1600)
+    _touch_final(regime_map, ('p37', 'authors_b2', 0), 1600)
+    assert regime_map.timing_checkpoint(('p27', 'authors_b2', 0), recipes) == \
+        ('p27/dsm_kd_b2_seed0', b2)
+    # the map's reference is not trained: the first timed recipe that is
+    assert regime_map.timing_checkpoint(('p27', 'dsm_kd', 0), recipes)[0] == \
+        'p27/2ndm_log_seed0'
+    # a recipe outside the timed ones still serves, after them
+    dsm = _touch_final(regime_map, ('p27', 'dsm', 0), 100)
+    assert regime_map.timing_checkpoint(('p27', 'dsm_kd', 0), ['dsm_kd']) == \
+        ('p27/dsm_seed0', dsm)
+    own = _touch_final(regime_map, ('p27', 'authors_b2', 0), 1600)
+    assert regime_map.timing_checkpoint(('p27', 'authors_b2', 0), recipes) == \
+        ('p27/authors_b2_seed0', own)

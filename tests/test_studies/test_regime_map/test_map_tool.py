@@ -90,24 +90,35 @@ def test_tiny_map_end_to_end_and_resume(tmp_path):
     assert 'teacher iter' not in again.stdout  # the teacher's curve is not scored again
     assert {p: osp.getmtime(p) for p in before} == before  # nothing scored again
 
-    # the cost per iteration, measured back to back on the finished runs
-    timed = subprocess.run(cmd + ['--timing', '--timing-rounds', '2', '--timing-block', '1'],
+    # the cost per iteration, measured back to back on the finished runs; a recipe not
+    # trained yet (the batch-2 DSM+KD) on a finished run's pruned student, the references
+    # (DSM+KD) timed with the recipes named
+    timed = subprocess.run(cmd + ['--timing', '--timing-rounds', '2', '--timing-block', '1',
+                                  '--recipes', '2ndm_log', 'dsm_kd_b2'],
                            cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     assert timed.returncode == 0, timed.stdout[-3000:] + timed.stderr[-3000:]
     timing = json.loads((results / 'timing.json').read_text())['levels']['p27']
     assert (timing['seed'], timing['rounds'], timing['block']) == (0, 2, 1)
-    assert sorted(timing['times']) == ['2ndm_log', 'dsm_kd']
+    assert sorted(timing['times']) == ['2ndm_log', 'dsm_kd', 'dsm_kd_b2']
+    assert timing['timed_on'] == {'dsm_kd': 'p27/dsm_kd_seed0', '2ndm_log': 'p27/2ndm_log_seed0',
+                                  'dsm_kd_b2': 'p27/dsm_kd_seed0'}
+    assert timing['batch_sizes'] == {'dsm_kd': 8, '2ndm_log': 8, 'dsm_kd_b2': 2}  # tiny: 8
     assert all(len(t['blocks']) == 2 and t['median'] > 0 for t in timing['times'].values())
-    assert timing['ratios'] == {'2ndm_log': timing['times']['2ndm_log']['median']
-                                / timing['times']['dsm_kd']['median']}
+    assert timing['ratios'] == {rc: timing['times'][rc]['median']
+                                / timing['times']['dsm_kd']['median']
+                                for rc in ('2ndm_log', 'dsm_kd_b2')}
+    assert "timing dsm_kd_b2: not trained yet, timed on p27/dsm_kd_seed0's student" \
+        in timed.stdout
     text = (results / 'README.md').read_text()
     assert f'| p27 | 2ndm_log - dsm_kd | {timing["ratios"]["2ndm_log"]:.2f}x |' in text
-    assert 'levels: p27 (2 blocks of 1, 1 thread, seed 0 runs)' in text
+    assert ('levels: p27 (2 blocks of 1, 1 thread, seed 0 runs; dsm_kd_b2 not trained yet, '
+            "timed on p27/dsm_kd_seed0's student)") in text
     assert {p: osp.getmtime(p) for p in before} == before  # the runs are untouched
+    assert not osp.exists(osp.join(work_dir, 'p27', 'dsm_kd_b2_seed0'))  # nothing trained
     missing = subprocess.run(cmd + ['--timing', '--seeds', '1'], cwd=REPO, env=env,
                              capture_output=True, text=True, timeout=900)
     assert missing.returncode != 0
-    assert "Timing needs trained runs; not trained yet: ['p27/dsm_kd_seed1'" in missing.stderr
+    assert 'Timing needs a trained run at p27, seed 1; none is trained yet' in missing.stderr
 
     # the budget: a 2ndM form half as long, its own lr annealed over it, costed with the
     # full form's timed iteration
