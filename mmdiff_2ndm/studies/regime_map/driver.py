@@ -175,6 +175,24 @@ class RegimeMap:
             f'{recorded["sha256"][:12]}; not trained again)')
         return True
 
+    def require_teacher(self) -> None:
+        """Points the runs at the map's teacher without training or scoring it: the work
+        dir's teacher run, else the results dir's recorded copy (:meth:`restore_teacher`);
+        for the steps that only use it (``--timing``).
+
+        Raises:
+            FileNotFoundError: If the map has neither (train the teacher first: any call
+                that trains, e.g. ``--teacher-only``).
+            RuntimeError: As :meth:`check_teacher`.
+        """
+        if not osp.exists(self.teacher_ckpt) and not self.restore_teacher():
+            raise FileNotFoundError(
+                f'The map has no teacher: neither its run ({self.teacher_ckpt}) nor the '
+                f'recorded copy ({self.shipped_teacher()}, with teacher.json and '
+                'teacher_curve.json) exists. Train and score it first (tools/regime_map.py '
+                '--teacher-only with the same --preset, --arch, --dataset and folders).')
+        self.check_teacher()
+
     def check_teacher(self) -> None:
         """Refuses a teacher other than the one the results dir's runs learnt from.
 
@@ -497,11 +515,13 @@ class RegimeMap:
         Raises:
             ValueError: If the level has no run length yet, or no run is trained at
                 ``level`` and ``seed``.
+            FileNotFoundError: As :meth:`require_teacher`.
         """
         finetune_iters = self.finetune_iters(level)
         if finetune_iters is None:
             raise ValueError(f'Timing needs trained runs; {level} has no run length yet: '
                              'measure the plateau first (the screen does).')
+        self.require_teacher()  # the runs' options name its checkpoint
         recipes = with_references(recipes)
         steps, timed_on = {}, {}
         for recipe in recipes:

@@ -69,6 +69,29 @@ def test_a_fresh_work_dir_takes_the_recorded_teacher_from_the_results_dir(tmp_pa
     assert f'model.teacher_ckpt.filename={shipped}' in options  # what the students load
 
 
+def test_require_teacher_takes_the_run_or_the_recorded_copy_else_says_what_to_do(tmp_path):
+    """What --timing calls: it builds the runs' trainers, which load the teacher, but
+    neither trains nor scores it."""
+    regime_map = _map(tmp_path)
+    with pytest.raises(FileNotFoundError) as err:
+        regime_map.require_teacher()
+    assert regime_map.teacher_ckpt in str(err.value) and '--teacher-only' in str(err.value)
+    shipped = regime_map.shipped_teacher()
+    _record(regime_map, sha256=save_slim_teacher(
+        _teacher_run_ckpt(str(tmp_path / 'run.pth')), shipped, meta={}))
+    regime_map.require_teacher()
+    assert regime_map.teacher_ckpt == shipped
+    # a work dir with a teacher run keeps it, once checked against the record
+    again = RegimeMap('tiny', regime_map.work_dir, regime_map.results_dir, threads=1)
+    os.makedirs(again.teacher_dir)
+    _teacher_run_ckpt(again.teacher_ckpt)
+    again.require_teacher()
+    assert again.teacher_ckpt != shipped and osp.exists(again.teacher_ckpt)
+    _teacher_run_ckpt(again.teacher_ckpt, scale=3.0)  # another teacher: refused
+    with pytest.raises(RuntimeError, match='is not the one the runs in'):
+        again.require_teacher()
+
+
 def test_a_copy_that_is_not_the_recorded_teacher_is_not_taken(tmp_path):
     regime_map = _map(tmp_path)
     shipped = osp.join(regime_map.results_dir, SHIPPED_TEACHER)
