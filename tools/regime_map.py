@@ -21,8 +21,9 @@ Steps (each resumable; re-running the same command continues where it stopped):
    hardest level (``studies/regime_map/combine.py``: the rule, fixed before these runs),
    against feature KD alone, paired by seed;
 6. ``--timing``: the recipes' time per iteration, measured back to back in one process on
-   their finished runs (a recipe not trained yet: on another finished run's pruned student
-   at the same level and seed; ``studies/regime_map/timing.py``; ``<results>/timing.json``),
+   their finished runs (a recipe whose run has no checkpoint in the work dir: on another
+   finished run's pruned student at the same level and seed;
+   ``studies/regime_map/timing.py``; ``<results>/timing.json``),
    for the report's cost at equal wall-clock (the runs' own logs are taken on a shared
    machine) and for costing recipes before their first run;
 7. ``--preset length``: DSM+KD for twice the run length, seed 0 at every level, against
@@ -120,8 +121,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--timing', action='store_true',
                         help='train nothing: time the recipes\' training iterations back to '
                         'back in this process, on their finished runs at the first level and '
-                        'seed planned (--levels, --seeds, --recipes; a recipe not trained yet '
-                        'on another finished run\'s pruned student there), with their '
+                        'seed planned (--levels, --seeds, --recipes; a recipe whose run has no '
+                        'checkpoint in the work dir on another finished run\'s pruned student '
+                        'there), with their '
                         'references, for the report\'s cost at equal wall-clock and the '
                         'estimates of --until and "To go" (timing.json; replaces the level\'s '
                         'earlier timing: name every recipe to keep with --recipes)')

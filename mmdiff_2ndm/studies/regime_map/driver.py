@@ -508,9 +508,9 @@ class RegimeMap:
         stated to them); stores it under the level in ``timing.json`` (replacing the
         level's earlier measurement) and returns it.
 
-        Each recipe is timed on its finished run's last checkpoint, or, for a recipe not
-        trained yet at that seed, on another finished run's there (:meth:`timing_checkpoint`):
-        so a recipe is costed before its first run, as ``--until`` and "To go" need.
+        Each recipe is timed on its run's last checkpoint in the work dir, else on another
+        finished run's there (:meth:`timing_checkpoint`): so a recipe is costed before its
+        first run, as ``--until`` and "To go" need, and in a work dir that lost the runs.
 
         Raises:
             ValueError: If the level has no run length yet, or no run is trained at
@@ -544,7 +544,9 @@ class RegimeMap:
             say(f'[map]   timing {line}')
         for recipe, source in timed_on.items():
             if source != run_name(level, recipe, seed):
-                say(f'[map]   timing {recipe}: not trained yet, timed on {source}\'s student')
+                own = run_name(level, recipe, seed)
+                say(f'[map]   timing {recipe}: no final checkpoint of {own} in the work dir; '
+                    f'timed on {source}\'s pruned student')
         data = dict(seed=seed, threads=self.threads, rounds=rounds, block=block,
                     batch_sizes={rc: run_iters(self.preset, rc, 1)[0] for rc in recipes},
                     times=times, ratios=ratios, timed_on=timed_on)
@@ -563,7 +565,8 @@ class RegimeMap:
     def timing_checkpoint(self, run: Run, recipes: List[str]) -> Optional[Tuple[str, str]]:
         """The checkpoint a run's training iteration is timed on, and the run it belongs to.
 
-        The run's own last checkpoint; where the run is not trained yet, the last of a
+        The run's own last checkpoint; where the work dir has none (the run is not trained
+        yet, or was trained in a sitting whose work dir is gone), the last of a
         finished run at the same level and seed (:meth:`_timing_sources`' order): paired by
         seed, that run's pruning record rebuilds the same pruned student, and the cost of an
         iteration does not depend on the weights it starts from.

@@ -386,14 +386,15 @@ def at_reference_wall_clock(run: dict, ref: dict, sampler: str,
 
 
 def _timed_elsewhere(level: str, measurement: dict) -> str:
-    """'; <recipes> not trained yet, timed on <run>'s student' for the recipes a timing
-    measured on another run's checkpoint (:meth:`RegimeMap.timing_checkpoint`), else ''."""
+    """'; <recipes> timed on <run>'s pruned student' for the recipes a timing measured on
+    another run's checkpoint, theirs not being in the work dir
+    (:meth:`RegimeMap.timing_checkpoint`); else ''."""
     seed = measurement['seed']
     elsewhere: Dict[str, List[str]] = {}
     for recipe, source in measurement.get('timed_on', {}).items():
         if source != run_name(level, recipe, seed):
             elsewhere.setdefault(source, []).append(recipe)
-    return ''.join(f'; {", ".join(recipes)} not trained yet, timed on {source}\'s student'
+    return ''.join(f'; {", ".join(recipes)} timed on {source}\'s pruned student'
                    for source, recipes in elsewhere.items())
 
 

@@ -287,9 +287,9 @@ def test_cost_at_the_references_wall_clock():
     assert '| p27 | 2ndm_log - dsm_kd | 1.04x | ddim50 | 1 | 100 (final) | -10.0 | 0.0200 |' \
         in text
     assert '`python tools/regime_map.py --timing --arch dit`' in text
-    # a recipe not trained yet was timed on another run's pruned student: said so
+    # a recipe without a checkpoint was timed on another run's pruned student: said so
     assert ('levels: p27 (10 blocks of 5, 1 thread, seed 0 runs), p57 (4 blocks of 2, '
-            "2 threads, seed 1 runs; dsm, 2ndm not trained yet, timed on p57/dsm_kd_seed1's "
+            "2 threads, seed 1 runs; dsm, 2ndm timed on p57/dsm_kd_seed1's pruned "
             'student)') in text
     assert 'No recipe and its reference share a seed yet.' in cost_section(
         index_runs([ref]), ['p27'], ['dsm_kd', 'dsm'], ['ddim50'])

@@ -107,12 +107,13 @@ def test_tiny_map_end_to_end_and_resume(tmp_path):
     assert timing['ratios'] == {rc: timing['times'][rc]['median']
                                 / timing['times']['dsm_kd']['median']
                                 for rc in ('2ndm_log', 'dsm_kd_b2')}
-    assert "timing dsm_kd_b2: not trained yet, timed on p27/dsm_kd_seed0's student" \
+    assert ('timing dsm_kd_b2: no final checkpoint of p27/dsm_kd_b2_seed0 in the work dir; '
+            "timed on p27/dsm_kd_seed0's pruned student") \
         in timed.stdout
     text = (results / 'README.md').read_text()
     assert f'| p27 | 2ndm_log - dsm_kd | {timing["ratios"]["2ndm_log"]:.2f}x |' in text
-    assert ('levels: p27 (2 blocks of 1, 1 thread, seed 0 runs; dsm_kd_b2 not trained yet, '
-            "timed on p27/dsm_kd_seed0's student)") in text
+    assert ('levels: p27 (2 blocks of 1, 1 thread, seed 0 runs; dsm_kd_b2 timed on '
+            "p27/dsm_kd_seed0's pruned student)") in text
     assert {p: osp.getmtime(p) for p in before} == before  # the runs are untouched
     assert not osp.exists(osp.join(work_dir, 'p27', 'dsm_kd_b2_seed0'))  # nothing trained
     missing = subprocess.run(cmd + ['--timing', '--seeds', '1'], cwd=REPO, env=env,
