@@ -55,6 +55,8 @@ Usage::
     python tools/regime_map.py --lengthen --levels p27   # where that check failed
     python tools/regime_map.py --converge --levels p27   # check and lengthen until it passes
     python tools/regime_map.py --until 21:30      # start only runs that end by 21:30
+    python tools/regime_map.py --preset screen_b2 --until 21:30 --overrun   # and longer
+                                                  # ones, stopped at 21:30, resumed later
 
 ``--dataset patches`` runs the same pipeline on ``SkimagePatches`` (16x16 patches of the
 pictures that ship with scikit-image) with its own feature network, teacher, plateau and
@@ -148,6 +150,12 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                         'occurrence, or an ISO date and time): start only the runs whose '
                         'estimated training and scoring end before it, leave the others '
                         'planned (studies/regime_map/schedule.py)')
+    parser.add_argument('--overrun', action='store_true',
+                        help='with --until: once the runs that end before it are done, train '
+                        'those that do not until it (the partly trained first; only where the '
+                        'next checkpoint is reached in time), then stop them with their '
+                        'checkpoints kept: a later sitting that keeps this work dir resumes '
+                        'them. For runs longer than a sitting (the batch-2 recipes)')
     args = parser.parse_args(argv)
     below = ([] if args.dataset == 'digits' else [args.dataset]) + \
         ([] if args.arch == 'unet' else [args.arch])
@@ -201,6 +209,9 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
         raise ValueError(f'--jobs must be >= 1, got {args.jobs}.')
     if args.max_doublings < 1:
         raise ValueError(f'--max-doublings must be >= 1, got {args.max_doublings}.')
+    if args.overrun and args.until is None:
+        raise ValueError('--overrun trains the runs that cannot end before --until up to it: '
+                         'give --until too (the end of this sitting).')
     until = None
     if args.until is not None:
         if args.report_only or args.timing or args.lengthen:
@@ -233,7 +244,7 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
         threads = args.threads_per_run or max(1, (os.cpu_count() or 1) // args.jobs)
         torch.set_num_threads(threads)
         regime_map = RegimeMap(args.preset, args.work_dir, args.results_dir, threads,
-                               args.dataset, args.arch, until=until)
+                               args.dataset, args.arch, until=until, overrun=args.overrun)
         regime_map.prepare()
         report(args, planned)
         if not args.teacher_only and regime_map.finetune_iters() is None:

@@ -109,8 +109,39 @@ def trained_iters(work_dir: str) -> int:
     return max(saved_checkpoint_iters(work_dir), default=0)
 
 
+class TrainingStopped(RuntimeError):
+    """A training stopped at its deadline (:func:`train`); its checkpoints stay in its work
+    dir, and a later call resumes it from the last."""
+
+
+def run_until(cmd: List[str], deadline: Optional[float], **popen_kwargs) -> Optional[int]:
+    """Runs ``cmd`` to its end, or terminates it at ``deadline``.
+
+    Args:
+        cmd (List[str]): The command.
+        deadline (float, optional): ``time.time()`` at which to terminate it (SIGTERM, then
+            SIGKILL after 60 s). None: no deadline.
+        **popen_kwargs: Passed to :class:`subprocess.Popen`.
+
+    Returns:
+        Optional[int]: Its return code, or None when it was terminated at the deadline.
+    """
+    proc = subprocess.Popen(cmd, **popen_kwargs)
+    try:
+        return proc.wait(timeout=None if deadline is None else max(0.0, deadline - time.time()))
+    except subprocess.TimeoutExpired:
+        proc.terminate()
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        return None
+
+
 def train(config: str, work_dir: str, iters: int, options: List[str], threads: int,
-          stream: bool, ckpt_interval: Optional[int] = None) -> float:
+          stream: bool, ckpt_interval: Optional[int] = None,
+          deadline: Optional[float] = None) -> float:
     """Runs tools/train.py on ``configs/digits/<config>``; returns its wall time (s).
 
     A finished run (final checkpoint and ``wall.json`` in ``work_dir``) is not run
@@ -128,8 +159,11 @@ def train(config: str, work_dir: str, iters: int, options: List[str], threads: i
             ``<work_dir>/train_stdout.log``.
         ckpt_interval (int, optional): Iterations between checkpoints. Defaults to None
             (only the last).
+        deadline (float, optional): ``time.time()`` at which to stop the training (the end
+            of a sitting); it keeps the checkpoints written so far. Defaults to None.
 
     Raises:
+        TrainingStopped: If the deadline stopped it; the next call resumes it.
         RuntimeError: If training fails.
     """
     wall_file = osp.join(work_dir, 'wall.json')
@@ -149,11 +183,15 @@ def train(config: str, work_dir: str, iters: int, options: List[str], threads: i
     log_path = osp.join(work_dir, 'train_stdout.log')
     start = time.time()
     with open(log_path, 'a' if resume else 'w') as log:
-        proc = subprocess.run(cmd, cwd=SOURCE_ROOT, env=env,
-                              stdout=None if stream else log,
-                              stderr=subprocess.STDOUT if not stream else None)
+        returncode = run_until(cmd, deadline, cwd=SOURCE_ROOT, env=env,
+                               stdout=None if stream else log,
+                               stderr=subprocess.STDOUT if not stream else None)
     wall = time.time() - start
-    if proc.returncode != 0:
+    if returncode is None:
+        raise TrainingStopped(f'Stopped at its deadline after {wall:.0f} s with '
+                              f'{trained_iters(work_dir)} of {iters} iterations in '
+                              f'checkpoints ({work_dir}); training it again resumes there.')
+    if returncode != 0:
         raise RuntimeError(f'Training failed ({" ".join(cmd)}); see {log_path}.')
     with open(wall_file, 'w') as f:
         json.dump(dict(wall_s=wall, resumed=resume), f)

@@ -27,8 +27,9 @@ import torch
 from ..digits.evaluation import load_distiller, record_hash
 from ..digits.feature_net import STUDY_DATASETS, feature_net_files, prepare_feature_net
 from ..digits.progress import say
-from ..digits.runs import (drop_checkpoints, halfway_ckpt_interval, halfway_iter,
-                           loss_terms, seconds_per_iter, size_options, train, trained_iters)
+from ..digits.runs import (TrainingStopped, drop_checkpoints, halfway_ckpt_interval,
+                           halfway_iter, loss_terms, seconds_per_iter, size_options, train,
+                           trained_iters)
 from ..json_files import read_json, read_json_folder, write_json
 from .axes import (ARCHS, MODELS, RECIPES, REFERENCE, level_options, map_preset, net_options,
                    planned_runs, run_iters, run_name)
@@ -65,11 +66,18 @@ class RegimeMap:
             (:mod:`.schedule`) end before it, and leaves the others planned. The teacher
             and plateau runs, trained once per map, are not held to it. Defaults to None
             (every run starts).
+        overrun (bool): With ``until``: once the runs that end before it are done, the rest
+            of the sitting trains those that do not (:meth:`train_past_until`), stopped at
+            ``until`` with their checkpoints kept, to resume in a later sitting that keeps
+            this work dir. Defaults to False.
     """
 
     def __init__(self, preset_name: str, work_dir: str, results_dir: str,
                  threads: int, dataset: str = 'digits', arch: str = 'unet',
-                 until: Optional[datetime.datetime] = None) -> None:
+                 until: Optional[datetime.datetime] = None, overrun: bool = False) -> None:
+        if overrun and until is None:
+            raise ValueError('overrun trains past the runs that end before `until` up to it: '
+                             'give `until` (--until) too.')
         if dataset not in STUDY_DATASETS:
             raise ValueError(f'dataset must be one of {sorted(STUDY_DATASETS)}, got '
                              f'{dataset!r}.')
@@ -85,7 +93,7 @@ class RegimeMap:
         self.teacher_dir = osp.join(work_dir, f'teacher_cosine{iters}')
         self.teacher_ckpt = osp.join(self.teacher_dir, f'iter_{iters}.pth')
         self.scorer: Optional[MapScorer] = None
-        self.until = until
+        self.until, self.overrun = until, overrun
         self.left_for_later: List[Run] = []
 
     # ----------------------------------------------------------------- paths, options
@@ -400,15 +408,25 @@ class RegimeMap:
         return data
 
     # ----------------------------------------------------------------- screen
-    def train_run(self, run: Run) -> float:
+    def train_run(self, run: Run, deadline: Optional[float] = None) -> float:
         """Trains one run at its level's length (a finished one is not trained again);
-        returns its wall time."""
+        returns its wall time.
+
+        Args:
+            run (Run): (level, recipe, seed).
+            deadline (float, optional): ``time.time()`` at which to stop it, its
+                checkpoints kept. Defaults to None.
+
+        Raises:
+            TrainingStopped: If the deadline stopped it.
+        """
         batch, iters = run_iters(self.preset, run[1], self.finetune_iters(run[0]))
         run_dir = self.run_dir(run)
         say(f'[map]   start {run_name(*run)}: {iters} iterations at batch {batch} '
             f'(log: {run_dir}/train_stdout.log)')
         wall = train(RECIPES[run[1]].config, run_dir, iters, self.options(run, iters, batch),
-                     self.threads, stream=False, ckpt_interval=halfway_ckpt_interval(iters))
+                     self.threads, stream=False, ckpt_interval=halfway_ckpt_interval(iters),
+                     deadline=deadline)
         # the scorer reads the halfway and final checkpoints; the rest were for resuming
         drop_checkpoints(run_dir, keep=(halfway_iter(iters), iters))
         say(f'[map]   trained {run_name(*run)} in {wall:.0f} s')
@@ -420,23 +438,87 @@ class RegimeMap:
         end before ``until``. Says why a run does not start."""
         if self.until is None:
             return True
-        estimate = run_seconds(index_runs(load_results(self.results_dir)[1]), run,
-                               self.preset, self.finetune_iters(run[0]),
-                               recipe_ratios(read_json(self.timing_path())),
-                               trained_iters(self.run_dir(run)))
+        estimate = self.estimated_seconds(run)
         until = f'--until {self.until:%Y-%m-%d %H:%M}'
         if estimate is None:
             say(f'[map]   not started: {run_name(*run)}: no evaluated run has logged the time '
                 f'per iteration of its recipe, so whether it ends before {until} is unknown; '
-                'it stays planned (train it in a sitting without --until)')
+                'it stays planned (time it with --timing, or train it in a sitting without '
+                '--until)')
             return False
         end = datetime.datetime.now() + datetime.timedelta(seconds=sum(estimate))
         if end > self.until:
             say(f'[map]   not started: {run_name(*run)}: about {estimate[0] / 60:.0f} min of '
                 f'training and {estimate[1] / 60:.0f} of scoring would end at '
-                f'{end:%Y-%m-%d %H:%M}, after {until}; it stays planned for a later sitting')
+                f'{end:%Y-%m-%d %H:%M}, after {until}; ' + (
+                    'it may train up to then once the runs that fit are done (--overrun)'
+                    if self.overrun else 'it stays planned for a later sitting'))
             return False
         return True
+
+    def estimated_seconds(self, run: Run) -> Optional[Tuple[float, float]]:
+        """(training, scoring) seconds left to a run (:func:`~.schedule.run_seconds`, from
+        the iterations its checkpoints hold); None where its recipe's time per iteration
+        is unknown."""
+        return run_seconds(index_runs(load_results(self.results_dir)[1]), run, self.preset,
+                           self.finetune_iters(run[0]),
+                           recipe_ratios(read_json(self.timing_path())),
+                           trained_iters(self.run_dir(run)))
+
+    def seconds_to_checkpoint(self, run: Run) -> Optional[float]:
+        """Estimated seconds until a run, started or resumed now, writes its next checkpoint
+        (every :func:`~..digits.runs.halfway_ckpt_interval` iterations): the least a
+        stopped run must train for its work to outlive the stop. None where its time per
+        iteration is unknown."""
+        estimate = self.estimated_seconds(run)
+        iters = run_iters(self.preset, run[1], self.finetune_iters(run[0]))[1]
+        held = trained_iters(self.run_dir(run))
+        if estimate is None or held >= iters:
+            return None if estimate is None else 0.0
+        interval = halfway_ckpt_interval(iters)
+        next_ckpt = min(iters, (held // interval + 1) * interval)
+        return estimate[0] / (iters - held) * (next_ckpt - held)
+
+    def train_past_until(self, runs: List[Run], jobs: int, on_scored=None) -> None:
+        """The rest of a sitting (``overrun``): trains the runs that could not end before
+        ``until``, ``jobs`` at a time, each stopped at ``until`` with its checkpoints kept;
+        one that ends before it is scored. The runs holding the most iterations go first,
+        so that the sittings' work piles up on few runs; a run starts only where it can
+        reach its next checkpoint before ``until``, and one whose time per iteration is
+        unknown not at all (time it first: ``--timing``).
+
+        Args:
+            runs (List[Run]): The runs left for a later sitting, in planned order.
+            jobs (int): Trainings in parallel.
+            on_scored (callable, optional): Called after every scored run.
+        """
+        ordered = sorted(runs, key=lambda run: -trained_iters(self.run_dir(run)))
+        deadline = self.until.timestamp()
+
+        def train_until(run: Run) -> Optional[float]:
+            needed = self.seconds_to_checkpoint(run)
+            left = deadline - time.time()
+            if needed is None or needed > left:
+                return None
+            say(f'[map]   past --until: {run_name(*run)} trains until '
+                f'{self.until:%Y-%m-%d %H:%M} ({trained_iters(self.run_dir(run))} iterations '
+                f'held; its next checkpoint in about {needed / 60:.0f} min)')
+            try:
+                return self.train_run(run, deadline=deadline)
+            except TrainingStopped as stop:
+                say(f'[map]   stopped {run_name(*run)} at --until: {stop}')
+                return None
+
+        with ThreadPoolExecutor(max_workers=jobs) as pool:
+            futures = {pool.submit(train_until, run): run for run in ordered}
+            for future in as_completed(futures):
+                if future.result() is None:
+                    continue
+                run = futures[future]
+                self.left_for_later.remove(run)
+                self.score_run(run)
+                if on_scored is not None:
+                    on_scored()
 
     def train_in_time(self, run: Run) -> Optional[float]:
         """:meth:`train_run` where the run :meth:`ends_in_time` (checked as it would
@@ -656,6 +738,9 @@ class RegimeMap:
                 self.score_run(futures[future])
                 if on_scored is not None:
                     on_scored()
+        if self.overrun:
+            self.train_past_until([run for run in todo if run in self.left_for_later], jobs,
+                                  on_scored)
         left = [run for run in todo if run in self.left_for_later]
         if left:
             say(f'[map] {len(left)} of {len(todo)} runs left for a later sitting (--until '

@@ -2,7 +2,8 @@
 interrupted ones resume."""
 import json
 import os.path as osp
-import subprocess
+import sys
+import time
 
 import pytest
 
@@ -13,11 +14,11 @@ from mmdiff_2ndm.studies.digits.presets import ARMS
 def test_finished_runs_are_reused_and_interrupted_ones_resume(tmp_path, monkeypatch):
     calls = []
 
-    def fake_run(cmd, **kwargs):
+    def fake_run(cmd, deadline, **kwargs):
         calls.append(cmd)
-        return subprocess.CompletedProcess(cmd, 0)
+        return 0
 
-    monkeypatch.setattr(runs.subprocess, 'run', fake_run)
+    monkeypatch.setattr(runs, 'run_until', fake_run)
     finished = tmp_path / 'finished'
     finished.mkdir()
     (finished / 'iter_5.pth').write_bytes(b'')
@@ -36,6 +37,27 @@ def test_finished_runs_are_reused_and_interrupted_ones_resume(tmp_path, monkeypa
     fresh = tmp_path / 'fresh'
     runs.train('c.py', str(fresh), 5, [], 1, stream=False)
     assert '--resume' not in calls[-1]
+
+
+def test_a_training_stopped_at_its_deadline_keeps_its_checkpoints(tmp_path, monkeypatch):
+    def stopped_after_two(cmd, deadline, **kwargs):
+        (tmp_path / 'iter_2.pth').write_bytes(b'')
+        return None  # terminated at the deadline
+
+    monkeypatch.setattr(runs, 'run_until', stopped_after_two)
+    with pytest.raises(runs.TrainingStopped, match=r'with 2 of 5 iterations in checkpoints'):
+        runs.train('c.py', str(tmp_path), 5, [], 1, stream=False, deadline=0.0)
+    assert not (tmp_path / 'wall.json').exists()  # not finished
+    assert (tmp_path / 'iter_2.pth').exists()
+
+
+def test_run_until_terminates_at_the_deadline_else_returns_the_code():
+    sleeper = [sys.executable, '-c', 'import time; time.sleep(60)']
+    start = time.time()
+    assert runs.run_until(sleeper, time.time() + 1.0) is None
+    assert time.time() - start < 30
+    assert runs.run_until([sys.executable, '-c', 'raise SystemExit(3)'], time.time() + 60) == 3
+    assert runs.run_until([sys.executable, '-c', 'pass'], None) == 0
 
 
 def test_size_options_set_the_trained_net_and_the_teacher():

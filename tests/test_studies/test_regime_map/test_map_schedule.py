@@ -7,6 +7,7 @@ import os.path as osp
 
 import pytest
 
+from mmdiff_2ndm.studies.digits.runs import TrainingStopped
 from mmdiff_2ndm.studies.regime_map import RegimeMap
 from mmdiff_2ndm.studies.regime_map.axes import PRESETS, run_iters
 from mmdiff_2ndm.studies.regime_map.cells import index_runs
@@ -152,3 +153,61 @@ def test_the_screen_leaves_runs_that_would_end_late_for_a_later_sitting(tmp_path
     assert trained == scored == [('p27', 'dsm', 1)]
     assert regime_map.left_for_later == [('p27', 'dsm_kd', 1)]
     assert '[map] 1 of 2 runs left for a later sitting (--until ' in capsys.readouterr().out
+
+
+def test_overrun_trains_the_runs_left_over_up_to_until(tmp_path, capsys):
+    """--overrun: after the runs that fit, the left-over ones train up to --until (the
+    partly trained first, only where the next checkpoint comes in time), stopped there
+    with their checkpoints kept; one that ends in time is scored."""
+    now = datetime.datetime.now()
+    with pytest.raises(ValueError, match='give `until`'):
+        RegimeMap('screen', str(tmp_path), str(tmp_path / 'r'), 1, overrun=True)
+    # 130 s left. DSM+KD 1000 x 0.2 s + 60 s scoring ends late, its next checkpoint (every
+    # 500 iterations) in 100 s; so does seed 2 with 500 iterations held (100 + 60 s), and it
+    # goes first; DSM seed 2 with 600 held fits (40 + 60 s) and trains before them
+    regime_map = _map_with_logged_runs(tmp_path, now + datetime.timedelta(seconds=130))
+    regime_map.overrun = True
+    for run, step in ((('p27', 'dsm_kd', 2), 500), (('p27', 'dsm', 2), 600)):
+        os.makedirs(regime_map.run_dir(run))
+        open(osp.join(regime_map.run_dir(run), f'iter_{step}.pth'), 'w').close()
+    trained, scored = [], []
+
+    def train_run(run, deadline=None):
+        trained.append((run, deadline))
+        if deadline is None or run == ('p27', 'dsm_kd', 2):
+            return 1.0  # ended before --until
+        raise TrainingStopped('stopped')
+
+    regime_map.train_run = train_run
+    regime_map.score_run = lambda run: scored.append(run)
+    regime_map.add_loss_terms = lambda runs: None
+    planned = [('p27', 'dsm_kd', 1), ('p27', 'authors_b2', 1), ('p27', 'dsm_kd', 2),
+               ('p27', 'dsm', 2)]
+    regime_map.screen(planned, jobs=1)
+    deadline = regime_map.until.timestamp()
+    assert trained == [(('p27', 'dsm', 2), None), (('p27', 'dsm_kd', 2), deadline),
+                       (('p27', 'dsm_kd', 1), deadline)]
+    assert scored == [('p27', 'dsm', 2), ('p27', 'dsm_kd', 2)]
+    # stopped, and untimed (authors_b2: no run logged its time, so its checkpoint may not
+    # come in time): both stay planned
+    assert regime_map.left_for_later == [('p27', 'dsm_kd', 1), ('p27', 'authors_b2', 1)]
+    out = capsys.readouterr().out
+    assert 'after --until ' in out and 'it may train up to then once the runs that fit are ' \
+        'done (--overrun)' in out
+    assert 'past --until: p27/dsm_kd_seed2 trains until' in out and \
+        '(500 iterations held; its next checkpoint in about 2 min)' in out
+    assert 'stopped p27/dsm_kd_seed1 at --until: stopped' in out
+    assert 'past --until: p27/authors_b2_seed1' not in out
+
+
+def test_overrun_starts_no_run_whose_next_checkpoint_comes_after_until(tmp_path):
+    now = datetime.datetime.now()
+    regime_map = _map_with_logged_runs(tmp_path, now + datetime.timedelta(seconds=90))
+    regime_map.overrun = True
+    # DSM+KD seed 1: its first checkpoint (500 iterations) after 100 s; 90 s left
+    assert regime_map.seconds_to_checkpoint(('p27', 'dsm_kd', 1)) == pytest.approx(100.0)
+    assert regime_map.seconds_to_checkpoint(('p27', 'authors_b2', 1)) is None
+    regime_map.train_run = lambda run, deadline=None: pytest.fail('started')
+    regime_map.add_loss_terms = lambda runs: None
+    regime_map.screen([('p27', 'dsm_kd', 1)], jobs=1)
+    assert regime_map.left_for_later == [('p27', 'dsm_kd', 1)]
