@@ -99,6 +99,7 @@ MAP_TEACHER = 'mmdiff_2ndm/studies/regime_map/teacher_file.py'
 MAP_REPORT = 'mmdiff_2ndm/studies/regime_map/report.py'
 MAP_LENGTHS = 'mmdiff_2ndm/studies/regime_map/lengths.py'
 MAP_SCHEDULE = 'mmdiff_2ndm/studies/regime_map/schedule.py'
+MAP_CELLS = 'mmdiff_2ndm/studies/regime_map/cells.py'
 MAP_TESTS = 'tests/test_studies/test_regime_map'
 
 MUTANTS: List[Mutant] = [
@@ -449,13 +450,34 @@ MUTANTS: List[Mutant] = [
            'timedelta(seconds=sum(estimate))', 'timedelta(seconds=estimate[0])',
            (f'{MAP_TESTS}/test_map_schedule.py', )),
     Mutant('until-starts-a-run-it-cannot-estimate', MAP_DRIVER,
-           "'it stays planned (train it in a sitting without --until)')\n            return False",
-           "'it stays planned (train it in a sitting without --until)')\n            return True",
+           "                '--until)')\n            return False",
+           "                '--until)')\n            return True",
            (f'{MAP_TESTS}/test_map_schedule.py',
             f'{MAP_TESTS}/test_map_tool.py::test_tiny_map_end_to_end_and_resume')),
     Mutant('screen-scores-a-run-left-for-later', MAP_DRIVER,
-           'if future.result() is None:', 'if False:',
+           'if future.result() is None:\n                    continue  # left for a later',
+           'if False:\n                    continue  # left for a later',
            (f'{MAP_TESTS}/test_map_schedule.py', )),
+    Mutant('timing-needs-the-recipes-own-run', MAP_DRIVER,
+           'for source in self._timing_sources(recipe, recipes):', 'for source in [recipe]:',
+           (f'{MAP_TESTS}/test_map_timing.py', )),
+    Mutant('timing-without-the-references', MAP_CELLS,
+           'while chain[-1] != REFERENCE:', 'while False:',
+           (f'{MAP_TESTS}/test_map_timing.py', )),
+    Mutant('overrun-starts-where-no-checkpoint-comes-in-time', MAP_DRIVER,
+           'if needed is None or needed > left:', 'if needed is None:',
+           (f'{MAP_TESTS}/test_map_schedule.py', )),
+    Mutant('overrun-ignores-the-partly-trained', MAP_DRIVER,
+           'ordered = sorted(runs, key=lambda run: -trained_iters(self.run_dir(run)))',
+           'ordered = list(runs)',
+           (f'{MAP_TESTS}/test_map_schedule.py', )),
+    Mutant('overrun-scores-a-stopped-run', MAP_DRIVER,
+           "at --until: {stop}')\n                return None",
+           "at --until: {stop}')\n                return 0.0",
+           (f'{MAP_TESTS}/test_map_schedule.py', )),
+    Mutant('training-ignores-its-deadline', STUDY_RUNS,
+           'returncode = run_until(cmd, deadline,', 'returncode = run_until(cmd, None,',
+           ('tests/test_studies/test_digits/test_runs.py', )),
     Mutant('data-set-map-plans-every-level', MAP_AXES,
            'if scope is not None and name in MAP_PRESETS:', 'if False:',
            (f'{MAP_TESTS}/test_map_axes.py::test_a_data_sets_map_covers_its_levels',

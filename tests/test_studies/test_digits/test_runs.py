@@ -41,12 +41,13 @@ def test_finished_runs_are_reused_and_interrupted_ones_resume(tmp_path, monkeypa
 
 def test_a_training_stopped_at_its_deadline_keeps_its_checkpoints(tmp_path, monkeypatch):
     def stopped_after_two(cmd, deadline, **kwargs):
+        assert deadline == 123.0  # the training's deadline reaches the subprocess
         (tmp_path / 'iter_2.pth').write_bytes(b'')
         return None  # terminated at the deadline
 
     monkeypatch.setattr(runs, 'run_until', stopped_after_two)
     with pytest.raises(runs.TrainingStopped, match=r'with 2 of 5 iterations in checkpoints'):
-        runs.train('c.py', str(tmp_path), 5, [], 1, stream=False, deadline=0.0)
+        runs.train('c.py', str(tmp_path), 5, [], 1, stream=False, deadline=123.0)
     assert not (tmp_path / 'wall.json').exists()  # not finished
     assert (tmp_path / 'iter_2.pth').exists()
 
