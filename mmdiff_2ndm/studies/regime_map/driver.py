@@ -20,7 +20,7 @@ import os
 import os.path as osp
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 
@@ -473,8 +473,10 @@ class RegimeMap:
         estimate = self.estimated_seconds(run)
         iters = run_iters(self.preset, run[1], self.finetune_iters(run[0]))[1]
         held = trained_iters(self.run_dir(run))
-        if estimate is None or held >= iters:
-            return None if estimate is None else 0.0
+        if estimate is None:
+            return None
+        if held >= iters:
+            return 0.0
         interval = halfway_ckpt_interval(iters)
         next_ckpt = min(iters, (held // interval + 1) * interval)
         return estimate[0] / (iters - held) * (next_ckpt - held)
@@ -509,13 +511,21 @@ class RegimeMap:
                 say(f'[map]   stopped {run_name(*run)} at --until: {stop}')
                 return None
 
+        self._train_and_score(ordered, jobs, train_until, on_scored)
+
+    def _train_and_score(self, runs: List[Run], jobs: int,
+                         train_one: Callable[[Run], Optional[float]], on_scored=None) -> None:
+        """Trains the runs with ``train_one``, ``jobs`` at a time, and scores each (in this
+        process) as soon as its training ends; one that ``train_one`` did not train to its
+        end (None) stays planned, and one that ends is no longer left for later."""
         with ThreadPoolExecutor(max_workers=jobs) as pool:
-            futures = {pool.submit(train_until, run): run for run in ordered}
+            futures = {pool.submit(train_one, run): run for run in runs}
             for future in as_completed(futures):
                 if future.result() is None:
-                    continue
+                    continue  # left for a later sitting (--until)
                 run = futures[future]
-                self.left_for_later.remove(run)
+                if run in self.left_for_later:  # trained up to --until after all
+                    self.left_for_later.remove(run)
                 self.score_run(run)
                 if on_scored is not None:
                     on_scored()
@@ -730,14 +740,7 @@ class RegimeMap:
         say(f'[map] {len(runs) - len(todo)} of {len(runs)} runs done; {len(todo)} to go '
             f'(run length: {lengths or "-"}; batch {self.preset["batch_size"]}), {jobs} at a '
             'time')
-        with ThreadPoolExecutor(max_workers=jobs) as pool:
-            futures = {pool.submit(self.train_in_time, run): run for run in todo}
-            for future in as_completed(futures):
-                if future.result() is None:
-                    continue  # left for a later sitting (--until)
-                self.score_run(futures[future])
-                if on_scored is not None:
-                    on_scored()
+        self._train_and_score(todo, jobs, self.train_in_time, on_scored)
         if self.overrun:
             self.train_past_until([run for run in todo if run in self.left_for_later], jobs,
                                   on_scored)
