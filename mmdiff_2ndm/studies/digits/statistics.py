@@ -31,6 +31,48 @@ def t_interval(values: Sequence[float], confidence: float = 0.95) -> Tuple[float
     return mean, mean - half, mean + half
 
 
+def t_test_p(values: Sequence[float]) -> float:
+    """Two-sided p-value of the one-sample t test that the values' mean is 0: the test
+    whose 95 % interval :func:`t_interval` gives (p < 0.05 exactly where that interval
+    excludes 0); nan with fewer than ``CI_MIN_SEEDS`` values.
+
+    Values that do not vary have p = 0 unless they are all 0 (p = 1), as the interval of
+    such values is their mean alone."""
+    from scipy import stats
+    values = np.asarray(values, dtype=float)
+    if values.size < CI_MIN_SEEDS:
+        return float('nan')
+    mean, sd = float(values.mean()), float(values.std(ddof=1))
+    if sd == 0.0:
+        return 1.0 if mean == 0.0 else 0.0
+    t = mean / (sd / np.sqrt(values.size))
+    return float(2.0 * stats.t.sf(abs(t), values.size - 1))
+
+
+def holm(p_values: Sequence[float]) -> np.ndarray:
+    """Holm's step-down adjustment of a family of p-values (family-wise error rate).
+
+    The i-th smallest of m p-values becomes ``max over j <= i of min(1, (m - j + 1) p_(j))``;
+    rejecting where the adjusted p-value is below alpha keeps the chance of any false
+    verdict in the family at alpha or less, whatever the tests' dependence.
+
+    Args:
+        p_values (Sequence[float]): The family's p-values; nan marks a comparison without
+            a test (under ``CI_MIN_SEEDS`` seeds): it stays nan and is not counted in m.
+
+    Returns:
+        np.ndarray: The adjusted p-values, in the input's order.
+    """
+    p = np.asarray(p_values, dtype=float)
+    adjusted = np.full(p.shape, np.nan)
+    tested = np.flatnonzero(np.isfinite(p))
+    running = 0.0
+    for rank, index in enumerate(tested[np.argsort(p[tested], kind='stable')]):
+        running = max(running, min(1.0, (tested.size - rank) * p[index]))
+        adjusted[index] = running
+    return adjusted
+
+
 def verdict(low: float, high: float, lower_is_better: bool = True) -> str:
     """What a 95 % interval of (arm - reference) allows one to say."""
     if not (np.isfinite(low) and np.isfinite(high)):

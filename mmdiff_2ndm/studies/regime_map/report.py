@@ -13,7 +13,7 @@ import numpy as np
 
 from ..digits.statistics import CI_MIN_SEEDS, t_interval, verdict
 from .axes import ARCHS, LEVELS, RECIPES, REFERENCE, map_preset, run_iters, run_name
-from .cells import HEATMAP_METRICS, index_runs, paired, reference_of
+from .cells import HEATMAP_METRICS, holm_adjusted, index_runs, paired, reference_of
 from .combine import form_section
 from .followup import (FOLLOW_UP_SEEDS, MAX_SEEDS, NEAR_MARGIN, SEED_STEP, flagged_cells,
                        follow_up_runs)
@@ -105,9 +105,10 @@ def heatmap(cells: dict, teacher: dict, levels: Sequence[str], recipes: Sequence
             sampler: str, path: str) -> None:
     """One PNG per sampler: a panel per metric of :data:`HEATMAP_METRICS`, rows = pruning
     levels, columns = recipes, colour = paired mean difference to the recipe's reference
-    (:func:`panel_cells`; blue: better, red: worse), a black frame and '*' where the 95 %
-    interval excludes 0 and a paler colour where it holds 0 (:func:`cell_colours`), grey
-    where no pair is done yet."""
+    (:func:`panel_cells`; blue: better, red: worse), a paler colour where the 95 % interval
+    holds 0 (:func:`cell_colours`), grey where no pair is done yet. Where it excludes 0 the
+    cell gets '*' and a dashed frame, and '**' and a solid frame where it does so after
+    Holm's adjustment for the panel's other cells too (:func:`~.cells.holm_adjusted`)."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
@@ -121,6 +122,7 @@ def heatmap(cells: dict, teacher: dict, levels: Sequence[str], recipes: Sequence
     for k, (ax, metric) in enumerate(zip(axes[:, 0], HEATMAP_METRICS)):
         key, title, lower_better, relative = metric
         table, means = panel_cells(cells, levels, columns, sampler, metric)
+        adjusted = holm_adjusted(cells, levels, columns, sampler, key, relative)
         sign = 1.0 if lower_better else -1.0  # colour: positive = worse
         vmax = 1.3 * np.nanmax(np.abs(means)) if np.isfinite(means).any() else 1.0
         vmax = vmax if vmax > 0 else 1.0
@@ -142,9 +144,11 @@ def heatmap(cells: dict, teacher: dict, levels: Sequence[str], recipes: Sequence
                     ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1.0, 1.0, fill=False,
                                            hatch='///', edgecolor='0.55', linewidth=0))
                 if star:
-                    lines[0] += ' *'
+                    family_wise = adjusted[(levels[i], columns[j])] < 0.05
+                    lines[0] += ' **' if family_wise else ' *'
                     ax.add_patch(Rectangle((j - 0.47, i - 0.47), 0.94, 0.94, fill=False,
-                                           edgecolor='black', linewidth=2.2))
+                                           edgecolor='black', linewidth=2.2,
+                                           linestyle='solid' if family_wise else 'dashed'))
                 dark = star and abs(means[i, j]) > 0.6 * vmax
                 ax.text(j, i, '\n'.join(lines), ha='center', va='center', fontsize=7,
                         fontweight='bold' if star else 'normal',
@@ -159,7 +163,8 @@ def heatmap(cells: dict, teacher: dict, levels: Sequence[str], recipes: Sequence
     legend = ' '.join([
         'Recipe minus its reference (DSM+KD unless the column names another), paired by seed;',
         f'raw students, {sampler}; teacher EMA proxy FID {t_fid:.1f}. Blue = better, red =',
-        'worse; * and frame: 95 % t interval over seeds excludes 0 (pale: it holds 0); (*ch):',
+        'worse; * and dashed frame: 95 % t interval over seeds excludes 0 (pale: it holds 0);',
+        '** and solid frame: it does after Holm\'s adjustment over the panel\'s cells; (*ch):',
         'pruned channels differ; hatched grey: under 3 seeds (no interval, not coloured);',
         'grey: not run'])
     # wrapped to the figure's width (about 13 characters an inch at this size): a narrow
@@ -266,6 +271,13 @@ def _fmt(mean: float, low: float, high: float, digits: int) -> str:
     if np.isfinite(low):
         text += f' [{low:+.{digits}f}, {high:+.{digits}f}]'
     return text
+
+
+def _p(p_value: float) -> str:
+    """A p-value as the report prints it: '-' where there is no test."""
+    if not np.isfinite(p_value):
+        return '-'
+    return f'{p_value:.3f}' if p_value >= 0.001 else '<0.001'
 
 
 def _mean_std(values: List[float], digits: int) -> str:
@@ -957,8 +969,16 @@ def write_report(results_dir: str, teacher: Optional[dict], runs: List[dict],
                   'percentile bootstrap is too narrow (over 3 it is about their range, and all '
                   '3 differences fall on one side of a zero mean one time in four); the map '
                   'used it until the patches\' seeds 3-4 overturned two 3-4-seed verdicts.', '',
+                  'The last column adjusts each p-value for the other cells of its heatmap '
+                  'panel (one metric, one sampler, every level and recipe with an interval; '
+                  'Holm): a verdict whose adjusted p-value is also below 0.05 holds with a '
+                  '5 % chance of any false verdict in the panel, not in its cell alone. The '
+                  'family grows as cells land.', '',
                   '| level | recipe - reference | sampler | seeds | d proxy FID | d SSIM | '
-                  'd sample MSE % | verdict FID / SSIM |', '|---|---|---|---|---|---|---|---|']
+                  'd sample MSE % | verdict FID / SSIM | Holm p FID / SSIM |',
+                  '|---|---|---|---|---|---|---|---|---|']
+        adjusted = {(name, key): holm_adjusted(cells, levels, recipes, name, key)
+                    for name in samplers for key in ('fid', 'ssim')}
         for lv in levels:
             for rc in recipes:
                 if rc == REFERENCE or not cells.get((lv, rc)):
@@ -975,7 +995,9 @@ def write_report(results_dir: str, teacher: Optional[dict], runs: List[dict],
                         f'{_fmt(s["mean"], s["low"], s["high"], 4)} | '
                         f'{_fmt(m["mean"], m["low"], m["high"], 1)} | '
                         f'{verdict(f["low"], f["high"], True)} / '
-                        f'{verdict(s["low"], s["high"], False)} |')
+                        f'{verdict(s["low"], s["high"], False)} | '
+                        f'{_p(adjusted[name, "fid"][lv, rc])} / '
+                        f'{_p(adjusted[name, "ssim"][lv, rc])} |')
         lines.append('')
         lines += cost_section(cells, levels, recipes, samplers, timing, flag)
         lines += follow_up_section(cells, levels, recipes, samplers, preset, flag)

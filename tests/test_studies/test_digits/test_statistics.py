@@ -4,9 +4,11 @@ import math
 
 import pytest
 
-from mmdiff_2ndm.studies.digits.statistics import (by_arm, gap_closed,
+import numpy as np
+
+from mmdiff_2ndm.studies.digits.statistics import (by_arm, gap_closed, holm,
                                                    paired_differences, recovery_summary,
-                                                   t_interval, verdict)
+                                                   t_interval, t_test_p, verdict)
 
 
 def test_t_interval_closed_form():
@@ -27,6 +29,34 @@ def test_t_interval_closed_form():
     # other levels: t(0.75, 2 dof) = 0.816497
     assert math.isclose(t_interval([1.0, 2.0, 3.0], confidence=0.5)[2],
                         2.0 + 0.816497 / math.sqrt(3), rel_tol=1e-5)
+
+
+def test_t_test_p_closed_form_and_its_interval():
+    # 2 dof: P(T > t) = (1 - t / sqrt(t^2 + 2)) / 2; [1, 2, 3]: t = 2 / (1 / sqrt(3))
+    t = 2.0 * math.sqrt(3.0)
+    assert math.isclose(t_test_p([1.0, 2.0, 3.0]), 1.0 - t / math.sqrt(t * t + 2.0),
+                        rel_tol=1e-9)
+    assert t_test_p([-1.0, -2.0, -3.0]) == t_test_p([1.0, 2.0, 3.0])  # two-sided
+    assert math.isnan(t_test_p([1.0, 2.0]))  # under 3 seeds: no test
+    assert t_test_p([2.0, 2.0, 2.0]) == 0.0 and t_test_p([0.0, 0.0, 0.0]) == 1.0
+    # the test of the interval: p < 0.05 exactly where the 95 % interval excludes 0
+    rng = np.random.default_rng(0)
+    for n in (3, 4, 5, 8):
+        for _ in range(200):
+            values = rng.normal(rng.uniform(-1.0, 1.0), 1.0, n)
+            _, low, high = t_interval(values)
+            assert (t_test_p(values) < 0.05) == (low > 0 or high < 0)
+
+
+def test_holm_closed_form():
+    # m = 4 tests (nan is none): 0.005 x 4, 0.01 x 3, 0.03 x 2, then 0.04 x 1 raised to
+    # the running maximum 0.06
+    adjusted = holm([0.01, 0.04, 0.03, float('nan'), 0.005])
+    assert np.allclose(adjusted[[0, 1, 2, 4]], [0.03, 0.06, 0.06, 0.02])
+    assert math.isnan(adjusted[3])
+    assert list(holm([0.6, 0.7])) == [1.0, 1.0]  # capped at 1
+    assert list(holm([0.02])) == [0.02]  # a family of one is not adjusted
+    assert holm([]).size == 0 and math.isnan(holm([float('nan')])[0])
 
 
 def test_verdicts():

@@ -5,7 +5,7 @@ import pytest
 
 from mmdiff_2ndm.studies.regime_map import paired, planned_runs, plateau_iteration, write_report
 from mmdiff_2ndm.studies.regime_map.axes import PRESETS
-from mmdiff_2ndm.studies.regime_map.cells import HEATMAP_METRICS
+from mmdiff_2ndm.studies.regime_map.cells import HEATMAP_METRICS, holm_adjusted
 from mmdiff_2ndm.studies.regime_map.report import (UNDECIDED_ALPHA, cell_colours, index_runs,
                                                    effective_options, heatmap, length_section,
                                                    panel_cells, remaining_section,
@@ -53,6 +53,76 @@ def test_paired_differences_and_their_interval():
     one = paired(cells, 'p57', '2ndm', 'ddim50', 'fid')  # one seed: no interval
     assert one['seeds'] == [0] and np.isnan(one['low'])
     assert paired(cells, 'p37', '2ndm', 'ddim50', 'fid')['seeds'] == []
+
+
+def holm_results():
+    """p27: the log-ratio form better on every seed (p = 0.013), sigma_t less clearly
+    (p = 0.029: under 0.05 alone, not after adjusting for 3 cells); p57: DSM noise."""
+    teacher, _ = fake_results()
+    runs = []
+    for seed in range(3):
+        runs += [fake_run('p27', 'dsm_kd', seed, 150.0 + seed, 0.90),
+                 fake_run('p27', '2ndm_log', seed, 150.0 + seed - 8 - 2 * seed, 0.90),
+                 fake_run('p27', '2ndm', seed, 150.0 + seed + (-3.0, -4.0, -5.5)[seed], 0.90),
+                 fake_run('p57', 'dsm_kd', seed, 120.0, 0.95),
+                 fake_run('p57', 'dsm', seed, 120.0 + (1.0, -1.0, 0.5)[seed], 0.95)]
+    runs.append(fake_run('p57', '2ndm', 0, 121.0, 0.951))  # one seed: no test
+    return teacher, runs
+
+
+def test_holm_adjusts_over_the_panels_cells():
+    _, runs = holm_results()
+    cells = index_runs(runs)
+    levels, recipes = ['p27', 'p57'], ['dsm_kd', '2ndm_log', '2ndm', 'dsm']
+    adjusted = holm_adjusted(cells, levels, recipes, 'ddim50', 'fid')
+    # the reference is not compared with itself
+    assert set(adjusted) == {(lv, rc) for lv in levels for rc in recipes[1:]}
+    p = {key: paired(cells, *key, 'ddim50', 'fid')['p'] for key in adjusted}
+    log, sigma, dsm = p['p27', '2ndm_log'], p['p27', '2ndm'], p['p57', 'dsm']
+    assert log < sigma < 0.05 < 2 * sigma and dsm > 0.2  # the premise
+    # 3 tests (cells under 3 seeds or not run are none): Holm's step-down
+    assert adjusted['p27', '2ndm_log'] == pytest.approx(3 * log)
+    assert adjusted['p27', '2ndm'] == pytest.approx(max(3 * log, 2 * sigma))
+    assert adjusted['p57', 'dsm'] == pytest.approx(max(2 * sigma, dsm))
+    assert all(np.isnan(adjusted[key]) for key in [('p57', '2ndm'), ('p57', '2ndm_log'),
+                                                   ('p27', 'dsm')])
+    # a panel of one cell is that cell's own test
+    alone = holm_adjusted(cells, ['p27'], ['dsm_kd', '2ndm'], 'ddim50', 'fid')
+    assert alone == {('p27', '2ndm'): pytest.approx(sigma)}
+
+
+def test_report_and_heatmap_tell_family_wise_verdicts_apart(tmp_path, monkeypatch):
+    """'**' and a solid frame where the interval excludes 0 after Holm's adjustment too,
+    '*' and a dashed frame where it does only alone; the table prints the adjusted p."""
+    import matplotlib
+    matplotlib.use('Agg')
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Rectangle
+    teacher, runs = holm_results()
+    preset = dict(PRESETS['screen'], recipes=('dsm_kd', '2ndm_log', '2ndm', 'dsm'))
+    panels = []
+    original = Figure.savefig
+
+    def keep(fig, *args, **kwargs):
+        panels.append(fig.axes[0])  # the proxy FID panel
+        original(fig, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, 'savefig', keep)
+    text = open(write_report(str(tmp_path), teacher, runs, planned_runs(preset),
+                             preset)).read()
+    cells = index_runs(runs)
+    log = holm_adjusted(cells, preset['levels'], preset['recipes'], 'ddim50', 'fid')
+    row = next(line for line in text.splitlines()
+               if line.startswith('| p27 | 2ndm_log - dsm_kd | ddim50 |'))
+    assert row.endswith(f'| {log["p27", "2ndm_log"]:.3f} / 1.000 |')
+    assert 'Holm p FID / SSIM' in text
+    ax = panels[0]
+    first_lines = [t.get_text().split('\n')[0] for t in ax.texts]
+    assert '-10.0 **' in first_lines and '-4.2 *' in first_lines
+    assert not any(line.startswith('+') and '*' in line for line in first_lines)
+    styles = sorted(patch.get_linestyle() for patch in ax.patches
+                    if isinstance(patch, Rectangle) and patch.get_linewidth() > 2)
+    assert styles == ['dashed', 'solid']
 
 
 def test_channels_that_differ_are_flagged():
