@@ -338,6 +338,11 @@ MUTANTS: List[Mutant] = [
            "family_wise = adjusted[(levels[i], columns[j])] < 0.05", 'family_wise = True',
            (f'{MAP_TESTS}/test_map_report.py::'
             'test_report_and_heatmap_tell_family_wise_verdicts_apart', )),
+    Mutant('study-table-unadjusted', 'mmdiff_2ndm/studies/digits/report.py',
+           "adjusted = dict(zip(family, holm([paired[name][f'{k}_p'] for name, k in family])))",
+           "adjusted = {(name, k): paired[name][f'{k}_p'] for name, k in family}",
+           ('tests/test_studies/test_digits/test_statistics.py::'
+            'test_paired_table_adjusts_every_verdict_for_the_whole_table', )),
     Mutant('teacher-digest-names-only', MAP_TEACHER,
            'digest.update(value.reshape(-1).view(torch.uint8).numpy().tobytes())', 'pass',
            (f'{MAP_TESTS}/test_map_teacher_file.py', )),

@@ -6,8 +6,8 @@ import numpy as np
 
 from .presets import MODELS, REFERENCE_ARM
 from .statistics import (METRICS, RECOVERED_FID_FACTOR, RECOVERED_SSIM, by_arm,
-                         equal_wallclock, gap_closed, paired_differences, recovery_summary,
-                         verdict)
+                         equal_wallclock, format_p, gap_closed, holm, paired_differences,
+                         recovery_summary, verdict)
 
 
 def _fmt(values: Sequence[float], digits: int = 4) -> str:
@@ -51,25 +51,29 @@ def _main_table(arms: dict, dense: dict) -> List[str]:
 
 
 def _paired_table(arms: dict, dense: dict) -> Tuple[List[str], dict]:
-    """Each arm - DSM+KD, paired by seed; returns the lines and the differences."""
+    """Each arm - DSM+KD, paired by seed; returns the lines and the differences.
+
+    Every verdict's p-value is also given adjusted for all the table's verdicts (every
+    arm, model and verdict metric: Holm's step-down), the family within which the chance
+    of any false verdict stays at 5 % where the adjusted p-value is below 0.05."""
     header = ('| arm | model | paired seeds | '
               + ' | '.join(f'd {name}' for _, name, _ in METRICS)
-              + ' | verdict (FID, eps-MSE, sample MSE, SSIM) | seeds with lower FID | gap '
-              'closed vs DSM |')
-    lines = [header, '|' + '---|' * (len(METRICS) + 6)]
-    paired = {}
-    for arm in arms:
-        if arm == REFERENCE_ARM:
-            continue
-        for model in MODELS:
-            diff = paired_differences(arms, arm, model, dense['final']['fid'])
-            paired[f'{arm}/{model}'] = diff
-            verdicts = ', '.join(verdict(*diff[k][1:], lower)
-                                 for k, _, lower in METRICS if k != 'eps_mse_t50')
-            lines.append(f'| {arm} | {model} | {len(diff["seeds"])} | ' + ' | '.join(
-                _ci(*diff[k]) for k, _, _ in METRICS) + f' | {verdicts} | '
-                f'{diff["fid_lower_in"]}/{len(diff["seeds"])} | '
-                f'{_ci(*diff["gap_closed"]) if arm != "dsm" else "-"} |')
+              + ' | verdict (FID, eps-MSE, sample MSE, SSIM) | Holm p (same order) '
+              '| seeds with lower FID | gap closed vs DSM |')
+    lines = [header, '|' + '---|' * (len(METRICS) + 7)]
+    keys = [(k, lower) for k, _, lower in METRICS if k != 'eps_mse_t50']
+    paired = {f'{arm}/{model}': paired_differences(arms, arm, model, dense['final']['fid'])
+              for arm in arms if arm != REFERENCE_ARM for model in MODELS}
+    family = [(name, k) for name in paired for k, _ in keys]
+    adjusted = dict(zip(family, holm([paired[name][f'{k}_p'] for name, k in family])))
+    for name, diff in paired.items():
+        arm, model = name.split('/')
+        verdicts = ', '.join(verdict(*diff[k][1:], lower) for k, lower in keys)
+        holm_p = ', '.join(format_p(adjusted[name, k]) for k, _ in keys)
+        lines.append(f'| {arm} | {model} | {len(diff["seeds"])} | ' + ' | '.join(
+            _ci(*diff[k]) for k, _, _ in METRICS) + f' | {verdicts} | {holm_p} | '
+            f'{diff["fid_lower_in"]}/{len(diff["seeds"])} | '
+            f'{_ci(*diff["gap_closed"]) if arm != "dsm" else "-"} |')
     return lines, paired
 
 
@@ -160,7 +164,10 @@ def write_report(study: dict, meta: dict, preset: dict, path: str) -> dict:
                   'over seeds])', '']
         table, paired = _paired_table(arms, dense)
         lines += table + ['', 'Verdicts: `better`/`worse` than DSM+KD where the interval '
-                          'excludes 0, else `no difference shown`.', '']
+                          'excludes 0, else `no difference shown`. Holm p: the verdict\'s '
+                          'p-value (the t test the interval inverts) adjusted for every '
+                          'verdict of the table (Holm\'s step-down); below 0.05 the chance of '
+                          'any false verdict in the table stays at 5 %.', '']
     budget, wallclock = equal_wallclock(arms, dense, preset)
     lines += _wallclock_lines(budget, wallclock, dense, preset)
     with open(path, 'w') as f:

@@ -73,6 +73,14 @@ def holm(p_values: Sequence[float]) -> np.ndarray:
     return adjusted
 
 
+def format_p(p_value: float) -> str:
+    """A p-value as the reports print it: 3 decimals, '<0.001' below that, '-' where there
+    is no test (nan)."""
+    if not np.isfinite(p_value):
+        return '-'
+    return f'{p_value:.3f}' if p_value >= 0.001 else '<0.001'
+
+
 def verdict(low: float, high: float, lower_is_better: bool = True) -> str:
     """What a 95 % interval of (arm - reference) allows one to say."""
     if not (np.isfinite(low) and np.isfinite(high)):
@@ -98,8 +106,9 @@ def gap_closed(dsm_fid: float, arm_fid: float, dense_fid: float) -> float:
 
 
 def paired_differences(arms: dict, arm: str, model: str, dense_fid: float) -> dict:
-    """Per metric: (mean, low, high) of arm - DSM+KD over the seeds both ran, and the
-    gap to the dense teacher's proxy FID closed relative to DSM (where DSM ran)."""
+    """Per metric: (mean, low, high) of arm - DSM+KD over the seeds both ran and the
+    p-value of its t test (``<metric>_p``, not adjusted: see :func:`holm`), and the gap to
+    the dense teacher's proxy FID closed relative to DSM (where DSM ran)."""
     ref = arms[REFERENCE_ARM]
     seeds = sorted(set(arms[arm]) & set(ref))
     out = dict(seeds=seeds)
@@ -107,6 +116,7 @@ def paired_differences(arms: dict, arm: str, model: str, dense_fid: float) -> di
         diffs = [arms[arm][s]['final'][model][key] - ref[s]['final'][model][key]
                  for s in seeds]
         out[key] = t_interval(diffs)
+        out[f'{key}_p'] = t_test_p(diffs)
         if key == 'fid':
             out['fid_lower_in'] = sum(d < 0 for d in diffs)
     dsm = arms.get('dsm', {})

@@ -11,7 +11,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..digits.statistics import CI_MIN_SEEDS, t_interval, verdict
+from ..digits.statistics import CI_MIN_SEEDS, format_p, t_interval, verdict
 from .axes import ARCHS, LEVELS, RECIPES, REFERENCE, map_preset, run_iters, run_name
 from .cells import HEATMAP_METRICS, holm_adjusted, index_runs, paired, reference_of
 from .combine import form_section
@@ -271,13 +271,6 @@ def _fmt(mean: float, low: float, high: float, digits: int) -> str:
     if np.isfinite(low):
         text += f' [{low:+.{digits}f}, {high:+.{digits}f}]'
     return text
-
-
-def _p(p_value: float) -> str:
-    """A p-value as the report prints it: '-' where there is no test."""
-    if not np.isfinite(p_value):
-        return '-'
-    return f'{p_value:.3f}' if p_value >= 0.001 else '<0.001'
 
 
 def _mean_std(values: List[float], digits: int) -> str:
@@ -996,8 +989,8 @@ def write_report(results_dir: str, teacher: Optional[dict], runs: List[dict],
                         f'{_fmt(m["mean"], m["low"], m["high"], 1)} | '
                         f'{verdict(f["low"], f["high"], True)} / '
                         f'{verdict(s["low"], s["high"], False)} | '
-                        f'{_p(adjusted[name, "fid"][lv, rc])} / '
-                        f'{_p(adjusted[name, "ssim"][lv, rc])} |')
+                        f'{format_p(adjusted[name, "fid"][lv, rc])} / '
+                        f'{format_p(adjusted[name, "ssim"][lv, rc])} |')
         lines.append('')
         lines += cost_section(cells, levels, recipes, samplers, timing, flag)
         lines += follow_up_section(cells, levels, recipes, samplers, preset, flag)

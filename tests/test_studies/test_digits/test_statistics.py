@@ -1,12 +1,13 @@
-"""t intervals over seeds, their verdicts, paired differences to DSM+KD, the gap
-closed and the recovery criteria."""
+"""t intervals over seeds, their verdicts and Holm-adjusted p-values, paired differences to
+DSM+KD, the gap closed and the recovery criteria."""
 import math
 
 import pytest
 
 import numpy as np
 
-from mmdiff_2ndm.studies.digits.statistics import (by_arm, gap_closed, holm,
+from mmdiff_2ndm.studies.digits.report import _paired_table
+from mmdiff_2ndm.studies.digits.statistics import (by_arm, format_p, gap_closed, holm,
                                                    paired_differences, recovery_summary,
                                                    t_interval, t_test_p, verdict)
 
@@ -102,3 +103,24 @@ def test_paired_differences_use_t_intervals_over_the_paired_seeds():
     diff = paired_differences(by_arm(runs), 'x', 'raw', 2.0)
     assert diff['fid'] == pytest.approx(t_interval([0.5, 1.0, 0.2]))
     assert diff['fid'][1] < 0 < diff['fid'][2]  # 3 of 3 above 0, yet no difference shown
+
+
+def test_paired_table_adjusts_every_verdict_for_the_whole_table():
+    """16 tests (2 arms x raw and EMA x 4 verdict metrics); only proxy FID differs. y is
+    better on every seed (p = 0.0033 alone) but not after Holm over the 16 (16 p = 0.053)."""
+    runs = [_run('dsm_kd', s, f) for s, f in enumerate((5.0, 4.0, 6.0))]
+    runs += [_run('x', s, f) for s, f in enumerate((5.5, 5.0, 6.2))]  # +0.5, +1.0, +0.2
+    runs += [_run('y', s, f) for s, f in enumerate((4.0, 2.9, 5.1))]  # -1.0, -1.1, -0.9
+    lines, paired = _paired_table(by_arm(runs), dict(final=dict(fid=2.0)))
+    assert 'Holm p (same order)' in lines[0]
+    assert lines[1].count('|') == lines[0].count('|')
+    p_x, p_y = t_test_p([0.5, 1.0, 0.2]), t_test_p([-1.0, -1.1, -0.9])
+    assert paired['y/raw']['fid_p'] == pytest.approx(p_y) and p_y < 0.05 < 16 * p_y
+    # step-down: y's two tests first (16 p_y), x's next (14 p_x, above 1: capped); the
+    # 12 metrics that do not differ have p = 1
+    row_y = next(line for line in lines if line.startswith('| y | raw |'))
+    assert f'| better, no difference shown, no difference shown, no difference shown | ' \
+           f'{format_p(16 * p_y)}, 1.000, 1.000, 1.000 |' in row_y
+    row_x = next(line for line in lines if line.startswith('| x | ema |'))
+    assert f'| {format_p(min(1.0, 14 * p_x))}, 1.000, 1.000, 1.000 |' in row_x
+    assert format_p(float('nan')) == '-' and format_p(0.0004) == '<0.001'
