@@ -343,6 +343,12 @@ MUTANTS: List[Mutant] = [
            "adjusted = {(name, k): paired[name][f'{k}_p'] for name, k in family}",
            ('tests/test_studies/test_digits/test_statistics.py::'
             'test_paired_table_adjusts_every_verdict_for_the_whole_table', )),
+    Mutant('archived-twin-ignores-options', MAP_DRIVER,
+           "and _without_teacher_path(data.get('options', [])) == wanted):", '):',
+           (f'{MAP_TESTS}/test_map_lengths.py::test_a_half_length_run_adopts_its_archived_twin', )),
+    Mutant('adopted-twin-keeps-its-recipe', MAP_DRIVER, 'data.update(recipe=run[1], ',
+           "data.update(recipe=data['recipe'], ",
+           (f'{MAP_TESTS}/test_map_lengths.py::test_a_half_length_run_adopts_its_archived_twin', )),
     Mutant('teacher-digest-names-only', MAP_TEACHER,
            'digest.update(value.reshape(-1).view(torch.uint8).numpy().tobytes())', 'pass',
            (f'{MAP_TESTS}/test_map_teacher_file.py', )),

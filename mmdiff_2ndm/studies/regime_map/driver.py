@@ -15,9 +15,11 @@ without the teacher run takes it from there instead of training it again, and a 
 whose digest differs from the recorded one is refused (:meth:`RegimeMap.check_teacher`).
 """
 import datetime
+import glob
 import json
 import os
 import os.path as osp
+import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Callable, Dict, List, Optional, Tuple
@@ -36,9 +38,9 @@ from .axes import (ARCHS, MODELS, RECIPES, REFERENCE, level_options, map_preset,
 from .plateau import PLATEAU_TOL, plateau_iteration
 from .cells import index_runs, reference_of, with_references
 from .followup import MAX_SEEDS
-from .lengths import (LONGER_REFERENCE, MAX_LENGTH_FACTOR, NOISE_SDS, check_past_cap,
-                      checks_past_cap, deciding_seeds, length_cap, length_check,
-                      lengthen_level, read_lengths)
+from .lengths import (LONGER_REFERENCE, MAX_LENGTH_FACTOR, NOISE_SDS, archive_name,
+                      check_past_cap, checks_past_cap, deciding_seeds, length_cap,
+                      length_check, lengthen_level, read_lengths)
 from .schedule import recipe_ratios, run_seconds
 from .scoring import MapScorer
 from .teacher_file import SHIPPED_TEACHER, save_slim_teacher, teacher_digest
@@ -721,6 +723,68 @@ class RegimeMap:
                 f'their folders out of {self.work_dir}/ to train them again, or restore the '
                 'recipe or level they were run with.')
 
+    def archived_twin(self, run: Run) -> Optional[str]:
+        """The JSON of an archived run that was this run's training, if one exists.
+
+        A level lengthened from N iterations keeps its runs at N in
+        :func:`~.lengths.archive_name` (``archive_<level>_<N>/runs/<level>/``). A run
+        planned today that trains N iterations at that level with the same config, seed and
+        options (batch size included; the teacher's path aside: every run of a map has its
+        recorded teacher) is the same training: a half-length recipe (``--preset budget``)
+        at a level lengthened from half its length is the full recipe's archived run, for
+        example (at the digits U-Net's p27, seed 0 of both forms was trained again before
+        this existed and reproduced every archived score exactly).
+
+        Args:
+            run (Run): (level, recipe, seed).
+
+        Returns:
+            Optional[str]: The archived JSON's path, or None.
+        """
+        level, recipe, seed = run
+        batch, iters = run_iters(self.preset, recipe, self.finetune_iters(level))
+        wanted = _without_teacher_path(self.options(run, iters, batch))
+        pattern = osp.join(self.results_dir, archive_name(level, '*'), 'runs', level, '*.json')
+        for path in sorted(glob.glob(pattern)):
+            data = read_json(path)
+            twin = RECIPES.get(data.get('recipe'))
+            if (twin is not None and twin.config == RECIPES[recipe].config
+                    and data.get('seed') == seed and data.get('iters') == iters
+                    and _without_teacher_path(data.get('options', [])) == wanted):
+                return path
+        return None
+
+    def adopt_archived_twins(self, runs: List[Run]) -> List[Run]:
+        """Makes each planned run that has an :meth:`archived_twin` done without training
+        it: the twin's JSON is written as the run's, with its recipe, preset and level length
+        and ``adopted_from`` (the twin, relative to the results dir); the twin's run folder
+        is copied where the work dir still has it.
+
+        Returns:
+            List[Run]: The runs adopted.
+        """
+        adopted = []
+        for run in runs:
+            if self.is_done(run):
+                continue
+            twin = self.archived_twin(run)
+            if twin is None:
+                continue
+            data = read_json(twin)
+            source = osp.relpath(twin, self.results_dir)
+            data.update(recipe=run[1], preset=self.preset_name,
+                        finetune_iters=self.finetune_iters(run[0]), adopted_from=source)
+            write_json(data, self.result_path(run))
+            archive = source.split(os.sep)[0]  # the work dir's archive has the same name
+            folder = osp.join(self.work_dir, archive, run[0],
+                              osp.splitext(osp.basename(twin))[0])
+            if osp.isdir(folder) and not osp.exists(self.run_dir(run)):
+                shutil.copytree(folder, self.run_dir(run))
+            say(f'[map] {run_name(*run)}: adopted {source}, the same training (config, '
+                f'options, seed, {data["iters"]} iterations): not trained again')
+            adopted.append(run)
+        return adopted
+
     def screen(self, runs: List[Run], jobs: int, on_scored=None) -> None:
         """Trains and scores the runs not done yet, ``jobs`` trainings at a time; each run
         is scored (in this process) as soon as its training finishes.
@@ -734,6 +798,8 @@ class RegimeMap:
             self.measure_plateau()
         self.check_done(runs)
         self.add_loss_terms(runs)
+        if self.adopt_archived_twins(runs) and on_scored is not None:
+            on_scored()
         todo = [run for run in runs if not self.is_done(run)]
         lengths = ', '.join(f'{lv}: {self.finetune_iters(lv)}'
                             for lv in dict.fromkeys(run[0] for run in todo))

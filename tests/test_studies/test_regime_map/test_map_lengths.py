@@ -341,3 +341,40 @@ def test_converge_doubles_each_level_until_its_check_passes_or_reaches_the_cap(t
     trained.clear()
     assert regime_map.converge_lengths(['d1'], [0], 1, 1) == dict(d1=200)
     assert [iters for _, iters in trained] == [100, 200]
+
+
+def test_a_half_length_run_adopts_its_archived_twin(tmp_path):
+    """After d1 is lengthened 100 -> 200, the log-ratio form's archived run at 100 is the
+    half-length recipe's run (same config, options, seed, iterations): adopted, not trained.
+    Other forms, seeds and lengths are not its twins."""
+    regime_map, work, results = _fake_map(tmp_path)
+    for recipe, fid in (('2ndm_log', 190.0), ('2ndm', 195.0)):
+        run = ('d1', recipe, 0)
+        batch, iters = run_iters(regime_map.preset, recipe, 100)
+        with open(regime_map.result_path(run), 'w') as f:
+            json.dump(scored(fid, iters, recipe, 0, 'd1', regime_map.options(run, iters, batch)),
+                      f)
+        os.makedirs(regime_map.run_dir(run))
+        with open(osp.join(regime_map.run_dir(run), 'marker'), 'w') as f:
+            f.write(recipe)
+    regime_map.lengthen(['d1'])
+    assert regime_map.finetune_iters('d1') == 200
+    archived = str(results / 'archive_d1_100' / 'runs' / 'd1' / '2ndm_log_seed0.json')
+    assert regime_map.archived_twin(('d1', '2ndm_log_half', 0)) == archived
+    assert regime_map.archived_twin(('d1', '2ndm_half', 0)).endswith('/2ndm_seed0.json')
+    for run in (('d1', '2ndm_log_half', 1), ('d1', '2ndm_log', 0), ('d2', '2ndm_log_half', 0),
+                ('d1', 'dsm_kd_feat', 0)):
+        assert regime_map.archived_twin(run) is None, run
+    # the screen adopts it before training anything, and writes the report once
+    reports = []
+    runs = [('d1', 'dsm_kd', 0), ('d1', '2ndm_log_half', 0)]
+    regime_map.screen(runs, 1, on_scored=lambda: reports.append(1))
+    assert reports == [1] and all(regime_map.is_done(run) for run in runs)
+    adopted = json.loads(open(regime_map.result_path(('d1', '2ndm_log_half', 0))).read())
+    assert (adopted['recipe'], adopted['iters'], adopted['finetune_iters'],
+            adopted['preset']) == ('2ndm_log_half', 100, 200, 'screen')
+    assert adopted['adopted_from'] == 'archive_d1_100/runs/d1/2ndm_log_seed0.json'
+    assert adopted['final']['raw']['samplers']['ddim50']['fid'] == 190.0
+    assert (work / 'd1' / '2ndm_log_half_seed0' / 'marker').read_text() == '2ndm_log'
+    regime_map.check_done(runs)  # adopted with the options the map gives it: not stale
+    assert regime_map.adopt_archived_twins(runs) == []  # once
