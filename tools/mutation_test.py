@@ -349,6 +349,10 @@ MUTANTS: List[Mutant] = [
     Mutant('adopted-twin-keeps-its-recipe', MAP_DRIVER, 'data.update(recipe=run[1], ',
            "data.update(recipe=data['recipe'], ",
            (f'{MAP_TESTS}/test_map_lengths.py::test_a_half_length_run_adopts_its_archived_twin', )),
+    Mutant('same-length-ignores-the-length', MAP_REPORT,
+           "and data.get('iters') == cell[seed]['iters']):", '):',
+           (f'{MAP_TESTS}/test_map_report.py::'
+            'test_half_length_recipes_against_the_reference_at_their_length', )),
     Mutant('teacher-digest-names-only', MAP_TEACHER,
            'digest.update(value.reshape(-1).view(torch.uint8).numpy().tobytes())', 'pass',
            (f'{MAP_TESTS}/test_map_teacher_file.py', )),

@@ -15,7 +15,6 @@ without the teacher run takes it from there instead of training it again, and a 
 whose digest differs from the recorded one is refused (:meth:`RegimeMap.check_teacher`).
 """
 import datetime
-import glob
 import json
 import os
 import os.path as osp
@@ -38,7 +37,7 @@ from .axes import (ARCHS, MODELS, RECIPES, REFERENCE, level_options, map_preset,
 from .plateau import PLATEAU_TOL, plateau_iteration
 from .cells import index_runs, reference_of, with_references
 from .followup import MAX_SEEDS
-from .lengths import (LONGER_REFERENCE, MAX_LENGTH_FACTOR, NOISE_SDS, archive_name,
+from .lengths import (LONGER_REFERENCE, MAX_LENGTH_FACTOR, NOISE_SDS, archived_runs,
                       check_past_cap, checks_past_cap, deciding_seeds, length_cap,
                       length_check, lengthen_level, read_lengths)
 from .schedule import recipe_ratios, run_seconds
@@ -744,9 +743,7 @@ class RegimeMap:
         level, recipe, seed = run
         batch, iters = run_iters(self.preset, recipe, self.finetune_iters(level))
         wanted = _without_teacher_path(self.options(run, iters, batch))
-        pattern = osp.join(self.results_dir, archive_name(level, '*'), 'runs', level, '*.json')
-        for path in sorted(glob.glob(pattern)):
-            data = read_json(path)
+        for path, data in archived_runs(self.results_dir, level):
             twin = RECIPES.get(data.get('recipe'))
             if (twin is not None and twin.config == RECIPES[recipe].config
                     and data.get('seed') == seed and data.get('iters') == iters

@@ -31,6 +31,7 @@ tolerance is ``capped``, whether or not past the noise: the level keeps its leng
 seeds could only confirm a longer length it may not get), and its cells compare recipes at
 that budget, maybe before convergence.
 """
+import glob
 import json
 import os
 import os.path as osp
@@ -189,6 +190,13 @@ def archive_name(level: str, iters: int) -> str:
     """The folder (in the results dir and in the work dir) of a level's runs superseded
     when its length grew from ``iters``."""
     return f'archive_{level}_{iters}'
+
+
+def archived_runs(results_dir: str, level: str) -> List[Tuple[str, dict]]:
+    """The runs of a level kept in its archives (:func:`archive_name`, from every earlier
+    length), each with the path of its JSON, in path order."""
+    pattern = osp.join(results_dir, archive_name(level, '*'), 'runs', level, '*.json')
+    return [(path, read_json(path)) for path in sorted(glob.glob(pattern))]
 
 
 def _archive_readme(level: str, check: dict, sampler: str, runs: List[dict],

@@ -17,9 +17,9 @@ from .cells import HEATMAP_METRICS, holm_adjusted, index_runs, paired, reference
 from .combine import form_section
 from .followup import (FOLLOW_UP_SEEDS, MAX_SEEDS, NEAR_MARGIN, SEED_STEP, flagged_cells,
                        follow_up_runs)
-from .lengths import (LONGER_REFERENCE, MAX_LENGTH_FACTOR, NOISE_SDS, checks_past_cap,
-                      deciding_seeds, length_cap, length_check, lengths_section,
-                      undecided_check_runs)
+from .lengths import (LONGER_REFERENCE, MAX_LENGTH_FACTOR, NOISE_SDS, archived_runs,
+                      checks_past_cap, deciding_seeds, length_cap, length_check,
+                      lengths_section, undecided_check_runs)
 from .plateau import PLATEAU_TOL, plateau_iteration
 from .schedule import recipe_ratios, s_per_iter, timed_ratio
 
@@ -481,6 +481,61 @@ def cost_section(cells: dict, levels: Sequence[str], recipes: Sequence[str],
     if not rows:
         lines = lines[:2] + ['No recipe and its reference share a seed yet.']
     return lines + ['']
+
+
+def same_length_section(cells: dict, levels: Sequence[str], recipes: Sequence[str],
+                        samplers: Sequence[str], archived: Dict[str, List[dict]]) -> List[str]:
+    """The shorter-than-the-level recipes (``--preset budget``) against their reference
+    trained as many iterations, where a level's archives keep such runs (the level ran that
+    length before it was lengthened): paired by seed, with t intervals.
+
+    The cost section compares a half-length run with its reference's full run (about equal
+    wall-clock); this compares it with a reference run of its own length and lr schedule,
+    which separates what the added term does from what the shorter run does.
+
+    Args:
+        cells (dict): ``cells.index_runs`` of the map's runs.
+        levels, recipes, samplers: The map's axes.
+        archived (Dict[str, List[dict]]): Per level, its archived runs
+            (:func:`~.lengths.archived_runs`).
+    """
+    rows = []
+    for lv in levels:
+        for rc in recipes:
+            ref = reference_of(rc)
+            cell = cells.get((lv, rc), {})
+            if RECIPES[rc].length >= 1 or not cell:
+                continue
+            # the reference at that length: its own run, or its longer run of a shorter level
+            names = (ref, LONGER_REFERENCE) if ref == REFERENCE else (ref, )
+            twins: Dict[int, dict] = {}
+            for data in archived.get(lv, []):
+                seed = data.get('seed')
+                if (data.get('recipe') in names and seed in cell and seed not in twins
+                        and data.get('iters') == cell[seed]['iters']):
+                    twins[seed] = data
+            seeds = sorted(twins)
+            for name in samplers if seeds else ():
+                mine = [cell[s]['final']['raw']['samplers'][name] for s in seeds]
+                theirs = [twins[s]['final']['raw']['samplers'][name] for s in seeds]
+                d_fid = t_interval([a['fid'] - b['fid'] for a, b in zip(mine, theirs)])
+                d_ssim = t_interval([a['ssim'] - b['ssim'] for a, b in zip(mine, theirs)])
+                rows.append(f'| {lv} | {rc} - {ref} | {cell[seeds[0]]["iters"]} | {name} | '
+                            f'{len(seeds)} | {np.mean([a["fid"] for a in mine]):.1f} | '
+                            f'{np.mean([b["fid"] for b in theirs]):.1f} | '
+                            f'{_fmt(*d_fid, 1)} | {_fmt(*d_ssim, 4)} |')
+    if not rows:
+        return []
+    return ['## Shorter recipes against their reference at the same length', '',
+            'Each half-length run (`--preset budget`) against its reference trained as many '
+            'iterations, its lr annealed over them too: the level\'s archived runs from when '
+            'that was its length, paired by seed (raw students; mean [95 % t interval]). The '
+            'cost table compares the same runs with the reference\'s full run, at about equal '
+            'wall-clock; this one tells what the added term does from what the shorter run '
+            'does.', '',
+            '| level | recipe - reference | iterations | sampler | seeds | recipe proxy FID | '
+            'reference proxy FID | d proxy FID | d SSIM |', '|---|---|---|---|---|---|---|---|---|',
+            *rows, '']
 
 
 def follow_up_section(cells: dict, levels: Sequence[str], recipes: Sequence[str],
@@ -993,6 +1048,9 @@ def write_report(results_dir: str, teacher: Optional[dict], runs: List[dict],
                         f'{format_p(adjusted[name, "ssim"][lv, rc])} |')
         lines.append('')
         lines += cost_section(cells, levels, recipes, samplers, timing, flag)
+        lines += same_length_section(
+            cells, levels, recipes, samplers,
+            {lv: [data for _, data in archived_runs(results_dir, lv)] for lv in levels})
         lines += follow_up_section(cells, levels, recipes, samplers, preset, flag)
         combine_levels = [lv for lv in map_preset('combine', arch_name, dataset)['levels']
                           if lv in levels]

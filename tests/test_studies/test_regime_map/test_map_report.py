@@ -5,11 +5,12 @@ import pytest
 
 from mmdiff_2ndm.studies.regime_map import paired, planned_runs, plateau_iteration, write_report
 from mmdiff_2ndm.studies.regime_map.axes import PRESETS
+from mmdiff_2ndm.studies.digits.statistics import t_interval
 from mmdiff_2ndm.studies.regime_map.cells import HEATMAP_METRICS, holm_adjusted
 from mmdiff_2ndm.studies.regime_map.report import (UNDECIDED_ALPHA, cell_colours, index_runs,
                                                    effective_options, heatmap, length_section,
                                                    panel_cells, remaining_section,
-                                                   samples_figure)
+                                                   same_length_section, samples_figure)
 
 TIMESTEPS = PRESETS['screen']['ftle_timesteps']
 
@@ -505,3 +506,30 @@ def test_heatmap_legend_fits_the_figure(tmp_path, monkeypatch, recipes):
     (title, figure), = saved
     assert figure.x0 <= title.x0 and title.x1 <= figure.x1
     assert title.y1 <= figure.y1
+
+
+def test_half_length_recipes_against_the_reference_at_their_length():
+    """Paired by seed with the archived reference run of the same iterations (DSM+KD, or
+    DSM+KD run twice as long at a level that ran half as long); other lengths, seeds and
+    recipes are not partners."""
+    runs = []
+    for seed, fid in enumerate((40.0, 44.0, 48.0)):
+        run = fake_run('p27', '2ndm_log_half', seed, fid, 0.90)
+        run['iters'] = 50
+        runs.append(run)
+    archived = []
+    for seed, fid in enumerate((41.0, 46.0, 49.0)):  # differences -1, -2, -1
+        ref = fake_run('p27', 'dsm_kd' if seed < 2 else 'dsm_kd_x2', seed, fid, 0.91)
+        ref['iters'] = 50
+        archived.append(ref)
+    wrong = [dict(fake_run('p27', 'dsm_kd', 0, 0.0, 0.5), iters=100),  # another length
+             dict(fake_run('p27', '2ndm_log', 1, 0.0, 0.5), iters=50),  # not the reference
+             dict(fake_run('p27', 'dsm_kd', 3, 0.0, 0.5), iters=50)]  # no partner
+    lines = same_length_section(index_runs(runs), ['p27', 'p57'], ['dsm_kd', '2ndm_log_half'],
+                                ['ddim50'], dict(p27=wrong + archived))
+    row, = [line for line in lines if line.startswith('| p27 ')]
+    mean, low, high = t_interval([-1.0, -2.0, -1.0])
+    assert row == (f'| p27 | 2ndm_log_half - dsm_kd | 50 | ddim50 | 3 | 44.0 | 45.3 | '
+                   f'{mean:+.1f} [{low:+.1f}, {high:+.1f}] | -0.0100 [-0.0100, -0.0100] |')
+    assert same_length_section(index_runs(runs), ['p27'], ['dsm_kd', '2ndm_log_half'],
+                               ['ddim50'], dict(p27=wrong)) == []
