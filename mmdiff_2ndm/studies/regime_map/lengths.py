@@ -36,7 +36,7 @@ import json
 import os
 import os.path as osp
 import shutil
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -186,9 +186,9 @@ def read_lengths(results_dir: str) -> Dict[str, dict]:
     return {} if recorded is None else recorded['levels']
 
 
-def archive_name(level: str, iters: int) -> str:
+def archive_name(level: str, iters: Union[int, str]) -> str:
     """The folder (in the results dir and in the work dir) of a level's runs superseded
-    when its length grew from ``iters``."""
+    when its length grew from ``iters`` (``'*'``: a glob pattern of every length's)."""
     return f'archive_{level}_{iters}'
 
 
