@@ -1,5 +1,8 @@
-"""Regime map of recovery recipes on the digits study (issue 24): pruning level x recipe x
-sampler, runs as long as DSM+KD's plateau, 3 paired seeds per cell to screen.
+"""Regime map of recovery recipes (issue 24): pruning level x recipe x sampler, per map.
+
+A map is one data set (the digits, or ``--dataset patches``) and one teacher architecture
+(the U-Net, width-pruned, or ``--arch dit``, depth-pruned); its runs train as long as
+DSM+KD's plateau, 3 paired seeds per cell to screen.
 
 Steps (each resumable; re-running the same command continues where it stopped):
 
