@@ -182,6 +182,8 @@ MUTANTS: List[Mutant] = [
            'skip = False', GUARD_TESTS),
     Mutant('guard-rank-local', STEP_GUARD, "all_reduce(flags, op='max')", 'flags = flags',
            ('tests/test_distributed/test_nonfinite_guard_ddp.py', )),
+    Mutant('guard-gradient-2-norm', STEP_GUARD, "torch._foreach_norm(grads, float('inf'))",
+           'torch._foreach_norm(grads, 2)', GUARD_TESTS),
     # depth pruning: the one-shot criteria, the learnable search, the record and its replay
     Mutant('depth-keep-least-important', DEPTH,
            'ranked = sorted(group, key=lambda i: (-scores[i], i))',

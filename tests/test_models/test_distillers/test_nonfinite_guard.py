@@ -166,3 +166,20 @@ def test_gradients_under_a_loss_scaler_are_left_to_it(teacher, monkeypatch):
     _poison(model, monkeypatch, 'gradient')
     assert model.train_step(_batch(), optim)['nonfinite_skip'].item() == 0.0
     assert steps == [1]
+
+
+@pytest.mark.parametrize('entry, nonfinite', [
+    (float('inf'), True), (-float('inf'), True), (float('nan'), True),
+    # finite, though the gradients' 2-norm overflows float32: not a reason to skip
+    (3e38, False)])
+def test_gradient_check_is_entrywise(entry, nonfinite):
+    from mmdiff_2ndm.models.distillers.student_update import StepGuard
+    params = [torch.nn.Parameter(torch.zeros(n)) for n in (5, 0, 7)]  # one empty
+    for param in params:
+        param.grad = torch.full_like(param, 3e38)
+    params[2].grad[4] = entry
+    losses = dict(loss_dsm=torch.tensor(1.0))
+    names, skip = StepGuard().check(losses, OptimWrapper(torch.optim.SGD(params, lr=1)),
+                                    params, update=True)
+    assert names == (['gradient'] if nonfinite else [])
+    assert skip is nonfinite
