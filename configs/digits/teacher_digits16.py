@@ -49,7 +49,7 @@ val_evaluator = None
 test_evaluator = dict(type='Evaluator', metrics=[dict(type='TeacherFidelity', fake_nums=64)])
 
 # foreach: on CPU torch loops over the parameters in Python unless asked; the foreach
-# kernels give bitwise the same weights (tests/test_configs/test_digits_configs.py) in
+# kernels give bitwise the same weights (tests/test_configs/test_digits_optimizer.py) in
 # less time, which counts at batch 2, where an iteration is mostly per-tensor overhead.
 optim_wrapper = dict(
     constructor='MultiOptimWrapperConstructor',
