@@ -77,6 +77,8 @@ STATE_DICT = 'mmdiff_2ndm/utils/state_dict.py'
 PREPROCESSOR = 'mmdiff_2ndm/models/data_preprocessors/diffusion_data_preprocessor.py'
 DEPTH = 'mmdiff_2ndm/pruning/depth.py'
 STRUCTURAL = 'mmdiff_2ndm/pruning/structural.py'
+RULES = 'mmdiff_2ndm/pruning/rules.py'
+STRUCTURAL_TESTS = 'tests/test_pruning/test_structural.py'
 CLASS_EMBEDDER = 'mmdiff_2ndm/models/compvis_ldm.py'
 SAMPLER = 'mmdiff_2ndm/models/distillers/sampler.py'
 VIS_HOOK = 'mmdiff_2ndm/engine/hooks/visualization_hook.py'
@@ -200,6 +202,14 @@ MUTANTS: List[Mutant] = [
            (f'{DEPTH_TESTS}::test_learnable_search_picks_the_clearly_best_pattern', )),
     Mutant('record-depth-index-bound', RECORD, 'kept[0] < 0 or kept[-1] >= num_blocks',
            'kept[0] < 0 or kept[-1] > num_blocks', (f'{DEPTH_TESTS}::test_depth_errors', )),
+    Mutant('prune-scale-shift-chunks-unmapped', STRUCTURAL,
+           'pruner.out_channel_groups.update(_split_channel_groups(pruner))', 'pass',
+           (f'{STRUCTURAL_TESTS}::test_scale_shift_resnets_keep_whole_norm_groups_in_both_chunks',
+            f'{STRUCTURAL_TESTS}::test_mmagic_denoising_unet_scale_shift_norm')),
+    Mutant('prune-group-norm-check-off', RULES,
+           '        if isinstance(module, nn.GroupNorm) and module.weight is not None and',
+           '        if False and isinstance(module, nn.GroupNorm) and',
+           (f'{STRUCTURAL_TESTS}::test_group_norm_check_names_the_broken_norm', )),
     Mutant('rebuild-skips-depth', STRUCTURAL,
            "if record.get('depth') is not None:  # depth first", 'if False:  # depth first',
            (f'{DEPTH_TESTS}::test_depth_and_width_records_rebuild_the_same_model', )),

@@ -9,15 +9,18 @@ Family limits:
 
 * ``unet2d`` / ``unet2d_condition``: everything but ``conv_out`` (its width is the image
   channels) is prunable; cross-attention ``to_k``/``to_v`` keep their input width because
-  it is the text encoder's (a model input, never produced by a prunable layer).
+  it is the text encoder's (a model input, never produced by a prunable layer). Resnets
+  with ``resnet_time_scale_shift='scale_shift'`` are pruned per norm group in both
+  chunks of their time projection (``structural._split_channel_groups``). NCSN++ skip
+  blocks and added-KV attention (``SimpleCrossAttn*``) are refused with an error.
 * ``dit``: only attention (head dims, or whole heads) and MLP hidden widths are pruned.
   The residual stream is kept, so the patch embedding, adaLN modulation, the final layer
   and the positional embedding stay intact.
-* ``mmagic_unet``: ``DenoisingUnet`` with ``use_scale_shift_norm=False``,
-  ``resblock_updown=False`` and not ``unet_type='stable'``. Its attention (fused ``qkv``
-  and ``proj_out``) is never pruned, so the residual channels of every resolution that
-  has an attention block keep their width; resblock inner widths and the embeddings
-  are pruned.
+* ``mmagic_unet``: ``DenoisingUnet`` with ``resblock_updown=False`` and not
+  ``unet_type='stable'`` (``use_scale_shift_norm=True`` is pruned like diffusers'
+  scale-shift resnets). Its attention (fused ``qkv`` and ``proj_out``) is never pruned,
+  so the residual channels of every resolution that has an attention block keep their
+  width; resblock inner widths and the embeddings are pruned.
 
 diffusers configs keep describing the dense layout: pruned widths are non-uniform and no
 config field that ``forward`` reads (``in_channels``, ``patch_size`` ...) changes. A pruned
@@ -30,6 +33,8 @@ from torch import Tensor, nn
 
 # Attribute names are checked by class name so that this module imports without diffusers.
 _RESAMPLE_CLASSES = ('Upsample2D', 'Downsample2D')
+_SKIP_BLOCK_CLASSES = ('SkipDownBlock2D', 'AttnSkipDownBlock2D', 'SkipUpBlock2D',
+                       'AttnSkipUpBlock2D')
 
 
 def ignored_layers_for(net: nn.Module, family: str) -> List[nn.Module]:
@@ -43,6 +48,7 @@ def ignored_layers_for(net: nn.Module, family: str) -> List[nn.Module]:
         list[nn.Module]: Layers to pass to torch-pruning as ``ignored_layers``.
     """
     if family in ('unet2d', 'unet2d_condition'):
+        _check_diffusers_unet(net)
         return [net.conv_out]
     if family == 'dit':
         ignored = [net.pos_embed, net.proj_out_1, net.proj_out_2]
@@ -63,16 +69,54 @@ def ignored_layers_for(net: nn.Module, family: str) -> List[nn.Module]:
     raise ValueError(f'Unknown family {family!r}.')
 
 
+def _check_diffusers_unet(net: nn.Module) -> None:
+    """Raises for diffusers U-Net blocks torch-pruning cannot prune correctly."""
+    skip_blocks = sorted({type(module).__name__ for module in net.modules()
+                          if type(module).__name__ in _SKIP_BLOCK_CLASSES})
+    if skip_blocks:
+        raise ValueError(
+            f'Pruning a {type(net).__name__} with {", ".join(skip_blocks)} is not supported: '
+            "the NCSN++ skip path (FIR resampling into an image-channel skip, GroupNorms "
+            'sized from their input width) couples channels torch-pruning cannot map. Prune '
+            'a DDPM-style layout (DownBlock2D, AttnDownBlock2D, ResnetDownsampleBlock2D and '
+            'their up blocks).')
+    added_kv = [name for name, attn in attention_modules(net).items()
+                if getattr(attn, 'add_k_proj', None) is not None]
+    if added_kv:
+        raise ValueError(
+            f'Pruning a {type(net).__name__} with added-KV attention ({added_kv[0]}, e.g. '
+            'SimpleCrossAttnDownBlock2D of unCLIP / DeepFloyd IF) is not supported: it '
+            'concatenates projected text keys to the image keys along the sequence, a '
+            'coupling of head dims torch-pruning does not trace. Use CrossAttn blocks '
+            '(CrossAttnDownBlock2D ...), the Stable Diffusion layout.')
+
+
+def check_group_norms(net: nn.Module) -> None:
+    """Raises if pruning left a GroupNorm whose width is not a multiple of its groups.
+
+    Args:
+        net (nn.Module): The pruned bare denoiser.
+
+    Raises:
+        ValueError: Naming the first such GroupNorm (a layout whose channel coupling
+            the pruner mapped wrongly), instead of the forward's bare RuntimeError.
+    """
+    for name, module in net.named_modules():
+        if isinstance(module, nn.GroupNorm) and module.weight is not None and \
+                module.weight.shape[0] % module.num_groups:
+            raise ValueError(
+                f'Pruning left GroupNorm {name!r} with {module.weight.shape[0]} channels, not '
+                f'a multiple of its {module.num_groups} groups: this layout couples the '
+                "norm's channels in a way the pruner does not map. Keep the layer that "
+                "writes its input unpruned (prune_denoiser's ignored_layers), or report "
+                'the layout.')
+
+
 def _check_mmagic_unet(net: nn.Module) -> None:
     """Raises for DenoisingUnet layouts torch-pruning cannot prune correctly."""
     if getattr(net, 'unet_type', '') == 'stable':
         raise ValueError("Pruning DenoisingUnet(unet_type='stable') is not supported; use "
                          'diffusers UNet2DConditionModel for Stable Diffusion.')
-    cfg = getattr(net, 'resblock_cfg', {})
-    if cfg.get('use_scale_shift_norm', False):
-        raise ValueError('Pruning DenoisingUnet(use_scale_shift_norm=True) is not supported: '
-                         'its scale/shift chunk couples channels torch-pruning cannot map. '
-                         'Use use_scale_shift_norm=False.')
     for module in net.modules():
         if getattr(module, 'updown', False):
             raise ValueError('Pruning DenoisingUnet(resblock_updown=True) is not supported; '

@@ -25,8 +25,8 @@ from .depth import apply_depth
 from .importance import accumulate_gradients, get_importance
 from .record import (RECORD_FORMAT, check_record, parameter_shapes, shape_mismatches,
                      to_plain_history)
-from .rules import (current_heads, fix_module_attributes, ignored_layers_for,
-                    num_heads_for)
+from .rules import (check_group_norms, current_heads, fix_module_attributes,
+                    ignored_layers_for, num_heads_for)
 
 LayerRef = Union[str, nn.Module]
 _Fn = TypeVar('_Fn', bound=Callable)
@@ -131,6 +131,39 @@ def _groupnorm_roots(net: nn.Module, inputs: Dict[str, Tensor],
     return roots
 
 
+def _split_channel_groups(pruner: tp.pruner.MetaPruner) -> Dict[nn.Module, int]:
+    """Channel groups of the roots whose output is split into chunks before a GroupNorm.
+
+    A ResnetBlock2D with ``time_embedding_norm='scale_shift'`` (ADM, consistency models,
+    IF, Kandinsky) projects the time embedding to ``2C`` and splits it into a scale and a
+    shift for its ``C``-channel GroupNorm of ``G`` groups. torch-pruning maps channel
+    ``i`` of both chunks to GroupNorm channel ``i``, and ranks the group at its root, the
+    ``2C``-wide projection, in ``G`` blocks of ``2C / G``, each spanning two norm groups:
+    the norm groups lose different numbers of channels and the GroupNorm breaks. Declared
+    as ``k * G`` channel groups (``k`` chunks), every block is one norm group of one
+    chunk, and every block loses the same positions.
+
+    Args:
+        pruner (MetaPruner): The pruner, before ``step()``.
+
+    Returns:
+        dict: Root layer -> its channel groups, for ``pruner.out_channel_groups``.
+    """
+    graph = pruner.DG
+    groups = {}
+    for group in graph.get_all_groups(ignored_layers=pruner.ignored_layers,
+                                      root_module_types=pruner.root_module_types):
+        root = group[0][0].target.module
+        width = graph.get_out_channels(root)
+        for dep, _ in group:
+            norm = dep.target.module
+            if (isinstance(norm, nn.GroupNorm) and width > norm.num_channels
+                    and width % norm.num_channels == 0):
+                chunks = width // norm.num_channels
+                groups[root] = max(groups.get(root, 1), chunks * norm.num_groups)
+    return groups
+
+
 @_with_autograd
 def prune_denoiser(model: nn.Module,
                    ratio: float = 0.3,
@@ -228,8 +261,10 @@ def prune_denoiser(model: nn.Module,
             forward_fn=_forward_fn,
             # Fresh dicts: torch-pruning's defaults are shared, mutated module globals.
             in_channel_groups={}, out_channel_groups={})
+        pruner.out_channel_groups.update(_split_channel_groups(pruner))
         pruner.step()
     heads = current_heads(net, pruner.num_heads)
+    check_group_norms(net)
     fix_module_attributes(net, heads, inputs)
     net.zero_grad(set_to_none=True)
 

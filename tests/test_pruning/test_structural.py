@@ -5,8 +5,10 @@ import pytest
 import torch
 
 from mmdiff_2ndm.models.denoisers import example_denoiser_inputs, run_denoiser
+from helpers.denoisers import tiny_sd_unet, tiny_unet
 from mmdiff_2ndm.pruning import (check_state_dict_shapes, count_params_macs,
                                  prune_denoiser, rebuild_pruned, search_ratio)
+from mmdiff_2ndm.pruning.rules import check_group_norms
 
 
 def _roundtrip(obj):
@@ -227,5 +229,68 @@ def test_mmagic_denoising_unet_within_its_limits():
     with torch.no_grad():  # learned variance: 6 output channels, the eps half returned
         assert run_denoiser(model, **inputs).shape == (2, 3, 16, 16)
     _assert_rebuild_exact(model, _denoising_unet(), record)
-    with pytest.raises(ValueError, match='use_scale_shift_norm'):
-        prune_denoiser(_denoising_unet(use_scale_shift_norm=True))
+
+
+def test_mmagic_denoising_unet_scale_shift_norm():
+    """ADM's scale-shift resblocks: the chunked embedding projection keeps whole norm
+    groups, as for diffusers' (below)."""
+    model, record = prune_denoiser(_denoising_unet(use_scale_shift_norm=True), ratio=0.5,
+                                   with_macs=False)
+    assert record['stats']['params_after'] < record['stats']['params_before']
+    for module in model.modules():
+        if isinstance(module, torch.nn.GroupNorm):
+            assert module.weight.shape[0] % module.num_groups == 0
+    _assert_rebuild_exact(model, _denoising_unet(use_scale_shift_norm=True), record)
+
+
+def _scale_shift_denoisers():
+    """UNet2DModel and UNet2DConditionModel with scale-shift resnets, and their dense
+    twins (same seed)."""
+    kwargs = dict(resnet_time_scale_shift='scale_shift', norm_num_groups=4)
+    return [(lambda: tiny_unet(**kwargs), tiny_unet(**kwargs)),
+            (lambda: tiny_sd_unet(**kwargs), tiny_sd_unet(**kwargs))]
+
+
+@pytest.mark.parametrize('index', [0, 1], ids=['unet2d', 'unet2d_condition'])
+def test_scale_shift_resnets_keep_whole_norm_groups_in_both_chunks(index):
+    build, dense = _scale_shift_denoisers()[index]
+    model, record = prune_denoiser(build(), ratio=0.3, groupnorm_ratio=0.5, with_macs=False)
+    resnets = [m for m in model.modules() if type(m).__name__ == 'ResnetBlock2D']
+    dense_resnets = [m for m in dense.modules() if type(m).__name__ == 'ResnetBlock2D']
+    assert resnets and all(r.time_embedding_norm == 'scale_shift' for r in resnets)
+    for resnet, twin in zip(resnets, dense_resnets):
+        groups, width = twin.norm2.num_groups, twin.norm2.num_channels
+        per_group = width // groups
+        # the kept channels, told apart by their (random, distinct) conv biases: every
+        # norm group keeps int(n / G * (1 - r)) of its own n / G channels (a right total
+        # alone can hide channels moved between groups) ...
+        kept = [twin.conv1.bias.tolist().index(b) for b in resnet.conv1.bias.tolist()]
+        assert kept == sorted(kept)
+        assert [sum(i // per_group == g for i in kept) for g in range(groups)] == \
+            [int(per_group * 0.5)] * groups
+        # ... are the kept rows of the scale chunk and of the shift chunk
+        rows = kept + [width + i for i in kept]
+        torch.testing.assert_close(resnet.time_emb_proj.bias, twin.time_emb_proj.bias[rows],
+                                   rtol=0, atol=0)
+    _assert_rebuild_exact(model, build(), record)
+
+
+def test_layouts_pruning_cannot_map_are_refused():
+    skip = tiny_unet(down_block_types=('SkipDownBlock2D', 'AttnSkipDownBlock2D'),
+                     up_block_types=('AttnSkipUpBlock2D', 'SkipUpBlock2D'))
+    with pytest.raises(ValueError, match='SkipDownBlock2D.*not supported'):
+        prune_denoiser(skip, with_macs=False)
+    added_kv = tiny_sd_unet(down_block_types=('SimpleCrossAttnDownBlock2D',
+                                              'ResnetDownsampleBlock2D'),
+                            up_block_types=('ResnetUpsampleBlock2D', 'SimpleCrossAttnUpBlock2D'),
+                            mid_block_type='UNetMidBlock2DSimpleCrossAttn')
+    with pytest.raises(ValueError, match='added-KV attention'):
+        prune_denoiser(added_kv, with_macs=False)
+
+
+def test_group_norm_check_names_the_broken_norm():
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 1), torch.nn.GroupNorm(4, 8))
+    check_group_norms(net)
+    net[1].weight = torch.nn.Parameter(torch.ones(6))  # as a wrong channel mapping leaves it
+    with pytest.raises(ValueError, match="GroupNorm '1' with 6 channels.*4 groups"):
+        check_group_norms(net)
