@@ -45,12 +45,13 @@ class ToyImages(Dataset):
 class ToyDistiller(BaseModel):
     """A frozen teacher, a student copy (optionally mmagic-wrapped) and its EMA."""
 
-    def __init__(self, with_ema: bool = True, wrapped: bool = False, with_loss: bool = True):
+    def __init__(self, with_ema: bool = True, wrapped: bool = False, with_loss: bool = True,
+                 unet_cfg: dict = UNET_CFG):
         super().__init__()
         torch.manual_seed(0)
-        self.teacher = UNet2DModel(**UNET_CFG).requires_grad_(False)
+        self.teacher = UNet2DModel(**unet_cfg).requires_grad_(False)
         if wrapped:  # mmagic's DiffusersWrapper around the same architecture
-            self.student = MODELS.build(dict(type='UNet2DModel', **UNET_CFG))
+            self.student = MODELS.build(dict(type='UNet2DModel', **unet_cfg))
             self.student.model.load_state_dict(self.teacher.state_dict())
         else:
             self.student = copy.deepcopy(self.teacher).requires_grad_(True)
@@ -131,9 +132,16 @@ def test_registered():
         DiffusionPruningHook(importance='l1')
 
 
-@pytest.mark.parametrize('wrapped', [False, True])
-def test_train_resume_and_test(tmp_path, wrapped):
-    runner = _runner(tmp_path, ToyDistiller(wrapped=wrapped))
+# scale-shift resnets (ADM, consistency models): their chunked time projection is pruned
+# through the same hook, checkpoint, resume and test paths
+SCALE_SHIFT_CFG = dict(UNET_CFG, resnet_time_scale_shift='scale_shift')
+
+
+@pytest.mark.parametrize('wrapped,unet_cfg', [(False, UNET_CFG), (True, UNET_CFG),
+                                              (False, SCALE_SHIFT_CFG)],
+                         ids=['bare', 'wrapped', 'scale_shift'])
+def test_train_resume_and_test(tmp_path, wrapped, unet_cfg):
+    runner = _runner(tmp_path, ToyDistiller(wrapped=wrapped, unet_cfg=unet_cfg))
     dense_params = sum(p.numel() for p in _student(runner).parameters())
     runner.train()
     student = _student(runner)
@@ -165,8 +173,8 @@ def test_train_resume_and_test(tmp_path, wrapped):
     saved_ema = {k: v.clone() for k, v in runner.model.student_ema.state_dict().items()}
 
     # --resume: a fresh dense model gets the pruned shapes before weights and optimizer load.
-    resumed = _runner(tmp_path, ToyDistiller(wrapped=wrapped), max_iters=3, resume=True,
-                      load_from=ckpt_path)
+    resumed = _runner(tmp_path, ToyDistiller(wrapped=wrapped, unet_cfg=unet_cfg), max_iters=3,
+                      resume=True, load_from=ckpt_path)
     resumed.load_or_resume()
     assert resumed.iter == 2
     loaded_state = resumed.optim_wrapper.optimizer.state_dict()['state']
@@ -182,7 +190,8 @@ def test_train_resume_and_test(tmp_path, wrapped):
     # tools/test.py path: Runner.test with load_from rebuilds the pruned student and loads
     # the trained pruned weights: bitwise the checkpoint's (not the pruned dense init),
     # and the score of the run that wrote them (its model still in memory).
-    tester = _runner(tmp_path / 'test', ToyDistiller(wrapped=wrapped), load_from=ckpt_path)
+    tester = _runner(tmp_path / 'test', ToyDistiller(wrapped=wrapped, unet_cfg=unet_cfg),
+                     load_from=ckpt_path)
     metrics = tester.test()
     saved = safe_torch_load(ckpt_path, map_location='cpu')['state_dict']
     loaded = tester.model.state_dict()
