@@ -102,6 +102,50 @@ def denoiser_family(model: nn.Module) -> str:
         'model wrapper or mmagic DiffusersWrapper).')
 
 
+def check_denoiser_inputs(model: nn.Module) -> str:
+    """Raises for a supported class whose config needs inputs ``run_denoiser`` never passes.
+
+    ``run_denoiser`` gives a diffusers U-Net the noisy input, the timesteps and one
+    condition: integer class labels to ``UNet2DModel``, text states to
+    ``UNet2DConditionModel``. A config that also needs float class vectors, class labels
+    beside the text or SDXL's ``added_cond_kwargs`` would fail at its first forward,
+    deep in diffusers, after the weights are loaded; here it fails when built.
+
+    Args:
+        model (nn.Module): The denoiser, possibly wrapped.
+
+    Returns:
+        str: Its family (``denoiser_family``).
+
+    Raises:
+        TypeError: As :func:`denoiser_family`.
+        ValueError: Naming the config field that asks for the missing input.
+    """
+    family = denoiser_family(model)
+    net = unwrap_denoiser(model)
+    name = type(net).__name__
+    if family in ('unet2d', 'unet2d_condition'):
+        class_type = _config_get(net, 'class_embed_type')
+        if class_type is not None:
+            raise ValueError(
+                f"{name}(class_embed_type={class_type!r}) embeds a float class input that "
+                'the distiller does not pass (it passes integer labels, to an '
+                'nn.Embedding); use num_class_embeds=N with class_embed_type=None.')
+    if family == 'unet2d_condition':
+        if getattr(net, 'class_embedding', None) is not None:
+            raise ValueError(
+                f'{name}(num_class_embeds={_config_get(net, "num_class_embeds")}) needs '
+                'class labels beside the text states; the distiller conditions a '
+                'UNet2DConditionModel on text only. Use num_class_embeds=None.')
+        addition = _config_get(net, 'addition_embed_type')
+        if addition is not None:
+            raise ValueError(
+                f'{name}(addition_embed_type={addition!r}) needs added_cond_kwargs (SDXL: '
+                'pooled text embeddings and size/crop time ids), which the distiller does '
+                'not pass: SDXL-style U-Nets are not supported.')
+    return family
+
+
 def _config_get(net: nn.Module, key: str, default=None):
     """Reads a diffusers config entry."""
     return getattr(net.config, key, default)

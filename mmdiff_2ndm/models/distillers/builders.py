@@ -17,7 +17,7 @@ from mmagic.registry import MODELS
 
 from ...utils import checkpoint as _safe_checkpoint  # noqa: F401  (registers the safe loader)
 from ...utils.state_dict import check_state_dict_shapes, describe_prefixes, key_prefixes
-from ..denoisers import denoiser_family, unwrap_denoiser
+from ..denoisers import check_denoiser_inputs, unwrap_denoiser
 from ..losses.loss_inputs import FORWARD_RUNNER_INPUT, loss_inputs
 from ..losses.second_order_match_loss import SecondOrderMatchLoss
 from ..losses.squared_error import SquaredErrorLoss
@@ -194,9 +194,9 @@ def build_teacher(teacher: Optional[ModelType], teacher_ckpt: CkptType,
             "`from_pretrained=<local diffusers folder>` in the teacher config, or a built "
             'module. A randomly initialised teacher cannot be distilled from.')
     model = build_module(teacher, MODELS)
+    check_denoiser_inputs(model)  # unsupported classes and configs fail here, not mid-training
     if teacher_ckpt is not None:
         load_weights(model, teacher_ckpt, 'teacher_ckpt')
-    denoiser_family(model)  # unsupported classes fail here, not mid-training
     return frozen(model)
 
 
@@ -224,9 +224,9 @@ def build_student(student: Optional[ModelType], student_ckpt: CkptType,
                 and not isinstance(student, nn.Module)):
             print_log('The student has no checkpoint; it starts from random weights.',
                       'current')
+    check_denoiser_inputs(model)
     if student_ckpt is not None:
         load_weights(model, student_ckpt, 'student_ckpt')
-    denoiser_family(model)
     if student is None or student_ckpt is not None:
         mark_initialised(model)
     model.requires_grad_(True)

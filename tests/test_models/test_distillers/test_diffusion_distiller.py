@@ -421,6 +421,29 @@ def test_error_missing_teacher_weights(tmp_path, unet2d_folder):
         MODELS.build(_pixel_model(unet2d_folder, teacher=cfg))
 
 
+def test_error_denoiser_config_needs_inputs_never_passed(unet2d_folder):
+    """Configs whose forward wants more than (x_t, t, one condition) fail when built."""
+    float_class = dict(type='UNet2DModel', **UNET_KWARGS, class_embed_type='identity')
+    with pytest.raises(ValueError, match=r"class_embed_type='identity'.*num_class_embeds=N"):
+        MODELS.build(_pixel_model(unet2d_folder, student=float_class))
+    text = dict(sample_size=IMG_SIZE, in_channels=3, out_channels=3,
+                block_out_channels=(8, 16), layers_per_block=1, norm_num_groups=4,
+                cross_attention_dim=8, attention_head_dim=4,
+                down_block_types=('CrossAttnDownBlock2D', 'DownBlock2D'),
+                up_block_types=('UpBlock2D', 'CrossAttnUpBlock2D'))
+    text_and_class = dict(type='UNet2DConditionModel', **text, num_class_embeds=10)
+    with pytest.raises(ValueError, match=r'num_class_embeds=10\) needs class labels'):
+        MODELS.build(_pixel_model(unet2d_folder, student=text_and_class))
+    sdxl_like = dict(type='UNet2DConditionModel', **text, addition_embed_type='text_time',
+                     addition_time_embed_dim=8, projection_class_embeddings_input_dim=56)
+    with pytest.raises(ValueError, match="addition_embed_type='text_time'.*SDXL"):
+        MODELS.build(_pixel_model(unet2d_folder, teacher=sdxl_like,
+                                  teacher_ckpt=dict(state_dict={})))
+    # integer class labels through nn.Embedding are what the distiller passes
+    labelled = dict(type='UNet2DModel', **UNET_KWARGS, num_class_embeds=10)
+    MODELS.build(_pixel_model(unet2d_folder, student=labelled))
+
+
 def test_error_output_shape_mismatch(unet2d_folder):
     student = dict(type='UNet2DModel', **dict(UNET_KWARGS, out_channels=1))
     model = MODELS.build(_pixel_model(unet2d_folder, student=student))
