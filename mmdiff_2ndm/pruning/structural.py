@@ -134,14 +134,15 @@ def _groupnorm_roots(net: nn.Module, inputs: Dict[str, Tensor],
 def _split_channel_groups(pruner: tp.pruner.MetaPruner) -> Dict[nn.Module, int]:
     """Channel groups of the roots whose output is split into chunks before a GroupNorm.
 
-    A ResnetBlock2D with ``time_embedding_norm='scale_shift'`` (ADM, consistency models,
-    IF, Kandinsky) projects the time embedding to ``2C`` and splits it into a scale and a
-    shift for its ``C``-channel GroupNorm of ``G`` groups. torch-pruning maps channel
-    ``i`` of both chunks to GroupNorm channel ``i``, and ranks the group at its root, the
-    ``2C``-wide projection, in ``G`` blocks of ``2C / G``, each spanning two norm groups:
-    the norm groups lose different numbers of channels and the GroupNorm breaks. Declared
-    as ``k * G`` channel groups (``k`` chunks), every block is one norm group of one
-    chunk, and every block loses the same positions.
+    A ResnetBlock2D with ``time_embedding_norm='scale_shift'`` (ADM, consistency models;
+    mmagic's ``use_scale_shift_norm`` alike) projects the time embedding to ``2C`` and
+    splits it into a scale and a shift for its ``C``-channel GroupNorm of ``G`` groups.
+    torch-pruning maps channel ``i`` of both chunks to GroupNorm channel ``i``, and ranks
+    the group at its root, the ``2C``-wide projection, in ``G`` blocks of ``2C / G``, each
+    spanning two norm groups: the norm groups lose different numbers of channels, and the
+    GroupNorm breaks or silently regroups channels. Declared as ``k * G`` channel groups
+    (``k`` chunks), every block is one norm group of one chunk, and every block loses the
+    same positions.
 
     Args:
         pruner (MetaPruner): The pruner, before ``step()``.
