@@ -10,6 +10,12 @@ to a GroupNorm are pruned per norm group (each of the G groups of n/G channels k
 ``int(n/G * (1 - r))``), so small groups round down hard; ``groupnorm_ratio`` sets their
 ``r`` separately. Parameters shrink roughly as ``(1 - ratio)^2``. Diff-Pruning's published
 CIFAR-10 size (19.8M / 3.4G from 35.7M / 6.1G) is ``ratio=0.3, groupnorm_ratio=0.25``.
+
+A GroupNorm over a concatenation (a U-Net up block's ``cat(hidden, skip)``) is pruned part
+by part, each part by its own root's groups. Where the parts' widths do not line up with
+the norm's groups, its groups after pruning hold channels of different groups before (the
+digits U-Net, 32 + 16 channels in 4 groups: 2 of its 21 GroupNorms; the CIFAR-10 DDPM:
+none); the norm still runs, and finetuning starts from it.
 """
 import copy
 import functools
