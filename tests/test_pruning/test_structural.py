@@ -229,6 +229,8 @@ def test_mmagic_denoising_unet_within_its_limits():
     with torch.no_grad():  # learned variance: 6 output channels, the eps half returned
         assert run_denoiser(model, **inputs).shape == (2, 3, 16, 16)
     _assert_rebuild_exact(model, _denoising_unet(), record)
+    with pytest.raises(ValueError, match=r'resblock_updown=True\) is not supported'):
+        prune_denoiser(_denoising_unet(resblock_updown=True), with_macs=False)
 
 
 def test_mmagic_denoising_unet_scale_shift_norm():
