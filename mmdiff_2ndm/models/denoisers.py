@@ -124,25 +124,24 @@ def check_denoiser_inputs(model: nn.Module) -> str:
     family = denoiser_family(model)
     net = unwrap_denoiser(model)
     name = type(net).__name__
-    if family in ('unet2d', 'unet2d_condition'):
-        class_type = _config_get(net, 'class_embed_type')
-        if class_type is not None:
-            raise ValueError(
-                f"{name}(class_embed_type={class_type!r}) embeds a float class input that "
-                'the distiller does not pass (it passes integer labels, to an '
-                'nn.Embedding); use num_class_embeds=N with class_embed_type=None.')
     if family == 'unet2d_condition':
         if getattr(net, 'class_embedding', None) is not None:
             raise ValueError(
-                f'{name}(num_class_embeds={_config_get(net, "num_class_embeds")}) needs '
-                'class labels beside the text states; the distiller conditions a '
-                'UNet2DConditionModel on text only. Use num_class_embeds=None.')
+                f'{name}(num_class_embeds={_config_get(net, "num_class_embeds")}, '
+                f'class_embed_type={_config_get(net, "class_embed_type")!r}) needs class '
+                'labels beside the text states; the distiller conditions a '
+                'UNet2DConditionModel on text only. Use neither.')
         addition = _config_get(net, 'addition_embed_type')
-        if addition is not None:
+        if addition not in (None, 'text'):  # 'text' embeds the text states themselves
             raise ValueError(
                 f'{name}(addition_embed_type={addition!r}) needs added_cond_kwargs (SDXL: '
-                'pooled text embeddings and size/crop time ids), which the distiller does '
-                'not pass: SDXL-style U-Nets are not supported.')
+                'pooled text embeddings and size/crop time ids; image embeddings), which '
+                'the distiller does not pass: such U-Nets are not supported.')
+    elif family == 'unet2d' and _config_get(net, 'class_embed_type') is not None:
+        raise ValueError(
+            f"{name}(class_embed_type={_config_get(net, 'class_embed_type')!r}) embeds a "
+            'float class input that the distiller does not pass (it passes integer labels, '
+            'to an nn.Embedding); use num_class_embeds=N with class_embed_type=None.')
     return family
 
 

@@ -8,13 +8,14 @@ import uuid
 import numpy as np
 import pytest
 import torch
+from diffusers import UNet2DConditionModel
 from mmengine.optim import OptimWrapper, OptimWrapperDict
 from mmengine.runner import Runner
 
 import mmdiff_2ndm.evaluation  # noqa: F401  (registers TeacherFidelity)
 import mmdiff_2ndm.models  # noqa: F401  (registers the distiller and 2ndMatchLoss)
 from mmagic.registry import MODELS
-from mmdiff_2ndm.models.denoisers import unwrap_denoiser
+from mmdiff_2ndm.models.denoisers import check_denoiser_inputs, unwrap_denoiser
 from mmdiff_2ndm.models.distillers.batch_fields import images as batch_images
 
 from helpers.distiller_assets import (IMG_SIZE, LATENT_IMG_SIZE, UNET_KWARGS,
@@ -432,7 +433,8 @@ def test_error_denoiser_config_needs_inputs_never_passed(unet2d_folder):
                 down_block_types=('CrossAttnDownBlock2D', 'DownBlock2D'),
                 up_block_types=('UpBlock2D', 'CrossAttnUpBlock2D'))
     text_and_class = dict(type='UNet2DConditionModel', **text, num_class_embeds=10)
-    with pytest.raises(ValueError, match=r'num_class_embeds=10\) needs class labels'):
+    with pytest.raises(ValueError, match=r'num_class_embeds=10, class_embed_type=None\) '
+                                         'needs class labels'):
         MODELS.build(_pixel_model(unet2d_folder, student=text_and_class))
     sdxl_like = dict(type='UNet2DConditionModel', **text, addition_embed_type='text_time',
                      addition_time_embed_dim=8, projection_class_embeddings_input_dim=56)
@@ -442,6 +444,9 @@ def test_error_denoiser_config_needs_inputs_never_passed(unet2d_folder):
     # integer class labels through nn.Embedding are what the distiller passes
     labelled = dict(type='UNet2DModel', **UNET_KWARGS, num_class_embeds=10)
     MODELS.build(_pixel_model(unet2d_folder, student=labelled))
+    # an addition embedding of the text states themselves needs nothing more
+    text_added = dict(text, addition_embed_type='text', encoder_hid_dim=8)
+    check_denoiser_inputs(UNet2DConditionModel(**text_added))
 
 
 def test_error_output_shape_mismatch(unet2d_folder):
