@@ -19,7 +19,8 @@ none); the norm still runs, and finetuning starts from it.
 """
 import copy
 import functools
-from typing import Callable, Dict, Iterable, Optional, Sequence, Tuple, TypeVar, Union
+from typing import (Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple,
+                    TypeVar, Union)
 
 import torch
 import torch_pruning as tp
@@ -124,17 +125,24 @@ def _resolve_layers(net: nn.Module, layers: Iterable[LayerRef]) -> Dict[str, nn.
     return resolved
 
 
+def _groupnorm_groups(graph: tp.DependencyGraph, ignored: Sequence[nn.Module],
+                      root_module_types: Sequence[type]
+                      ) -> Iterator[Tuple[nn.Module, List[nn.GroupNorm]]]:
+    """The root layer and the GroupNorms of every prunable channel group that has one."""
+    for group in graph.get_all_groups(ignored_layers=list(ignored),
+                                      root_module_types=root_module_types):
+        norms = [dep.target.module for dep, _ in group
+                 if isinstance(dep.target.module, nn.GroupNorm)]
+        if norms:
+            yield group[0][0].target.module, norms
+
+
 def _groupnorm_roots(net: nn.Module, inputs: Dict[str, Tensor],
                      ignored: Sequence[nn.Module]) -> list:
     """Root layer of every prunable channel group that contains a GroupNorm."""
     graph = tp.DependencyGraph().build_dependency(
         net, example_inputs=inputs, forward_fn=_forward_fn, verbose=False)
-    roots = []
-    for group in graph.get_all_groups(ignored_layers=list(ignored),
-                                      root_module_types=[nn.Conv2d, nn.Linear]):
-        if any(isinstance(dep.target.module, nn.GroupNorm) for dep, _ in group):
-            roots.append(group[0][0].target.module)
-    return roots
+    return [root for root, _ in _groupnorm_groups(graph, ignored, [nn.Conv2d, nn.Linear])]
 
 
 def _split_channel_groups(pruner: tp.pruner.MetaPruner) -> Dict[nn.Module, int]:
@@ -156,16 +164,12 @@ def _split_channel_groups(pruner: tp.pruner.MetaPruner) -> Dict[nn.Module, int]:
     Returns:
         dict: Root layer -> its channel groups, for ``pruner.out_channel_groups``.
     """
-    graph = pruner.DG
     groups = {}
-    for group in graph.get_all_groups(ignored_layers=pruner.ignored_layers,
-                                      root_module_types=pruner.root_module_types):
-        root = group[0][0].target.module
-        width = graph.get_out_channels(root)
-        for dep, _ in group:
-            norm = dep.target.module
-            if (isinstance(norm, nn.GroupNorm) and width > norm.num_channels
-                    and width % norm.num_channels == 0):
+    for root, norms in _groupnorm_groups(pruner.DG, pruner.ignored_layers,
+                                         pruner.root_module_types):
+        width = pruner.DG.get_out_channels(root)
+        for norm in norms:
+            if width > norm.num_channels and width % norm.num_channels == 0:
                 chunks = width // norm.num_channels
                 groups[root] = max(groups.get(root, 1), chunks * norm.num_groups)
     return groups
