@@ -36,18 +36,6 @@ def tiny_unet(**kwargs) -> UNet2DModel:
     return UNet2DModel(**cfg)
 
 
-def tiny_sd_unet(**kwargs) -> UNet2DConditionModel:
-    """A 2-level text-conditional UNet2DConditionModel (16-d text), for per-test pruning."""
-    torch.manual_seed(0)
-    cfg = dict(
-        sample_size=8, in_channels=4, out_channels=4, layers_per_block=1,
-        block_out_channels=(32, 64), norm_num_groups=8, cross_attention_dim=16,
-        attention_head_dim=8, down_block_types=('CrossAttnDownBlock2D', 'DownBlock2D'),
-        up_block_types=('UpBlock2D', 'CrossAttnUpBlock2D'))
-    cfg.update(kwargs)
-    return UNet2DConditionModel(**cfg)
-
-
 def dit(num_layers: int, heads: int, head_dim: int) -> DiTTransformer2DModel:
     """A DiT (diffusers layout, 32x32x4 latents, 1000 classes, learned sigma)."""
     torch.manual_seed(0)
@@ -56,15 +44,18 @@ def dit(num_layers: int, heads: int, head_dim: int) -> DiTTransformer2DModel:
         num_layers=num_layers, sample_size=32, patch_size=2, num_embeds_ada_norm=1000)
 
 
-def sd_unet() -> UNet2DConditionModel:
-    """SD-1.x UNet layout (widths 320/640, 8 heads, 768-d text) at reduced depth."""
+def sd_unet(**kwargs) -> UNet2DConditionModel:
+    """SD-1.x UNet layout (widths 320/640, 8 heads, 768-d text) at reduced depth; keyword
+    arguments override its config (e.g. narrower widths for per-test pruning)."""
     torch.manual_seed(0)
-    return UNet2DConditionModel(
+    cfg = dict(
         sample_size=8, in_channels=4, out_channels=4, layers_per_block=1,
         block_out_channels=(320, 640),
         down_block_types=('CrossAttnDownBlock2D', 'DownBlock2D'),
         up_block_types=('UpBlock2D', 'CrossAttnUpBlock2D'),
         cross_attention_dim=768, attention_head_dim=8, norm_num_groups=32)
+    cfg.update(kwargs)
+    return UNet2DConditionModel(**cfg)
 
 
 def save_tiny_latent_dit(root, num_layers: int, head_dim: int) -> tuple:

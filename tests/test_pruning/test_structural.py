@@ -1,11 +1,12 @@
 """prune_denoiser / rebuild_pruned on UNet2DModel, DiT and the SD UNet."""
+import functools
 import io
 
 import pytest
 import torch
 
 from mmdiff_2ndm.models.denoisers import example_denoiser_inputs, run_denoiser
-from helpers.denoisers import tiny_sd_unet, tiny_unet
+from helpers.denoisers import sd_unet, tiny_unet
 from mmdiff_2ndm.pruning import (check_state_dict_shapes, count_params_macs,
                                  prune_denoiser, rebuild_pruned, search_ratio)
 from mmdiff_2ndm.pruning.rules import check_group_norms
@@ -245,17 +246,17 @@ def test_mmagic_denoising_unet_scale_shift_norm():
     _assert_rebuild_exact(model, _denoising_unet(use_scale_shift_norm=True), record)
 
 
-def _scale_shift_denoisers():
-    """UNet2DModel and UNet2DConditionModel with scale-shift resnets, and their dense
-    twins (same seed)."""
-    kwargs = dict(resnet_time_scale_shift='scale_shift', norm_num_groups=4)
-    return [(lambda: tiny_unet(**kwargs), tiny_unet(**kwargs)),
-            (lambda: tiny_sd_unet(**kwargs), tiny_sd_unet(**kwargs))]
+# the SD layout narrowed for per-test pruning (32 / 64 channels, 16-d text)
+NARROW_SD = dict(block_out_channels=(32, 64), norm_num_groups=8, cross_attention_dim=16)
 
 
-@pytest.mark.parametrize('index', [0, 1], ids=['unet2d', 'unet2d_condition'])
-def test_scale_shift_resnets_keep_whole_norm_groups_in_both_chunks(index):
-    build, dense = _scale_shift_denoisers()[index]
+@pytest.mark.parametrize('make', [tiny_unet, functools.partial(sd_unet, **NARROW_SD)],
+                         ids=['unet2d', 'unet2d_condition'])
+def test_scale_shift_resnets_keep_whole_norm_groups_in_both_chunks(make):
+    def build():
+        return make(resnet_time_scale_shift='scale_shift', norm_num_groups=4)
+
+    dense = build()
     model, record = prune_denoiser(build(), ratio=0.3, groupnorm_ratio=0.5, with_macs=False)
     resnets = [m for m in model.modules() if type(m).__name__ == 'ResnetBlock2D']
     dense_resnets = [m for m in dense.modules() if type(m).__name__ == 'ResnetBlock2D']
@@ -282,10 +283,10 @@ def test_layouts_pruning_cannot_map_are_refused():
                      up_block_types=('AttnSkipUpBlock2D', 'SkipUpBlock2D'))
     with pytest.raises(ValueError, match='SkipDownBlock2D.*not supported'):
         prune_denoiser(skip, with_macs=False)
-    added_kv = tiny_sd_unet(down_block_types=('SimpleCrossAttnDownBlock2D',
-                                              'ResnetDownsampleBlock2D'),
-                            up_block_types=('ResnetUpsampleBlock2D', 'SimpleCrossAttnUpBlock2D'),
-                            mid_block_type='UNetMidBlock2DSimpleCrossAttn')
+    added_kv = sd_unet(**NARROW_SD,
+                       down_block_types=('SimpleCrossAttnDownBlock2D', 'ResnetDownsampleBlock2D'),
+                       up_block_types=('ResnetUpsampleBlock2D', 'SimpleCrossAttnUpBlock2D'),
+                       mid_block_type='UNetMidBlock2DSimpleCrossAttn')
     with pytest.raises(ValueError, match='added-KV attention'):
         prune_denoiser(added_kv, with_macs=False)
 
