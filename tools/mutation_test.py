@@ -153,6 +153,16 @@ MUTANTS: List[Mutant] = [
            'data_samples = DataSample(metainfo={order_key: self.output_channel_order})',
            "data_samples = DataSample(metainfo={order_key: 'BGR'})",
            ('tests/test_models/test_data_preprocessors/test_diffusion_data_preprocessor.py', )),
+    # the data samples stacked without MMagic's copies: the same fields, values owned
+    Mutant('preprocessor-stacks-first-sample-metainfo', PREPROCESSOR,
+           "stacked.set_field(values, name, field_type='metainfo')",
+           "stacked.set_field(values[:1], name, field_type='metainfo')",
+           ('tests/test_models/test_data_preprocessors/test_diffusion_data_preprocessor.py'
+            '::test_data_samples_are_mmagics_field_for_field', )),
+    Mutant('preprocessor-shares-mean-buffer', PREPROCESSOR,
+           "(f'{key}_mean', _clone(self.mean)),", "(f'{key}_mean', self.mean),",
+           ('tests/test_models/test_data_preprocessors/test_diffusion_data_preprocessor.py'
+            '::test_stacked_metainfo_owns_its_values', )),
     # the distiller's regression targets and reduction
     Mutant('target-epsilon', NOISE_SCHEDULE,
            "if prediction_type == 'epsilon':\n        return noise",

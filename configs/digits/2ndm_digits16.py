@@ -32,7 +32,7 @@ model = dict(
     pixel_reduction='sum',
     antithetic_timesteps=True,
     ema=dict(type='WarmupExponentialMovingAverage', momentum=1e-3, start_iter=0),
-    data_preprocessor=dict(type='DataPreprocessor'))
+    data_preprocessor=dict(type='DiffusionDataPreprocessor'))
 
 custom_hooks = [dict(type='DiffusionPruningHook', ratio=0.25, importance='diff-pruning')]
 # half the teacher's learning rate, annealed to 1 % of it over the run: with a constant 5e-4

@@ -31,7 +31,7 @@ model = dict(
     # decay ramped up to 0.999 (WarmupExponentialMovingAverage): after n updates the
     # average holds none of the random initialisation, unlike a fixed 0.999 (0.999^n)
     ema=dict(type='WarmupExponentialMovingAverage', momentum=1e-3, start_iter=0),
-    data_preprocessor=dict(type='DataPreprocessor'))
+    data_preprocessor=dict(type='DiffusionDataPreprocessor'))
 
 train_dataloader = dict(
     batch_size=32, num_workers=0, persistent_workers=False,

@@ -30,9 +30,10 @@ def run_config(config: str, options: List[str], work_dir: str):
     configs/digits/) with the run's --cfg-options merged, in ``work_dir``."""
     from mmengine.config import Config, DictAction
     cfg = Config.fromfile(config if osp.isabs(config) else osp.join(CONFIG_DIR, config))
-    parser = argparse.ArgumentParser()
-    parser.add_argument('--o', nargs='+', action=DictAction)
-    cfg.merge_from_dict(parser.parse_args(['--o', *options]).o)
+    if options:
+        parser = argparse.ArgumentParser()
+        parser.add_argument('--o', nargs='+', action=DictAction)
+        cfg.merge_from_dict(parser.parse_args(['--o', *options]).o)
     cfg.work_dir = work_dir
     return cfg
 

@@ -10,12 +10,12 @@ Each recipe's time per iteration is the median over its blocks.
 """
 import statistics
 import time
-from typing import Callable, Dict, List, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 from ..digits.evaluation import run_config
 
 
-def build_train_step(config: str, options: List[str], ckpt: str,
+def build_train_step(config: str, options: List[str], ckpt: Optional[str],
                      work_dir: str) -> Callable[[], None]:
     """One training iteration of a run, as the runner would do it: its config with the
     run's --cfg-options, the pruned student of its checkpoint, its optimizer and data.
@@ -23,7 +23,9 @@ def build_train_step(config: str, options: List[str], ckpt: str,
     Args:
         config (str): The run's config: a path, or a file name in configs/digits/.
         options (List[str]): The run's --cfg-options.
-        ckpt (str): A checkpoint of the run (its pruning record rebuilds the student).
+        ckpt (str, optional): A checkpoint of the run (its pruning record rebuilds the
+            student); None trains the student as the config builds it (before any
+            pruning hook has run: a copy of the teacher where ``student=None``).
         work_dir (str): Scratch dir of the runner (logs).
 
     Returns:
@@ -36,7 +38,8 @@ def build_train_step(config: str, options: List[str], ckpt: str,
     cfg.test_dataloader = cfg.test_cfg = cfg.test_evaluator = None
     cfg.val_dataloader = cfg.val_cfg = cfg.val_evaluator = None
     runner = Runner.from_cfg(cfg)
-    runner.load_checkpoint(ckpt)  # DiffusionPruningHook rebuilds the pruned student
+    if ckpt is not None:
+        runner.load_checkpoint(ckpt)  # DiffusionPruningHook rebuilds the pruned student
     model = runner.model.train()
     optim_wrapper = runner.build_optim_wrapper(cfg.optim_wrapper)
     loader = runner.build_dataloader(cfg.train_dataloader)

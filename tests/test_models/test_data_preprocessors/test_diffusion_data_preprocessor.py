@@ -68,3 +68,84 @@ def test_kwargs_reach_mmagics_preprocessor():
                                              output_channel_order='BGR')
     torch.testing.assert_close(preprocessor.destruct(torch.zeros(1, 3, 2, 2)),
                                torch.full((1, 3, 2, 2), 10.0))
+
+
+def _loader_batch(name: str) -> dict:
+    """A collated batch of 5 as a dataloader hands it in: digits (MMagic's
+    ``PackInputs(keys=['gt'])``, labels), patches (``PackInputs()``: the image only in
+    the data samples) and captioned RGB images with a ``padding_size``-free metainfo."""
+    from mmengine.dataset import pseudo_collate
+    from mmengine.registry import init_default_scope
+    init_default_scope('mmagic')
+    if name == 'captions':
+        samples = []
+        for index in range(5):
+            sample = DataSample(gt_img=torch.randint(0, 256, (3, 4, 4), dtype=torch.uint8),
+                                metainfo=dict(gt_channel_order='RGB', sample_idx=index,
+                                              ori_gt_shape=(4, 4, 3)))
+            sample.set_data(dict(prompt=f'caption {index}'))
+            samples.append(sample)
+        return pseudo_collate([dict(inputs=dict(), data_samples=s) for s in samples])
+    from mmagic.registry import DATASETS
+    packing = dict(type='PackInputs', keys=['gt']) if name == 'digits' else dict(type='PackInputs')
+    dataset = DATASETS.build(dict(type='SklearnDigits' if name == 'digits' else 'SkimagePatches',
+                                  image_size=8, pipeline=[packing]))
+    return pseudo_collate([dataset[index] for index in range(5)])
+
+
+def _assert_same(got, expected) -> None:
+    """Equal types and values, through lists, label data and tensors (bitwise)."""
+    assert type(got) is type(expected), (type(got), type(expected))
+    if isinstance(expected, DataSample) or hasattr(expected, 'metainfo_keys'):
+        assert sorted(got.keys()) == sorted(expected.keys())
+        assert sorted(got.metainfo_keys()) == sorted(expected.metainfo_keys())
+        for key in expected.keys() + expected.metainfo_keys():
+            _assert_same(getattr(got, key), getattr(expected, key))
+    elif isinstance(expected, (list, tuple)):
+        assert len(got) == len(expected)
+        for each, other in zip(got, expected):
+            _assert_same(each, other)
+    elif torch.is_tensor(expected):
+        assert got.dtype == expected.dtype and torch.equal(got, expected)
+    else:
+        assert got == expected
+
+
+@pytest.mark.parametrize('training', [True, False], ids=['train', 'test'])
+@pytest.mark.parametrize('order', [None, 'RGB', 'BGR'])
+@pytest.mark.parametrize('name', ['digits', 'patches', 'captions'])
+def test_data_samples_are_mmagics_field_for_field(name, order, training):
+    """The stacked data samples equal MMagic's in every data and metainfo field, for
+    real data sets' batches, both modes and each model order; the inputs too."""
+    import copy
+    batch = _loader_batch(name)
+    ours = DiffusionDataPreprocessor(output_channel_order=order)(copy.deepcopy(batch), training)
+    mmagic = DataPreprocessor(output_channel_order=order)(copy.deepcopy(batch), training)
+    _assert_same(ours['data_samples'], mmagic['data_samples'])
+    _assert_same(ours['inputs'], mmagic['inputs'])
+    assert len(ours['data_samples'].metainfo_keys()) > 4  # normalisation metainfo written
+
+
+def test_stacked_metainfo_owns_its_values():
+    """The stacked mean and std are per-sample copies: changing the buffer afterwards
+    (a ``load_state_dict``, a ``.to``) leaves them as they were written."""
+    preprocessor = DiffusionDataPreprocessor()
+    stacked = preprocessor(_loader_batch('digits'), True)['data_samples']
+    means = stacked.metainfo['gt_img_mean']
+    assert len({id(mean) for mean in means}) == len(means)
+    preprocessor.mean.fill_(0.0)
+    assert all(torch.all(mean == 127.5) for mean in means)
+
+
+def test_unlike_samples_take_mmagics_path():
+    """A sample without the image field gets MMagic's warning and its refusal to stack
+    samples whose fields differ; with ``stack_data_sample=False`` the list is MMagic's."""
+    import copy
+    batch = _loader_batch('captions')
+    batch['data_samples'][2] = DataSample(metainfo=dict(gt_channel_order='RGB'))
+    with pytest.raises(AssertionError):
+        DiffusionDataPreprocessor()(copy.deepcopy(batch), True)
+    listed = _loader_batch('captions')
+    ours = DiffusionDataPreprocessor(stack_data_sample=False)(copy.deepcopy(listed), True)
+    mmagic = DataPreprocessor(stack_data_sample=False)(copy.deepcopy(listed), True)
+    _assert_same(ours['data_samples'], mmagic['data_samples'])
