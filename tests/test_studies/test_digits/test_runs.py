@@ -39,6 +39,18 @@ def test_finished_runs_are_reused_and_interrupted_ones_resume(tmp_path, monkeypa
     assert '--resume' not in calls[-1]
 
 
+def test_logs_and_progress_grids_come_ten_times_a_run(tmp_path, monkeypatch):
+    """The run's options come last (they win); the log and the progress grid every tenth
+    of the run, checkpoints at the interval asked for."""
+    calls = []
+    monkeypatch.setattr(runs, 'run_until', lambda cmd, deadline, **kwargs: calls.append(cmd) or 0)
+    runs.train('c.py', str(tmp_path), 13000, ['model.x=1'], 1, stream=False, ckpt_interval=1625)
+    options = calls[0][calls[0].index('--cfg-options') + 1:]
+    assert {'default_hooks.logger.interval=1300', 'default_hooks.visualization.interval=1300',
+            'default_hooks.checkpoint.interval=1625'} <= set(options)
+    assert options[-1] == 'model.x=1'
+
+
 def test_a_training_stopped_at_its_deadline_keeps_its_checkpoints(tmp_path, monkeypatch):
     def stopped_after_two(cmd, deadline, **kwargs):
         assert deadline == 123.0  # the training's deadline reaches the subprocess
