@@ -83,7 +83,7 @@ class DiffusionDataPreprocessor(DataPreprocessor):
         """
         if not (self.stack_data_sample and self.data_keys and data_samples
                 and is_seq_of(data_samples, DataSample) and _alike(data_samples)
-                and all(key in sample for sample in data_samples for key in self.data_keys)):
+                and all(key in data_samples[0] for key in self.data_keys)):
             return super()._preprocess_data_sample(data_samples, training)
         target_order, do_norm = (self.output_channel_order, True) if training else ('BGR', False)
         for sample in data_samples:

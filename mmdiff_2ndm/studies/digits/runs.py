@@ -178,8 +178,8 @@ def train(config: str, work_dir: str, iters: int, options: List[str], threads: i
            f'default_hooks.checkpoint.interval={ckpt_interval or iters}',
            'default_hooks.checkpoint.max_keep_ckpts=-1',
            f'default_hooks.logger.interval={log_interval}',
-           # the progress grids at the log's cadence: every 200 iterations (the configs')
-           # they took 3-5 % of a map run; drawn on a forked RNG, training is unchanged
+           # the progress grids at the log's cadence: at the configs' 200 iterations they
+           # took ~5 % of a map run; drawn on a forked RNG, so training is unchanged
            f'default_hooks.visualization.interval={log_interval}', *options]
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), PYTHONPATH=SOURCE_ROOT)
     os.makedirs(work_dir, exist_ok=True)
