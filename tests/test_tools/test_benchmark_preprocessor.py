@@ -22,7 +22,9 @@ def test_benchmark_times_both_preprocessors(tmp_path):
         for name in names:
             assert len(result[section][name]['blocks']) == 2
             assert result[section][name]['median'] > 0
-    ratio = (result['train_iteration'][names[1]]['median']
-             / result['train_iteration'][names[0]]['median'])
-    assert abs(result['ratio_iteration'] - ratio) < 1e-12
+    for section, ratio_key in (('train_iteration', 'ratio_iteration'),
+                               ('preprocessor_alone', 'ratio_alone')):
+        ratio = result[section][names[1]]['median'] / result[section][names[0]]['median']
+        assert abs(result[ratio_key] - ratio) < 1e-12
     assert result['batch'] == 4 and result['threads'] == 1
+    assert result['config'] == 'configs/digits/2ndm_digits16_dsm_kd.py' and result['ckpt'] is None
