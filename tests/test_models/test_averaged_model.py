@@ -167,3 +167,83 @@ def test_update_buffers_averages_the_buffers():
 def test_device_places_the_average():
     ema = WarmupExponentialMovingAverage(_source(0.0), device=torch.device('meta'))
     assert ema.module.weight.device.type == 'meta'
+
+
+class _WithBuffers(nn.Module):
+    """Weights, a float buffer that BatchNorm updates, and an integer one."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(3, 4)
+        self.norm = nn.BatchNorm1d(4)
+
+    def forward(self, x):
+        return self.norm(self.linear(x))
+
+
+@pytest.mark.parametrize('interval', [1, 3])
+@pytest.mark.parametrize('update_buffers', [False, True])
+def test_update_is_bitwise_mmengines_loop(interval, update_buffers):
+    """The one-lerp-per-update path against MMEngine's per-tensor loop (with this class's
+    avg_func): the same weights and buffers to the bit, update for update."""
+    from mmengine.model import BaseAveragedModel
+    torch.manual_seed(0)
+    source = _WithBuffers()
+    fast = WarmupExponentialMovingAverage(source, momentum=0.05, interval=interval,
+                                          update_buffers=update_buffers)
+    loop = WarmupExponentialMovingAverage(source, momentum=0.05, interval=interval,
+                                          update_buffers=update_buffers)
+    for _ in range(8):
+        with torch.no_grad():
+            for param in source.parameters():
+                param.add_(torch.randn_like(param))
+        source(torch.randn(5, 3))  # moves the running statistics and the batch count
+        fast.update_parameters(source)
+        BaseAveragedModel.update_parameters(loop, source)
+        assert int(fast.steps) == int(loop.steps)
+        mine, theirs = fast.module.state_dict(), loop.module.state_dict()
+        assert all(torch.equal(mine[k], theirs[k]) for k in theirs)
+    # the average moved, and it is not the source (the decay is not 0)
+    assert not torch.equal(fast.module.linear.weight, source.linear.weight)
+    assert not torch.equal(fast.module.linear.weight, _WithBuffers().linear.weight)
+
+
+@pytest.mark.parametrize('ema_type', ['MomentumAnnealingEMA', 'StochasticWeightAverage',
+                                      'WarmupExponentialMovingAverage'])
+def test_distiller_takes_any_mmengine_average(ema_type):
+    """MMEngine's own averages lack MMagic's sync_buffers/sync_parameters: before
+    start_iter the EMA is a copy of the student (steps not counted), from it on an average
+    that copies the buffers."""
+    from diffusers import UNet2DModel
+
+    from mmdiff_2ndm.models import DiffusionDistiller
+    torch.manual_seed(0)
+    teacher = UNet2DModel(sample_size=8, in_channels=3, out_channels=3, layers_per_block=1,
+                          block_out_channels=(8, 16), norm_num_groups=4,
+                          down_block_types=('DownBlock2D', 'DownBlock2D'),
+                          up_block_types=('UpBlock2D', 'UpBlock2D'))
+    distiller = DiffusionDistiller(
+        teacher=teacher, noise_scheduler=dict(type='DDPMScheduler', num_train_timesteps=10),
+        ema=dict(type=ema_type, start_iter=2))
+    ema, student = distiller.student_ema, distiller.student
+
+    def nudge():
+        with torch.no_grad():
+            for param in student.parameters():
+                param.add_(0.5)
+
+    nudge()
+    distiller.training_state.end_step(student, ema, average=True)  # step 1 < start_iter
+    assert int(ema.steps) == 0
+    assert all(torch.equal(ema.module.state_dict()[k], v)
+               for k, v in student.state_dict().items())
+    nudge()
+    distiller.training_state.end_step(student, ema, average=True)  # update 0: a copy
+    nudge()
+    distiller.training_state.end_step(student, ema, average=True)  # update 1: an average
+    assert int(ema.steps) == 2
+    key = 'conv_in.weight'
+    ema_weight, student_weight = ema.module.state_dict()[key], student.state_dict()[key]
+    # between the copy of update 0 (student - 0.5) and the student now
+    assert torch.all(ema_weight < student_weight)
+    assert torch.all(ema_weight >= student_weight - 0.5 - 1e-6)

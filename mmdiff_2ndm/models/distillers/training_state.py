@@ -8,16 +8,17 @@ from torch import nn
 
 from mmagic.registry import MODELS
 
-from ..averaged_model import retarget_average
+from ..averaged_model import copy_into_average, retarget_average
 
 
 class TrainingState:
     """Counts training steps and keeps the student EMA's schedule.
 
     Args:
-        ema (dict, optional): The EMA config (``type`` defaults to MMagic's
-            ``ExponentialMovingAverage``; ``start_iter``: before it the EMA copies the
-            student). None: no EMA.
+        ema (dict, optional): The EMA config: any MMEngine ``BaseAveragedModel``
+            (``type`` defaults to MMagic's ``ExponentialMovingAverage``; MMEngine's own,
+            e.g. ``MomentumAnnealingEMA``, work too; ``start_iter``: before it the EMA
+            copies the student). None: no EMA.
     """
 
     def __init__(self, ema: Optional[dict] = None) -> None:
@@ -70,9 +71,7 @@ class TrainingState:
         if average and isinstance(ema, BaseAveragedModel):
             step = self.iteration() + 1
             if step >= self.ema_start:
-                ema.update_parameters(student)
-                if not ema.update_buffers:
-                    ema.sync_buffers(student)
+                ema.update_parameters(student)  # copies the buffers, unless it averages them
             else:
-                ema.sync_parameters(student)
+                copy_into_average(ema, student)
         self.num_train_steps += 1
