@@ -382,6 +382,42 @@ def test_teacher_never_reinitialised_and_eval(unet2d_folder):
     assert all(torch.equal(before[k], after[k]) for k in before)
 
 
+def _expected_modes(model, mode: bool) -> dict:
+    """What a full switch leaves: the teacher's modules in eval, every other in ``mode``."""
+    frozen = {id(m) for m in model.teacher.modules()}
+    return {name: (False if id(m) in frozen else mode) for name, m in model.named_modules()}
+
+
+def _modes(model) -> dict:
+    return {name: m.training for name, m in model.named_modules()}
+
+
+def test_train_returns_at_once_only_when_nothing_changed(unet2d_folder, monkeypatch):
+    """MMEngine calls train() every iteration: a call that would change nothing returns
+    without walking the modules; a switched, replaced or added module gets the full switch."""
+    model = MODELS.build(_pixel_model(unet2d_folder))
+    assert model.train() is model and _modes(model) == _expected_modes(model, True)
+    with monkeypatch.context() as patch:  # nothing changed: no module is switched again
+        patch.setattr(torch.nn.Module, 'train', lambda *_: pytest.fail('switched again'))
+        model.train()
+    model.eval()
+    assert _modes(model) == _expected_modes(model, False)
+    model.train()
+    assert _modes(model) == _expected_modes(model, True)
+    # a submodule switched directly, the teacher switched on, a module replaced or added
+    changes = [lambda: model.student.eval(), lambda: model.teacher.train(),
+               lambda: setattr(model.student_ema, 'module',
+                               copy.deepcopy(model.student_ema.module).eval()),
+               lambda: model.losses.add_module('extra', torch.nn.Dropout().eval())]
+    for change in changes:
+        change()
+        assert _modes(model) != _expected_modes(model, True)
+        model.train()
+        assert _modes(model) == _expected_modes(model, True)
+    model.train(False)
+    assert _modes(model) == _expected_modes(model, False)
+
+
 def test_teacher_from_mmengine_checkpoint(tmp_path, unet2d_folder):
     from diffusers import UNet2DModel
     net = UNet2DModel.from_pretrained(unet2d_folder)
