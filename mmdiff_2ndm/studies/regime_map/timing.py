@@ -12,11 +12,15 @@ import statistics
 import time
 from typing import Callable, Dict, List, Optional, Sequence
 
+from torch import nn
+
 from ..digits.evaluation import run_config
 
 
 def build_train_step(config: str, options: List[str], ckpt: Optional[str],
-                     work_dir: str) -> Callable[[], None]:
+                     work_dir: str, switch_mode: bool = False,
+                     prepare: Optional[Callable[[nn.Module], None]] = None
+                     ) -> Callable[[], None]:
     """One training iteration of a run, as the runner would do it: its config with the
     run's --cfg-options, the pruned student of its checkpoint, its optimizer and data.
 
@@ -27,6 +31,11 @@ def build_train_step(config: str, options: List[str], ckpt: Optional[str],
             student); None trains the student as the config builds it (before any
             pruning hook has run: a copy of the teacher where ``student=None``).
         work_dir (str): Scratch dir of the runner (logs).
+        switch_mode (bool): Call ``model.train()`` before each iteration, as MMEngine's
+            ``IterBasedTrainLoop`` does. Defaults to False.
+        prepare (callable, optional): Called with the built model (pruned, in train
+            mode) before the first iteration, e.g. to swap a method for a variant.
+            Defaults to None.
 
     Returns:
         Callable[[], None]: Runs one iteration (forward, backward, optimizer and EMA
@@ -41,6 +50,8 @@ def build_train_step(config: str, options: List[str], ckpt: Optional[str],
     if ckpt is not None:
         runner.load_checkpoint(ckpt)  # DiffusionPruningHook rebuilds the pruned student
     model = runner.model.train()
+    if prepare is not None:
+        prepare(model)
     optim_wrapper = runner.build_optim_wrapper(cfg.optim_wrapper)
     loader = runner.build_dataloader(cfg.train_dataloader)
     batches = iter(loader)
@@ -52,6 +63,8 @@ def build_train_step(config: str, options: List[str], ckpt: Optional[str],
         except StopIteration:
             batches = iter(loader)
             data = next(batches)
+        if switch_mode:
+            model.train()
         model.train_step(data, optim_wrapper)
 
     return step
