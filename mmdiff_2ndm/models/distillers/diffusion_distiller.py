@@ -324,7 +324,7 @@ class DiffusionDistiller(BaseModel):
         MMEngine's loop calls this before every iteration. When every module is still the
         one the last call left, in the mode it left it (nothing was added, replaced or
         switched since), the call would change nothing and returns at once: setting the
-        flags of every module of the teacher, student and EMA again cost about 4 % of a
+        flags of every module of the teacher, student and EMA again cost about 5 % of a
         batch-2 iteration of the digits student on the CPU
         (``tools/benchmark_host_overhead.py``).
         """
