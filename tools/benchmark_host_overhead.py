@@ -20,7 +20,6 @@ paths (``project``) and with PyTorch's ``nn.Module.train`` plus MMEngine's
     python tools/benchmark_host_overhead.py configs/digits/2ndm_digits16_dsm_kd.py \\
         --batch 2 --ckpt <a pruned run's checkpoint> --threads 1
 """
-import argparse
 import json
 import os.path as osp
 import sys
@@ -33,23 +32,10 @@ from mmengine.model import BaseAveragedModel
 from torch import nn
 
 sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..'))
-from mmdiff_2ndm.studies.regime_map.timing import (build_train_step, describe,  # noqa: E402
-                                                   time_steps, timing_ratios)
+from mmdiff_2ndm.studies.regime_map.timing import (  # noqa: E402
+    build_train_step, describe, parse_variant_benchmark_args, time_steps, timing_ratios)
 
 VARIANTS = ('mmengine', 'project')
-
-
-def parse_args() -> argparse.Namespace:
-    """Parses the command line."""
-    parser = argparse.ArgumentParser(description='Host time outside the networks')
-    parser.add_argument('config', nargs='?', default='configs/digits/2ndm_digits16_dsm_kd.py')
-    parser.add_argument('--ckpt', help="a checkpoint of the config's run (pruned student)")
-    parser.add_argument('--batch', type=int, help='training batch size (default: the config)')
-    parser.add_argument('--rounds', type=int, default=8, help='timed blocks per variant')
-    parser.add_argument('--block', type=int, default=5, help='iterations per block')
-    parser.add_argument('--threads', type=int, help='torch CPU threads')
-    parser.add_argument('--out', help='write the results as JSON here')
-    return parser.parse_args()
 
 
 def full_mode_switch(model: nn.Module, mode: bool = True) -> nn.Module:
@@ -82,7 +68,7 @@ def part_steps(model: nn.Module) -> Dict[str, Dict[str, Callable[[], None]]]:
 
 def main() -> None:
     """Times both variants part by part and in training iterations; prints the ratios."""
-    args = parse_args()
+    args = parse_variant_benchmark_args('Host time outside the networks')
     if args.threads:
         torch.set_num_threads(args.threads)
     options = [] if args.batch is None else [f'train_dataloader.batch_size={args.batch}']

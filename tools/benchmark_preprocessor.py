@@ -16,7 +16,6 @@ pruned student's iteration is larger than printed.
 
     python tools/benchmark_preprocessor.py configs/digits/2ndm_digits16_dsm_kd.py --threads 1
 """
-import argparse
 import copy
 import json
 import os.path as osp
@@ -26,23 +25,10 @@ import tempfile
 import torch
 
 sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..'))
-from mmdiff_2ndm.studies.regime_map.timing import (build_train_step, describe,  # noqa: E402
-                                                   time_steps, timing_ratios)
+from mmdiff_2ndm.studies.regime_map.timing import (  # noqa: E402
+    build_train_step, describe, parse_variant_benchmark_args, time_steps, timing_ratios)
 
 PREPROCESSORS = ('DataPreprocessor', 'DiffusionDataPreprocessor')
-
-
-def parse_args() -> argparse.Namespace:
-    """Parses the command line."""
-    parser = argparse.ArgumentParser(description='Host time of the data preprocessor')
-    parser.add_argument('config', nargs='?', default='configs/digits/2ndm_digits16_dsm_kd.py')
-    parser.add_argument('--ckpt', help="a checkpoint of the config's run (pruned student)")
-    parser.add_argument('--batch', type=int, help='training batch size (default: the config)')
-    parser.add_argument('--rounds', type=int, default=8, help='timed blocks per variant')
-    parser.add_argument('--block', type=int, default=5, help='iterations per block')
-    parser.add_argument('--threads', type=int, help='torch CPU threads')
-    parser.add_argument('--out', help='write the results as JSON here')
-    return parser.parse_args()
 
 
 def preprocessor_steps(config: str, options: list, work_dir: str, calls: int) -> dict:
@@ -67,7 +53,7 @@ def preprocessor_steps(config: str, options: list, work_dir: str, calls: int) ->
 
 def main() -> None:
     """Times both preprocessors alone and in training iterations; prints the ratios."""
-    args = parse_args()
+    args = parse_variant_benchmark_args('Host time of the data preprocessor')
     if args.threads:
         torch.set_num_threads(args.threads)
     options = [] if args.batch is None else [f'train_dataloader.batch_size={args.batch}']

@@ -60,3 +60,15 @@ def dsm_distiller_cfg(unet_folder: str, **overrides) -> dict:
                data_preprocessor=dict(type='DataPreprocessor'))
     cfg.update(overrides)
     return cfg
+
+
+def tiny_ema_distiller(ema: dict):
+    """A DiffusionDistiller of a random pixel U-Net teacher (``UNET_KWARGS``, seed 0) with the
+    given EMA config: the EMA and mode-switch tests, which run no forward."""
+    from diffusers import UNet2DModel
+
+    from mmdiff_2ndm.models import DiffusionDistiller
+    torch.manual_seed(0)
+    return DiffusionDistiller(
+        teacher=UNet2DModel(**UNET_KWARGS),
+        noise_scheduler=dict(type='DDPMScheduler', num_train_timesteps=10), ema=ema)

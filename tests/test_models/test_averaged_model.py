@@ -7,6 +7,8 @@ from torch import nn
 from mmagic.registry import MODELS
 from mmdiff_2ndm.models import WarmupExponentialMovingAverage, retarget_average
 
+from helpers.distiller_assets import tiny_ema_distiller
+
 MOMENTUM = 1e-3  # target decay 0.999
 
 
@@ -108,18 +110,8 @@ def test_retarget_keeps_settings_and_steps():
 
 def test_distiller_retargets_its_warmup_ema_after_pruning():
     """build_student_ema builds the configured EMA once, then re-points it (steps kept)."""
-    from diffusers import UNet2DModel
-
-    from mmdiff_2ndm.models import DiffusionDistiller
     from mmdiff_2ndm.pruning import prune_denoiser
-    torch.manual_seed(0)
-    teacher = UNet2DModel(sample_size=8, in_channels=3, out_channels=3, layers_per_block=1,
-                          block_out_channels=(8, 16), norm_num_groups=4,
-                          down_block_types=('DownBlock2D', 'DownBlock2D'),
-                          up_block_types=('UpBlock2D', 'UpBlock2D'))
-    distiller = DiffusionDistiller(
-        teacher=teacher, noise_scheduler=dict(type='DDPMScheduler', num_train_timesteps=10),
-        ema=dict(type='WarmupExponentialMovingAverage', momentum=1e-3))
+    distiller = tiny_ema_distiller(dict(type='WarmupExponentialMovingAverage', momentum=1e-3))
     ema = distiller.student_ema
     assert isinstance(ema, WarmupExponentialMovingAverage)
     for _ in range(2):
@@ -214,17 +206,7 @@ def test_distiller_takes_any_mmengine_average(ema_type):
     """MMEngine's own averages lack MMagic's sync_buffers/sync_parameters: before
     start_iter the EMA is a copy of the student (steps not counted), from it on an average
     that copies the buffers."""
-    from diffusers import UNet2DModel
-
-    from mmdiff_2ndm.models import DiffusionDistiller
-    torch.manual_seed(0)
-    teacher = UNet2DModel(sample_size=8, in_channels=3, out_channels=3, layers_per_block=1,
-                          block_out_channels=(8, 16), norm_num_groups=4,
-                          down_block_types=('DownBlock2D', 'DownBlock2D'),
-                          up_block_types=('UpBlock2D', 'UpBlock2D'))
-    distiller = DiffusionDistiller(
-        teacher=teacher, noise_scheduler=dict(type='DDPMScheduler', num_train_timesteps=10),
-        ema=dict(type=ema_type, start_iter=2))
+    distiller = tiny_ema_distiller(dict(type=ema_type, start_iter=2))
     ema, student = distiller.student_ema, distiller.student
 
     def nudge():

@@ -11,6 +11,7 @@ import torch
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 sys.path.insert(0, osp.join(REPO, 'tools'))
 from benchmark_host_overhead import full_mode_switch, use_mmengine_paths  # noqa: E402
+from helpers.distiller_assets import tiny_ema_distiller  # noqa: E402
 
 
 def test_benchmark_times_both_variants(tmp_path):
@@ -46,23 +47,10 @@ def test_mmengine_variant_takes_the_replaced_paths():
     """The reference variant runs PyTorch's walk (the early return's record is never
     written) and MMEngine's loop; it leaves the modes and the average the project's paths
     leave."""
-    from diffusers import UNet2DModel
     from mmengine.model import BaseAveragedModel
 
-    from mmdiff_2ndm.models import DiffusionDistiller
-
-    def build() -> DiffusionDistiller:
-        torch.manual_seed(0)
-        teacher = UNet2DModel(sample_size=8, in_channels=3, out_channels=3,
-                              layers_per_block=1, block_out_channels=(8, 16),
-                              norm_num_groups=4, down_block_types=('DownBlock2D',) * 2,
-                              up_block_types=('UpBlock2D',) * 2)
-        return DiffusionDistiller(
-            teacher=teacher,
-            noise_scheduler=dict(type='DDPMScheduler', num_train_timesteps=10),
-            ema=dict(type='WarmupExponentialMovingAverage', momentum=0.1))
-
-    distiller, project = build(), build()
+    ema = dict(type='WarmupExponentialMovingAverage', momentum=0.1)
+    distiller, project = tiny_ema_distiller(ema), tiny_ema_distiller(ema)
     use_mmengine_paths(distiller)
     assert distiller.train.__func__ is full_mode_switch
     assert distiller.student_ema.update_parameters.__func__ is \

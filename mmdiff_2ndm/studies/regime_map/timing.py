@@ -8,6 +8,7 @@ and data) and runs their training steps in short blocks, round robin, with the r
 order rotated every round: whatever else loads the machine meets every recipe alike.
 Each recipe's time per iteration is the median over its blocks.
 """
+import argparse
 import statistics
 import time
 from typing import Callable, Dict, List, Optional, Sequence
@@ -120,3 +121,27 @@ def describe(times: dict, ratios: Dict[str, float], names: Sequence[str]) -> Lis
             f'[{1e3 * times[name]["q25"]:.1f}, {1e3 * times[name]["q75"]:.1f}]' +
             (f', {ratios[name]:.2f}x its reference' if name in ratios else '')
             for name in names if name in times]
+
+
+def parse_variant_benchmark_args(description: str,
+                                 argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    """The command line of the benchmarks that time two code paths of one config's training
+    round robin (``tools/benchmark_preprocessor.py``, ``tools/benchmark_host_overhead.py``).
+
+    Args:
+        description (str): What the benchmark times.
+        argv (Sequence[str], optional): The arguments. Defaults to None (``sys.argv``).
+
+    Returns:
+        argparse.Namespace: ``config``, ``ckpt``, ``batch``, ``rounds``, ``block``,
+        ``threads``, ``out``.
+    """
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument('config', nargs='?', default='configs/digits/2ndm_digits16_dsm_kd.py')
+    parser.add_argument('--ckpt', help="a checkpoint of the config's run (pruned student)")
+    parser.add_argument('--batch', type=int, help='training batch size (default: the config)')
+    parser.add_argument('--rounds', type=int, default=8, help='timed blocks per variant')
+    parser.add_argument('--block', type=int, default=5, help='iterations per block')
+    parser.add_argument('--threads', type=int, help='torch CPU threads')
+    parser.add_argument('--out', help='write the results as JSON here')
+    return parser.parse_args(argv)
