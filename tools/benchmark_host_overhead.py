@@ -4,9 +4,10 @@ project's code paths against the MMEngine / PyTorch ones they replace.
 Two per-iteration costs that grow with the number of modules and tensors, not with the
 batch, so they weigh most on small batches (the regime map's batch-2 runs) and on a GPU:
 
-* ``model.train()``, which MMEngine's loop calls before every iteration: PyTorch's walks
-  every module of the teacher, the student and its EMA to set flags already set;
-  ``DiffusionDistiller.train`` returns at once when nothing changed;
+* ``model.train()``, which MMEngine's loop calls before every iteration: the full switch
+  (``DiffusionDistiller.set_modes``, PyTorch's walk) sets the flags of every module of the
+  teacher, the student and its EMA again; ``DiffusionDistiller.train`` returns at once
+  when nothing changed;
 * the EMA update: MMEngine's loops over the tensors and computes the warm-up decay per
   tensor; ``WarmupExponentialMovingAverage`` computes it once and averages every tensor
   with one ``torch._foreach_lerp_`` (bitwise the same average).
@@ -14,7 +15,7 @@ batch, so they weigh most on small batches (the regime map's batch-2 runs) and o
 Measured in one process, round robin (``time_steps``), so that load from elsewhere meets
 both alike: each part alone (milliseconds per call) and whole training iterations as
 MMEngine's loop runs them (``model.train()``, then ``train_step``), with the project's
-paths (``project``) and with PyTorch's ``nn.Module.train`` plus MMEngine's
+paths (``project``) and with the full switch plus MMEngine's
 ``BaseAveragedModel.update_parameters`` (``mmengine``).
 
     python tools/benchmark_host_overhead.py configs/digits/2ndm_digits16_dsm_kd.py \\
@@ -38,19 +39,9 @@ from mmdiff_2ndm.studies.regime_map.timing import (  # noqa: E402
 VARIANTS = ('mmengine', 'project')
 
 
-def full_mode_switch(model: nn.Module, mode: bool = True) -> nn.Module:
-    """``DiffusionDistiller.train`` without its early return: PyTorch's walk over every
-    module, then the frozen networks back to eval."""
-    nn.Module.train(model, mode)
-    for frozen in (model.teacher, model.vae, model.text_encoder, model.class_embedder):
-        if frozen is not None:
-            frozen.eval()
-    return model
-
-
 def use_mmengine_paths(model: nn.Module) -> None:
     """Points one distiller's mode switch and EMA update at the paths they replace."""
-    model.train = types.MethodType(full_mode_switch, model)
+    model.train = types.MethodType(type(model).set_modes, model)
     ema = model.student_ema
     ema.update_parameters = types.MethodType(BaseAveragedModel.update_parameters, ema)
 
@@ -59,7 +50,7 @@ def part_steps(model: nn.Module) -> Dict[str, Dict[str, Callable[[], None]]]:
     """Part -> variant -> one call of that part on ``model``."""
     ema, student = model.student_ema, model.student
     return dict(
-        mode_switch=dict(mmengine=lambda: full_mode_switch(model),
+        mode_switch=dict(mmengine=lambda: type(model).set_modes(model),
                          project=lambda: type(model).train(model)),
         ema_update=dict(
             mmengine=lambda: BaseAveragedModel.update_parameters(ema, student),

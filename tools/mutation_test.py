@@ -140,13 +140,14 @@ MUTANTS: List[Mutant] = [
            'torch._foreach_lerp_(list(averaged), list(sources), 1.0 - self.decay(steps + 1))',
            EMA_TESTS),
     Mutant('ema-fused-update-keeps-old-buffers', EMA,
-           'mine.data.copy_(theirs.data.to(mine.device))', 'pass', EMA_TESTS),
+           '            self.sync_buffers(model)\n        self.steps += 1',
+           '            pass\n        self.steps += 1', EMA_TESTS),
     Mutant('ema-before-start-not-copied', EMA,
            'average.module.load_state_dict(source.state_dict())', 'return',
            (f'{EMA_OPTION_TESTS}::test_distiller_takes_any_mmengine_average', )),
     Mutant('train-returns-early-on-mode-alone', DISTILLER,
-           'if self._modes_left == (mode, module_modes(self)):',
-           'if self._modes_left is not None and self._modes_left[0] == mode:',
+           'if self.training == mode and self._modes_left == module_modes(self):',
+           'if self.training == mode and self._modes_left is not None:',
            ('tests/test_models/test_distillers/test_diffusion_distiller.py'
             '::test_train_returns_at_once_only_when_nothing_changed', )),
     # the pruning record and the shape checks built on it

@@ -87,8 +87,7 @@ class WarmupExponentialMovingAverage(ExponentialMovingAverage):
             averaged, sources = zip(*pairs)
             torch._foreach_lerp_(list(averaged), list(sources), 1.0 - self.decay(steps))
         if not self.update_buffers:
-            for mine, theirs in zip(self.module.buffers(), model.buffers()):
-                mine.data.copy_(theirs.data.to(mine.device))
+            self.sync_buffers(model)
         self.steps += 1
 
 

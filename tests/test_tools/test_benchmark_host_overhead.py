@@ -10,7 +10,7 @@ import torch
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 sys.path.insert(0, osp.join(REPO, 'tools'))
-from benchmark_host_overhead import full_mode_switch, use_mmengine_paths  # noqa: E402
+from benchmark_host_overhead import use_mmengine_paths  # noqa: E402
 from helpers.distiller_assets import tiny_ema_distiller  # noqa: E402
 
 
@@ -49,10 +49,11 @@ def test_mmengine_variant_takes_the_replaced_paths():
     leave."""
     from mmengine.model import BaseAveragedModel
 
+    from mmdiff_2ndm.models import DiffusionDistiller
     ema = dict(type='WarmupExponentialMovingAverage', momentum=0.1)
     distiller, project = tiny_ema_distiller(ema), tiny_ema_distiller(ema)
     use_mmengine_paths(distiller)
-    assert distiller.train.__func__ is full_mode_switch
+    assert distiller.train.__func__ is DiffusionDistiller.set_modes
     assert distiller.student_ema.update_parameters.__func__ is \
         BaseAveragedModel.update_parameters
     for model in (distiller, project):

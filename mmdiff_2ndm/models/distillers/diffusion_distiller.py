@@ -171,7 +171,8 @@ class DiffusionDistiller(BaseModel):
             'max_consecutive_skips', max_consecutive_skips, 1,
             hint=' (1: raise at the first non-finite step)'))
         self._checked_optimizer = None
-        self._modes_left: Optional[tuple] = None  # what the last train() call left
+        # the modules and flags the last full switch left (train()'s early return)
+        self._modes_left: Optional[List[Tuple[nn.Module, bool]]] = None
         self._sampling_calls = 0  # val_step calls: seeds each call's fork of the RNG
         legacy = dict(jacobian_scale=jacobian_scale, jacobian_t_range=jacobian_t_range,
                       jacobian_warmup_iters=jacobian_warmup_iters)
@@ -328,13 +329,20 @@ class DiffusionDistiller(BaseModel):
         batch-2 iteration of the digits student on the CPU
         (``tools/benchmark_host_overhead.py``).
         """
-        if self._modes_left == (mode, module_modes(self)):
+        if self.training == mode and self._modes_left == module_modes(self):
             return self
+        self.set_modes(mode)
+        self._modes_left = module_modes(self)
+        return self
+
+    def set_modes(self, mode: bool = True) -> 'DiffusionDistiller':
+        """The full mode switch, :meth:`train` without its early return: every module in
+        ``mode``, then the frozen networks (teacher, VAE, text encoder, class table) back in
+        eval."""
         super().train(mode)
         for module in (self.teacher, self.vae, self.text_encoder, self.class_embedder):
             if module is not None:
                 module.eval()
-        self._modes_left = (mode, module_modes(self))
         return self
 
     # ------------------------------------------------------------------ training
