@@ -60,6 +60,7 @@ Usage::
     python tools/regime_map.py --until 21:30      # start only runs that end by 21:30
     python tools/regime_map.py --preset screen_b2 --until 21:30 --overrun   # and longer
                                                   # ones, stopped at 21:30, resumed later
+    python tools/regime_map.py --preset screen_b2 --park   # carry stopped runs to a clone
 
 ``--dataset patches`` runs the same pipeline on ``SkimagePatches`` (16x16 patches of the
 pictures that ship with scikit-image) with its own feature network, teacher, plateau and
@@ -68,6 +69,13 @@ level (``axes.MAP_LEVELS``: it checks the digits' verdicts elsewhere). ``--arch 
 puts a class-conditional DiT in the U-Net's place (teacher and students) with depth-pruned
 levels (``d2``, ``d1``, ``d4``: blocks dropped by TinyFusion's learnable selection), in a
 sub-folder ``dit``.
+
+A run stopped partway (``--until``, or a killed chain) keeps its checkpoints in the
+git-ignored work dir. The screen parks the resume state of the runs it stopped in
+``<results>/pending/`` (``studies/regime_map/parking.py``), ``--park`` does it for the
+planned runs of any command, and the screen of a fresh clone restores them from there:
+commit ``pending/`` with the results, and a run longer than a sitting continues across
+sittings on any machine.
 """
 import argparse
 import datetime
@@ -159,6 +167,12 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                         'next checkpoint is reached in time), then stop them with their '
                         'checkpoints kept: a later sitting that keeps this work dir resumes '
                         'them. For runs longer than a sitting (the batch-2 recipes)')
+    parser.add_argument('--park', action='store_true',
+                        help='train nothing: copy the resume state of every planned run '
+                        'stopped partway (the same --preset, --levels, --recipes, --seeds and '
+                        '--follow-up as the command that trained them) into <results>/pending, '
+                        'for a fresh clone to resume (the screen does it for the runs it '
+                        'stops at --until)')
     args = parser.parse_args(argv)
     below = ([] if args.dataset == 'digits' else [args.dataset]) + \
         ([] if args.arch == 'unet' else [args.arch])
@@ -217,9 +231,10 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
                          'give --until too (the end of this sitting).')
     until = None
     if args.until is not None:
-        if args.report_only or args.timing or args.lengthen:
+        if args.report_only or args.timing or args.lengthen or args.park:
             raise ValueError('--until holds training runs to the end of a sitting; '
-                             '--report-only, --timing and --lengthen train none: drop it.')
+                             '--report-only, --timing, --lengthen and --park train none: '
+                             'drop it.')
         until = parse_until(args.until, datetime.datetime.now())
     args.work_dir, args.results_dir = osp.abspath(args.work_dir), osp.abspath(args.results_dir)
     os.makedirs(args.results_dir, exist_ok=True)
@@ -236,6 +251,15 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
         regime_map = RegimeMap(args.preset, args.work_dir, args.results_dir,
                                args.threads_per_run or 1, args.dataset, args.arch)
         regime_map.lengthen(list(dict.fromkeys(run[0] for run in planned)))
+    elif args.park:
+        regime_map = RegimeMap(args.preset, args.work_dir, args.results_dir,
+                               args.threads_per_run or 1, args.dataset, args.arch)
+        if args.follow_up:
+            planned = follow_up_plan(regime_map.preset, planned,
+                                     load_results(args.results_dir)[1])
+        parked = regime_map.park_stopped(planned)
+        print(f'[map] parked {len(parked)} stopped run(s) in '
+              f'{osp.join(args.results_dir, "pending")}', flush=True)
     elif args.timing:
         threads = args.threads_per_run or 1
         regime_map = RegimeMap(args.preset, args.work_dir, args.results_dir, threads,

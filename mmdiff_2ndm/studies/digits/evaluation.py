@@ -38,14 +38,20 @@ def run_config(config: str, options: List[str], work_dir: str):
     return cfg
 
 
-def load_distiller(config: str, options: List[str], ckpt: str, work_dir: str):
-    """Builds the run's model through a Runner and loads the checkpoint (pruned student
-    rebuilt from its record by DiffusionPruningHook.after_load_checkpoint)."""
+def build_runner(config: str, options: List[str], work_dir: str):
+    """A Runner of the run's model alone (no data, optimizer or schedule): the teacher
+    loaded from the run's ``teacher_ckpt``, the student as the config builds it."""
     from mmengine.runner import Runner
     cfg = run_config(config, options, work_dir)
     cfg.train_dataloader = cfg.train_cfg = cfg.optim_wrapper = cfg.param_scheduler = None
     cfg.test_dataloader = cfg.test_cfg = cfg.test_evaluator = None
-    runner = Runner.from_cfg(cfg)
+    return Runner.from_cfg(cfg)
+
+
+def load_distiller(config: str, options: List[str], ckpt: str, work_dir: str):
+    """Builds the run's model through a Runner and loads the checkpoint (pruned student
+    rebuilt from its record by DiffusionPruningHook.after_load_checkpoint)."""
+    runner = build_runner(config, options, work_dir)
     runner.load_checkpoint(ckpt)
     return runner.model.eval()
 

@@ -11,7 +11,8 @@ Modules: :mod:`.axes` (levels, recipes, samplers, presets, run order), :mod:`.pl
 :mod:`.driver` (teacher, plateau, screen; one JSON per scored run), :mod:`.cells` (paired
 differences), :mod:`.followup` (the cells that get more seeds), :mod:`.timing` (the recipes'
 cost per iteration, measured back to back), :mod:`.schedule` (how long a planned run takes;
-which runs end before a sitting does), :mod:`.report` (README.md, heatmaps, plateau
+which runs end before a sitting does), :mod:`.parking` (stopped runs carried to a fresh
+clone), :mod:`.report` (README.md, heatmaps, plateau
 figure).
 """
 from .axes import (ARCHS, LEVELS, PRESETS, RECIPES, REFERENCE, SAMPLERS, level_options,

@@ -9,7 +9,9 @@ Everything is resumable. The training runs live in the work dir (git-ignored: ch
 every result lives in the results dir (``docs/regime_map/``, committed): one JSON per
 evaluated run (``runs/<level>/<recipe>_seed<seed>.json``), written as soon as the run is
 scored; a run whose JSON exists is neither trained nor scored again, an interrupted
-training resumes from its last checkpoint (:func:`~..digits.runs.train`). The results dir
+training resumes from its last checkpoint (:func:`~..digits.runs.train`), and the resume
+state of a run stopped partway is parked in the results dir (:mod:`.parking`), from which a
+fresh clone's work dir gets it back. The results dir
 also keeps the teacher (``teacher_ema.pth``, its digest in ``teacher.json``): a work dir
 without the teacher run takes it from there instead of training it again, and a teacher
 whose digest differs from the recorded one is refused (:meth:`RegimeMap.check_teacher`).
@@ -25,7 +27,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 
-from ..digits.evaluation import load_distiller, record_hash
+from ..digits.evaluation import build_runner, load_distiller, record_hash
 from ..digits.feature_net import STUDY_DATASETS, feature_net_files, prepare_feature_net
 from ..digits.progress import say
 from ..digits.runs import (TrainingStopped, drop_checkpoints, halfway_ckpt_interval,
@@ -40,8 +42,9 @@ from .followup import MAX_SEEDS
 from .lengths import (LONGER_REFERENCE, MAX_LENGTH_FACTOR, NOISE_SDS, archived_runs,
                       check_past_cap, checks_past_cap, deciding_seeds, length_cap,
                       length_check, lengthen_level, read_lengths)
+from .parking import PENDING, park_run, restore_run, unpark
 from .schedule import recipe_ratios, run_seconds
-from .scoring import MapScorer
+from .scoring import TEACHER_JV, MapScorer
 from .teacher_file import SHIPPED_TEACHER, save_slim_teacher, teacher_digest
 from .timing import build_train_step, describe, time_steps, timing_ratios
 
@@ -110,6 +113,10 @@ class RegimeMap:
         """Whether the run is trained and scored."""
         return osp.exists(self.result_path(run))
 
+    def pending_dir(self, run: Run) -> str:
+        """Where a stopped run's resume state is parked (:mod:`.parking`; committed)."""
+        return osp.join(self.results_dir, PENDING, run_name(*run))
+
     def options(self, run: Run, iters: int, batch: int) -> List[str]:
         """--cfg-options of a run: teacher, seed (pairs the recipes), length, level, recipe."""
         level, recipe, seed = run
@@ -159,7 +166,22 @@ class RegimeMap:
         if recorded and 'sha256' not in recorded:  # recorded before digests: score it now
             distiller = self._load_teacher_run(iters)
             self._scorer(distiller, distiller.student_ema.module)
+        elif recorded and self.finetune_iters() is not None and not osp.exists(
+                osp.join(self.teacher_dir, TEACHER_JV)):
+            # a work dir that never scored the teacher (a fresh clone) trained its own feature
+            # network: checked now, not after the sitting's first run
+            say('[map] scoring the recorded teacher in this work dir, against teacher.json')
+            self._scorer(self._reference_model())
         self.ship_teacher()
+
+    def _reference_model(self):
+        """The model of the map's first reference run (seed 0 at the plateau level), built
+        untrained: its teacher is the map's, its sampler the runs'."""
+        run = (self.preset['plateau_level'], REFERENCE, 0)
+        batch, iters = run_iters(self.preset, REFERENCE, self.finetune_iters(run[0]))
+        runner = build_runner(RECIPES[REFERENCE].config, self.options(run, iters, batch),
+                              osp.join(self.teacher_dir, 'eval'))
+        return runner.model.eval()
 
     def recorded_teacher(self) -> Optional[dict]:
         """The results dir's ``teacher.json`` (None before the teacher is scored)."""
@@ -263,16 +285,19 @@ class RegimeMap:
             recorded = self.recorded_teacher()
             if recorded is None:
                 write_json(teacher, osp.join(self.results_dir, 'teacher.json'))
-            elif 'sha256' not in recorded:  # recorded before digests: the scores must agree
+            else:  # the same teacher, feature network and noises: the recorded scores
                 self._check_rescored_teacher(recorded, teacher)
-                write_json(dict(recorded, sha256=teacher['sha256']),
-                           osp.join(self.results_dir, 'teacher.json'))
+                if 'sha256' not in recorded:  # recorded before digests
+                    write_json(dict(recorded, sha256=teacher['sha256']),
+                               osp.join(self.results_dir, 'teacher.json'))
             torch.save(scorer.last_samples, osp.join(self.work_dir, 'teacher_grid.pt'))
         return scorer
 
     def _check_rescored_teacher(self, recorded: dict, rescored: dict) -> None:
-        """A teacher recorded without a digest is the recorded one only if it scores as
-        recorded (same fixed noises and feature network: the same numbers).
+        """The teacher scores as recorded (same teacher, fixed noises and feature network:
+        the same numbers): a teacher recorded without a digest is the recorded one only
+        then, and a work dir's feature network (trained again in a fresh clone) measures
+        on the recorded runs' scale only then.
 
         Raises:
             RuntimeError: If a proxy FID or the feature network's accuracy differs.
@@ -287,9 +312,12 @@ class RegimeMap:
             raise RuntimeError(
                 f'The teacher {self.teacher_ckpt} does not score as the one the runs in '
                 f'{self.results_dir} learnt from ({"; ".join(differ)}): a retrained teacher '
-                'or feature network that differs from the recorded one. Put the recorded '
-                f'teacher run back in {self.teacher_dir} (and the feature network in '
-                f'{self.work_dir}), or start a new map with another --results-dir.')
+                'or feature network that differs from the recorded one (a fresh work dir '
+                'trains the feature network again; another torch version or thread count can '
+                'change it), so new scores would not compare with the recorded runs\'. Put '
+                f'the recorded teacher run back in {self.teacher_dir} and the feature network '
+                f'in {self.work_dir}, or score with the torch version and --threads-per-run '
+                'the map was scored with, or start a new map with another --results-dir.')
 
     def _load_teacher_run(self, step: int):
         """The teacher run's model at a checkpoint (its EMA: ``student_ema.module``)."""
@@ -584,6 +612,7 @@ class RegimeMap:
                     final=final, halfway=halfway, pruned=pruned,
                     score_s=round(time.time() - start, 1))
         write_json(data, self.result_path(run))
+        unpark(self.pending_dir(run))
         raw = final['raw']['samplers']
         say(f'[map]   scored {run_name(*run)}: ' + ', '.join(
             f'{name} proxy FID {s["fid"]:.1f} SSIM {s["ssim"]:.4f}' for name, s in raw.items()))
@@ -782,6 +811,52 @@ class RegimeMap:
             adopted.append(run)
         return adopted
 
+    def park_stopped(self, runs: List[Run]) -> List[Run]:
+        """Parks the resume state of every run stopped partway (:func:`~.parking.park_run`)
+        in the results dir, where a fresh clone finds it: the runs' checkpoints live in the
+        git-ignored work dir.
+
+        Returns:
+            List[Run]: The runs parked (those holding more iterations than their copy).
+        """
+        parked = []
+        for run in runs:
+            if self.is_done(run):
+                continue
+            batch, iters = run_iters(self.preset, run[1], self.finetune_iters(run[0]))
+            held = park_run(self.run_dir(run), self.pending_dir(run), iters,
+                            _without_teacher_path(self.options(run, iters, batch)))
+            if held is not None:
+                say(f'[map] parked {run_name(*run)} at {held} of {iters} iterations: '
+                    f'{osp.relpath(self.pending_dir(run), self.results_dir)} (commit it; a '
+                    'fresh clone resumes the run there)')
+                parked.append(run)
+        return parked
+
+    def restore_parked(self, runs: List[Run]) -> List[Run]:
+        """Copies each parked run that holds more iterations than its folder in the work
+        dir back there (:func:`~.parking.restore_run`), so that it resumes.
+
+        Returns:
+            List[Run]: The runs restored.
+
+        Raises:
+            ValueError: If a parked run was trained with other settings than today's.
+        """
+        restored = []
+        for run in runs:
+            if self.is_done(run):
+                continue
+            batch, iters = run_iters(self.preset, run[1], self.finetune_iters(run[0]))
+            held = restore_run(self.pending_dir(run), self.run_dir(run), iters,
+                               _without_teacher_path(self.options(run, iters, batch)))
+            if held is not None:
+                say(f'[map] {run_name(*run)}: restored from '
+                    f'{osp.relpath(self.pending_dir(run), self.results_dir)}, resumes at '
+                    f'{held} of {iters} iterations')
+                restored.append(run)
+        return restored
+
     def screen(self, runs: List[Run], jobs: int, on_scored=None) -> None:
         """Trains and scores the runs not done yet, ``jobs`` trainings at a time; each run
         is scored (in this process) as soon as its training finishes.
@@ -798,6 +873,7 @@ class RegimeMap:
         if self.adopt_archived_twins(runs) and on_scored is not None:
             on_scored()
         todo = [run for run in runs if not self.is_done(run)]
+        self.restore_parked(todo)
         lengths = ', '.join(f'{lv}: {self.finetune_iters(lv)}'
                             for lv in dict.fromkeys(run[0] for run in todo))
         say(f'[map] {len(runs) - len(todo)} of {len(runs)} runs done; {len(todo)} to go '
@@ -807,6 +883,7 @@ class RegimeMap:
         if self.overrun:
             self.train_past_until([run for run in todo if run in self.left_for_later], jobs,
                                   on_scored)
+        self.park_stopped(todo)
         left = [run for run in todo if run in self.left_for_later]
         if left:
             say(f'[map] {len(left)} of {len(todo)} runs left for a later sitting (--until '

@@ -23,6 +23,7 @@ from ..digits.evaluation import Evaluator
 from ..digits.progress import progress
 
 GRID_SAMPLES = 32  # samples kept per scored model for the figures
+TEACHER_JV = 'teacher_jv.pt'  # the teacher's ||J v||^2, cached beside its samples
 
 
 def sampler_preset(preset: dict, steps: int) -> dict:
@@ -78,7 +79,7 @@ class MapScorer:
             self.last_samples[name] = samples[:GRID_SAMPLES].clone()
             fid, boot = ev.proxy_fid(samples, self.preset['bootstrap'])
             out[name] = dict(fid=fid, fid_boot=boot, steps=ev.preset['sample_steps'])
-        path = osp.join(self.cache_dir, 'teacher_jv.pt')
+        path = osp.join(self.cache_dir, TEACHER_JV)
         if osp.exists(path):
             self.teacher_jv = torch.load(path)
         else:

@@ -1,7 +1,8 @@
 """tools/regime_map.py end to end, tiny preset: the map's teacher run (EMA scored at every
 checkpoint), plateau run, two recipes at the hardest level scored with both samplers,
-report; a second call trains and scores nothing; a killed teacher scoring continues; a
-fresh work dir takes the teacher the results dir keeps; another teacher is refused."""
+report; a second call trains and scores nothing; a run stopped partway and parked resumes
+in a fresh work dir; a killed teacher scoring continues; a fresh work dir takes the teacher
+the results dir keeps; another teacher is refused."""
 import datetime
 import json
 import math
@@ -11,14 +12,19 @@ import shutil
 import subprocess
 import sys
 
+import torch
+
+from mmdiff_2ndm.studies.digits.runs import halfway_ckpt_interval, halfway_iter, train
+from mmdiff_2ndm.studies.regime_map import RECIPES, RegimeMap
 from mmdiff_2ndm.studies.regime_map.cells import index_runs
 from mmdiff_2ndm.studies.regime_map.lengths import length_check, read_lengths
 from mmdiff_2ndm.studies.regime_map.teacher_file import teacher_digest
+from mmdiff_2ndm.utils import safe_torch_load
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
 
-def test_tiny_map_end_to_end_and_resume(tmp_path):
+def test_tiny_map_end_to_end_and_resume(tmp_path, monkeypatch):
     work_dir, results = str(tmp_path / 'work'), tmp_path / 'results'
     env = {k: v for k, v in os.environ.items() if not k.startswith('TORCH_FORCE')}
     env['PYTHONPATH'] = REPO
@@ -120,6 +126,45 @@ def test_tiny_map_end_to_end_and_resume(tmp_path):
                              capture_output=True, text=True, timeout=900)
     assert missing.returncode != 0
     assert 'Timing needs a trained run at p27, seed 1; none is trained yet' in missing.stderr
+
+    # a run stopped partway, parked, its folder lost (a fresh clone), restored and resumed
+    # by the screen: the same training as the uninterrupted run, bitwise
+    for name in ('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD', 'TORCH_FORCE_WEIGHTS_ONLY_LOAD'):
+        monkeypatch.delenv(name, raising=False)
+    run, length = ('p27', 'dsm_kd', 0), plateau['plateau']['iters']
+    run_dir, half = osp.join(work_dir, 'p27', 'dsm_kd_seed0'), halfway_iter(length)
+    uninterrupted = safe_torch_load(osp.join(run_dir, f'iter_{length}.pth'), map_location='cpu')
+    scored = results / 'runs' / 'p27' / 'dsm_kd_seed0.json'
+    first = json.loads(scored.read_text())
+    scored.unlink()
+    shutil.rmtree(run_dir)
+    regime_map = RegimeMap('tiny', work_dir, str(results), threads=1)
+    train(RECIPES['dsm_kd'].config, run_dir, half, regime_map.options(run, length, 8), 1,
+          stream=False, ckpt_interval=halfway_ckpt_interval(length))
+    os.remove(osp.join(run_dir, 'wall.json'))  # as a run stopped at its deadline leaves it
+    parked = subprocess.run(cmd + ['--park'], cwd=REPO, env=env, capture_output=True,
+                            text=True, timeout=900)
+    assert parked.returncode == 0, parked.stdout[-3000:] + parked.stderr[-3000:]
+    assert f'[map] parked p27/dsm_kd_seed0 at {half} of {length} iterations' in parked.stdout
+    assert (results / 'pending' / 'p27' / 'dsm_kd_seed0' / f'iter_{half}.pth').is_file()
+    shutil.rmtree(run_dir)
+    resumed = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True,
+                             timeout=900)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert (f'p27/dsm_kd_seed0: restored from pending/p27/dsm_kd_seed0, resumes at {half} of '
+            f'{length} iterations') in resumed.stdout
+    assert not (results / 'pending' / 'p27' / 'dsm_kd_seed0').exists()  # scored: unparked
+    carried = safe_torch_load(osp.join(run_dir, f'iter_{length}.pth'), map_location='cpu')
+    assert sorted(carried['state_dict']) == sorted(uninterrupted['state_dict'])
+    for key, value in uninterrupted['state_dict'].items():  # the EMA's included
+        assert torch.equal(carried['state_dict'][key], value), key
+    adam, adam_straight = (c['optimizer']['student']['state'] for c in (carried, uninterrupted))
+    assert sorted(adam) == sorted(adam_straight)
+    for index, state in adam_straight.items():
+        assert all(torch.equal(carried_value, state[name])
+                   for name, carried_value in adam[index].items()), index
+    second = json.loads(scored.read_text())
+    assert second['final'] == first['final'] and second['halfway'] == first['halfway']
 
     # the budget: a 2ndM form half as long, its own lr annealed over it, costed with the
     # full form's timed iteration
@@ -248,6 +293,17 @@ def test_tiny_map_end_to_end_and_resume(tmp_path):
     assert restored.returncode == 0, restored.stdout[-3000:] + restored.stderr[-3000:]
     assert '(the recorded teacher, sha256 ' in restored.stdout
     assert not osp.exists(osp.join(teacher_dir, 'iter_4.pth'))
+    # and scores it at once, against the record (same feature network: same numbers)
+    assert '[map] scoring the recorded teacher in this work dir, against teacher.json' \
+        in restored.stdout
+    # a work dir whose feature network measures otherwise than the recorded runs' is refused
+    (results / 'teacher.json').write_text(json.dumps(dict(teacher, feature_accuracy=0.5)))
+    os.remove(osp.join(teacher_dir, 'teacher_jv.pt'))
+    remeasured = subprocess.run(cmd + ['--teacher-only'], cwd=REPO, env=env,
+                                capture_output=True, text=True, timeout=900)
+    assert remeasured.returncode != 0
+    assert 'feature network accuracy 0.5 -> ' in remeasured.stderr
+    assert 'a fresh work dir trains the feature network again' in remeasured.stderr
     # a teacher other than the recorded one is refused, naming both and the fix
     tampered = dict(teacher, sha256='0' * 64)
     (results / 'teacher.json').write_text(json.dumps(tampered))

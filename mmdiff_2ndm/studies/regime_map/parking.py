@@ -1,0 +1,122 @@
+"""Stopped runs carried to a fresh checkout: their resume state, committed beside the results.
+
+A run longer than a sitting (the batch-2 recipes: 6-30 hours) is stopped at ``--until``
+with its checkpoints in the work dir, which is git-ignored: a later sitting on a fresh
+clone would train it from the start again, and never finish it. Parking copies what
+resuming and scoring the run need into the results dir (``pending/<level>/<recipe>_seed<seed>/``,
+committed): its latest checkpoint, its halfway checkpoint once written (the scorer reads it),
+its logged scalars (time per iteration and loss terms of the JSON) and its training log,
+with ``pending.json`` saying what was parked. Restoring copies them back into an empty or
+less advanced run folder and points MMEngine's ``last_checkpoint`` at the checkpoint, so
+``--resume`` continues the run bitwise where it stopped (the checkpoint holds the weights,
+optimizer, EMA, schedulers, data order and RNG states). A parked run whose options differ
+from the ones the map now gives it (a level lengthened, a recipe changed) is not restored.
+"""
+import os
+import os.path as osp
+import shutil
+from typing import List, Optional
+
+from ..digits.runs import halfway_iter, saved_checkpoint_iters, trained_iters
+from ..json_files import read_json, write_json
+
+PENDING = 'pending'
+RECORD = 'pending.json'
+LOGS = ('train_stdout.log', )
+SCALARS = osp.join('vis_data', 'scalars.json')
+
+
+def parked_iters(pending_dir: str) -> int:
+    """Iterations held by the run parked in ``pending_dir`` (0 where none is)."""
+    record = read_json(osp.join(pending_dir, RECORD))
+    return 0 if record is None else int(record['held'])
+
+
+def park_run(run_dir: str, pending_dir: str, iters: int, options: List[str]) -> Optional[int]:
+    """Copies a stopped run's resume state from its folder into ``pending_dir``.
+
+    Nothing is parked where the run holds no checkpoint, holds all ``iters`` (finished:
+    it is scored, not resumed) or holds no more than the copy already parked.
+
+    Args:
+        run_dir (str): The run's training folder.
+        pending_dir (str): Where to park it (replaced).
+        iters (int): The run's planned length.
+        options (List[str]): The run's ``--cfg-options`` (the teacher's path left out),
+            checked again before restoring.
+
+    Returns:
+        Optional[int]: The iterations parked, or None where nothing was.
+    """
+    held = trained_iters(run_dir)
+    if held == 0 or held >= iters or held <= parked_iters(pending_dir):
+        return None
+    keep = [n for n in (halfway_iter(iters), held) if n in saved_checkpoint_iters(run_dir)]
+    staging = pending_dir.rstrip(os.sep) + '.partial'
+    shutil.rmtree(staging, ignore_errors=True)
+    os.makedirs(staging)
+    for n in dict.fromkeys(keep):
+        shutil.copy2(osp.join(run_dir, f'iter_{n}.pth'), staging)
+    for name in LOGS:
+        if osp.exists(osp.join(run_dir, name)):
+            shutil.copy2(osp.join(run_dir, name), staging)
+    for sitting in sorted(os.listdir(run_dir)):  # <timestamp>/vis_data/scalars.json
+        scalars = osp.join(run_dir, sitting, SCALARS)
+        if osp.isfile(scalars):
+            os.makedirs(osp.join(staging, sitting, osp.dirname(SCALARS)))
+            shutil.copy2(scalars, osp.join(staging, sitting, SCALARS))
+    write_json(dict(held=held, iters=iters, checkpoints=sorted(set(keep)), options=options),
+               osp.join(staging, RECORD))
+    # the old copy goes only once the new one is complete: a crash leaves one of the two
+    shutil.rmtree(pending_dir, ignore_errors=True)
+    os.replace(staging, pending_dir)
+    return held
+
+
+def restore_run(pending_dir: str, run_dir: str, iters: int, options: List[str]) -> Optional[int]:
+    """Copies a parked run into its training folder, to resume there.
+
+    Nothing is restored where no run is parked, or where the folder already holds as many
+    iterations as the parked copy.
+
+    Args:
+        pending_dir (str): The parked run.
+        run_dir (str): The run's training folder.
+        iters (int): The run's planned length now.
+        options (List[str]): The run's ``--cfg-options`` now (the teacher's path left out).
+
+    Returns:
+        Optional[int]: The iterations restored, or None where nothing was.
+
+    Raises:
+        ValueError: If the parked run was trained with another length or other options
+            than the map gives it now: resuming it would mix two trainings.
+    """
+    record = read_json(osp.join(pending_dir, RECORD))
+    if record is None or int(record['held']) <= trained_iters(run_dir):
+        return None
+    if record['iters'] != iters or record['options'] != options:
+        raise ValueError(
+            f'The run parked in {pending_dir} was trained with other settings than the map '
+            f'gives it now (length {record["iters"]} -> {iters}; options only parked: '
+            f'{sorted(set(record["options"]) - set(options))}; only now: '
+            f'{sorted(set(options) - set(record["options"]))}). Delete that folder to train '
+            'the run again from the start, or restore the settings it was parked with.')
+    os.makedirs(run_dir, exist_ok=True)
+    for name in os.listdir(pending_dir):
+        source = osp.join(pending_dir, name)
+        if name == RECORD:
+            continue
+        if osp.isdir(source):
+            shutil.copytree(source, osp.join(run_dir, name), dirs_exist_ok=True)
+        else:
+            shutil.copy2(source, run_dir)
+    latest = osp.join(run_dir, f'iter_{record["held"]}.pth')
+    with open(osp.join(run_dir, 'last_checkpoint'), 'w') as f:
+        f.write(latest)  # what MMEngine's --resume reads
+    return int(record['held'])
+
+
+def unpark(pending_dir: str) -> None:
+    """Deletes a parked run (once it is scored, its JSON is the record)."""
+    shutil.rmtree(pending_dir, ignore_errors=True)
