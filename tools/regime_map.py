@@ -160,7 +160,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                         help='the end of this sitting (local time; HH:MM, its next '
                         'occurrence, or an ISO date and time): start only the runs whose '
                         'estimated training and scoring end before it, leave the others '
-                        'planned (studies/regime_map/schedule.py)')
+                        'planned (studies/regime_map/schedule.py); a run that outlasts its '
+                        'estimate stops there, its resume state parked')
     parser.add_argument('--overrun', action='store_true',
                         help='with --until: once the runs that end before it are done, train '
                         'those that do not until it (the partly trained first; only where the '

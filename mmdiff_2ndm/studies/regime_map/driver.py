@@ -561,11 +561,19 @@ class RegimeMap:
 
     def train_in_time(self, run: Run) -> Optional[float]:
         """:meth:`train_run` where the run :meth:`ends_in_time` (checked as it would
-        start, with the runs scored so far), else None: the run stays planned."""
+        start, with the runs scored so far), else None: the run stays planned. A run whose
+        training outlasts its estimate is stopped at ``until`` too, with its checkpoints
+        kept (and parked by :meth:`screen`): past it, the sitting may end under it."""
         if not self.ends_in_time(run):
             self.left_for_later.append(run)
             return None
-        return self.train_run(run)
+        try:
+            return self.train_run(run, deadline=None if self.until is None
+                                  else self.until.timestamp())
+        except TrainingStopped as stop:
+            say(f'[map]   stopped {run_name(*run)} at --until, past its estimate: {stop}')
+            self.left_for_later.append(run)
+            return None
 
     def score_run(self, run: Run) -> dict:
         """Scores a trained run (raw and EMA, every sampler; the raw student also halfway

@@ -144,7 +144,7 @@ def test_the_screen_leaves_runs_that_would_end_late_for_a_later_sitting(tmp_path
     now = datetime.datetime.now()
     regime_map = _map_with_logged_runs(tmp_path, now + datetime.timedelta(seconds=210))
     trained, scored = [], []
-    regime_map.train_run = lambda run: trained.append(run) or 1.0
+    regime_map.train_run = lambda run, deadline=None: trained.append(run) or 1.0
     regime_map.score_run = lambda run: scored.append(run)
     regime_map.add_loss_terms = lambda runs: None
     planned = [('p27', 'dsm_kd', 1), ('p27', 'dsm', 1), ('p27', 'dsm_kd', 0)]
@@ -174,7 +174,7 @@ def test_overrun_trains_the_runs_left_over_up_to_until(tmp_path, capsys):
 
     def train_run(run, deadline=None):
         trained.append((run, deadline))
-        if deadline is None or run == ('p27', 'dsm_kd', 2):
+        if run in (('p27', 'dsm', 2), ('p27', 'dsm_kd', 2)):
             return 1.0  # ended before --until
         raise TrainingStopped('stopped')
 
@@ -184,8 +184,8 @@ def test_overrun_trains_the_runs_left_over_up_to_until(tmp_path, capsys):
     planned = [('p27', 'dsm_kd', 1), ('p27', 'authors_b2', 1), ('p27', 'dsm_kd', 2),
                ('p27', 'dsm', 2)]
     regime_map.screen(planned, jobs=1)
-    deadline = regime_map.until.timestamp()
-    assert trained == [(('p27', 'dsm', 2), None), (('p27', 'dsm_kd', 2), deadline),
+    deadline = regime_map.until.timestamp()  # every training stops there at the latest
+    assert trained == [(('p27', 'dsm', 2), deadline), (('p27', 'dsm_kd', 2), deadline),
                        (('p27', 'dsm_kd', 1), deadline)]
     assert scored == [('p27', 'dsm', 2), ('p27', 'dsm_kd', 2)]
     # stopped, and untimed (authors_b2: no run logged its time, so its checkpoint may not
@@ -198,6 +198,32 @@ def test_overrun_trains_the_runs_left_over_up_to_until(tmp_path, capsys):
         '(500 iterations held; its next checkpoint in about 2 min)' in out
     assert 'stopped p27/dsm_kd_seed1 at --until: stopped' in out
     assert 'past --until: p27/authors_b2_seed1' not in out
+
+
+def test_a_run_that_outlasts_its_estimate_stops_at_until_and_is_parked(tmp_path, capsys):
+    """A run estimated to end in time trains with --until as its deadline too: stopped
+    there, it is left for later and its resume state parked, not lost with the sitting."""
+    now = datetime.datetime.now()
+    regime_map = _map_with_logged_runs(tmp_path, now + datetime.timedelta(seconds=1000))
+    run = ('p27', 'dsm', 2)
+    trained = []
+
+    def train_run(run, deadline=None):
+        trained.append((run, deadline))
+        os.makedirs(regime_map.run_dir(run), exist_ok=True)
+        open(osp.join(regime_map.run_dir(run), 'iter_500.pth'), 'w').close()
+        raise TrainingStopped('stopped with 500 of 1000 iterations')
+
+    regime_map.train_run = train_run
+    regime_map.score_run = lambda run: pytest.fail('scored')
+    regime_map.add_loss_terms = lambda runs: None
+    regime_map.screen([run], jobs=1)
+    assert trained == [(run, regime_map.until.timestamp())]
+    assert regime_map.left_for_later == [run]
+    assert osp.isfile(osp.join(regime_map.pending_dir(run), 'iter_500.pth'))
+    out = capsys.readouterr().out
+    assert 'stopped p27/dsm_seed2 at --until, past its estimate: stopped with 500' in out
+    assert '[map] parked p27/dsm_seed2 at 500 of 1000 iterations' in out
 
 
 def test_overrun_starts_no_run_whose_next_checkpoint_comes_after_until(tmp_path):
