@@ -102,6 +102,7 @@ MAP_REPORT = 'mmdiff_2ndm/studies/regime_map/report.py'
 MAP_LENGTHS = 'mmdiff_2ndm/studies/regime_map/lengths.py'
 MAP_SCHEDULE = 'mmdiff_2ndm/studies/regime_map/schedule.py'
 MAP_CELLS = 'mmdiff_2ndm/studies/regime_map/cells.py'
+MAP_PARKING = 'mmdiff_2ndm/studies/regime_map/parking.py'
 MAP_TESTS = 'tests/test_studies/test_regime_map'
 
 MUTANTS: List[Mutant] = [
@@ -546,6 +547,30 @@ MUTANTS: List[Mutant] = [
            "at --until: {stop}')\n                return None",
            "at --until: {stop}')\n                return 0.0",
            (f'{MAP_TESTS}/test_map_schedule.py', )),
+    Mutant('fitting-run-trains-past-until', MAP_DRIVER,
+           'return self.train_run(run, deadline=None if self.until is None',
+           'return self.train_run(run, deadline=None if True',
+           (f'{MAP_TESTS}/test_map_schedule.py', )),
+    Mutant('screen-parks-nothing', MAP_DRIVER,
+           '        self.park_stopped(todo)\n', '',
+           (f'{MAP_TESTS}/test_map_schedule.py', )),
+    Mutant('screen-restores-nothing', MAP_DRIVER,
+           '        self.restore_parked(todo)\n', '',
+           (f'{MAP_TESTS}/test_map_schedule.py', )),
+    Mutant('park-drops-the-halfway-checkpoint', MAP_PARKING,
+           'for n in (halfway_iter(iters), held)', 'for n in (held, )',
+           (f'{MAP_TESTS}/test_map_parking.py', )),
+    Mutant('park-parks-no-progress-again', MAP_PARKING,
+           ' or held <= parked_iters(pending_dir):', ':',
+           (f'{MAP_TESTS}/test_map_parking.py', )),
+    Mutant('restore-ignores-changed-options', MAP_PARKING,
+           "if record['iters'] != iters or record['options'] != options:",
+           "if record['iters'] != iters:",
+           (f'{MAP_TESTS}/test_map_parking.py', )),
+    Mutant('restore-leaves-resume-pointer-stale', MAP_PARKING,
+           '        f.write(latest)',
+           '        f.write(osp.join(pending_dir, osp.basename(latest)))',
+           (f'{MAP_TESTS}/test_map_parking.py', )),
     Mutant('training-ignores-its-deadline', STUDY_RUNS,
            'returncode = run_until(cmd, deadline,', 'returncode = run_until(cmd, None,',
            ('tests/test_studies/test_digits/test_runs.py', )),

@@ -4,10 +4,11 @@ import datetime
 import json
 import os
 import os.path as osp
+import shutil
 
 import pytest
 
-from mmdiff_2ndm.studies.digits.runs import TrainingStopped
+from mmdiff_2ndm.studies.digits.runs import TrainingStopped, trained_iters
 from mmdiff_2ndm.studies.regime_map import RegimeMap
 from mmdiff_2ndm.studies.regime_map.axes import PRESETS, run_iters
 from mmdiff_2ndm.studies.regime_map.cells import index_runs
@@ -224,6 +225,16 @@ def test_a_run_that_outlasts_its_estimate_stops_at_until_and_is_parked(tmp_path,
     out = capsys.readouterr().out
     assert 'stopped p27/dsm_seed2 at --until, past its estimate: stopped with 500' in out
     assert '[map] parked p27/dsm_seed2 at 500 of 1000 iterations' in out
+
+    # the next sitting, on a fresh clone: the screen puts the run back before training it
+    shutil.rmtree(regime_map.work_dir)
+    held = []
+    regime_map.train_run = lambda run, deadline=None: held.append(
+        trained_iters(regime_map.run_dir(run))) or 1.0
+    regime_map.score_run = lambda run: None
+    regime_map.left_for_later = []
+    regime_map.screen([run], jobs=1)
+    assert held == [500]
 
 
 def test_overrun_starts_no_run_whose_next_checkpoint_comes_after_until(tmp_path):
