@@ -139,7 +139,10 @@ def test_tiny_map_end_to_end_and_resume(tmp_path, monkeypatch):
     scored.unlink()
     shutil.rmtree(run_dir)
     regime_map = RegimeMap('tiny', work_dir, str(results), threads=1)
-    train(RECIPES['dsm_kd'].config, run_dir, half, regime_map.options(run, length, 8), 1,
+    # stopped at `half`: its first `half` iterations (MMEngine ends a scheduler without `end`
+    # at max_iters; the stopped run's ended at `length`)
+    train(RECIPES['dsm_kd'].config, run_dir, half,
+          regime_map.options(run, length, 8) + [f'param_scheduler.end={length}'], 1,
           stream=False, ckpt_interval=halfway_ckpt_interval(length))
     os.remove(osp.join(run_dir, 'wall.json'))  # as a run stopped at its deadline leaves it
     parked = subprocess.run(cmd + ['--park'], cwd=REPO, env=env, capture_output=True,
