@@ -4,7 +4,8 @@ A run longer than a sitting (the batch-2 recipes: 6-30 hours) is stopped at ``--
 with its checkpoints in the work dir, which is git-ignored: a later sitting on a fresh
 clone would train it from the start again, and never finish it. Parking copies what
 resuming and scoring the run need into the results dir (``pending/<level>/<recipe>_seed<seed>/``,
-committed): its latest checkpoint, its halfway checkpoint once written (the scorer reads it),
+committed): its latest checkpoint, its halfway checkpoint once written (weights and meta: the
+scorer reads them),
 its logged scalars (time per iteration and loss terms of the JSON) and its training log,
 with ``pending.json`` saying what was parked. Restoring copies them back into an empty or
 less advanced run folder and points MMEngine's ``last_checkpoint`` at the checkpoint, so
@@ -12,10 +13,15 @@ less advanced run folder and points MMEngine's ``last_checkpoint`` at the checkp
 optimizer, EMA, schedulers, data order and RNG states). A parked run whose options differ
 from the ones the map now gives it (a level lengthened, a recipe changed) is not restored.
 """
+import contextlib
 import os
 import os.path as osp
 import shutil
 from typing import List, Optional
+
+import torch
+
+from mmdiff_2ndm.utils import safe_torch_load
 
 from ..digits.runs import halfway_iter, saved_checkpoint_iters, trained_iters
 from ..json_files import read_json, write_json
@@ -24,6 +30,9 @@ PENDING = 'pending'
 RECORD = 'pending.json'
 LOGS = ('train_stdout.log', )
 SCALARS = osp.join('vis_data', 'scalars.json')
+# what the scorer loads of the halfway checkpoint (weights, pruning record); the optimizer
+# state and the message hub (a third of a checkpoint) only resume a run
+SCORED_PARTS = ('meta', 'state_dict')
 
 
 def parked_iters(pending_dir: str) -> int:
@@ -51,12 +60,16 @@ def park_run(run_dir: str, pending_dir: str, iters: int, options: List[str]) -> 
     held = trained_iters(run_dir)
     if held == 0 or held >= iters or held <= parked_iters(pending_dir):
         return None
-    keep = [n for n in (halfway_iter(iters), held) if n in saved_checkpoint_iters(run_dir)]
+    half = halfway_iter(iters)
+    keep = [n for n in (half, held) if n in saved_checkpoint_iters(run_dir)]
     staging = pending_dir.rstrip(os.sep) + '.partial'
     shutil.rmtree(staging, ignore_errors=True)
     os.makedirs(staging)
-    for n in dict.fromkeys(keep):
-        shutil.copy2(osp.join(run_dir, f'iter_{n}.pth'), staging)
+    shutil.copy2(osp.join(run_dir, f'iter_{held}.pth'), staging)
+    if half in keep and half != held:  # only scored: its weights, not its resume state
+        ckpt = safe_torch_load(osp.join(run_dir, f'iter_{half}.pth'), map_location='cpu')
+        torch.save({key: ckpt[key] for key in SCORED_PARTS if key in ckpt},
+                   osp.join(staging, f'iter_{half}.pth'))
     for name in LOGS:
         if osp.exists(osp.join(run_dir, name)):
             shutil.copy2(osp.join(run_dir, name), staging)
@@ -118,5 +131,10 @@ def restore_run(pending_dir: str, run_dir: str, iters: int, options: List[str]) 
 
 
 def unpark(pending_dir: str) -> None:
-    """Deletes a parked run (once it is scored, its JSON is the record)."""
+    """Deletes a parked run (once it is scored, its JSON is the record), and the level's
+    and ``pending/`` folders where they are left empty."""
     shutil.rmtree(pending_dir, ignore_errors=True)
+    level_dir = osp.dirname(pending_dir.rstrip(os.sep))
+    for folder in (level_dir, osp.dirname(level_dir)):
+        with contextlib.suppress(OSError):  # not empty, or gone
+            os.rmdir(folder)

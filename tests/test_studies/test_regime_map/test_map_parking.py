@@ -1,10 +1,12 @@
 """Stopped runs parked in the results dir and restored into a fresh work dir: what is
 copied, when nothing is, and the refusal of a run parked with other settings."""
+import filecmp
 import json
 import os
 import os.path as osp
 
 import pytest
+import torch
 
 from mmdiff_2ndm.studies.regime_map.driver import RegimeMap
 from mmdiff_2ndm.studies.regime_map.parking import (RECORD, park_run, parked_iters,
@@ -13,13 +15,20 @@ from mmdiff_2ndm.studies.regime_map.parking import (RECORD, park_run, parked_ite
 OPTIONS = ['randomness.seed=1', 'param_scheduler.T_max=8']
 
 
+def _checkpoint(n):
+    """What MMEngine saves at iteration ``n`` (in miniature)."""
+    return dict(meta=dict(iter=n, pruning=dict(history=[[1, 2]])),
+                state_dict={'student.w': torch.full((2, ), float(n))},
+                optimizer=dict(state={0: dict(step=torch.tensor(n))}),
+                message_hub=dict(log_scalars=dict(loss=[0.5] * n)))
+
+
 def _stopped_run(run_dir, held, sittings=('20261207_200000', )):
     """A run folder as a training stopped at ``held`` leaves it: a checkpoint every 2
     iterations, MMEngine's pointer to the last, a log, one scalars file per sitting."""
     os.makedirs(run_dir, exist_ok=True)
     for n in range(2, held + 1, 2):
-        with open(osp.join(run_dir, f'iter_{n}.pth'), 'w') as f:
-            f.write(f'weights at {n}')
+        torch.save(_checkpoint(n), osp.join(run_dir, f'iter_{n}.pth'))
     with open(osp.join(run_dir, 'last_checkpoint'), 'w') as f:
         f.write(osp.join(run_dir, f'iter_{held}.pth'))
     with open(osp.join(run_dir, 'train_stdout.log'), 'w') as f:
@@ -41,6 +50,13 @@ def test_park_keeps_the_latest_and_halfway_checkpoints_and_the_logs(tmp_path):
         '20261207_200000'])  # 8: the halfway checkpoint of 16 iterations, for the scorer
     for sitting in ('20261206_100000', '20261207_200000'):
         assert os.listdir(osp.join(pending, sitting, 'vis_data')) == ['scalars.json']
+    # the latest checkpoint as it is (to resume); of the halfway one what the scorer reads
+    assert filecmp.cmp(osp.join(run_dir, 'iter_10.pth'), osp.join(pending, 'iter_10.pth'),
+                       shallow=False)
+    halfway = torch.load(osp.join(pending, 'iter_8.pth'))
+    assert sorted(halfway) == ['meta', 'state_dict']
+    assert halfway['meta'] == _checkpoint(8)['meta']
+    assert torch.equal(halfway['state_dict']['student.w'], torch.full((2, ), 8.0))
     record = json.loads(open(osp.join(pending, RECORD)).read())
     assert record == dict(held=10, iters=16, checkpoints=[8, 10], options=OPTIONS)
     assert parked_iters(pending) == 10
@@ -70,6 +86,14 @@ def test_park_replaces_an_older_copy_and_skips_what_needs_no_parking(tmp_path):
     assert parked_iters(pending) == 12
     unpark(pending)
     assert not osp.exists(pending) and parked_iters(pending) == 0
+    # the level's folder and pending/ go with their last run, not before
+    runs = [str(tmp_path / 'results' / 'pending' / 'p27' / name) for name in ('a', 'b')]
+    for path in runs:
+        os.makedirs(path)
+    unpark(runs[0])
+    assert os.listdir(tmp_path / 'results' / 'pending' / 'p27') == ['b']
+    unpark(runs[1])
+    assert os.listdir(tmp_path / 'results') == []  # the results dir itself stays
 
 
 def test_restore_puts_the_run_back_for_resume(tmp_path):
@@ -80,7 +104,8 @@ def test_restore_puts_the_run_back_for_resume(tmp_path):
     assert restore_run(pending, fresh, 16, OPTIONS) == 10
     assert sorted(os.listdir(fresh)) == sorted([
         'iter_8.pth', 'iter_10.pth', 'train_stdout.log', 'last_checkpoint', '20261206_100000'])
-    assert open(osp.join(fresh, 'iter_10.pth')).read() == 'weights at 10'
+    assert filecmp.cmp(osp.join(fresh, 'iter_10.pth'), osp.join(run_dir, 'iter_10.pth'),
+                       shallow=False)
     # MMEngine's --resume continues from the path this file names
     assert open(osp.join(fresh, 'last_checkpoint')).read() == osp.join(fresh, 'iter_10.pth')
     assert open(osp.join(fresh, '20261206_100000', 'vis_data', 'scalars.json')).read() == \
