@@ -735,6 +735,13 @@ class RegimeMap:
                 data['loss_terms'] = terms
                 write_json(data, self.result_path(run))
 
+    def comparable_options(self, run: Run) -> Tuple[int, List[str]]:
+        """A run's length and ``--cfg-options`` as the map gives them today, the teacher's
+        path left out (work dirs move): what a done, archived or parked run is compared
+        on."""
+        batch, iters = run_iters(self.preset, run[1], self.finetune_iters(run[0]))
+        return iters, _without_teacher_path(self.options(run, iters, batch))
+
     def check_done(self, runs: List[Run]) -> None:
         """Raises if a done run was trained with other options than the map gives it now
         (a recipe or level changed since): its scores would be mixed with runs of the new
@@ -744,10 +751,8 @@ class RegimeMap:
             if not self.is_done(run):
                 continue
             with open(self.result_path(run)) as f:
-                stored = json.load(f)['options']
-            batch, iters = run_iters(self.preset, run[1], self.finetune_iters(run[0]))
-            now = self.options(run, iters, batch)
-            stored, now = _without_teacher_path(stored), _without_teacher_path(now)
+                stored = _without_teacher_path(json.load(f)['options'])
+            now = self.comparable_options(run)[1]
             if stored != now:
                 stale.append(f'{run_name(*run)} (stored options not in today\'s: '
                              f'{sorted(set(stored) - set(now))}; today\'s not stored: '
@@ -778,8 +783,7 @@ class RegimeMap:
             Optional[str]: The archived JSON's path, or None.
         """
         level, recipe, seed = run
-        batch, iters = run_iters(self.preset, recipe, self.finetune_iters(level))
-        wanted = _without_teacher_path(self.options(run, iters, batch))
+        iters, wanted = self.comparable_options(run)
         for path, data in archived_runs(self.results_dir, level):
             twin = RECIPES.get(data.get('recipe'))
             if (twin is not None and twin.config == RECIPES[recipe].config
@@ -831,9 +835,8 @@ class RegimeMap:
         for run in runs:
             if self.is_done(run):
                 continue
-            batch, iters = run_iters(self.preset, run[1], self.finetune_iters(run[0]))
-            held = park_run(self.run_dir(run), self.pending_dir(run), iters,
-                            _without_teacher_path(self.options(run, iters, batch)))
+            iters, options = self.comparable_options(run)
+            held = park_run(self.run_dir(run), self.pending_dir(run), iters, options)
             if held is not None:
                 say(f'[map] parked {run_name(*run)} at {held} of {iters} iterations: '
                     f'{osp.relpath(self.pending_dir(run), self.results_dir)} (commit it; a '
@@ -855,9 +858,8 @@ class RegimeMap:
         for run in runs:
             if self.is_done(run):
                 continue
-            batch, iters = run_iters(self.preset, run[1], self.finetune_iters(run[0]))
-            held = restore_run(self.pending_dir(run), self.run_dir(run), iters,
-                               _without_teacher_path(self.options(run, iters, batch)))
+            iters, options = self.comparable_options(run)
+            held = restore_run(self.pending_dir(run), self.run_dir(run), iters, options)
             if held is not None:
                 say(f'[map] {run_name(*run)}: restored from '
                     f'{osp.relpath(self.pending_dir(run), self.results_dir)}, resumes at '
