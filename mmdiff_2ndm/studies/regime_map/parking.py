@@ -3,15 +3,15 @@
 A run longer than a sitting (the batch-2 recipes: 6-30 hours) is stopped at ``--until``
 with its checkpoints in the work dir, which is git-ignored: a later sitting on a fresh
 clone would train it from the start again, and never finish it. Parking copies what
-resuming and scoring the run need into the results dir (``pending/<level>/<recipe>_seed<seed>/``,
-committed): its latest checkpoint, its halfway checkpoint once written (weights and meta: the
-scorer reads them),
-its logged scalars (time per iteration and loss terms of the JSON) and its training log,
-with ``pending.json`` saying what was parked. Restoring copies them back into an empty or
-less advanced run folder and points MMEngine's ``last_checkpoint`` at the checkpoint, so
-``--resume`` continues the run bitwise where it stopped (the checkpoint holds the weights,
-optimizer, EMA, schedulers, data order and RNG states). A parked run whose options differ
-from the ones the map now gives it (a level lengthened, a recipe changed) is not restored.
+resuming and scoring the run need into the results dir
+(``pending/<level>/<recipe>_seed<seed>/``, committed): its latest checkpoint, its halfway
+checkpoint once written (weights and meta: what the scorer reads), its logged scalars (time
+per iteration and loss terms of the JSON) and its training log, with ``pending.json`` saying
+what was parked. Restoring copies them back into an empty or less advanced run folder and
+points MMEngine's ``last_checkpoint`` at the checkpoint, so ``--resume`` continues the run
+bitwise where it stopped (the checkpoint holds the weights, optimizer, EMA, schedulers, data
+order and RNG states). A parked run whose length or options differ from the ones the map now
+gives it (a level lengthened, a recipe changed) is refused.
 """
 import contextlib
 import os
@@ -80,7 +80,7 @@ def park_run(run_dir: str, pending_dir: str, iters: int, options: List[str]) -> 
             shutil.copy2(scalars, osp.join(staging, sitting, SCALARS))
     write_json(dict(held=held, iters=iters, checkpoints=sorted(set(keep)), options=options),
                osp.join(staging, RECORD))
-    # the old copy goes only once the new one is complete: a crash leaves one of the two
+    # the old copy is replaced only once the new one is complete
     shutil.rmtree(pending_dir, ignore_errors=True)
     os.replace(staging, pending_dir)
     return held
