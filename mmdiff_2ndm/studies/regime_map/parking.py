@@ -16,8 +16,9 @@ gives it (a level lengthened, a recipe changed) is refused.
 import contextlib
 import os
 import os.path as osp
+import re
 import shutil
-from typing import List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import torch
 
@@ -39,6 +40,18 @@ def parked_iters(pending_dir: str) -> int:
     """Iterations held by the run parked in ``pending_dir`` (0 where none is)."""
     record = read_json(osp.join(pending_dir, RECORD))
     return 0 if record is None else int(record['held'])
+
+
+def parked_runs(results_dir: str) -> Dict[Tuple[str, str, int], int]:
+    """Every run parked in a results dir: (level, recipe, seed) -> iterations held."""
+    root, found = osp.join(results_dir, PENDING), {}
+    for level in sorted(os.listdir(root)) if osp.isdir(root) else []:
+        for name in sorted(os.listdir(osp.join(root, level))):
+            match = re.fullmatch(r'(.+)_seed(\d+)', name)
+            held = parked_iters(osp.join(root, level, name))
+            if match and held:
+                found[(level, match.group(1), int(match.group(2)))] = held
+    return found
 
 
 def park_run(run_dir: str, pending_dir: str, iters: int, options: List[str]) -> Optional[int]:

@@ -20,6 +20,7 @@ from .followup import (FOLLOW_UP_SEEDS, MAX_SEEDS, NEAR_MARGIN, SEED_STEP, flagg
 from .lengths import (LONGER_REFERENCE, MAX_LENGTH_FACTOR, NOISE_SDS, archived_runs,
                       checks_past_cap, deciding_seeds, length_cap, length_check,
                       lengths_section, undecided_check_runs)
+from .parking import parked_runs
 from .plateau import PLATEAU_TOL, plateau_iteration
 from .schedule import recipe_ratios, s_per_iter, timed_ratio
 
@@ -773,13 +774,14 @@ def length_section(cells: dict, levels: Sequence[str], samplers: Sequence[str],
 
 
 def remaining_section(cells: dict, planned: Sequence[Tuple[str, str, int]], preset: dict,
-                      level_iters: Dict[str, int], timing: Optional[dict] = None) -> List[str]:
+                      level_iters: Dict[str, int], timing: Optional[dict] = None,
+                      parked: Optional[Dict[Tuple[str, str, int], int]] = None) -> List[str]:
     """The report's estimate of the training still to do: each planned run not evaluated
-    yet, its iterations (:func:`~.axes.run_iters` at its level's length) times a time per
-    iteration: the median logged by the evaluated runs of its recipe at its level; else the
-    reference's there times the recipe's ratio to it measured back to back (``timing``;
-    a recipe that differs from a timed one or the reference only in length has that one's
-    ratio); else its recipe's at any level.
+    yet, its iterations (:func:`~.axes.run_iters` at its level's length; less what a parked
+    run holds) times a time per iteration: the median logged by the evaluated runs of its
+    recipe at its level; else the reference's there times the recipe's ratio to it measured
+    back to back (``timing``; a recipe that differs from a timed one or the reference only
+    in length has that one's ratio); else its recipe's at any level.
 
     Args:
         cells (dict): ``cells.index_runs`` of the evaluated runs.
@@ -787,6 +789,8 @@ def remaining_section(cells: dict, planned: Sequence[Tuple[str, str, int]], pres
         preset (dict): The map's preset.
         level_iters (Dict[str, int]): Each planned level's run length.
         timing (dict, optional): ``timing.json``. Defaults to None.
+        parked (dict, optional): :func:`~.parking.parked_runs`, the runs stopped partway
+            and parked, with the iterations they hold. Defaults to None.
 
     Returns:
         List[str]: Markdown lines; none when every planned run is evaluated.
@@ -795,9 +799,11 @@ def remaining_section(cells: dict, planned: Sequence[Tuple[str, str, int]], pres
     if not todo:
         return []
     ratios = recipe_ratios(timing)
+    parked = {run: held for run, held in (parked or {}).items() if run in todo}
     hours, iterations, unknown = 0.0, 0, []
-    for level, recipe, _ in todo:
+    for level, recipe, seed in todo:
         iters = run_iters(preset, recipe, level_iters[level])[1]
+        iters -= min(iters, parked.get((level, recipe, seed), 0))
         iterations += iters
         per_iter = s_per_iter(cells, recipe, level, ratios)
         if per_iter is None:
@@ -812,7 +818,10 @@ def remaining_section(cells: dict, planned: Sequence[Tuple[str, str, int]], pres
             'the recipe\'s ratio to it in `timing.json` (1 for the reference run longer), '
             'else the recipe\'s at any level; '
             'those runs shared the 2-core machine with other trainings, so this is a guide to '
-            'plan sittings by, not a measurement.', '']
+            'plan sittings by, not a measurement.', ''] + ([
+                'Parked (stopped partway, in `pending/`; the next screen resumes them): ' +
+                ', '.join(f'{run_name(*run)} at {held}' for run, held in parked.items()) +
+                ' iterations held, left out of the iterations to go.', ''] if parked else [])
 
 
 def write_report(results_dir: str, teacher: Optional[dict], runs: List[dict],
@@ -987,7 +996,8 @@ def write_report(results_dir: str, teacher: Optional[dict], runs: List[dict],
         lines.append(f'| {lv} | ' + ' | '.join(row) + ' |')
     lines.append('')
     if base_iters is not None:
-        lines += remaining_section(cells, planned, preset, level_iters, timing)
+        lines += remaining_section(cells, planned, preset, level_iters, timing,
+                                   parked_runs(results_dir))
     if teacher:
         lines += ['## Scores (raw students; the teacher\'s EMA; mean +- std over seeds)', '',
                   '| level | recipe | sampler | seeds | proxy FID | x teacher | SSIM | sample MSE '

@@ -10,7 +10,7 @@ import torch
 
 from mmdiff_2ndm.studies.regime_map.driver import RegimeMap
 from mmdiff_2ndm.studies.regime_map.parking import (RECORD, park_run, parked_iters,
-                                                    restore_run, unpark)
+                                                    parked_runs, restore_run, unpark)
 
 OPTIONS = ['randomness.seed=1', 'param_scheduler.T_max=8']
 
@@ -149,6 +149,7 @@ def test_the_map_parks_in_its_results_dir_and_restores_into_its_work_dir(tmp_pat
     assert '[map] parked p27/dsm_kd_seed1 at 10 of 16 iterations: pending/p27/dsm_kd_seed1' \
         in capsys.readouterr().out
 
+    assert parked_runs(str(results)) == {stopped: 10}
     fresh = RegimeMap('screen', str(tmp_path / 'fresh'), str(results), threads=1)
     assert fresh.restore_parked([stopped, done, untouched]) == [stopped]
     assert osp.exists(osp.join(fresh.run_dir(stopped), 'iter_10.pth'))

@@ -481,6 +481,15 @@ def test_remaining_training_is_estimated_from_logged_and_timed_iterations():
     untimed = remaining_section(index_runs(runs), [('p27', 'dsm_kd_x2', 0)], preset,
                                 dict(p27=100000))
     assert untimed[0].startswith(f'To go: 1 runs, 200000 iterations; about {40000 / 3600:.1f} h')
+    # a parked run holds part of its iterations: only the rest is to go; a parked run that
+    # is not planned here (another preset's) is not counted
+    parked = remaining_section(index_runs(runs), [('p27', 'dsm_kd_x2', 0)], preset,
+                               dict(p27=100000), parked={('p27', 'dsm_kd_x2', 0): 150000,
+                                                         ('p27', 'dsm', 5): 10})
+    assert parked[0].startswith(f'To go: 1 runs, 50000 iterations; about {10000 / 3600:.1f} h')
+    assert parked[2] == ('Parked (stopped partway, in `pending/`; the next screen resumes '
+                         'them): p27/dsm_kd_x2_seed0 at 150000 iterations held, left out of '
+                         'the iterations to go.')
 
 
 @pytest.mark.parametrize('recipes', [['dsm_kd', '2ndm_log'],
