@@ -560,6 +560,10 @@ MUTANTS: List[Mutant] = [
     Mutant('park-drops-the-halfway-checkpoint', MAP_PARKING,
            'for n in (half, held)', 'for n in (held, )',
            (f'{MAP_TESTS}/test_map_parking.py', )),
+    Mutant('to-go-counts-parked-iterations', MAP_REPORT,
+           '        iters -= min(iters, parked.get((level, recipe, seed), 0))\n', '',
+           (f'{MAP_TESTS}/test_map_report.py::'
+            'test_remaining_training_is_estimated_from_logged_and_timed_iterations', )),
     Mutant('park-keeps-the-halfway-resume-state', MAP_PARKING,
            'torch.save({key: ckpt[key] for key in SCORED_PARTS if key in ckpt},',
            'torch.save(ckpt,',
