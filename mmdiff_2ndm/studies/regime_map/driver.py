@@ -177,9 +177,8 @@ class RegimeMap:
     def _reference_model(self):
         """The model of the map's first reference run (seed 0 at the plateau level), built
         untrained: its teacher is the map's, its sampler the runs'."""
-        run = (self.preset['plateau_level'], REFERENCE, 0)
-        batch, iters = run_iters(self.preset, REFERENCE, self.finetune_iters(run[0]))
-        runner = build_runner(RECIPES[REFERENCE].config, self.options(run, iters, batch),
+        options = self.run_settings((self.preset['plateau_level'], REFERENCE, 0))[2]
+        runner = build_runner(RECIPES[REFERENCE].config, options,
                               osp.join(self.teacher_dir, 'eval'))
         return runner.model.eval()
 
@@ -449,12 +448,12 @@ class RegimeMap:
         Raises:
             TrainingStopped: If the deadline stopped it.
         """
-        batch, iters = run_iters(self.preset, run[1], self.finetune_iters(run[0]))
+        batch, iters, options = self.run_settings(run)
         run_dir = self.run_dir(run)
         say(f'[map]   start {run_name(*run)}: {iters} iterations at batch {batch} '
             f'(log: {run_dir}/train_stdout.log)')
-        wall = train(RECIPES[run[1]].config, run_dir, iters, self.options(run, iters, batch),
-                     self.threads, stream=False, ckpt_interval=halfway_ckpt_interval(iters),
+        wall = train(RECIPES[run[1]].config, run_dir, iters, options, self.threads,
+                     stream=False, ckpt_interval=halfway_ckpt_interval(iters),
                      deadline=deadline)
         # the scorer reads the halfway and final checkpoints; the rest were for resuming
         drop_checkpoints(run_dir, keep=(halfway_iter(iters), iters))
@@ -582,8 +581,8 @@ class RegimeMap:
         start = time.time()
         level, recipe, seed = run
         finetune_iters = self.finetune_iters(level)
-        batch, iters = run_iters(self.preset, recipe, finetune_iters)
-        run_dir, options = self.run_dir(run), self.options(run, iters, batch)
+        batch, iters, options = self.run_settings(run)
+        run_dir = self.run_dir(run)
         ckpt = osp.join(run_dir, f'iter_{iters}.pth')
         distiller = load_distiller(RECIPES[recipe].config, options, ckpt,
                                    osp.join(run_dir, 'eval'))
@@ -735,12 +734,17 @@ class RegimeMap:
                 data['loss_terms'] = terms
                 write_json(data, self.result_path(run))
 
+    def run_settings(self, run: Run) -> Tuple[int, int, List[str]]:
+        """A run's batch size, length and ``--cfg-options`` at its level's length today."""
+        batch, iters = run_iters(self.preset, run[1], self.finetune_iters(run[0]))
+        return batch, iters, self.options(run, iters, batch)
+
     def comparable_options(self, run: Run) -> Tuple[int, List[str]]:
         """A run's length and ``--cfg-options`` as the map gives them today, the teacher's
         path left out (work dirs move): what a done, archived or parked run is compared
         on."""
-        batch, iters = run_iters(self.preset, run[1], self.finetune_iters(run[0]))
-        return iters, _without_teacher_path(self.options(run, iters, batch))
+        _, iters, options = self.run_settings(run)
+        return iters, _without_teacher_path(options)
 
     def check_done(self, runs: List[Run]) -> None:
         """Raises if a done run was trained with other options than the map gives it now
